@@ -117,16 +117,16 @@ def fit_resumable(model, make_dataset, total_steps, steps_per_epoch, output_dir,
         if initial_epoch < num_epochs - 1:
             history = model.fit(dataset, epochs=num_epochs - 1, initial_epoch=initial_epoch,
                                 steps_per_epoch=steps_per_epoch, callbacks=all_callbacks,
-                                validation_data=validation_data, verbose=verbose)
+                                validation_data=validation_data, verbose=verbose, shuffle=False)
             _raise_if_diverged(guard, manager)
             dataset = make_dataset().skip((num_epochs - 1) * steps_per_epoch)
         history = model.fit(dataset, epochs=num_epochs, initial_epoch=num_epochs - 1,
                             steps_per_epoch=last_epoch_steps, callbacks=all_callbacks,
-                            validation_data=validation_data, verbose=verbose)
+                            validation_data=validation_data, verbose=verbose, shuffle=False)
     else:
         history = model.fit(dataset, epochs=num_epochs, initial_epoch=initial_epoch,
                             steps_per_epoch=steps_per_epoch, callbacks=all_callbacks,
-                            validation_data=validation_data, verbose=verbose)
+                            validation_data=validation_data, verbose=verbose, shuffle=False)
     _raise_if_diverged(guard, manager)
     return history
 

@@ -1,0 +1,93 @@
+"""Run directories (config refusal, atomic JSON) and resumable, NaN-safe training."""
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from uqmix import runs, training
+
+
+def test_atomic_json_round_trip_and_non_finite(tmp_path):
+    path = tmp_path / "m.json"
+    runs.atomic_write_json(str(path), {"a": np.float32(0.5), "b": np.arange(3), "c": float("nan")})
+    assert json.loads(path.read_text()) == {"a": 0.5, "b": [0, 1, 2], "c": None}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]  # no temp file left
+
+
+def test_prepare_output_dir_refuses_other_config(tmp_path):
+    out = str(tmp_path / "run")
+    assert runs.prepare_output_dir(out, {"lr": 0.1, "output_dir": out}) is False
+    assert "--lr=0.1" in open(os.path.join(out, runs.FLAGS_FILE)).read()
+    with pytest.raises(runs.ConfigMismatchError, match="--resume"):
+        runs.prepare_output_dir(out, {"lr": 0.1})
+    assert runs.prepare_output_dir(out, {"lr": 0.1, "resume": True}, resume=True) is True
+    with pytest.raises(runs.ConfigMismatchError, match="differs in: lr"):
+        runs.prepare_output_dir(out, {"lr": 0.2}, resume=True)
+    assert runs.prepare_output_dir(out, {"lr": 0.2}, overwrite=True) is False
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "file").write_text("x")
+    with pytest.raises(runs.ConfigMismatchError, match="not empty"):
+        runs.prepare_output_dir(str(stray), {"lr": 0.1})
+
+
+_X = np.random.RandomState(0).rand(256, 8).astype("float32")
+_Y = (_X.sum(1) > 4).astype("int64")
+
+
+def _dataset():
+    ds = tf.data.Dataset.from_tensor_slices((_X, _Y))
+    return ds.shuffle(256, seed=1, reshuffle_each_iteration=True).repeat().batch(32)
+
+
+def _model(lr=1e-2):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dropout(0.5, seed=3), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.Adam(lr),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+class _Crash(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("total_steps", [48, 50])  # whole epochs, and a short last epoch
+def test_resumed_run_matches_uninterrupted_run(tmp_path, total_steps):
+    tf.config.experimental.enable_op_determinism()
+    straight = _model()
+    training.fit_resumable(straight, _dataset, total_steps, 8, str(tmp_path / "a"), verbose=0)
+    crashed = _model()
+    with pytest.raises(KeyboardInterrupt):
+        training.fit_resumable(crashed, _dataset, total_steps, 8, str(tmp_path / "b"),
+                               callbacks=[_Crash()], verbose=0)
+    resumed = _model()
+    training.fit_resumable(resumed, _dataset, total_steps, 8, str(tmp_path / "b"), verbose=0)
+    assert int(resumed.optimizer.iterations.numpy()) == total_steps
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # A finished run has nothing left to do.
+    assert training.fit_resumable(resumed, _dataset, total_steps, 8, str(tmp_path / "b"),
+                                  verbose=0) is None
+
+
+def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path):
+    model = _model()
+
+    class _Poison(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                for w in model.trainable_variables:
+                    w.assign(tf.fill(w.shape, np.nan))
+
+    with pytest.raises(training.TrainingDivergedError, match="ckpt-2"):
+        training.fit_resumable(model, _dataset, 64, 8, str(tmp_path), callbacks=[_Poison()],
+                               verbose=0)
+    kept = tf.train.latest_checkpoint(os.path.join(str(tmp_path), training.CHECKPOINT_SUBDIR))
+    assert kept.endswith("ckpt-2")
