@@ -12,7 +12,7 @@ class _NoisyLinear(keras.Model, PredictiveModelMixin):
     """logits_s = xW + s·c: S distinct, deterministic components."""
 
     def __init__(self):
-        super().__init__()
+        super().__init__(name="noisy_linear")
         self.dense = keras.layers.Dense(3)
 
     def call(self, x):

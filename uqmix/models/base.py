@@ -46,6 +46,10 @@ class PredictiveModelMixin:
         """Differentiable ``Predictive`` of one batch (graph-safe)."""
         num_samples = self._resolve_num_samples(num_samples)
         params = self.predictive_parameters(x, num_samples, training=training)
+        return self.predictive_from_parameters(params)
+
+    def predictive_from_parameters(self, params):
+        """Wraps the output of ``predictive_parameters`` in its ``Predictive`` type."""
         return _KINDS[self.predictive_kind](params)
 
     def _compiled_predictive_parameters(self, num_samples):
@@ -81,4 +85,4 @@ class PredictiveModelMixin:
         if not parts:
             raise ValueError("x is empty.")
         axis = 1 if self.predictive_kind == "sampled_logits" else 0
-        return _KINDS[self.predictive_kind](tf.concat(parts, axis=axis))
+        return self.predictive_from_parameters(tf.concat(parts, axis=axis))
