@@ -1,0 +1,73 @@
+"""Sweep runner and aggregator: resumable grid, mean ± std over seeds."""
+import os
+import statistics
+import subprocess
+import sys
+
+import pytest
+
+from uqmix import sweep
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _flagfile(tmp_path, name, text):
+    path = tmp_path / f"{name}.cfg"
+    path.write_text(text)
+    return str(path)
+
+
+def test_sweep_runs_grid_skips_done_and_aggregates(tmp_path):
+    a = _flagfile(tmp_path, "a", "--scale=1.0\n")
+    b = _flagfile(tmp_path, "b", "--scale=2.0\n")
+    root = str(tmp_path / "out")
+    planned = sweep.plan([a, b], [1, 2, 4], root)
+    assert len(planned) == 6
+    old = os.getcwd()
+    os.chdir(REPO)
+    try:
+        lines = []
+        assert sweep.run_sweep("tests.fake_experiment", planned, parallel=2, log=lines.append) == []
+        assert len(lines) == 6
+        again = []
+        sweep.run_sweep("tests.fake_experiment", planned, log=again.append)
+        assert again == ["6 of 6 runs already done; skipping them."]
+    finally:
+        os.chdir(old)
+    table = sweep.aggregate(sweep.collect(root))
+    entry = table["b"]["test.accuracy"]
+    assert entry["n"] == 3
+    assert entry["mean"] == pytest.approx(statistics.mean([2, 4, 8]))
+    assert entry["std"] == pytest.approx(statistics.stdev([2, 4, 8]))
+    text = sweep.markdown_table(table, ["test.accuracy"], digits=2)
+    assert "| a | 2.33 ± 1.53 (3) |" in text
+
+
+def test_sweep_reports_failures_and_bad_plans(tmp_path):
+    bad = _flagfile(tmp_path, "bad", "--fail\n")
+    planned = sweep.plan([bad], [0], str(tmp_path / "out"))
+    old = os.getcwd()
+    os.chdir(REPO)
+    try:
+        failures = sweep.run_sweep("tests.fake_experiment", planned, log=lambda _: None)
+    finally:
+        os.chdir(old)
+    assert [f.name for f in failures] == ["bad"]
+    with pytest.raises(ValueError, match="not found"):
+        sweep.plan([str(tmp_path / "missing.cfg")], [0], "x")
+    with pytest.raises(ValueError, match="distinct"):
+        sweep.plan([bad, bad], [0], "x")
+
+
+def test_sweep_binaries_end_to_end(tmp_path):
+    a = _flagfile(tmp_path, "a", "--scale=3.0\n")
+    root = str(tmp_path / "out")
+    run = lambda *args: subprocess.run([sys.executable, "-m", *args], cwd=REPO,
+                                       capture_output=True, text=True, timeout=120)
+    result = run("experiments.sweep", "--binary=tests.fake_experiment", f"--flagfiles={a}",
+                 "--seeds=1,2", f"--output_root={root}")
+    assert result.returncode == 0, result.stderr
+    result = run("experiments.aggregate", f"--output_root={root}", "--keys=test.accuracy")
+    assert result.returncode == 0, result.stderr
+    assert "4.5000 ± 2.1213 (2)" in result.stdout
+    assert os.path.exists(os.path.join(root, "aggregate.json"))
