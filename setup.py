@@ -25,6 +25,9 @@ setup(
         "numpy>=1.26,<3",
         "matplotlib>=3.8,<4",
         "absl-py>=2.1,<3",
+        # tf.summary (keras.callbacks.TensorBoard) needs the tensorboard package,
+        # which TensorFlow no longer installs itself.
+        "tensorboard>=2.18,<2.22",
         "scikit-learn>=1.4,<2",
     ],
     extras_require={

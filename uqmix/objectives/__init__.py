@@ -5,3 +5,18 @@
 * ``uqmix.objectives.mixture_losses``: the ML and VI (ELBO) objectives of
   infinite mixtures.
 """
+
+from uqmix.objectives.dirichlet_losses import (  # noqa: F401
+    cross_entropy_loss,
+    dirichlet_kl,
+    forward_kl_loss,
+    reverse_kl_loss,
+    target_concentrations,
+)
+from uqmix.objectives.mixture_losses import (  # noqa: F401
+    OBJECTIVES,
+    kl_term,
+    mixture_loss,
+    per_example_nll,
+    sample_log_likelihoods,
+)

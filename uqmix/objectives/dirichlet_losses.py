@@ -18,6 +18,10 @@ KL between Dirichlets, a0 = Σ_k a_k, b0 = Σ_k b_k:
 * reverse KL (Malinin & Gales 2019): KL(Dir(α) ‖ Dir(α̂))
 * forward KL (Malinin & Gales 2018): KL(Dir(α̂) ‖ Dir(α))
 
+``cross_entropy_loss`` is the plain-network (DNN) baseline with the same
+``labels=None`` convention: cross-entropy to the uniform distribution for OOD
+inputs (outlier exposure).
+
 Both return per-example losses [B] (average them over the *global* batch,
 e.g. with ``tf.nn.compute_average_loss``, so they scale correctly under a
 ``tf.distribute`` strategy).
@@ -40,22 +44,62 @@ import tensorflow as tf
 from uqmix import dirichlet
 
 
+# Above this argument h(a) below uses its asymptotic series (error < 1e-10 at a = 10).
+_STIRLING_THRESHOLD = 10.0
+
+
+def _lgamma_minus_a_digamma_plus_a(a):
+    """h(a) = lnΓ(a) − a·ψ(a) + a, accurate for every a > 0 (no cancellation for large a).
+
+    For a ≥ 10 the Stirling series of lnΓ and ψ gives
+      h(a) = ½ ln(2π) + ½ − ½ ln a + 1/(6a) − 1/(90a³) + 1/(210a⁵) − 1/(210a⁷)
+             + O(a⁻⁹),
+    so h stays of order ln a where lnΓ(a) and a·ψ(a) are each of order a·ln a.
+    Both branches get safe arguments, so gradients stay finite through ``tf.where``.
+    """
+    dtype = a.dtype
+    threshold = tf.constant(_STIRLING_THRESHOLD, dtype)
+    large = a >= threshold
+    a_large = tf.where(large, a, threshold)
+    a_small = tf.where(large, tf.ones_like(a), a)
+    direct = tf.math.lgamma(a_small) - a_small * tf.math.digamma(a_small) + a_small
+    inv = 1.0 / a_large
+    inv2 = inv * inv
+    series = (0.5 * np.log(2.0 * np.pi) + 0.5 - 0.5 * tf.math.log(a_large)
+              + inv * (1.0 / 6.0 + inv2 * (-1.0 / 90.0 + inv2 * (1.0 / 210.0 - inv2 / 210.0))))
+    return tf.where(large, series, direct)
+
+
 def dirichlet_kl(alpha_p, alpha_q):
     """KL(Dir(alpha_p) ‖ Dir(alpha_q)) per example.
 
     alpha_p, alpha_q: concentrations [..., K] (broadcastable), positive.
     Returns [...]:
-      lnΓ(p0) − lnΓ(q0) − Σ_k [lnΓ(p_k) − lnΓ(q_k)] + Σ_k (p_k − q_k)(ψ(p_k) − ψ(p0)).
+      lnΓ(p0) − lnΓ(q0) − Σ_k [lnΓ(p_k) − lnΓ(q_k)]
+      + Σ_k (p_k − q_k)(ψ(p_k) − ψ(p0)).
+
+    Evaluated as the algebraically equal
+      h(p0) − Σ_k h(p_k) − lnΓ(q0) + Σ_k lnΓ(q_k) − Σ_k q_k (ψ(p_k) − ψ(p0)),
+    h(a) = lnΓ(a) − a·ψ(a) + a (using p0 = Σ_k p_k), which avoids the
+    cancellation of terms of size p·ln p when p is large: in float32 the
+    textbook form loses the value (even its sign) and the gradient for
+    concentrations near 1e13, this one keeps both.
     """
     alpha_p = tf.convert_to_tensor(alpha_p)
     alpha_q = tf.convert_to_tensor(alpha_q, dtype=alpha_p.dtype)
+    if tf.executing_eagerly():  # in graphs α comes from exp(z); eager calls get checked
+        for name, value in (("alpha_p", alpha_p), ("alpha_q", alpha_q)):
+            values = value.numpy()
+            if not (np.all(np.isfinite(values)) and np.all(values > 0)):
+                raise ValueError(f"{name} must be finite and positive (Dirichlet concentrations).")
+    alpha_p, alpha_q = alpha_p + tf.zeros_like(alpha_q), alpha_q + tf.zeros_like(alpha_p)
     p0 = tf.reduce_sum(alpha_p, axis=-1)
     q0 = tf.reduce_sum(alpha_q, axis=-1)
-    log_normaliser_ratio = (tf.math.lgamma(p0) - tf.math.lgamma(q0)
-                            - tf.reduce_sum(tf.math.lgamma(alpha_p) - tf.math.lgamma(alpha_q),
-                                            axis=-1))
+    h = _lgamma_minus_a_digamma_plus_a
     digamma_gap = tf.math.digamma(alpha_p) - tf.math.digamma(p0)[..., None]
-    return log_normaliser_ratio + tf.reduce_sum((alpha_p - alpha_q) * digamma_gap, axis=-1)
+    return (h(p0) - tf.reduce_sum(h(alpha_p), axis=-1)
+            - tf.math.lgamma(q0) + tf.reduce_sum(tf.math.lgamma(alpha_q), axis=-1)
+            - tf.reduce_sum(alpha_q * digamma_gap, axis=-1))
 
 
 def _validated_labels(labels, num_classes):
@@ -155,3 +199,19 @@ def forward_kl_loss(logits, labels, target_concentration, concentration=1.0,
     """Forward KL KL(Dir(α̂) ‖ Dir(α)) per example, [B] (arguments as ``reverse_kl_loss``)."""
     alpha, target = _alpha_and_target(logits, labels, target_concentration, concentration)
     return _normalised(dirichlet_kl(target, alpha), target_concentration, normalize_by_target)
+
+
+def cross_entropy_loss(logits, labels):
+    """Cross-entropy per example, [B]: −log softmax(z)_y.
+
+    labels=None: cross-entropy to the uniform distribution, −(1/K) Σ_k log softmax(z)_k
+    (= KL(uniform ‖ softmax(z)) + log K), the DNN baseline's OOD term.
+    """
+    logits = tf.convert_to_tensor(logits)
+    if logits.shape.rank != 2 or logits.shape[-1] is None:
+        raise ValueError(f"logits must have shape [batch, num_classes], got {logits.shape}.")
+    log_probs = tf.nn.log_softmax(logits, axis=-1)
+    if labels is None:
+        return -tf.reduce_mean(log_probs, axis=-1)
+    labels = _validated_labels(labels, logits.shape[-1])
+    return -tf.gather(log_probs, labels, axis=-1, batch_dims=1)

@@ -1,0 +1,158 @@
+"""``InfiniteMixture``: an MLP of ``MatrixNormalDense`` layers trained by ML or VI.
+
+The weights θ of every layer follow q(θ) = MN(M, diag u, diag v); the model is
+the infinite mixture p(y | x) = ∫ p(y | x, θ) q(θ) dθ.  Per mini-batch of B
+examples with S = ``num_train_samples`` weight samples (DESIGN.md):
+
+* ``objective="vi"`` (ELBO):  loss = mean_b[−(1/S) Σ_s ℓ_bs] + (λ/N)·KL
+* ``objective="ml"``:         loss = mean_b[−logsumexp_s ℓ_bs + log S] + (λ/N)·KL
+
+with ℓ_bs = log p(y_b | x_b, θ_s), KL = Σ_layers KL(q ‖ MN(0, σ²I, I)),
+λ = ``kl_weight``, N = ``dataset_size``.  ``fit`` reports ``loss``, ``nll``
+(the data term), ``kl`` (Σ_layers KL, unweighted) and ``accuracy`` of the
+S-sample mean prediction; the step is written for ``tf.distribute`` (see
+``uqmix.models.sampled_training``).
+
+``predictive(x, num_samples=100)`` returns a ``SampledPredictive`` of S
+weight samples, vectorised: the input layer computes a·M and a²·u once per
+example and draws only noise per sample (local reparameterisation).
+"""
+
+import math
+
+import keras
+import tensorflow as tf
+
+from uqmix.layers import SAMPLING_MODES, MatrixNormalDense
+from uqmix.models.base import PredictiveModelMixin
+from uqmix.models.sampled_training import SampledTrainingMixin
+from uqmix.objectives import mixture_losses
+
+
+@keras.saving.register_keras_serializable(package="uqmix")
+class InfiniteMixture(SampledTrainingMixin, PredictiveModelMixin, keras.Model):
+    """Flatten → [MatrixNormalDense(h, ReLU)] × len(hidden_units) → MatrixNormalDense(K).
+
+    num_classes: K (10).
+    hidden_units: widths of the hidden layers ((128, 128)).
+    objective: "ml" or "vi".
+    num_train_samples: S weight samples per training / evaluation step (5).
+    kl_weight: λ ≥ 0 (1 = exact VI).
+    dataset_size: N, the number of training examples (60,000 for MNIST).
+    prior_variance: σ² > 0 of the prior MN(0, σ²I, I) of every layer.
+    sampling: sampling mode for training and ``evaluate``.
+    predictive_sampling: sampling mode of ``predictive`` (default local
+      reparameterisation, the faster one on CPU; see bench/predict.py).
+    seed: int; layer i's SeedGenerator starts from seed + i (None: from
+      Keras' global seed).
+    jit_sampling: compile every layer's sampling step into one XLA kernel
+      (``MatrixNormalDense``): the fast setting for long training runs and
+      large evaluations on CPU; off by default because each new input shape
+      costs an XLA compilation.
+    """
+
+    regularizer_metric_name = "kl"
+    default_num_samples = 100
+
+    def __init__(self, num_classes=10, hidden_units=(128, 128), objective="ml",
+                 num_train_samples=5, kl_weight=1.0, dataset_size=60000, prior_variance=1.0,
+                 sampling="local_reparameterization",
+                 predictive_sampling="local_reparameterization", seed=None, jit_sampling=False,
+                 **kwargs):
+        kwargs.setdefault("name", "infinite_mixture")
+        super().__init__(**kwargs)
+        if int(num_classes) != num_classes or num_classes < 2:
+            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes}.")
+        hidden_units = tuple(int(h) for h in hidden_units)
+        if any(h < 1 for h in hidden_units):
+            raise ValueError(f"hidden_units must be positive, got {hidden_units}.")
+        if int(num_train_samples) != num_train_samples or num_train_samples < 1:
+            raise ValueError(f"num_train_samples (S) must be an integer >= 1, got {num_train_samples}.")
+        mixture_losses.check_objective(objective)
+        mixture_losses.check_kl_scale(kl_weight, dataset_size)
+        if not (isinstance(prior_variance, (int, float)) and math.isfinite(prior_variance)
+                and prior_variance > 0):
+            raise ValueError(f"prior_variance (σ²) must be a finite number > 0, got {prior_variance}.")
+        for name, mode in (("sampling", sampling), ("predictive_sampling", predictive_sampling)):
+            if mode not in SAMPLING_MODES:
+                raise ValueError(f"{name} must be one of {SAMPLING_MODES}, got {mode!r}.")
+        self.num_classes = int(num_classes)
+        self.hidden_units = hidden_units
+        self.objective = objective
+        self.num_train_samples = int(num_train_samples)
+        self.kl_weight = float(kl_weight)
+        self.dataset_size = int(dataset_size)
+        self.prior_variance = float(prior_variance)
+        self.sampling = sampling
+        self.predictive_sampling = predictive_sampling
+        self.seed = None if seed is None else int(seed)
+        self.jit_sampling = bool(jit_sampling)
+        widths = hidden_units + (self.num_classes,)
+        self.flatten = keras.layers.Flatten()
+        self.dense_layers = [
+            MatrixNormalDense(
+                units, prior_variance=self.prior_variance, sampling=sampling,
+                activation="relu" if i < len(hidden_units) else None,
+                kernel_initializer="he_normal" if i < len(hidden_units) else "glorot_normal",
+                seed=None if seed is None else self.seed + i, jit_sampling=self.jit_sampling,
+                name=f"hidden_{i}" if i < len(hidden_units) else "logits")
+            for i, units in enumerate(widths)
+        ]
+        self._make_trackers()
+
+    def build(self, input_shape):
+        features = math.prod(input_shape[1:])
+        shape = (None, features)
+        for layer in self.dense_layers:
+            layer.build(shape)
+            shape = (None, layer.units)
+
+    def call(self, inputs, num_samples=None, sampling=None, training=None):
+        """Logits: [B, K] for one sample per example, [S, B, K] with ``num_samples=S``."""
+        h = self.flatten(inputs)
+        h = self.dense_layers[0](h, num_samples=num_samples, sampling=sampling)
+        for layer in self.dense_layers[1:]:
+            h = layer(h, sampling=sampling)
+        return h
+
+    # -- objective ---------------------------------------------------------
+    def kl_divergence(self):
+        """Σ over layers of KL(q(W) ‖ p(W)) (closed form)."""
+        return tf.add_n([layer.kl_divergence() for layer in self.dense_layers])
+
+    def weight_variances(self):
+        """Per layer name, Var[W_ij] = u_i v_j, [d + 1, c] (last row: biases)."""
+        return {layer.name: layer.weight_variance() for layer in self.dense_layers}
+
+    def training_logits(self, x, training):
+        return self(x, num_samples=self.num_train_samples, training=training)
+
+    def per_example_data_loss(self, labels, logits):
+        log_likelihoods = mixture_losses.sample_log_likelihoods(labels, logits)
+        return mixture_losses.per_example_nll(log_likelihoods, self.objective)
+
+    def regularization_loss(self):
+        kl = self.kl_divergence()
+        return mixture_losses.kl_term(kl, self.kl_weight, self.dataset_size), kl
+
+    # -- prediction --------------------------------------------------------
+    def predictive_parameters(self, x, num_samples, training=False):
+        """Logits [S, B, K] of S weight samples per example (one vectorised pass)."""
+        return self(x, num_samples=num_samples, sampling=self.predictive_sampling)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_classes=self.num_classes,
+            hidden_units=list(self.hidden_units),
+            objective=self.objective,
+            num_train_samples=self.num_train_samples,
+            kl_weight=self.kl_weight,
+            dataset_size=self.dataset_size,
+            prior_variance=self.prior_variance,
+            sampling=self.sampling,
+            predictive_sampling=self.predictive_sampling,
+            seed=self.seed,
+            jit_sampling=self.jit_sampling,
+        )
+        return config
