@@ -1,0 +1,23 @@
+"""uqmix datasets: ``load_arrays`` (registry of raw-file, tfds and generated sources)
+and the ``tf.data`` pipeline helpers.
+
+Images are float32 [N, H, W, C] in [0, 1]; ``synthetic3`` is float32 [N, 2].
+Modules: ``registry`` (names, sources, ``load_arrays``), ``idx`` / ``cifar`` /
+``svhn`` / ``notmnist`` / ``image_folder`` (the published file formats),
+``tfds_source`` (tensorflow-datasets), ``pipeline`` (``make_dataset``,
+``zip_in_and_ood``, ``check_same_image_shape``).
+"""
+from uqmix.data.errors import DataFileError, DataSourceError  # noqa: F401
+from uqmix.data.pipeline import (  # noqa: F401
+    check_same_image_shape,
+    make_dataset,
+    zip_in_and_ood,
+)
+from uqmix.data.registry import (  # noqa: F401
+    DATASETS,
+    NO_LABEL,
+    get_spec,
+    images_to_unit_float,
+    known_names,
+    load_arrays,
+)
