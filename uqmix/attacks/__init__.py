@@ -1,0 +1,27 @@
+"""Adversarial attacks: cleverhans-compatible FGM / PGD / MIM, compiled end to end.
+
+* ``fast_gradient_method``, ``projected_gradient_descent``,
+  ``momentum_iterative_method`` — cleverhans 4.0's TF2 signatures and rules,
+  each one ``tf.function`` call; ``iterative_attack_checkpoints`` gives the
+  iterates of one run after several iteration counts
+  (``uqmix.attacks.gradient_attacks``);
+* ``optimize_linear``, ``clip_eta``, ``random_lp_vector`` — the per-norm rules
+  (``uqmix.attacks.norms``);
+* ``predictive_logits_fn``, ``sample_logits_fn``, ``dirichlet_logits_fn`` —
+  model_fns from uqmix models, S samples in one vectorised call
+  (``uqmix.attacks.model_fns``);
+* ``cross_entropy``, ``BoundLoss``, ``expectation_over_samples`` — losses
+  (``uqmix.attacks.losses``);
+* ``kl_pmf_loss``, ``kl_dir_loss``, ``second_most_likely_class``,
+  ``swap_top_and_target`` — adaptive criteria for Prior Networks
+  (``uqmix.attacks.adaptive``).
+"""
+from uqmix.attacks.adaptive import (  # noqa: F401
+    kl_dir_loss, kl_pmf_loss, second_most_likely_class, swap_top_and_target)
+from uqmix.attacks.gradient_attacks import (  # noqa: F401
+    fast_gradient_method, iterative_attack_checkpoints, momentum_iterative_method,
+    projected_gradient_descent)
+from uqmix.attacks.losses import BoundLoss, cross_entropy, expectation_over_samples  # noqa: F401
+from uqmix.attacks.model_fns import (  # noqa: F401
+    dirichlet_logits_fn, predictive_logits_fn, sample_logits_fn)
+from uqmix.attacks.norms import clip_eta, optimize_linear, random_lp_vector  # noqa: F401
