@@ -1,0 +1,1 @@
+"""Experiment binaries: ``python -m experiments.NAME --flagfile=experiments/configs/NAME.cfg``."""

@@ -1,0 +1,209 @@
+"""experiments.cifar_rkl: the smoke flagfile end to end, CIFAR binary files, bad input, NaN stop."""
+import gzip
+import json
+import os
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import REPO_ROOT
+from uqmix import data_synthetic_images, pn_experiment, runs, training
+from uqmix.data import DataSourceError
+
+SMOKE = os.path.join(REPO_ROOT, "experiments", "configs", "smoke.cfg")
+
+
+def _tiny(tmp_path, **overrides):
+    """A seconds-long configuration on the generated images."""
+    config = dict(dataset="synthetic_images", ood_train_dataset="synthetic_images_ood",
+                  ood_test_datasets=["synthetic_images_ood"], backbone="small_convnet",
+                  batch_size=32, epochs=1, steps_per_epoch=3, optimizer="adam",
+                  learning_rate=1e-3, lr_schedule="constant", augment=False, verbose=0,
+                  histogram_examples=0, test_examples=64, ood_test_examples=64,
+                  output_dir=str(tmp_path / "run"))
+    config.update(overrides)
+    return pn_experiment.default_config(**config)
+
+
+def _event_tags(folder):
+    scalars, histograms = set(), set()
+    for root, _, files in os.walk(folder):
+        for name in files:
+            if not name.startswith("events.out"):
+                continue
+            for event in tf.compat.v1.train.summary_iterator(os.path.join(root, name)):
+                for value in event.summary.value:
+                    kind = value.metadata.plugin_data.plugin_name
+                    (histograms if kind == "histograms" else scalars).add(value.tag)
+    return scalars, histograms
+
+
+def test_smoke_flagfile_end_to_end(tmp_path):
+    out = tmp_path / "smoke"
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.cifar_rkl", f"--flagfile={SMOKE}",
+         f"--output_dir={out}", "--verbose=0"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test error" in result.stdout
+    metrics = runs.read_json(out / "metrics.json")
+    assert metrics["error"] < 0.5  # a learnable set: far better than chance (0.9)
+    ood = metrics["ood_detection"]["synthetic_images_ood"]
+    assert set(ood) == set(pn_experiment.OOD_MEASURES)
+    assert ood["mutual_information"]["auroc"] > 0.8
+    assert metrics["mean_alpha0_in"] > metrics["mean_alpha0_ood"]["synthetic_images_ood"]
+    curves = metrics["attacks"]["white_box"]
+    assert metrics["attacks"]["iterations"] == [2, 5, 10]
+    assert all(len(curves[k]) == 3 for k in ("success_rate", "auroc", "jsr"))
+    assert all(0 <= v <= 0.5 + 1e-9 for v in curves["jsr"])
+    for figure in metrics["figures"]:
+        assert os.path.getsize(out / figure) > 1000
+    assert {"figures/alpha0_histogram.png", "figures/mi_histogram.png",
+            "figures/roc_mutual_information.png", "figures/attack_curves.png"} <= set(
+                metrics["figures"])
+    config = runs.read_json(out / "config.json")
+    assert config["dataset"] == "synthetic_images" and config["epochs"] == 4
+    assert "--loss=reverse_kl" in (out / "flags.cfg").read_text()
+    assert tf.train.latest_checkpoint(str(out / "model" / "checkpoints")).endswith("-4")
+    scalars, histograms = _event_tags(out / "tensorboard")
+    for tag in ("loss", "in_domain_loss", "ood_loss", "accuracy", "mean_alpha0_in",
+                "mean_alpha0_ood", "learning_rate"):
+        assert f"epoch_{tag}" in scalars, (tag, scalars)
+    assert {"log10_alpha0/in_domain", "log10_alpha0/ood"} <= histograms
+
+
+def _write_cifar(folder, subfolder, files, records):
+    os.makedirs(os.path.join(folder, subfolder), exist_ok=True)
+    start = 0
+    for name, count in files:
+        with open(os.path.join(folder, subfolder, name), "wb") as handle:
+            handle.write(records[start:start + count].tobytes())
+        start += count
+
+
+def _cifar_records(images, label_columns):
+    pixels = np.round(images * 255).astype(np.uint8).transpose(0, 3, 1, 2).reshape(len(images), -1)
+    return np.concatenate([np.stack(label_columns, 1).astype(np.uint8), pixels], axis=1)
+
+
+def test_cifar_binary_files_train_and_evaluate(tmp_path):
+    x, y = data_synthetic_images.load("synthetic_images", "train")
+    x_test, y_test = data_synthetic_images.load("synthetic_images", "test")
+    x_ood, _ = data_synthetic_images.load("synthetic_images_ood", "train")
+    data_dir = tmp_path / "data"
+    _write_cifar(str(data_dir / "cifar10"), "cifar-10-batches-bin",
+                 [(f"data_batch_{i}.bin", 40) for i in range(1, 6)], _cifar_records(x[:200], [y[:200]]))
+    _write_cifar(str(data_dir / "cifar10"), "cifar-10-batches-bin", [("test_batch.bin", 50)],
+                 _cifar_records(x_test[:50], [y_test[:50]]))
+    fine = np.arange(100) % 100
+    _write_cifar(str(data_dir / "cifar100"), "cifar-100-binary", [("train.bin", 100)],
+                 _cifar_records(x_ood[:100], [fine // 5, fine]))
+    _write_cifar(str(data_dir / "cifar100"), "cifar-100-binary", [("test.bin", 60)],
+                 _cifar_records(x_ood[100:160], [fine[:60] // 5, fine[:60]]))
+    config = _tiny(tmp_path, dataset="cifar10", ood_train_dataset="cifar100",
+                   ood_test_datasets=["cifar100"], data_dir=str(data_dir), use_tfds=False,
+                   check_counts=False, backbone="vgg16", width_multiplier=0.0625, augment=True,
+                   test_examples=0, ood_test_examples=0)
+    data = pn_experiment.load_data(pn_experiment.validate_config(config))
+    np.testing.assert_allclose(data["x_train"], np.round(x[:200] * 255) / 255, atol=1e-6)
+    np.testing.assert_array_equal(data["y_train"], y[:200])
+    assert data["input_shape"] == (32, 32, 3) and data["num_classes"] == 10
+    metrics = pn_experiment.run(config)
+    assert metrics["num_train_examples"] == 200 and metrics["num_test_examples"] == 50
+    assert metrics["num_ood_train_examples"] == 100
+    assert metrics["num_ood_test_examples"] == {"cifar100": 60}
+    assert 0.0 <= metrics["error"] <= 1.0
+    assert set(metrics["ood_detection"]["cifar100"]) == set(pn_experiment.OOD_MEASURES)
+
+
+def _write_idx(folder, prefix, images):
+    os.makedirs(folder, exist_ok=True)
+    n = len(images)
+    with gzip.open(os.path.join(folder, f"{prefix}-images-idx3-ubyte.gz"), "wb") as handle:
+        handle.write(struct.pack(">IIII", 0x803, n, 28, 28) + images.tobytes())
+    with gzip.open(os.path.join(folder, f"{prefix}-labels-idx1-ubyte.gz"), "wb") as handle:
+        handle.write(struct.pack(">II", 0x801, n) + (np.arange(n) % 10).astype(np.uint8).tobytes())
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"dataset": "imagenet"}, "Unknown --dataset 'imagenet'"),
+    ({"ood_test_datasets": ["cifar10", "places"]}, "Unknown dataset 'places'"),
+    ({"backbone": "resnet50"}, "Unknown --backbone 'resnet50'"),
+    ({"target_concentration": 0.0}, "--target_concentration must be > 0"),
+    ({"ood_weight": -0.5}, "--ood_weight must be >= 0"),
+    ({"loss": "hinge"}, "Unknown --loss 'hinge'"),
+    ({"model_kind": "ensemble"}, "--loss=cross_entropy"),
+    ({"strategy": "horovod"}, "Unknown --strategy"),
+])
+def test_bad_flags_are_refused_before_anything_runs(tmp_path, overrides, message):
+    config = _tiny(tmp_path, **overrides)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        pn_experiment.run(config)
+    assert not os.path.exists(config["output_dir"])
+
+
+def test_bad_data_is_refused_before_training(tmp_path):
+    # Missing files: a data_dir without the set, downloads off.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    config = _tiny(tmp_path, dataset="cifar10", ood_train_dataset="", data_dir=str(empty),
+                   use_tfds=False)
+    with pytest.raises(DataSourceError, match="cifar10"):
+        pn_experiment.run(config)
+    # OOD images of another shape (28x28x1 IDX files vs 32x32x3 images).
+    data_dir = tmp_path / "data"
+    images = np.random.default_rng(0).integers(0, 256, (20, 28, 28), dtype=np.uint8)
+    _write_idx(str(data_dir / "fashion_mnist"), "train", images)
+    config = _tiny(tmp_path, ood_train_dataset="fashion_mnist", data_dir=str(data_dir),
+                   check_counts=False, use_tfds=False)
+    with pytest.raises(ValueError, match=r"\(32, 32, 3\) per example but OOD training set "
+                                         r"fashion_mnist inputs have \(28, 28, 1\)"):
+        pn_experiment.run(config)
+    assert not os.path.exists(config["output_dir"])
+
+
+def test_output_dir_of_another_configuration_is_refused(tmp_path):
+    config = _tiny(tmp_path)
+    runs.prepare_output_dir(config["output_dir"], dict(config, ood_weight=0.3))
+    with pytest.raises(runs.ConfigMismatchError, match="ood_weight"):
+        pn_experiment.run(config)
+    with pytest.raises(runs.ConfigMismatchError, match="ood_weight"):
+        pn_experiment.run(dict(config, resume=True))
+    assert not os.path.exists(os.path.join(config["output_dir"], "model"))
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.cifar_rkl", "--dataset=synthetic_images",
+         "--backbone=resnet", f"--output_dir={tmp_path / 'cli'}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Unknown --backbone 'resnet'" in result.stderr
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    original = training._EpochCheckpoint.on_epoch_end
+
+    def blow_up_after_first_epoch(self, epoch, logs=None):
+        original(self, epoch, logs)
+        # A divergence that does not depend on how far a big step carries the weights: the
+        # output layer's bias (nothing after it can mask a NaN, as a ReLU would) becomes NaN
+        # after the checkpoint of epoch 1, so the next loss is NaN.
+        bias = self.model.trainable_variables[-1]
+        assert bias.path.endswith("logits/bias"), bias.path
+        bias.assign(tf.fill(tf.shape(bias), float("nan")))
+
+    monkeypatch.setattr(training._EpochCheckpoint, "on_epoch_end", blow_up_after_first_epoch)
+    config = _tiny(tmp_path, epochs=3)
+    with pytest.raises(training.TrainingDivergedError, match="ckpt-1") as info:
+        pn_experiment.run(config)
+    assert "nan" in str(info.value).lower() or "inf" in str(info.value).lower()
+    checkpoint = tf.train.latest_checkpoint(os.path.join(config["output_dir"], "model",
+                                                         "checkpoints"))
+    assert checkpoint.endswith("ckpt-1")
+    reader = tf.train.load_checkpoint(checkpoint)
+    for name in reader.get_variable_to_shape_map():
+        value = reader.get_tensor(name)
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            assert np.all(np.isfinite(value)), name
+    assert not os.path.exists(os.path.join(config["output_dir"], "metrics.json"))

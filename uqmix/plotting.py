@@ -1,0 +1,234 @@
+"""Figures of the experiments (matplotlib, Agg canvas; no pyplot, no display needed).
+
+A flat module of figure functions: each builds and returns a
+``matplotlib.figure.Figure`` drawn on an Agg canvas (the global pyplot backend
+is never touched, so importing uqmix does not change an interactive session),
+and ``save_figure`` writes one atomically.
+"""
+
+import io
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from uqmix import runs
+
+MEASURE_TITLES = {
+    "total_uncertainty": "Total uncertainty",
+    "expected_data_uncertainty": "Expected data uncertainty",
+    "mutual_information": "Mutual information",
+    "predictive_variance": "Predictive variance",
+    "epkl": "EPKL",
+    "max_probability": "Max probability",
+    "precision": "Precision α0",
+    "differential_entropy": "Differential entropy",
+}
+
+
+def new_figure(width, height):
+    """A ``Figure`` of ``width`` × ``height`` inches with an Agg canvas attached."""
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def save_figure(figure, path, dpi=120):
+    """Writes ``figure`` to ``path`` (format from the extension) atomically."""
+    suffix = str(path).rsplit(".", 1)[-1].lower() if "." in str(path) else ""
+    if suffix not in ("png", "pdf", "svg"):
+        raise ValueError(f"figure path must end in .png, .pdf or .svg, got {path}.")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=suffix, dpi=dpi)
+    runs.atomic_write_bytes(str(path), buffer.getvalue())
+    return str(path)
+
+
+def plane_grid(extent, resolution):
+    """A square grid over the plane for 2-D maps.
+
+    extent: (x_min, x_max, y_min, y_max); resolution: points per axis (≥ 2).
+    Returns (points float32 [resolution², 2] in row-major order of the image,
+    shape (resolution, resolution)); ``values.reshape(shape)`` is the image
+    with row i at y_i (increasing) and column j at x_j.
+    """
+    x_min, x_max, y_min, y_max = (float(v) for v in extent)
+    if not (x_min < x_max and y_min < y_max):
+        raise ValueError("extent must be (x_min, x_max, y_min, y_max) with min < max, "
+                         f"got {extent}.")
+    if int(resolution) < 2:
+        raise ValueError(f"resolution must be >= 2, got {resolution}.")
+    xs = np.linspace(x_min, x_max, int(resolution))
+    ys = np.linspace(y_min, y_max, int(resolution))
+    grid_x, grid_y = np.meshgrid(xs, ys)
+    points = np.stack([grid_x.ravel(), grid_y.ravel()], axis=1).astype(np.float32)
+    return points, grid_x.shape
+
+
+def uncertainty_maps(maps, extent, overlays=(), title=None, color_scale="column"):
+    """Rows of models × columns of uncertainty measures, as images over the plane.
+
+    maps: {row label: {measure name: 2-D array [ny, nx]}} (every row has the
+      same measures, in the order of the first row; row i of an image is at
+      the i-th y value, as ``plane_grid`` produces).
+    extent: (x_min, x_max, y_min, y_max) of the images.
+    overlays: (points [N, 2], style dict for ``Axes.scatter``) pairs drawn on
+      every panel (e.g. training data and OOD points).
+    color_scale: "column" — each column shares one colour scale (from 0 to the
+      largest value of that measure in any row), so rows compare directly;
+      "panel" — every panel has its own scale and colour bar, so each map's
+      structure shows even when the rows' ranges differ a lot.
+    """
+    if color_scale not in ("column", "panel"):
+        raise ValueError(f"color_scale must be 'column' or 'panel', got {color_scale!r}.")
+    if not maps:
+        raise ValueError("maps is empty.")
+    rows = list(maps)
+    measures = list(maps[rows[0]])
+    for row in rows:
+        if list(maps[row]) != measures:
+            raise ValueError(f"row {row!r} has measures {list(maps[row])}, expected {measures}.")
+    figure = new_figure(4.0 * len(measures), 3.6 * len(rows))
+    axes = figure.subplots(len(rows), len(measures), squeeze=False, sharex=True, sharey=True)
+    for j, measure in enumerate(measures):
+        for i, row in enumerate(rows):
+            shown = rows if color_scale == "column" else [row]
+            vmax = max(float(np.nanmax(maps[r][measure])) for r in shown)
+            vmin = min(0.0, min(float(np.nanmin(maps[r][measure])) for r in shown))
+            ax = axes[i, j]
+            image = ax.imshow(np.asarray(maps[row][measure]), origin="lower", extent=extent,
+                              cmap="viridis", vmin=vmin, vmax=vmax, aspect="equal",
+                              interpolation="nearest")
+            for points, style in overlays:
+                ax.scatter(np.asarray(points)[:, 0], np.asarray(points)[:, 1], **style)
+            ax.set_xlim(extent[0], extent[1])
+            ax.set_ylim(extent[2], extent[3])
+            ax.set_title(f"{row}: {MEASURE_TITLES.get(measure, measure)}", fontsize=10)
+            if color_scale == "panel":
+                figure.colorbar(image, ax=ax, shrink=0.85)
+        if color_scale == "column":
+            figure.colorbar(image, ax=axes[:, j].tolist(), shrink=0.8)
+    if title:
+        figure.suptitle(title)
+    return figure
+
+
+def in_out_histograms(values_in, values_out, measure, log10=False, bins=40, title=None):
+    """Overlaid histograms of one measure on in-domain and each OOD set (densities).
+
+    values_in: [N] values of the in-domain test set; values_out: {set name: [M]}.
+    log10: plot log10 of the values (for α0, which spans many decades).
+    """
+    if not values_out:
+        raise ValueError("values_out is empty.")
+    series = {"in-domain": np.asarray(values_in, np.float64)}
+    series.update({name: np.asarray(v, np.float64) for name, v in values_out.items()})
+    if log10:
+        if any(np.any(v <= 0) for v in series.values()):
+            raise ValueError(f"log10 histogram of {measure} needs positive values.")
+        series = {name: np.log10(v) for name, v in series.items()}
+    edges = np.histogram_bin_edges(np.concatenate(list(series.values())), bins=bins)
+    figure = new_figure(5.0, 3.6)
+    ax = figure.subplots()
+    for name, values in series.items():
+        ax.hist(values, bins=edges, density=True, histtype="step", linewidth=1.5, label=name)
+    label = MEASURE_TITLES.get(measure, measure)
+    ax.set_xlabel(f"log10 {label}" if log10 else label)
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    ax.set_title(title or f"{label}: in-domain vs OOD", fontsize=10)
+    return figure
+
+
+def roc_curves(curves, title=None):
+    """ROC curves: curves = {label: (fpr [M], tpr [M], auroc)}; the chance diagonal dashed."""
+    if not curves:
+        raise ValueError("curves is empty.")
+    figure = new_figure(4.6, 4.2)
+    ax = figure.subplots()
+    for label, (fpr, tpr, auroc) in curves.items():
+        ax.plot(np.asarray(fpr), np.asarray(tpr), linewidth=1.5, label=f"{label} ({auroc:.3f})")
+    ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.legend(fontsize=8, loc="lower right", title="AUROC", title_fontsize=8)
+    ax.set_title(title or "ROC", fontsize=10)
+    return figure
+
+
+def attack_curves(iterations, panels, title=None):
+    """Attack results against the number of attack iterations, one panel per quantity.
+
+    iterations: [T] iteration counts (x axis, log scale when they span > 10×).
+    panels: {panel title: {series label: [T] values (None/NaN = missing)}}.
+    """
+    if not panels:
+        raise ValueError("panels is empty.")
+    iterations = np.asarray(iterations, np.float64)
+    figure = new_figure(4.2 * len(panels), 3.6)
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (panel, series) in zip(axes, panels.items()):
+        for label, values in series.items():
+            values = np.array([np.nan if v is None else v for v in values], np.float64)
+            if values.shape != iterations.shape:
+                raise ValueError(f"series {label!r} of {panel!r} has {values.size} values for "
+                                 f"{iterations.size} iteration counts.")
+            ax.plot(iterations, values, marker="o", markersize=3, linewidth=1.5, label=label)
+        if iterations.size and iterations.min() > 0 and iterations.max() > 10 * iterations.min():
+            ax.set_xscale("log")
+        ax.set_xlabel("attack iterations")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(panel, fontsize=10)
+        ax.legend(fontsize=8)
+    if title:
+        figure.suptitle(title)
+    return figure
+
+
+def correct_wrong_histograms(histograms, title=None):
+    """Histograms of uncertainty measures on correctly vs wrongly classified inputs.
+
+    histograms: {measure: {"bin_edges": [M + 1], "correct": [M], "wrong": [M]}}
+      (``uqmix.evaluation.measure_histograms``); drawn as densities, one panel
+      per measure, so the two groups compare despite their different sizes.
+    """
+    if not histograms:
+        raise ValueError("histograms is empty.")
+    figure = new_figure(4.4 * len(histograms), 3.4)
+    axes = figure.subplots(1, len(histograms), squeeze=False)[0]
+    for ax, (measure, hist) in zip(axes, histograms.items()):
+        edges = np.asarray(hist["bin_edges"], np.float64)
+        for group in ("correct", "wrong"):
+            counts = np.asarray(hist[group], np.float64)
+            if counts.sum() > 0:
+                ax.stairs(counts / (counts.sum() * np.diff(edges)), edges, linewidth=1.5,
+                          label=f"{group} (n={int(counts.sum())})")
+        ax.set_yscale("symlog", linthresh=1e-2)
+        ax.set_xlabel(MEASURE_TITLES.get(measure, measure))
+        ax.set_ylabel("density")
+        ax.legend(fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return figure
+
+
+def weight_variance_histograms(summaries, title=None):
+    """Histograms of log10 Var[W_ij] of the mixing distribution, one line per layer.
+
+    summaries: {layer: {"log10_histogram": {"bin_edges", "counts"}, "mean": float}}.
+    """
+    if not summaries:
+        raise ValueError("summaries is empty.")
+    figure = new_figure(5.0, 3.6)
+    ax = figure.subplots()
+    for layer, summary in summaries.items():
+        hist = summary["log10_histogram"]
+        ax.stairs(np.asarray(hist["counts"], np.float64), np.asarray(hist["bin_edges"]),
+                  linewidth=1.5, label=f"{layer} (mean {summary['mean']:.3g})")
+    ax.set_xlabel("log10 weight variance u_i v_j")
+    ax.set_ylabel("weights")
+    ax.legend(fontsize=8)
+    ax.set_title(title or "Mixing-distribution weight variances", fontsize=10)
+    return figure

@@ -1,0 +1,696 @@
+"""Prior Networks on images: the library side of ``python -m experiments.cifar_rkl``.
+
+``run(config)`` takes a dict of flag values (``OPTIONS`` lists every key with
+its default and help; ``default_config()`` gives them all) and
+
+1. validates it (``validate_config``: unknown dataset/backbone/loss, β_in ≤ 0,
+   c ≤ 0, γ < 0, …) and loads the data (``load_data``: missing files, OOD
+   images of another shape than the in-domain ones) — every problem is one
+   ``ValueError`` before any training;
+2. prepares ``output_dir`` (``uqmix.runs.prepare_output_dir``: a folder holding
+   another configuration is refused unless ``overwrite``; the same one unless
+   ``resume``) and writes the flags used (``config.json``, ``flags.cfg``);
+3. builds the model(s) under the ``tf.distribute`` strategy ``strategy`` and
+   trains each with ``uqmix.training.fit_resumable`` (checkpoint every epoch,
+   step-exact resume, NaN stop): in-domain batches zipped with OOD batches
+   (``uqmix.data.zip_in_and_ood``; one forward pass per step), optional
+   augmentation (``uqmix.augment``), optional generalised adversarial
+   training (``uqmix.adversarial_training``); TensorBoard scalars (every loss
+   term, accuracy, mean α0 in-domain and OOD, learning rate) and α0
+   histograms per epoch;
+4. evaluates (``evaluate``): classification error (and NLL, ECE, Brier); OOD
+   detection AUROC / AUPR / FPR@95 of every OOD test set by mutual
+   information, total uncertainty, expected data uncertainty, α0 and max
+   probability (those the model's predictive has); adaptive attacks when
+   ``attack`` is on; figures; ``metrics.json`` written atomically;
+5. exports a SavedModel to ``export_dir`` when set (``uqmix.export``).
+
+Models (``model_kind``):
+* ``prior_network``: a ``PriorNetwork`` (``loss`` reverse_kl | forward_kl |
+  cross_entropy); a cross-entropy network is evaluated as what it is, a
+  single categorical (``SampledPredictive`` with S = 1, mutual information 0);
+* ``ensemble``: ``ensemble_size`` cross-entropy networks, independently
+  initialised (seeds seed, seed + 1, …) and trained on their own batch orders,
+  evaluated as the mixture ``SampledPredictive`` [M, B, K];
+* ``mc_dropout``: a cross-entropy network with dropout, evaluated with
+  ``eval_samples`` dropout masks (dropout on, batch norm in inference mode).
+"""
+
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from uqmix import data_synthetic_images
+from uqmix import evaluation
+from uqmix import metrics as metric_fns
+from uqmix import plotting
+from uqmix import runs
+from uqmix import training
+from uqmix.adversarial_training import AdversarialPriorNetwork
+from uqmix.augment import augment_dataset
+from uqmix.data import check_same_image_shape, get_spec, known_names, load_arrays
+from uqmix.data import make_dataset, zip_in_and_ood
+from uqmix.models import PriorNetwork
+from uqmix.models.backbones import BACKBONES, build_backbone
+from uqmix.models.base import PredictiveModelMixin
+from uqmix.models.prior_network import LOSSES
+from uqmix.optim import OPTIMIZERS, SCHEDULES, make_optimizer
+from uqmix.setup_utils import STRATEGIES, make_strategy, set_seed
+
+OOD_MEASURES = ("mutual_information", "total_uncertainty", "expected_data_uncertainty",
+                "precision", "max_probability")
+MODEL_KINDS = ("prior_network", "ensemble", "mc_dropout")
+BATCHNORM_CHOICES = ("auto", "true", "false")
+ATTACK_CRITERIA = ("kl_pmf", "kl_dir", "cross_entropy")
+ATTACK_METHODS = ("pgd", "mim")
+FIGURES_DIR = "figures"
+
+# (name, default, help): the binary's flags and the keys of a configuration.
+OPTIONS = (
+    # data
+    ("dataset", "cifar10", "In-domain data set (uqmix.data names, or synthetic_images)."),
+    ("ood_train_dataset", "cifar100", "OOD training data set, zipped batch by batch with the "
+                                      "in-domain data; empty for none."),
+    ("ood_test_datasets", ["svhn", "lsun_resize", "tim_resize"], "OOD test sets."),
+    ("data_dir", "", "Folder with <dataset>/ subfolders of published files; empty: "
+                     "tensorflow-datasets where it has the set."),
+    ("use_tfds", True, "Allow tensorflow-datasets downloads when data_dir has no copy."),
+    ("check_counts", True, "Check example counts against the published ones."),
+    ("train_examples", 0, "Use only the first N training examples (0: all)."),
+    ("test_examples", 0, "Use only the first N test examples (0: all)."),
+    ("ood_test_examples", 0, "Use only the first N examples of each OOD test set (0: all)."),
+    # model
+    ("model_kind", "prior_network", "prior_network | ensemble | mc_dropout."),
+    ("loss", "reverse_kl", "reverse_kl | forward_kl | cross_entropy."),
+    ("backbone", "vgg16", "vgg16 | small_convnet | mlp."),
+    ("width_multiplier", 1.0, "vgg16 channel width multiplier."),
+    ("hidden_units", ["128", "128"], "mlp hidden layer sizes."),
+    ("batchnorm", "auto", "Batch norm in conv layers: auto (vgg16 yes, small_convnet no) | "
+                          "true | false."),
+    ("batchnorm_momentum", 0.99, "Momentum of batch norm's moving statistics."),
+    ("dropout_rate", 0.0, "Dropout before each dense layer."),
+    ("weight_decay", 0.0, "L2 strength on every kernel (in the loss)."),
+    ("normalize_inputs", True, "Per-channel (x - mean) / std of the training set as the "
+                               "model's first layer (inputs stay [0, 1] pixels)."),
+    ("target_concentration", 100.0, "beta_in of the in-domain target c + beta_in onehot(y)."),
+    ("concentration", 1.0, "c, the flat part of every target concentration."),
+    ("ood_weight", 1.0, "gamma, the weight of the OOD loss term."),
+    ("normalize_by_target", False, "Divide the KL losses by beta_in."),
+    ("ensemble_size", 5, "Members of an ensemble (model_kind=ensemble)."),
+    ("eval_samples", 100, "Dropout masks at evaluation (model_kind=mc_dropout)."),
+    # adversarial training
+    ("adversarial_training", False, "Generalised adversarial training (targeted FGSM inputs "
+                                    "from each batch trained towards beta_adv at the true class)."),
+    ("adv_epsilon_stddev", 0.1, "sigma_eps: per-example FGSM step |N(0, sigma_eps^2)| (pixels)."),
+    ("adv_weight", 1.0, "gamma_adv, the weight of the adversarial term."),
+    ("adv_target_concentration", 1.0, "beta_adv of the adversarial target."),
+    # optimisation
+    ("optimizer", "sgd", "sgd (Nesterov momentum) | adam."),
+    ("learning_rate", 0.05, "Initial learning rate."),
+    ("momentum", 0.9, "SGD momentum."),
+    ("nesterov", True, "Nesterov momentum for SGD."),
+    ("lr_schedule", "step", "constant | step."),
+    ("lr_decay_epochs", 30, "Step decay: multiply the learning rate by lr_decay_rate every "
+                            "this many epochs."),
+    ("lr_decay_rate", 0.2, "Step decay factor."),
+    ("clip_norm", 0.0, "Global gradient-norm clipping threshold (0: none)."),
+    ("decoupled_weight_decay", 0.0, "Decoupled weight decay (AdamW-style; 0: none)."),
+    ("batch_size", 128, "In-domain examples per step (global batch)."),
+    ("ood_batch_size", 0, "OOD examples per step (0: batch_size)."),
+    ("epochs", 100, "Training epochs (checkpoint after each)."),
+    ("steps_per_epoch", 0, "Steps per epoch (0: ceil(train examples / batch_size))."),
+    ("augment", True, "Random crop (zero padding) and horizontal flip of training images."),
+    ("augment_padding", 4, "Padding of the random crop."),
+    ("augment_flip", True, "Random horizontal flip (off for digits)."),
+    # run
+    ("seed", 0, "Seed of initialisation, batch order, augmentation and attacks."),
+    ("deterministic", True, "TensorFlow op determinism."),
+    ("strategy", "default", "default | mirrored | multi_worker | tpu."),
+    ("tpu_address", "", "TPU address for strategy=tpu."),
+    ("output_dir", os.path.join("runs", "cifar_rkl"), "Where the run writes its files."),
+    ("resume", False, "Continue the run of the same configuration in output_dir."),
+    ("overwrite", False, "Delete output_dir first."),
+    ("export_dir", "", "Write a SavedModel with an uncertainty serving signature here."),
+    ("eval_batch_size", 500, "Batch size of evaluation."),
+    ("histogram_examples", 500, "Examples per α0 histogram in TensorBoard."),
+    ("verbose", 2, "Keras fit verbosity (0, 1, 2)."),
+    # attacks
+    ("attack", False, "Evaluate adaptive white-box attacks (uqmix.attack_eval)."),
+    ("attack_method", "mim", "pgd | mim."),
+    ("attack_criterion", "kl_pmf", "kl_pmf | kl_dir (Prior Networks) | cross_entropy."),
+    ("attack_eps", 0.1176, "L-inf attack radius in pixels (30/255)."),
+    ("attack_eps_iter", 0.0, "Step per iteration (0: attack_eps / 10)."),
+    ("attack_iterations", ["10", "20", "50", "100"], "Iteration counts of the attack curves."),
+    ("attack_examples", 500, "First N test images attacked."),
+    ("attack_measure", "mutual_information", "Detection score of AUROC/JSR on attacks."),
+    ("blackbox_transfer", False, "Also train a second model (seed + 1) and apply its attacks "
+                                 "to this one (black-box transfer)."),
+)
+
+
+def default_config(**overrides):
+    """Every option at its default, with ``overrides`` applied (unknown keys refused)."""
+    config = {name: (list(value) if isinstance(value, list) else value)
+              for name, value, _ in OPTIONS}
+    unknown = sorted(set(overrides) - set(config))
+    if unknown:
+        raise ValueError(f"unknown configuration keys: {unknown}.")
+    config.update(overrides)
+    return config
+
+
+# -- validation ------------------------------------------------------------------------------
+def known_datasets():
+
+    return sorted(set(known_names()) | set(data_synthetic_images.NAMES))
+
+
+def _int_list(values, name):
+    try:
+        result = [int(v) for v in values]
+    except (TypeError, ValueError):
+        raise ValueError(f"--{name} must be integers, got {values}.") from None
+    if not result or min(result) < 1:
+        raise ValueError(f"--{name} must be positive integers, got {values}.")
+    return result
+
+
+def validate_config(config):
+    """Raises ``ValueError`` naming the first bad option; returns the normalised config."""
+
+    config = default_config(**config)
+    datasets = known_datasets()
+    image_sets = [n for n in datasets if not n.startswith("synthetic3")]
+    choices = [
+        ("dataset", config["dataset"], [n for n in image_sets if n not in (
+            "notmnist", "lsun_resize", "tim_resize", "synthetic_images_ood")]),
+        ("model_kind", config["model_kind"], MODEL_KINDS),
+        ("loss", config["loss"], LOSSES),
+        ("backbone", config["backbone"], BACKBONES),
+        ("batchnorm", config["batchnorm"], BATCHNORM_CHOICES),
+        ("optimizer", config["optimizer"], OPTIMIZERS),
+        ("lr_schedule", config["lr_schedule"], SCHEDULES),
+        ("strategy", config["strategy"], STRATEGIES),
+        ("attack_method", config["attack_method"], ATTACK_METHODS),
+        ("attack_criterion", config["attack_criterion"], ATTACK_CRITERIA),
+        ("attack_measure", config["attack_measure"], OOD_MEASURES),
+        ("verbose", config["verbose"], (0, 1, 2)),
+    ]
+    if config["ood_train_dataset"]:
+        choices.append(("ood_train_dataset", config["ood_train_dataset"], image_sets))
+    for name, value, allowed in choices:
+        if value not in allowed:
+            raise ValueError(f"Unknown --{name} {value!r}; choose one of "
+                             f"{', '.join(str(a) for a in allowed)}.")
+    config["ood_test_datasets"] = [n for n in config["ood_test_datasets"] if n]
+    for name in config["ood_test_datasets"]:
+        if name not in image_sets:
+            raise ValueError(f"Unknown dataset {name!r} in --ood_test_datasets; known image "
+                             f"sets: {', '.join(image_sets)}.")
+    if config["dataset"] in data_synthetic_images.NAMES and config["data_dir"]:
+        pass  # generated sets ignore data_dir
+    config["hidden_units"] = _int_list(config["hidden_units"], "hidden_units")
+    config["attack_iterations"] = sorted(set(_int_list(config["attack_iterations"],
+                                                       "attack_iterations")))
+    rules = [
+        ("target_concentration", config["target_concentration"] > 0, "> 0 (beta_in)"),
+        ("concentration", config["concentration"] > 0, "> 0"),
+        ("ood_weight", config["ood_weight"] >= 0, ">= 0 (gamma)"),
+        ("adv_epsilon_stddev", config["adv_epsilon_stddev"] > 0, "> 0"),
+        ("adv_weight", config["adv_weight"] >= 0, ">= 0"),
+        ("adv_target_concentration", config["adv_target_concentration"] >= 0, ">= 0"),
+        ("width_multiplier", config["width_multiplier"] > 0, "> 0"),
+        ("dropout_rate", 0 <= config["dropout_rate"] < 1, "in [0, 1)"),
+        ("batchnorm_momentum", 0 <= config["batchnorm_momentum"] < 1, "in [0, 1)"),
+        ("weight_decay", config["weight_decay"] >= 0, ">= 0"),
+        ("learning_rate", config["learning_rate"] > 0, "> 0"),
+        ("momentum", 0 <= config["momentum"] < 1, "in [0, 1)"),
+        ("lr_decay_epochs", config["lr_decay_epochs"] >= 1, ">= 1"),
+        ("lr_decay_rate", 0 < config["lr_decay_rate"] <= 1, "in (0, 1]"),
+        ("clip_norm", config["clip_norm"] >= 0, ">= 0"),
+        ("decoupled_weight_decay", config["decoupled_weight_decay"] >= 0, ">= 0"),
+        ("batch_size", config["batch_size"] >= 1, ">= 1"),
+        ("ood_batch_size", config["ood_batch_size"] >= 0, ">= 0"),
+        ("epochs", config["epochs"] >= 1, ">= 1"),
+        ("steps_per_epoch", config["steps_per_epoch"] >= 0, ">= 0"),
+        ("augment_padding", config["augment_padding"] >= 0, ">= 0"),
+        ("train_examples", config["train_examples"] >= 0, ">= 0"),
+        ("test_examples", config["test_examples"] >= 0, ">= 0"),
+        ("ood_test_examples", config["ood_test_examples"] >= 0, ">= 0"),
+        ("ensemble_size", config["ensemble_size"] >= 1, ">= 1"),
+        ("eval_samples", config["eval_samples"] >= 1, ">= 1"),
+        ("eval_batch_size", config["eval_batch_size"] >= 1, ">= 1"),
+        ("histogram_examples", config["histogram_examples"] >= 0, ">= 0"),
+        ("seed", config["seed"] >= 0, ">= 0"),
+        ("attack_eps", config["attack_eps"] >= 0, ">= 0"),
+        ("attack_eps_iter", config["attack_eps_iter"] >= 0, ">= 0"),
+        ("attack_examples", config["attack_examples"] >= 1, ">= 1"),
+    ]
+    for name, ok, rule in rules:
+        if not ok:
+            raise ValueError(f"--{name} must be {rule}, got {config[name]}.")
+    kind = config["model_kind"]
+    if kind in ("ensemble", "mc_dropout") and config["loss"] != "cross_entropy":
+        raise ValueError(f"--model_kind={kind} is a mixture of cross-entropy networks: set "
+                         "--loss=cross_entropy.")
+    if kind == "mc_dropout" and config["dropout_rate"] <= 0:
+        raise ValueError("--model_kind=mc_dropout needs --dropout_rate > 0.")
+    if config["attack_criterion"] == "kl_dir" and config["loss"] == "cross_entropy":
+        raise ValueError("--attack_criterion=kl_dir needs a Prior Network (a Dirichlet output); "
+                         "use kl_pmf or cross_entropy for cross-entropy models.")
+    if config["attack"] and config["attack_eps"] <= 0:
+        raise ValueError("--attack needs --attack_eps > 0.")
+    if not config["output_dir"]:
+        raise ValueError("--output_dir must be set.")
+    if config["resume"] and config["overwrite"]:
+        raise ValueError("--resume and --overwrite contradict each other.")
+    if config["strategy"] == "tpu" and config["deterministic"]:
+        raise ValueError("--deterministic is not supported on TPU; pass --nodeterministic.")
+    return config
+
+
+# -- data --------------------------------------------------------------------------------------
+def load_split(name, split, config):
+    """(x, y) of one split of a registered or generated image set (uqmix.data contract)."""
+
+    if name in data_synthetic_images.NAMES:
+        return data_synthetic_images.load(name, split)
+    return load_arrays(name, split, data_dir=config["data_dir"] or None,
+                       use_tfds=config["use_tfds"], check_counts=config["check_counts"])
+
+
+def num_classes_of(name):
+
+    if name in data_synthetic_images.NAMES:
+        return data_synthetic_images.NUM_CLASSES
+    return get_spec(name).num_classes
+
+
+def _first(array, count):
+    return array[:count] if count else array
+
+
+def load_data(config):
+    """All arrays of the run, checked: shapes of OOD sets must equal the in-domain shape.
+
+    Returns a dict: x_train, y_train, x_test, y_test, x_ood_train (or None),
+    ood_test {name: x}, num_classes, input_shape.
+    """
+
+    x_train, y_train = load_split(config["dataset"], "train", config)
+    x_test, y_test = load_split(config["dataset"], "test", config)
+    x_train, y_train = _first(x_train, config["train_examples"]), _first(y_train,
+                                                                       config["train_examples"])
+    x_test, y_test = _first(x_test, config["test_examples"]), _first(y_test,
+                                                                   config["test_examples"])
+    if x_train.ndim != 4:
+        raise ValueError(f"{config['dataset']} is not an image set (x has shape {x_train.shape}).")
+    data = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test,
+            "num_classes": num_classes_of(config["dataset"]),
+            "input_shape": tuple(int(s) for s in x_train.shape[1:]),
+            "x_ood_train": None, "ood_test": {}}
+    if config["ood_train_dataset"]:
+        x_ood, _ = load_split(config["ood_train_dataset"], "train", config)
+        check_same_image_shape(x_train, x_ood, config["dataset"],
+                               f"OOD training set {config['ood_train_dataset']}")
+        data["x_ood_train"] = x_ood
+    for name in config["ood_test_datasets"]:
+        x_ood, _ = load_split(name, "test", config)
+        check_same_image_shape(x_test, x_ood, config["dataset"], f"OOD test set {name}")
+        data["ood_test"][name] = _first(x_ood, config["ood_test_examples"])
+    return data
+
+
+def input_normalization(x_train):
+    """(mean, std) per channel of the training images (the model's normalisation layer)."""
+    axes = tuple(range(x_train.ndim - 1))
+    mean = x_train.mean(axis=axes, dtype=np.float64)
+    std = x_train.std(axis=axes, dtype=np.float64)
+    return mean.tolist(), np.maximum(std, 1e-3).tolist()
+
+
+# -- models --------------------------------------------------------------------------------------
+def call_with_mc_dropout(network, x):
+    """``network``(x) with its Dropout layers on and every other layer in inference mode.
+
+    network: a functional Keras model whose layers form a chain (all uqmix
+    backbones), so batch norm uses its moving statistics while dropout samples.
+    """
+    h = x
+    previous = None
+    for layer in network.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            previous = layer
+            continue
+        inbound = layer._inbound_nodes[0].parent_nodes if layer._inbound_nodes else []
+        if previous is not None and [n.operation for n in inbound] != [previous]:
+            raise ValueError(f"{network.name} is not a chain of layers; MC dropout needs one.")
+        h = layer(h, training=isinstance(layer, keras.layers.Dropout))
+        previous = layer
+    return h
+
+
+@keras.saving.register_keras_serializable(package="uqmix")
+class SampledNetworks(keras.Model, PredictiveModelMixin):
+    """Trained classifiers as one mixture of categoricals, ``SampledPredictive`` [S, B, K].
+
+    networks: Keras models from inputs to logits.  With ``mc_dropout``
+    (one network) the S components are S dropout masks of a vectorised
+    call on the input tiled S times; otherwise they are the M networks
+    (an ensemble; a single network is the deterministic S = 1 case).
+    """
+
+    predictive_kind = "sampled_logits"
+
+    def __init__(self, networks, mc_dropout=False, default_num_samples=1, **kwargs):
+        super().__init__(**kwargs)
+        networks = list(networks)
+        if not networks:
+            raise ValueError("SampledNetworks needs at least one network.")
+        if mc_dropout and len(networks) != 1:
+            raise ValueError("MC dropout samples one network.")
+        self.networks = networks
+        self.mc_dropout = bool(mc_dropout)
+        self.default_num_samples = int(default_num_samples) if mc_dropout else len(networks)
+        self.built = all(n.built for n in networks)
+
+    def call(self, x, training=False):
+        return tf.reduce_mean(tf.nn.softmax(
+            self.predictive_parameters(x, self.default_num_samples), axis=-1), axis=0)
+
+    def predictive_parameters(self, x, num_samples, training=False):
+        if not self.mc_dropout:
+            return tf.stack([network(x, training=False) for network in self.networks])
+        x = tf.convert_to_tensor(x)
+        batch = tf.shape(x)[0]
+        tiled = tf.tile(x, tf.concat([[num_samples], tf.ones([tf.rank(x) - 1], tf.int32)], 0))
+        logits = call_with_mc_dropout(self.networks[0], tiled)
+        return tf.reshape(logits, tf.stack([num_samples, batch, tf.shape(logits)[-1]]))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"networks": [keras.saving.serialize_keras_object(n)
+                                    for n in self.networks],
+                       "mc_dropout": self.mc_dropout,
+                       "default_num_samples": self.default_num_samples})
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["networks"] = [keras.saving.deserialize_keras_object(n)
+                              for n in config["networks"]]
+        return cls(**config)
+
+
+def sampled_networks(networks, mc_dropout=False, num_samples=1):
+    """A ``SampledNetworks`` model (see its docstring) over trained networks."""
+    return SampledNetworks(networks, mc_dropout=mc_dropout, default_num_samples=num_samples)
+
+
+def build_model(config, input_shape, num_classes, normalization, seed, steps_per_epoch):
+    """A compiled (Adversarial)PriorNetwork for ``config``; call under the strategy's scope."""
+
+    keras.utils.set_random_seed(seed)
+    batchnorm = {"auto": None, "true": True, "false": False}[config["batchnorm"]]
+    backbone = build_backbone(
+        config["backbone"], input_shape, num_classes, dropout_rate=config["dropout_rate"],
+        weight_decay=config["weight_decay"], batchnorm=batchnorm,
+        normalization=normalization if config["normalize_inputs"] else None,
+        width_multiplier=config["width_multiplier"], hidden_units=config["hidden_units"],
+        batchnorm_momentum=config["batchnorm_momentum"])
+    options = dict(loss=config["loss"], target_concentration=config["target_concentration"],
+                   concentration=config["concentration"], ood_weight=config["ood_weight"],
+                   normalize_by_target=config["normalize_by_target"])
+    if config["adversarial_training"]:
+        model = AdversarialPriorNetwork(
+            backbone, num_classes, epsilon_stddev=config["adv_epsilon_stddev"],
+            adversarial_weight=config["adv_weight"],
+            adversarial_target_concentration=config["adv_target_concentration"],
+            clip_min=0.0, clip_max=1.0, seed=seed, **options)
+    else:
+        model = PriorNetwork(backbone, num_classes, **options)
+    model.compile(optimizer=make_optimizer(
+        config["optimizer"], config["learning_rate"], momentum=config["momentum"],
+        nesterov=config["nesterov"], schedule=config["lr_schedule"],
+        decay_every_steps=config["lr_decay_epochs"] * steps_per_epoch,
+        decay_rate=config["lr_decay_rate"], clip_norm=config["clip_norm"] or None,
+        decoupled_weight_decay=config["decoupled_weight_decay"] or None))
+    return model
+
+
+def steps_per_epoch_of(config, num_train):
+    """``steps_per_epoch``, or ceil(training examples / batch_size) when it is 0."""
+    if config["steps_per_epoch"]:
+        return config["steps_per_epoch"]
+    return max(1, math.ceil(num_train / config["batch_size"]))
+
+
+# -- training ------------------------------------------------------------------------------------
+def make_train_dataset_fn(config, data, seed):
+    """() -> endless, seeded dataset of (x, y) or ((x, x_ood), y) batches (augmented if asked)."""
+
+    def make():
+        dataset = make_dataset(data["x_train"], data["y_train"], batch_size=config["batch_size"],
+                               repeat=True, seed=seed, prefetch=False)
+        if data["x_ood_train"] is not None:
+            ood = make_dataset(data["x_ood_train"],
+                               batch_size=config["ood_batch_size"] or config["batch_size"],
+                               repeat=True, seed=seed + 7919, prefetch=False)
+            dataset = zip_in_and_ood(dataset, ood)
+        if config["augment"] and (config["augment_padding"] or config["augment_flip"]):
+            dataset = augment_dataset(dataset, seed=seed + 104729,
+                                      padding=config["augment_padding"],
+                                      flip=config["augment_flip"])
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+    return make
+
+
+def _alpha0_histogram_callback(model, x_in, x_ood, log_dir, eval_batch_size):
+    class Alpha0Histograms(keras.callbacks.Callback):
+        """Histograms of log10 α0 on fixed in-domain and OOD inputs after every epoch."""
+
+        def __init__(self):
+            super().__init__()
+            self.writer = tf.summary.create_file_writer(log_dir)
+
+        def on_epoch_end(self, epoch, logs=None):
+            with self.writer.as_default(step=epoch + 1):
+                for name, x in (("in_domain", x_in), ("ood", x_ood)):
+                    if x is None or not len(x):
+                        continue
+                    logits = model.predictive(x, batch_size=eval_batch_size).logits
+                    alpha0 = tf.reduce_sum(tf.exp(tf.clip_by_value(logits, -30.0, 30.0)), -1)
+                    tf.summary.histogram(f"log10_alpha0/{name}",
+                                         tf.math.log(alpha0) / np.log(10.0))
+            self.writer.flush()
+
+    return Alpha0Histograms()
+
+
+def train_model(model, config, data, model_dir, seed, log_name):
+    """Trains ``model`` with ``fit_resumable`` into ``model_dir``; returns seconds spent."""
+
+    steps_per_epoch = steps_per_epoch_of(config, len(data["x_train"]))
+    tensorboard_dir = os.path.join(config["output_dir"], "tensorboard", log_name)
+    callbacks = [keras.callbacks.TensorBoard(log_dir=tensorboard_dir, update_freq="epoch",
+                                             write_graph=False)]
+    count = config["histogram_examples"]
+    if count:
+        x_ood = data["x_ood_train"]
+        if x_ood is None and data["ood_test"]:
+            x_ood = next(iter(data["ood_test"].values()))
+        callbacks.append(_alpha0_histogram_callback(
+            model, data["x_test"][:count], None if x_ood is None else x_ood[:count],
+            os.path.join(tensorboard_dir, "alpha0"), config["eval_batch_size"]))
+    start = time.perf_counter()
+    training.fit_resumable(model, make_train_dataset_fn(config, data, seed),
+                           total_steps=config["epochs"] * steps_per_epoch,
+                           steps_per_epoch=steps_per_epoch, output_dir=model_dir,
+                           callbacks=callbacks, verbose=config["verbose"])
+    return time.perf_counter() - start
+
+
+def train_networks(config, data, strategy, seed_offset=0, prefix=""):
+    """Builds and trains every network of the configured model; returns (networks, seconds)."""
+    normalization = input_normalization(data["x_train"])
+    count = config["ensemble_size"] if config["model_kind"] == "ensemble" else 1
+    networks, seconds = [], 0.0
+    for member in range(count):
+        seed = config["seed"] + seed_offset + member
+        name = f"{prefix}member_{member}" if count > 1 else f"{prefix}model"
+        with strategy.scope():
+            model = build_model(config, data["input_shape"], data["num_classes"],
+                                normalization, seed,
+                                steps_per_epoch_of(config, len(data["x_train"])))
+        seconds += train_model(model, config, data, os.path.join(config["output_dir"], name),
+                               seed, name)
+        networks.append(model)
+    return networks, seconds
+
+
+def evaluation_model(config, networks):
+    """The model evaluated, attacked and exported: a Prior Network or a ``SampledNetworks``."""
+    if config["model_kind"] == "prior_network" and config["loss"] != "cross_entropy":
+        return networks[0]
+    mc_dropout = config["model_kind"] == "mc_dropout"
+    return sampled_networks([n.backbone for n in networks], mc_dropout=mc_dropout,
+                            num_samples=config["eval_samples"] if mc_dropout else 1)
+
+
+# -- evaluation ------------------------------------------------------------------------------------
+def _num_samples(model):
+    return getattr(model, "default_num_samples", 1)
+
+
+def evaluate(model, config, data):
+    """Classification and OOD-detection metrics; also the arrays the figures need."""
+
+    samples = _num_samples(model)
+    pred_in = model.predictive(data["x_test"], num_samples=samples,
+                               batch_size=config["eval_batch_size"])
+    result = dict(evaluation.classification_metrics(pred_in, data["y_test"]))
+    measures = [m for m in OOD_MEASURES if m in pred_in.measure_names]
+    values = {"in": {m: getattr(pred_in, m)().numpy() for m in measures}, "ood": {},
+              "roc": {}}
+    result["ood_detection"] = {}
+    for name, x_ood in data["ood_test"].items():
+        pred_out = model.predictive(x_ood, num_samples=samples,
+                                    batch_size=config["eval_batch_size"])
+        result["ood_detection"][name] = evaluation.ood_detection(pred_in, pred_out,
+                                                                 measures=measures)
+        values["ood"][name] = {m: getattr(pred_out, m)().numpy() for m in measures}
+        curve = metric_fns.roc_curve_points(
+            evaluation.detection_score(pred_in, "mutual_information"),
+            evaluation.detection_score(pred_out, "mutual_information"))
+        values["roc"][name] = (curve["fpr"], curve["tpr"],
+                               result["ood_detection"][name]["mutual_information"]["auroc"])
+    if "precision" in measures:
+        result["mean_alpha0_in"] = float(np.mean(values["in"]["precision"]))
+        result["mean_alpha0_ood"] = {name: float(np.mean(v["precision"]))
+                                     for name, v in values["ood"].items()}
+    return result, values
+
+
+def write_figures(values, output_dir):
+    """α0 / mutual-information histograms in vs out and ROC curves by mutual information."""
+
+    folder = os.path.join(output_dir, FIGURES_DIR)
+    written = []
+    if not values["ood"]:
+        return written
+    for measure, log10 in (("precision", True), ("mutual_information", False)):
+        if measure not in values["in"]:
+            continue
+        figure = plotting.in_out_histograms(
+            values["in"][measure], {n: v[measure] for n, v in values["ood"].items()},
+            measure, log10=log10)
+        name = "alpha0_histogram.png" if measure == "precision" else "mi_histogram.png"
+        written.append(plotting.save_figure(figure, os.path.join(folder, name)))
+    figure = plotting.roc_curves(values["roc"], title="OOD detection by mutual information")
+    written.append(plotting.save_figure(figure, os.path.join(folder, "roc_mutual_information.png")))
+    return written
+
+
+# -- the run -----------------------------------------------------------------------------------------
+def run(config):
+    """Runs the whole job for a configuration dict; returns the metrics dict (see module doc)."""
+    config = validate_config(config)
+
+    data = load_data(config)  # every data problem is raised here, before any training
+    runs.prepare_output_dir(config["output_dir"], config, resume=config["resume"],
+                            overwrite=config["overwrite"])
+    set_seed(config["seed"], deterministic=config["deterministic"])
+    strategy = make_strategy(config["strategy"], tpu_address=config["tpu_address"] or None)
+    networks, seconds = train_networks(config, data, strategy)
+    model = evaluation_model(config, networks)
+    metrics, values = evaluate(model, config, data)
+    metrics.update({
+        "dataset": config["dataset"], "model_kind": config["model_kind"], "loss": config["loss"],
+        "backbone": config["backbone"], "num_networks": len(networks),
+        "num_replicas": strategy.num_replicas_in_sync, "train_seconds": seconds,
+        "adversarial_training": config["adversarial_training"],
+        "num_train_examples": len(data["x_train"]), "num_test_examples": len(data["x_test"]),
+        "num_ood_train_examples": (0 if data["x_ood_train"] is None
+                                   else len(data["x_ood_train"])),
+        "num_ood_test_examples": {n: len(x) for n, x in data["ood_test"].items()},
+    })
+    if config["attack"]:
+        metrics["attacks"], values["attacks"] = attack_metrics(model, config, data, strategy)
+    metrics["figures"] = [os.path.relpath(p, config["output_dir"])
+                          for p in write_figures(values, config["output_dir"])]
+    if config["attack"]:
+        metrics["figures"] += write_attack_figures(values["attacks"], config["output_dir"])
+    runs.atomic_write_json(os.path.join(config["output_dir"], runs.METRICS_FILE), metrics)
+    if config["export_dir"]:
+        from uqmix.export import export_saved_model
+
+        export_saved_model(model, config["export_dir"], data["input_shape"])
+        metrics["export_dir"] = config["export_dir"]
+    return metrics
+
+
+def attack_metrics(model, config, data, strategy):
+    """Adaptive-attack curves (``uqmix.attack_eval.adaptive_attack_curves``) on the first
+    ``attack_examples`` test images; with ``blackbox_transfer`` also the curves of attacks
+    crafted on a second model (trained with seed + 1000) and applied to this one.
+
+    Returns (metrics dict, figure data): per setting, lists over ``attack_iterations`` of
+    success_rate, auroc (natural vs successful attacks, by ``attack_measure``; None when
+    no attack succeeded) and jsr.
+    """
+    from uqmix.attack_eval import adaptive_attack_curves
+
+    x = data["x_test"][:config["attack_examples"]]
+    options = dict(eps=config["attack_eps"],
+                   eps_iter=config["attack_eps_iter"] or config["attack_eps"] / 10.0,
+                   method=config["attack_method"], criterion=config["attack_criterion"],
+                   measure=config["attack_measure"], seed=config["seed"],
+                   batch_size=config["eval_batch_size"], verbose=config["verbose"] == 1)
+    settings = {"white_box": adaptive_attack_curves(model, x, config["attack_iterations"],
+                                                    **options)}
+    if config["blackbox_transfer"]:
+        source_networks, _ = train_networks(config, data, strategy, seed_offset=1000,
+                                            prefix="blackbox_source_")
+        source = evaluation_model(config, source_networks)
+        settings["black_box"] = adaptive_attack_curves(source, x, config["attack_iterations"],
+                                                       eval_model=model, **options)
+    result = {"iterations": list(config["attack_iterations"]), "eps": config["attack_eps"],
+              "method": config["attack_method"], "criterion": config["attack_criterion"],
+              "measure": config["attack_measure"], "num_examples": int(len(x))}
+    for setting, curves in settings.items():
+        result[setting] = {key: [float(v) for v in curves[key]]
+                           for key in ("success_rate", "auroc", "jsr")}
+    return result, result
+
+
+def write_attack_figures(attack_values, output_dir):
+    """Success rate, AUROC on successful attacks and JSR against attack iterations."""
+    settings = [s for s in ("white_box", "black_box") if s in attack_values]
+    panels = {title: {s.replace("_", "-"): attack_values[s][key] for s in settings}
+              for key, title in (("success_rate", "Success rate"),
+                                 ("auroc", f"AUROC ({attack_values['measure']})"),
+                                 ("jsr", "Joint success rate"))}
+    figure = plotting.attack_curves(
+        attack_values["iterations"], panels,
+        title=f"Adaptive {attack_values['method'].upper()} ({attack_values['criterion']}), "
+              f"eps = {attack_values['eps']:.4g}")
+    path = plotting.save_figure(figure, os.path.join(output_dir, FIGURES_DIR, "attack_curves.png"))
+    return [os.path.relpath(path, output_dir)]
+
+
+def summary(metrics):
+    """A few lines for the terminal."""
+    lines = [f"{metrics['dataset']} {metrics['model_kind']} ({metrics['loss']}, "
+             f"{metrics['backbone']}): test error {metrics['error']:.4f}"]
+    for name, scores in metrics["ood_detection"].items():
+        mi = scores.get("mutual_information", {}).get("auroc")
+        tu = scores.get("total_uncertainty", {}).get("auroc")
+        lines.append(f"  OOD {name}: AUROC by mutual information {mi:.4f}, by total "
+                     f"uncertainty {tu:.4f}")
+    return "\n".join(lines)
