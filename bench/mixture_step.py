@@ -1,0 +1,236 @@
+"""Training-step cost of the ML infinite mixture against a deterministic MLP and TFP's layers.
+
+    python bench/mixture_step.py [--rounds 15] [--steps 10]
+
+All on 784-128-128-10 ReLU MLPs, Adam 1e-3, random MNIST-shaped data, one
+compiled ``tf.function`` step each (forward, backward, optimizer update):
+
+* ``mixture_local``        uqmix ``InfiniteMixture`` (ML, S = 5, batch 200, λ = 1,
+                           N = 60,000), local reparameterisation, its train_step
+                           (metrics included), sampling as plain TF ops
+* ``mixture_local_jit``    the same with ``jit_sampling=True`` (the noise of each
+                           layer from one XLA kernel)
+* ``mixture_shared[_jit]`` shared weights (S weight draws per step)
+* ``det_200`` / ``det_1000``  uqmix ``Deterministic`` (L2 1/60000) train_step
+                           at batch 200 / 1,000 (metrics included)
+* ``tfp_reparam``          the same ML objective from ``tfp.layers.DenseReparameterization``
+                           on tf-keras: S = 5 calls of the network (one weight draw each)
+* ``tfp_flipout``          ``tfp.layers.DenseFlipout`` on the batch tiled S = 5 times
+Diagnostics (where the time goes):
+* ``...[no_noise]``        the layers' N(0, 1) noise replaced by a constant fill
+                           (not a valid model: everything but the random numbers)
+* ``noise[...]``           only the 5·200·(128+128+10) = 266,000 normals of one
+                           step, by each generator.
+
+Every case is traced and warmed up first, then the cases run round-robin
+``--rounds`` times ``--steps`` steps each (the CPU is shared, so
+interleaving spreads the load evenly).  Reported: median and minimum ms per
+step over rounds, and ratios to ``det_1000`` and to ``tfp_reparam``.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import uqmix.layers  # noqa: E402
+from uqmix import gaussian_noise  # noqa: E402
+from uqmix.models import Deterministic, InfiniteMixture  # noqa: E402
+from uqmix.objectives import mixture_losses  # noqa: E402
+
+INPUT_DIM, NUM_CLASSES, HIDDEN = 784, 10, (128, 128)
+NUM_SAMPLES, BATCH, DATASET_SIZE = 5, 200, 60000
+
+
+def time_round_robin(cases, rounds, steps, clock=time.perf_counter):
+    """{name: fn} → {name: [ms per call, one entry per round]}, calls interleaved.
+
+    clock: ``time.perf_counter`` (wall time) or ``time.process_time`` (CPU
+    time of this process: with one thread, insensitive to other processes).
+    """
+    for fn in cases.values():
+        _block(fn())
+        _block(fn())
+    times = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, fn in cases.items():
+            start = clock()
+            for _ in range(steps):
+                out = fn()
+            _block(out)
+            times[name].append((clock() - start) / steps * 1e3)
+    return times
+
+
+def _block(value):
+    for tensor in tf.nest.flatten(value):
+        np.asarray(tensor)
+
+
+def _data(batch, seed=0):
+    rng = np.random.default_rng(seed)
+    x = tf.constant(rng.random((batch, INPUT_DIM), dtype=np.float32))
+    y = tf.constant(rng.integers(0, NUM_CLASSES, batch), tf.int32)
+    return x, y
+
+
+def _uqmix_step(model, batch):
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.build((None, INPUT_DIM))
+    model.optimizer.build(model.trainable_variables)
+    data = _data(batch)
+    return tf.function(lambda: model.train_step(data)["loss"])
+
+
+def mixture_step(sampling, jit_sampling, noise_fn=None):
+    """The ML mixture's train step; ``noise_fn`` temporarily replaces the layers' noise."""
+    model = InfiniteMixture(num_classes=NUM_CLASSES, hidden_units=HIDDEN, objective="ml",
+                            num_train_samples=NUM_SAMPLES, kl_weight=1.0,
+                            dataset_size=DATASET_SIZE, sampling=sampling, seed=1,
+                            jit_sampling=jit_sampling)
+    step = _uqmix_step(model, BATCH)
+    name = "_xla_noise_generator" if jit_sampling else "_noise_generator"
+    original = getattr(uqmix.layers, name)
+    if noise_fn is not None:
+        setattr(uqmix.layers, name, noise_fn)
+    try:
+        step()  # trace now, with the noise function in place
+    finally:
+        setattr(uqmix.layers, name, original)
+    return step
+
+
+def deterministic_step(batch):
+    return _uqmix_step(Deterministic(input_shape=(INPUT_DIM,), num_classes=NUM_CLASSES,
+                                     hidden_units=HIDDEN), batch)
+
+
+def tfp_step(layer_name):
+    """ML objective (S = 5) built from a tfp.layers Bayesian dense layer on tf-keras."""
+    import tensorflow_probability as tfp
+    import tf_keras
+
+    layer_cls = getattr(tfp.layers, layer_name)
+    divergence = lambda q, p, _: tfp.distributions.kl_divergence(q, p)  # noqa: E731
+    model = tf_keras.Sequential(
+        [layer_cls(units, activation="relu", kernel_divergence_fn=divergence) for units in HIDDEN]
+        + [layer_cls(NUM_CLASSES, kernel_divergence_fn=divergence)])
+    model.build((None, INPUT_DIM))
+    optimizer = tf_keras.optimizers.Adam(1e-3)
+    x, y = _data(BATCH)
+    flipout = layer_name == "DenseFlipout"
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            if flipout:  # one call on the tiled batch: per-example pseudo-independent weights
+                logits = tf.reshape(model(tf.tile(x, [NUM_SAMPLES, 1]), training=True),
+                                    [NUM_SAMPLES, BATCH, NUM_CLASSES])
+            else:        # S calls: one weight draw per call, shared by the batch
+                logits = tf.stack([model(x, training=True) for _ in range(NUM_SAMPLES)])
+            log_lik = mixture_losses.sample_log_likelihoods(y, logits)
+            loss = mixture_losses.mixture_loss(log_lik, tf.add_n(model.losses), "ml",
+                                               1.0, DATASET_SIZE)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    return step
+
+
+def noise_only(fn):
+    shapes = [(NUM_SAMPLES, BATCH, HIDDEN[0]), (NUM_SAMPLES * BATCH, HIDDEN[1]),
+              (NUM_SAMPLES * BATCH, NUM_CLASSES)]
+    generator = keras.random.SeedGenerator(3)
+    return tf.function(lambda: [fn(s, gaussian_noise.stateless_seed(generator)) for s in shapes])
+
+
+def _tf_normal(shape, seed, dtype=tf.float32):
+    return tf.random.stateless_normal(shape, seed=seed, dtype=dtype, alg="philox")
+
+
+def _constant_fill(shape, seed, dtype=tf.float32):
+    """No random numbers, but a run-time value (so the graph optimiser cannot fold it away)."""
+    return tf.fill(shape, tf.cast(seed[0] % 2, dtype))
+
+
+def keras_normal_only():
+    """keras.random.normal with a SeedGenerator, as a Keras layer would draw its noise."""
+    generator = keras.random.SeedGenerator(4)
+    shapes = [(NUM_SAMPLES, BATCH, HIDDEN[0]), (NUM_SAMPLES * BATCH, HIDDEN[1]),
+              (NUM_SAMPLES * BATCH, NUM_CLASSES)]
+    return tf.function(lambda: [keras.random.normal(s, seed=generator) for s in shapes])
+
+
+def report(times, baseline, peer=None, out=sys.stdout):
+    base_med, base_min = statistics.median(times[baseline]), min(times[baseline])
+    header = f"{'case':28s} {'median ms':>10s} {'min ms':>8s} {'/' + baseline + ' (med, min)':>26s}"
+    if peer:
+        header += f" {peer + ' / case (med)':>22s}"
+    print(header, file=out)
+    for name, values in times.items():
+        med, low = statistics.median(values), min(values)
+        line = f"{name:28s} {med:10.2f} {low:8.2f} {med / base_med:12.2f}× {low / base_min:10.2f}×"
+        if peer:
+            line += f" {statistics.median(times[peer]) / med:20.2f}×"
+        print(line, file=out)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="TF intra- and inter-op threads (0: TF's default, all cores); with 1, "
+                             "the CPU time of the process is reported instead of wall time")
+    args = parser.parse_args(argv)
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    clock = time.process_time if args.threads == 1 else time.perf_counter
+    keras.utils.set_random_seed(0)
+    local, shared = "local_reparameterization", "shared_weights"
+    cases = {
+        "det_1000": deterministic_step(1000),
+        "det_200": deterministic_step(200),
+        "mixture_local": mixture_step(local, False),
+        "mixture_local_jit": mixture_step(local, True),
+        "mixture_shared": mixture_step(shared, False),
+        "mixture_shared_jit": mixture_step(shared, True),
+        "tfp_reparam": tfp_step("DenseReparameterization"),
+        "tfp_flipout": tfp_step("DenseFlipout"),
+        "mixture_local[no_noise]": mixture_step(local, False, _constant_fill),
+        "mixture_local_jit[no_noise]": mixture_step(local, True, _constant_fill),
+        "noise[uqmix box-muller]": noise_only(gaussian_noise.box_muller),
+        "noise[uqmix box-muller xla]": noise_only(gaussian_noise.standard_normal_xla),
+        "noise[tf stateless_normal]": noise_only(_tf_normal),
+        "noise[keras.random.normal]": keras_normal_only(),
+        "noise[constant fill]": noise_only(_constant_fill),
+    }
+    print(f"ML mixture S={NUM_SAMPLES}, batch {BATCH}, 784-128-128-10; "
+          f"{args.rounds} rounds × {args.steps} steps; TF {tf.__version__}, "
+          f"Keras {keras.__version__}, {os.cpu_count()} CPUs, "
+          f"{args.threads or 'default'} TF threads, "
+          f"{'CPU' if clock is time.process_time else 'wall'} time, "
+          f"load avg {os.getloadavg()[0]:.1f}")
+    times = time_round_robin(cases, args.rounds, args.steps, clock)
+    report(times, "det_1000", peer="tfp_reparam")
+    med = {k: statistics.median(v) for k, v in times.items()}
+    low = {k: min(v) for k, v in times.items()}
+    for case in ("mixture_local", "mixture_local_jit"):
+        print(f"targets for {case}: / det_1000 = {med[case] / med['det_1000']:.2f}× "
+              f"(min {low[case] / low['det_1000']:.2f}×; target ≤ 1.3×); "
+              f"tfp_reparam / it = {med['tfp_reparam'] / med[case]:.2f}× "
+              f"(min {low['tfp_reparam'] / low[case]:.2f}×; target ≥ 2×)")
+    print(f"load avg after: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
