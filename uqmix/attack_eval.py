@@ -84,13 +84,18 @@ def _advance(bar):
 
 
 # -- robustness ------------------------------------------------------------------------------
+def default_eps_iter_ratio(nb_iter):
+    """Madry et al.'s step rule eps_iter = 2.5·ε / nb_iter, capped at ε (so eps_iter ≤ ε)."""
+    return min(1.0, 2.5 / max(int(nb_iter), 1))
+
+
 def robustness_curve(model, x, y, epsilons, *, num_gradient_samples=1, num_eval_samples=None,
                      nb_iter=40, eps_iter_ratio=None, norm=np.inf, rand_init=False, seed=0,
                      attack_true_labels=True, clip_min=0.0, clip_max=1.0, batch_size=500,
                      verbose=False):
     """Accuracy under untargeted PGD for every ε in ``epsilons``.
 
-    PGD: nb_iter steps of eps_iter = eps_iter_ratio · ε (default 2.5 / nb_iter,
+    PGD: nb_iter steps of eps_iter = eps_iter_ratio · ε (default min(1, 2.5 / nb_iter),
     Madry et al.'s rule), ``norm``, box [clip_min, clip_max]; gradients of
     log p̄ with ``num_gradient_samples`` samples; the loss is that of the true
     label (``attack_true_labels``) or of the clean prediction; with
@@ -105,7 +110,7 @@ def robustness_curve(model, x, y, epsilons, *, num_gradient_samples=1, num_eval_
     if epsilons.size == 0 or np.any(~np.isfinite(epsilons)) or np.any(epsilons < 0):
         raise ValueError(f"epsilons must be a non-empty list of finite values >= 0, got {epsilons}.")
     if eps_iter_ratio is None:
-        eps_iter_ratio = 2.5 / max(int(nb_iter), 1)
+        eps_iter_ratio = default_eps_iter_ratio(nb_iter)
     if not 0 < eps_iter_ratio <= 1:
         raise ValueError(f"eps_iter_ratio must be in (0, 1] (eps_iter <= eps), got {eps_iter_ratio}.")
     model_fn = attack_model_fn(model, num_gradient_samples)

@@ -1,0 +1,23 @@
+r"""Infinite mixtures trained by ML vs VI, and the finite-mixture baselines, on MNIST / Fashion-MNIST.
+
+    python -m experiments.mixture_mnist --flagfile=experiments/configs/mixture_ml.cfg \
+        --data_dir=../shared/data --output_dir=runs/mixture_ml
+
+Every flag is an option of ``uqmix.mixture_experiment`` (``OPTIONS``: name,
+default, help); this binary only parses them and calls
+``uqmix.mixture_experiment.run``.  Outputs in ``--output_dir``: ``config.json``
+and ``flags.cfg`` (the flags used), ``metrics.json`` (accuracy, NLL, weight
+variances, misclassification / OOD / adversarial detection, robustness
+curves), ``tensorboard/``, ``checkpoints/`` (``--resume`` continues),
+``model.keras``, ``figures/``; with ``--export_dir`` a SavedModel.
+
+Exit codes: 0 done; 1 bad flags (before anything runs); 2 bad data, or an
+output_dir holding another run (before any training); 3 training diverged
+(NaN/Inf loss; the last good checkpoint is kept).
+"""
+
+from experiments.options_binary import run_binary
+from uqmix import mixture_experiment
+
+if __name__ == "__main__":
+    run_binary(mixture_experiment)

@@ -1,0 +1,198 @@
+"""experiments.mixture_mnist / uqmix.mixture_experiment on small generated IDX files."""
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import REPO_ROOT
+from tests.test_data import write_idx_set
+from uqmix import mixture_experiment, runs, training
+
+
+def _digits(n, seed):
+    """Learnable 28×28 'digits': class c lights a 6×6 square at its own place, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    images = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
+    for i, c in enumerate(labels):
+        row, col = 2 + 8 * (c // 4), 2 + 6 * (c % 4)
+        images[i, row:row + 6, col:col + 6] = 230
+    noisy = rng.random(n) < 0.1  # 10 % wrong labels: some errors are certain
+    labels = np.where(noisy, (labels + 1 + rng.integers(0, 9, n)) % 10, labels)
+    return images, labels.astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_idx_set(str(root / "mnist"), "train", *_digits(400, 1))
+    write_idx_set(str(root / "mnist"), "t10k", *_digits(100, 2))
+    noise = np.random.default_rng(3).integers(0, 256, size=(80, 28, 28)).astype(np.uint8)
+    write_idx_set(str(root / "notmnist"), "t10k", noise, np.arange(80).astype(np.uint8) % 10)
+    return str(root)
+
+
+def _config(data_dir, out, **overrides):
+    config = dict(data_dir=data_dir, check_counts=False, use_tfds=False, steps=60,
+                  steps_per_epoch=30, batch_size=40, learning_rate=3e-3, test_samples=8,
+                  hidden_units=["32", "32"], verbose=0, output_dir=str(out))
+    config.update(overrides)
+    return mixture_experiment.default_config(**config)
+
+
+def _without_times(result):
+    return {k: v for k, v in result.items() if k not in ("train_seconds", "eval_seconds")}
+
+
+def test_binary_runs_every_evaluation_and_writes_its_outputs(data_dir, tmp_path):
+    out = tmp_path / "ml"
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.mixture_mnist", f"--data_dir={data_dir}",
+         "--nocheck_counts", "--nouse_tfds", "--steps=60", "--steps_per_epoch=30",
+         "--batch_size=40", "--learning_rate=0.003", "--hidden_units=32,32",
+         "--test_samples=8", "--verbose=0", f"--output_dir={out}",
+         "--evaluations=classification,weight_variances,misclassification,ood,robustness,"
+         "adversarial_detection", "--robustness_examples=30", "--robustness_epsilons=0,0.2",
+         "--robustness_gradient_samples=1,3", "--pgd_iterations=3", "--detection_examples=30"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test accuracy" in result.stdout
+    m = runs.read_json(out / "metrics.json")
+    assert m["test"]["accuracy"] > 0.5  # learnable: far above chance (0.1)
+    assert set(m["weight_variances"]) == {"hidden_0", "hidden_1", "logits"}
+    for summary in m["weight_variances"].values():
+        assert summary["q05"] <= summary["median"] <= summary["q95"]
+        assert sum(summary["log10_histogram"]["counts"]) > 0
+    assert m["ood"]["num_examples"] == 80
+    assert 0 <= m["ood"]["predictive_variance"]["auroc"] <= 1
+    hist = m["histograms"]["predictive_variance"]
+    assert sum(hist["correct"]) + sum(hist["wrong"]) == 100
+    assert set(m["robustness"]) == {"S=1", "S=3"}
+    assert m["robustness"]["S=1"]["epsilons"] == [0.0, 0.2]
+    adv = m["adversarial_detection"]
+    assert adv["num_examples"] == 30 and set(adv["all"]) == set(mixture_experiment.DETECTION_MEASURES)
+    for figure in ("uncertainty_hist.png", "weight_variance.png", "robustness.png"):
+        assert os.path.getsize(out / "figures" / figure) > 1000
+    assert (out / "model.keras").exists() and (out / "flags.cfg").exists()
+    tags = set()
+    for root, _, files in os.walk(out / "tensorboard"):
+        for name in files:
+            if name.startswith("events.out"):
+                for event in tf.compat.v1.train.summary_iterator(os.path.join(root, name)):
+                    tags.update(v.tag for v in event.summary.value)
+    assert {"epoch_loss", "epoch_kl", "epoch_nll", "epoch_accuracy"} <= tags
+    assert "log10_weight_variance/hidden_1" in tags
+
+
+def test_metrics_match_a_direct_evaluation_of_the_saved_model(data_dir, tmp_path):
+    """Deterministic net: every number recomputed from model.keras with uqmix.metrics / numpy."""
+    import keras
+
+    config = _config(data_dir, tmp_path / "det", model="deterministic",
+                     evaluations=["classification", "misclassification", "ood", "robustness"],
+                     robustness_examples=40, robustness_epsilons=["0"], pgd_iterations=2)
+    result = mixture_experiment.run(config)
+    model = keras.saving.load_model(tmp_path / "det" / "model.keras")
+    data = mixture_experiment.load_data(config)
+    logits = model(data["x_test"]).numpy()
+    accuracy = float(np.mean(logits.argmax(-1) == data["y_test"]))
+    assert result["test"]["accuracy"] == pytest.approx(accuracy, abs=1e-9)
+    # ε = 0: PGD cannot move the inputs, so the accuracy is the clean one on those examples.
+    assert result["robustness"]["S=1"]["accuracy"][0] == pytest.approx(
+        float(np.mean(logits[:40].argmax(-1) == data["y_test"][:40])))
+    from sklearn.metrics import roc_auc_score
+
+    probs = tf.nn.softmax(logits).numpy()
+    ood_probs = tf.nn.softmax(model(data["x_ood"])).numpy()
+    entropy = lambda p: -np.sum(p * np.log(np.maximum(p, 1e-30)), -1)  # noqa: E731
+    scores = np.concatenate([entropy(probs), entropy(ood_probs)])
+    truth = np.r_[np.zeros(len(probs)), np.ones(len(ood_probs))]
+    assert result["ood"]["total_uncertainty"]["auroc"] == pytest.approx(
+        roc_auc_score(truth, scores), abs=1e-4)
+    wrong = logits.argmax(-1) != data["y_test"]
+    if 0 < wrong.sum() < len(wrong):
+        assert result["misclassification"]["total_uncertainty"]["auroc"] == pytest.approx(
+            roc_auc_score(wrong, entropy(probs)), abs=1e-4)
+
+
+def test_weight_variance_summary_matches_numpy(data_dir, tmp_path):
+    config = _config(data_dir, tmp_path / "vi", model="vi", steps=5, steps_per_epoch=5,
+                     evaluations=["weight_variances"])
+    model = mixture_experiment.build_model(config, (28, 28, 1), 400)
+    summary = mixture_experiment.weight_variance_summary(model, bins=10)
+    for layer in model.dense_layers:
+        u = np.exp(layer.log_row_variance.numpy().astype(np.float64))
+        v = np.exp(layer.log_column_variance.numpy().astype(np.float64))
+        variance = np.outer(u, v)
+        assert summary[layer.name]["mean"] == pytest.approx(variance.mean(), rel=1e-5)
+        assert summary[layer.name]["median"] == pytest.approx(np.median(variance), rel=1e-5)
+        assert sum(summary[layer.name]["log10_histogram"]["counts"]) == variance.size
+
+
+def test_same_seed_same_metrics_and_resume_after_a_crash(data_dir, tmp_path, monkeypatch):
+    config = dict(model="ml", evaluations=["classification", "misclassification", "ood"])
+    uninterrupted = mixture_experiment.run(_config(data_dir, tmp_path / "a", **config))
+    again = mixture_experiment.run(_config(data_dir, tmp_path / "b", **config))
+    assert _without_times(again) == _without_times(uninterrupted)
+
+    original = training._EpochCheckpoint.on_epoch_end
+
+    def crash_after_first_epoch(self, epoch, logs=None):
+        original(self, epoch, logs)
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(training._EpochCheckpoint, "on_epoch_end", crash_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        mixture_experiment.run(_config(data_dir, tmp_path / "c", **config))
+    assert not (tmp_path / "c" / "metrics.json").exists()
+    monkeypatch.setattr(training._EpochCheckpoint, "on_epoch_end", original)
+    resumed = mixture_experiment.run(_config(data_dir, tmp_path / "c", resume=True, **config))
+    assert _without_times(resumed) == _without_times(uninterrupted)
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--kl_weight=-1", "--kl_weight must be >= 0"),
+    ("--prior_variance=0", "--prior_variance must be > 0"),
+    ("--train_samples=0", "--train_samples must be >= 1"),
+    ("--dataset=cifar10", "Unknown --dataset 'cifar10'"),
+    ("--model=bnn", "Unknown --model 'bnn'"),
+    ("--evaluations=accuracy", "Unknown --evaluations"),
+])
+def test_bad_flags_fail_before_training(flag, message, tmp_path):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        name, value = flag[2:].split("=")
+        overrides = {name: value.split(",") if name == "evaluations" else
+                     type(mixture_experiment.default_config()[name])(value)}
+        mixture_experiment.validate_config(mixture_experiment.default_config(**overrides))
+
+
+def test_bad_flag_exits_with_code_1_and_writes_nothing(tmp_path):
+    out = tmp_path / "never"
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.mixture_mnist", "--kl_weight=-0.5",
+         f"--output_dir={out}"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "--kl_weight must be >= 0" in result.stderr
+    assert not out.exists()
+
+
+def test_missing_data_is_one_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    config = _config(str(tmp_path / "empty"), tmp_path / "out")
+    with pytest.raises(ValueError, match="train-images-idx3-ubyte"):
+        mixture_experiment.run(config)
+    assert not (tmp_path / "out").exists()
+
+
+def test_real_mnist_short_run(shared_data_dir, tmp_path):
+    """The binary's data path on the real files (skips without ../shared/data)."""
+    config = mixture_experiment.default_config(
+        data_dir=shared_data_dir, use_tfds=False, steps=30, steps_per_epoch=30, test_samples=4,
+        test_examples=500, ood_examples=500, verbose=0, output_dir=str(tmp_path / "real"),
+        evaluations=["classification", "ood"])
+    result = mixture_experiment.run(config)
+    assert result["num_train_examples"] == 60000 and result["ood"]["num_examples"] == 500
+    assert result["test"]["accuracy"] > 0.5

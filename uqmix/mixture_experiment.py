@@ -1,0 +1,502 @@
+"""The ML-vs-VI infinite-mixture study: the library side of ``python -m experiments.mixture_mnist``.
+
+``run(config)`` takes a dict of flag values (``OPTIONS``: name, default, help;
+``default_config()`` gives them all) and
+
+1. validates it (``validate_config``: λ ≥ 0, σ² > 0, S ≥ 1, known dataset and
+   model, …) and loads the data (MNIST or Fashion-MNIST, and notMNIST as the
+   OOD test set) — every problem is one ``ValueError`` before any training;
+2. prepares ``output_dir`` (``uqmix.runs.prepare_output_dir``) and writes the
+   flags used (``config.json``, ``flags.cfg``);
+3. builds the model (``build_model``):
+   * ``ml`` / ``vi``: ``InfiniteMixture`` (matrix-normal 784-128-128-10) trained
+     by maximum likelihood of the S-sample mixture or by the ELBO:
+       VI: loss = mean_b[−(1/S) Σ_s ℓ_bs] + (λ/N)·KL
+       ML: loss = mean_b[−logsumexp_s ℓ_bs + log S] + (λ/N)·KL
+   * ``deterministic`` (L2 weight decay), ``mc_dropout`` (p = 0.5, on at test
+     time), ``ensemble`` (5 members): the finite-mixture baselines, same MLP;
+   and trains it with Adam for ``steps`` steps of ``batch_size``
+   (``uqmix.training.fit_resumable``: checkpoint every ``steps_per_epoch``
+   steps, step-exact resume, NaN stop), with TensorBoard scalars (loss, NLL,
+   KL / weight decay, accuracy) and, for mixtures, histograms of every
+   layer's log10 weight variances u_i·v_j;
+4. evaluates the ``evaluations`` asked for (``EVALUATIONS``) with
+   ``test_samples`` samples of the predictive:
+   * ``classification``: accuracy, error, NLL, ECE, Brier of the mean prediction;
+   * ``weight_variances``: per layer mean / median / quantiles and a histogram of
+     log10 Var[W_ij] (mixtures only);
+   * ``misclassification``: AUROC/AUPR/FPR@95 of every measure, positives =
+     wrongly classified test inputs; histograms of predictive variance and
+     entropy for correct vs wrong;
+   * ``ood``: detection of the OOD set (notMNIST, first ``ood_examples``) by every
+     measure (predictive variance and entropy = total uncertainty among them);
+   * ``robustness``: accuracy under untargeted PGD (L∞, ``pgd_iterations``
+     steps of ``pgd_eps_iter_ratio``·ε) against ε on the first
+     ``robustness_examples`` test images, once per number of gradient samples in
+     ``robustness_gradient_samples`` (stochastic models; one curve otherwise);
+   * ``adversarial_detection``: PGD at ε = ``detection_eps`` with
+     ``detection_gradient_samples`` samples; AUROC by predictive variance,
+     entropy and mutual information, both variants (all inputs vs all attacks;
+     correct inputs vs successful attacks, subsampled to the smaller count);
+   and writes ``metrics.json`` atomically, figures in ``figures/``, the
+   trained model as ``model.keras`` and, with ``export_dir``, a SavedModel.
+
+Running the same configuration again with ``resume`` continues an interrupted
+run, or re-evaluates a finished one without training.
+"""
+
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from uqmix import attack_eval
+from uqmix import evaluation
+from uqmix import plotting
+from uqmix import runs
+from uqmix import training
+from uqmix.data import load_arrays, make_dataset
+from uqmix.layers import SAMPLING_MODES
+from uqmix.models import DeepEnsemble, Deterministic, InfiniteMixture, MCDropout
+from uqmix.setup_utils import set_seed
+
+DATASETS = ("mnist", "fashion_mnist")
+OOD_DATASETS = ("notmnist", "mnist", "fashion_mnist", "")
+MODELS = ("ml", "vi", "deterministic", "mc_dropout", "ensemble")
+MIXTURE_MODELS = ("ml", "vi")
+STOCHASTIC_MODELS = ("ml", "vi", "mc_dropout")
+EVALUATIONS = ("classification", "weight_variances", "misclassification", "ood", "robustness",
+               "adversarial_detection")
+DEFAULT_EVALUATIONS = ["classification", "weight_variances", "misclassification", "ood"]
+HISTOGRAM_MEASURES = ("predictive_variance", "total_uncertainty")
+DETECTION_MEASURES = ("predictive_variance", "total_uncertainty", "mutual_information")
+FIGURES_DIR = "figures"
+MODEL_FILE = "model.keras"
+DEFAULT_EPSILONS = ["0", "0.05", "0.1", "0.15", "0.2", "0.25", "0.3", "0.35", "0.4", "0.45", "0.5"]
+
+# (name, default, help): the binary's flags and the keys of a configuration.
+OPTIONS = (
+    # data
+    ("dataset", "mnist", "In-domain data: mnist | fashion_mnist."),
+    ("ood_dataset", "notmnist", "OOD test set (test split); empty for none."),
+    ("data_dir", "", "Folder with <dataset>/ subfolders of the published files; empty: "
+                     "tensorflow-datasets where it has the set."),
+    ("use_tfds", True, "Allow tensorflow-datasets downloads when data_dir has no copy."),
+    ("check_counts", True, "Check example counts against the published ones."),
+    ("train_examples", 0, "Use only the first N training examples (0: all)."),
+    ("test_examples", 0, "Use only the first N test examples (0: all)."),
+    ("ood_examples", 10000, "First N images of the OOD set (0: all)."),
+    # model
+    ("model", "ml", "ml | vi (infinite mixtures) | deterministic | mc_dropout | ensemble."),
+    ("hidden_units", ["128", "128"], "Hidden layer widths of the MLP."),
+    ("kl_weight", 1.0, "lambda >= 0: weight of KL/N in the mixture objective (1 = exact VI)."),
+    ("prior_variance", 1.0, "sigma^2 > 0 of the prior MN(0, sigma^2 I, I)."),
+    ("train_samples", 5, "S: weight samples per training step (mixtures)."),
+    ("sampling", "local_reparameterization", "Training sampling mode of the mixture: "
+                                             "local_reparameterization | shared_weights."),
+    ("predictive_sampling", "local_reparameterization", "Sampling mode of the mixture's "
+                                                        "predictive."),
+    ("jit_sampling", True, "Draw each mixture layer's noise in one XLA kernel (faster on CPU)."),
+    ("weight_decay", -1.0, "L2 strength w of the baselines (loss + w * sum W^2); -1: 1/N."),
+    ("dropout_rate", 0.5, "Dropout rate of mc_dropout."),
+    ("ensemble_size", 5, "Members of the ensemble."),
+    # training
+    ("steps", 30000, "Training steps."),
+    ("batch_size", 200, "Examples per step."),
+    ("learning_rate", 1e-3, "Adam learning rate."),
+    ("steps_per_epoch", 1000, "Steps between checkpoints / TensorBoard points."),
+    ("seed", 0, "Seed of initialisation, noise, batch order and attacks."),
+    ("deterministic", True, "TensorFlow op determinism."),
+    ("verbose", 2, "Keras fit verbosity (0, 1, 2)."),
+    # evaluation
+    ("evaluations", DEFAULT_EVALUATIONS, "Any of " + ", ".join(EVALUATIONS) + "."),
+    ("test_samples", 100, "Samples of the predictive at evaluation (stochastic models)."),
+    ("eval_batch_size", 500, "Batch size of evaluation and attacks."),
+    ("histogram_bins", 50, "Bins of the measure and weight-variance histograms."),
+    ("robustness_examples", 1000, "First N test images attacked for the robustness curve."),
+    ("robustness_epsilons", DEFAULT_EPSILONS, "L-inf radii of the robustness curve."),
+    ("robustness_gradient_samples", ["1"], "Samples inside each attack gradient, one curve "
+                                           "per entry (stochastic models)."),
+    ("pgd_iterations", 40, "PGD steps."),
+    ("pgd_eps_iter_ratio", 0.0, "PGD step = ratio * eps (0: min(1, 2.5 / pgd_iterations))."),
+    ("pgd_rand_init", False, "Random start in the eps-ball."),
+    ("detection_eps", 0.25, "L-inf radius of the adversarial-detection attack."),
+    ("detection_examples", 1000, "First N test images of adversarial detection."),
+    ("detection_gradient_samples", 1, "Samples inside each gradient of that attack."),
+    # run
+    ("output_dir", os.path.join("runs", "mixture_mnist"), "Where the run writes its files."),
+    ("resume", False, "Continue (or re-evaluate) the run of the same configuration."),
+    ("overwrite", False, "Delete output_dir first."),
+    ("export_dir", "", "Write a SavedModel with an uncertainty serving signature here."),
+)
+
+
+def default_config(**overrides):
+    """Every option at its default, with ``overrides`` applied (unknown keys refused)."""
+    config = {name: (list(value) if isinstance(value, list) else value)
+              for name, value, _ in OPTIONS}
+    unknown = sorted(set(overrides) - set(config))
+    if unknown:
+        raise ValueError(f"unknown configuration keys: {unknown}.")
+    config.update(overrides)
+    return config
+
+
+def _number_list(values, name, kind, minimum):
+    try:
+        result = [kind(v) for v in values]
+    except (TypeError, ValueError):
+        raise ValueError(f"--{name} must be a list of numbers, got {values}.") from None
+    if not result or any(not math.isfinite(v) or v < minimum for v in result):
+        raise ValueError(f"--{name} must be a non-empty list of values >= {minimum}, got {values}.")
+    return result
+
+
+def validate_config(config):
+    """Raises ``ValueError`` naming the first bad option; returns the normalised config."""
+    config = default_config(**config)
+    for name, allowed in (("dataset", DATASETS), ("ood_dataset", OOD_DATASETS),
+                          ("model", MODELS), ("sampling", SAMPLING_MODES),
+                          ("predictive_sampling", SAMPLING_MODES), ("verbose", (0, 1, 2))):
+        if config[name] not in allowed:
+            raise ValueError(f"Unknown --{name} {config[name]!r}; choose one of "
+                             f"{', '.join(repr(a) for a in allowed)}.")
+    if config["ood_dataset"] == config["dataset"]:
+        raise ValueError("--ood_dataset must differ from --dataset.")
+    unknown = [e for e in config["evaluations"] if e not in EVALUATIONS]
+    if unknown:
+        raise ValueError(f"Unknown --evaluations {unknown}; choose from {', '.join(EVALUATIONS)}.")
+    config["evaluations"] = [e for e in EVALUATIONS if e in config["evaluations"]]
+    if "ood" in config["evaluations"] and not config["ood_dataset"]:
+        raise ValueError("--evaluations=ood needs an --ood_dataset.")
+    config["hidden_units"] = _number_list(config["hidden_units"], "hidden_units", int, 1)
+    config["robustness_epsilons"] = _number_list(config["robustness_epsilons"],
+                                                 "robustness_epsilons", float, 0.0)
+    config["robustness_gradient_samples"] = _number_list(
+        config["robustness_gradient_samples"], "robustness_gradient_samples", int, 1)
+    rules = [
+        ("kl_weight", math.isfinite(config["kl_weight"]) and config["kl_weight"] >= 0, ">= 0 (λ)"),
+        ("prior_variance", math.isfinite(config["prior_variance"])
+         and config["prior_variance"] > 0, "> 0 (σ²)"),
+        ("train_samples", config["train_samples"] >= 1, ">= 1 (S)"),
+        ("weight_decay", config["weight_decay"] >= 0 or config["weight_decay"] == -1,
+         ">= 0, or -1 for 1/N"),
+        ("dropout_rate", 0 < config["dropout_rate"] < 1, "in (0, 1)"),
+        ("ensemble_size", config["ensemble_size"] >= 1, ">= 1"),
+        ("steps", config["steps"] >= 1, ">= 1"),
+        ("batch_size", config["batch_size"] >= 1, ">= 1"),
+        ("learning_rate", config["learning_rate"] > 0, "> 0"),
+        ("steps_per_epoch", config["steps_per_epoch"] >= 1, ">= 1"),
+        ("seed", config["seed"] >= 0, ">= 0"),
+        ("train_examples", config["train_examples"] >= 0, ">= 0"),
+        ("test_examples", config["test_examples"] >= 0, ">= 0"),
+        ("ood_examples", config["ood_examples"] >= 0, ">= 0"),
+        ("test_samples", config["test_samples"] >= 1, ">= 1"),
+        ("eval_batch_size", config["eval_batch_size"] >= 1, ">= 1"),
+        ("histogram_bins", config["histogram_bins"] >= 1, ">= 1"),
+        ("robustness_examples", config["robustness_examples"] >= 1, ">= 1"),
+        ("pgd_iterations", config["pgd_iterations"] >= 1, ">= 1"),
+        ("pgd_eps_iter_ratio", 0 <= config["pgd_eps_iter_ratio"] <= 1, "in [0, 1] (0: auto)"),
+        ("detection_eps", config["detection_eps"] > 0, "> 0"),
+        ("detection_examples", config["detection_examples"] >= 1, ">= 1"),
+        ("detection_gradient_samples", config["detection_gradient_samples"] >= 1, ">= 1"),
+    ]
+    for name, ok, rule in rules:
+        if not ok:
+            raise ValueError(f"--{name} must be {rule}, got {config[name]}.")
+    if not config["output_dir"]:
+        raise ValueError("--output_dir must be set.")
+    if config["resume"] and config["overwrite"]:
+        raise ValueError("--resume and --overwrite contradict each other.")
+    return config
+
+
+# -- data ------------------------------------------------------------------------------------
+def _first(array, count):
+    return array[:count] if count else array
+
+
+def load_data(config):
+    """{x_train, y_train, x_test, y_test, x_ood (or None)}; every data problem raised here."""
+    options = dict(data_dir=config["data_dir"] or None, use_tfds=config["use_tfds"],
+                   check_counts=config["check_counts"])
+    x_train, y_train = load_arrays(config["dataset"], "train", **options)
+    x_test, y_test = load_arrays(config["dataset"], "test", **options)
+    data = {"x_train": _first(x_train, config["train_examples"]),
+            "y_train": _first(y_train, config["train_examples"]),
+            "x_test": _first(x_test, config["test_examples"]),
+            "y_test": _first(y_test, config["test_examples"]), "x_ood": None}
+    if config["ood_dataset"]:
+        x_ood, _ = load_arrays(config["ood_dataset"], "test", **options)
+        if x_ood.shape[1:] != x_test.shape[1:]:
+            raise ValueError(f"OOD set {config['ood_dataset']} has images of shape "
+                             f"{x_ood.shape[1:]}, {config['dataset']} {x_test.shape[1:]}.")
+        data["x_ood"] = _first(x_ood, config["ood_examples"])
+    return data
+
+
+# -- model -----------------------------------------------------------------------------------
+def build_model(config, input_shape, dataset_size):
+    """The compiled model of ``config["model"]`` (Adam, ``learning_rate``)."""
+    kind = config["model"]
+    hidden = tuple(config["hidden_units"])
+    weight_decay = 1.0 / dataset_size if config["weight_decay"] == -1 else config["weight_decay"]
+    keras.utils.set_random_seed(config["seed"])
+    if kind in MIXTURE_MODELS:
+        model = InfiniteMixture(
+            num_classes=10, hidden_units=hidden, objective=kind,
+            num_train_samples=config["train_samples"], kl_weight=config["kl_weight"],
+            dataset_size=dataset_size, prior_variance=config["prior_variance"],
+            sampling=config["sampling"], predictive_sampling=config["predictive_sampling"],
+            seed=config["seed"] * 1000, jit_sampling=config["jit_sampling"])
+    elif kind == "deterministic":
+        model = Deterministic(input_shape, 10, hidden, weight_decay=weight_decay)
+    elif kind == "mc_dropout":
+        model = MCDropout(input_shape, 10, hidden, dropout_rate=config["dropout_rate"],
+                          weight_decay=weight_decay)
+    else:
+        model = DeepEnsemble(input_shape, 10, hidden, num_members=config["ensemble_size"],
+                             weight_decay=weight_decay)
+    model.build((None, *input_shape))
+    model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]))
+    return model
+
+
+class WeightVarianceHistograms(keras.callbacks.Callback):
+    """TensorBoard histograms of log10 Var[W_ij] = log10(u_i v_j) of every mixture layer."""
+
+    def __init__(self, log_dir):
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(log_dir)
+
+    def on_epoch_end(self, epoch, logs=None):
+        with self.writer.as_default(step=epoch + 1):
+            for name, variance in self.model.weight_variances().items():
+                tf.summary.histogram(f"log10_weight_variance/{name}",
+                                     tf.math.log(variance) / np.log(10.0))
+        self.writer.flush()
+
+
+def train(model, config, data):
+    """``fit_resumable`` into ``output_dir`` with TensorBoard; returns seconds spent."""
+    log_dir = os.path.join(config["output_dir"], "tensorboard")
+    callbacks = [keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch",
+                                             write_graph=False)]
+    if config["model"] in MIXTURE_MODELS:
+        callbacks.append(WeightVarianceHistograms(os.path.join(log_dir, "weight_variance")))
+
+    def make():
+        return make_dataset(data["x_train"], data["y_train"], batch_size=config["batch_size"],
+                            repeat=True, seed=config["seed"])
+
+    start = time.perf_counter()
+    training.fit_resumable(model, make, total_steps=config["steps"],
+                           steps_per_epoch=config["steps_per_epoch"],
+                           output_dir=config["output_dir"], callbacks=callbacks,
+                           verbose=config["verbose"])
+    return time.perf_counter() - start
+
+
+# -- evaluation --------------------------------------------------------------------------------
+def _num_samples(config):
+    return config["test_samples"] if config["model"] in STOCHASTIC_MODELS else None
+
+
+def weight_variance_summary(model, bins):
+    """Per layer: mean, median, 5/95 % quantiles and a histogram of log10 Var[W_ij]."""
+    result = {}
+    for name, variance in model.weight_variances().items():
+        values = np.asarray(variance, np.float64).ravel()
+        counts, edges = np.histogram(np.log10(values), bins=bins)
+        result[name] = {"mean": float(values.mean()), "median": float(np.median(values)),
+                        "q05": float(np.quantile(values, 0.05)),
+                        "q95": float(np.quantile(values, 0.95)),
+                        "log10_histogram": {"bin_edges": edges.tolist(),
+                                            "counts": counts.tolist()}}
+    return result
+
+
+def _histograms(predictive, labels, bins):
+    result = {}
+    for measure in HISTOGRAM_MEASURES:
+        hist = evaluation.measure_histograms(predictive, labels, measure, bins=bins)
+        values = evaluation.measure_values(predictive, measure)
+        correct = np.asarray(predictive.predicted_class()) == labels
+        result[measure] = {"bin_edges": hist["bin_edges"].tolist(),
+                           "correct": hist["correct"].tolist(), "wrong": hist["wrong"].tolist(),
+                           "mean_all": float(values.mean()),
+                           "mean_correct": float(values[correct].mean()) if correct.any()
+                           else None,
+                           "mean_wrong": float(values[~correct].mean()) if (~correct).any()
+                           else None}
+    return result
+
+
+def _attack_batch_size(config, gradient_samples):
+    """Batch of an attack: the S·B rows of one gradient stay within ~50k (memory)."""
+    return max(1, min(config["eval_batch_size"], 50000 // max(1, gradient_samples)))
+
+
+def robustness(model, config, data):
+    """{"S=<n>": {"epsilons", "accuracy"}} of untargeted PGD, one entry per gradient-sample count."""
+    n = config["robustness_examples"]
+    x, y = data["x_test"][:n], data["y_test"][:n]
+    counts = (config["robustness_gradient_samples"] if config["model"] in STOCHASTIC_MODELS
+              else [1])
+    curves = {}
+    for count in counts:
+        curve = attack_eval.robustness_curve(
+            model, x, y, config["robustness_epsilons"], num_gradient_samples=count,
+            num_eval_samples=_num_samples(config), nb_iter=config["pgd_iterations"],
+            eps_iter_ratio=config["pgd_eps_iter_ratio"] or None,
+            rand_init=config["pgd_rand_init"], seed=config["seed"],
+            batch_size=_attack_batch_size(config, count), verbose=config["verbose"] == 1)
+        curves[f"S={count}"] = {"epsilons": curve["epsilons"].tolist(),
+                                "accuracy": curve["accuracy"].tolist(),
+                                "num_examples": int(len(x))}
+    return curves
+
+
+def adversarial_detection(model, config, data, clean):
+    """PGD at ``detection_eps`` on the first test images; detection AUROC, both variants."""
+    from uqmix import attacks
+
+    n = config["detection_examples"]
+    x, y = data["x_test"][:n], data["y_test"][:n]
+    count = config["detection_gradient_samples"]
+    model_fn = attack_eval.attack_model_fn(model, count)
+    eps = config["detection_eps"]
+    ratio = config["pgd_eps_iter_ratio"] or attack_eval.default_eps_iter_ratio(
+        config["pgd_iterations"])
+    batch = _attack_batch_size(config, count)
+    adversarial = np.concatenate([
+        attacks.projected_gradient_descent(
+            model_fn, x[i:i + batch], eps, ratio * eps, config["pgd_iterations"], np.inf,
+            clip_min=0.0, clip_max=1.0, y=y[i:i + batch], rand_init=config["pgd_rand_init"],
+            seed=[config["seed"], i]).numpy()
+        for i in range(0, len(x), batch)])
+    adv_pred = attack_eval.predict(model, adversarial, _num_samples(config),
+                                   config["eval_batch_size"])
+    result = attack_eval.adversarial_detection(clean.take(np.arange(len(x))), adv_pred, y,
+                                               measures=DETECTION_MEASURES, seed=config["seed"])
+    result.update(eps=eps, gradient_samples=count, num_examples=int(len(x)),
+                  adversarial_accuracy=float(np.mean(np.asarray(adv_pred.predicted_class()) == y)))
+    return result
+
+
+def evaluate(model, config, data):
+    """The metrics of every evaluation in ``config["evaluations"]``."""
+    asked = config["evaluations"]
+    samples = _num_samples(config)
+    batch = config["eval_batch_size"]
+    clean = model.predictive(data["x_test"], num_samples=samples, batch_size=batch)
+    result = {}
+    if "classification" in asked:
+        result["test"] = evaluation.classification_metrics(clean, data["y_test"])
+    if "weight_variances" in asked and config["model"] in MIXTURE_MODELS:
+        result["weight_variances"] = weight_variance_summary(model, config["histogram_bins"])
+    if "misclassification" in asked:
+        wrong = int(np.sum(np.asarray(clean.predicted_class()) != data["y_test"]))
+        # Undefined without both groups (a perfect classifier): recorded as null, not an error.
+        result["misclassification"] = (
+            evaluation.misclassification_detection(clean, data["y_test"])
+            if 0 < wrong < len(data["y_test"]) else None)
+        result["histograms"] = _histograms(clean, data["y_test"], config["histogram_bins"])
+    if "ood" in asked:
+        ood = model.predictive(data["x_ood"], num_samples=samples, batch_size=batch)
+        result["ood"] = evaluation.ood_detection(clean, ood)
+        result["ood"]["dataset"] = config["ood_dataset"]
+        result["ood"]["num_examples"] = int(len(data["x_ood"]))
+        result["ood_measure_means"] = {
+            m: float(evaluation.measure_values(ood, m).mean()) for m in HISTOGRAM_MEASURES}
+    if "robustness" in asked:
+        result["robustness"] = robustness(model, config, data)
+    if "adversarial_detection" in asked:
+        result["adversarial_detection"] = adversarial_detection(model, config, data, clean)
+    return result
+
+
+# -- figures -----------------------------------------------------------------------------------
+def write_figures(metrics, config):
+    """Histograms (correct vs wrong), weight variances and robustness curves; paths relative."""
+    folder = os.path.join(config["output_dir"], FIGURES_DIR)
+    written = []
+    label = run_label(config)
+    if "histograms" in metrics:
+        figure = plotting.correct_wrong_histograms(metrics["histograms"], title=label)
+        written.append(plotting.save_figure(figure, os.path.join(folder, "uncertainty_hist.png")))
+    if "weight_variances" in metrics:
+        figure = plotting.weight_variance_histograms(metrics["weight_variances"], title=label)
+        written.append(plotting.save_figure(figure, os.path.join(folder, "weight_variance.png")))
+    if "robustness" in metrics:
+        figure = attack_eval.robustness_figure(
+            {f"{label}, {k}": v for k, v in metrics["robustness"].items()})
+        written.append(plotting.save_figure(figure, os.path.join(folder, "robustness.png")))
+    return [os.path.relpath(p, config["output_dir"]) for p in written]
+
+
+def run_label(config):
+    """A short name of the configuration, e.g. ``ML λ=1 σ²=1``."""
+    kind = config["model"]
+    if kind in MIXTURE_MODELS:
+        return f"{kind.upper()} λ={config['kl_weight']:g} σ²={config['prior_variance']:g}"
+    return {"deterministic": "weight decay", "mc_dropout": "MC dropout",
+            "ensemble": "ensemble"}[kind]
+
+
+# -- the run -----------------------------------------------------------------------------------
+def run(config):
+    """Runs the whole job for a configuration dict; returns the metrics dict (module doc)."""
+    config = validate_config(config)
+    data = load_data(config)
+    runs.prepare_output_dir(config["output_dir"], config, resume=config["resume"],
+                            overwrite=config["overwrite"])
+    set_seed(config["seed"], deterministic=config["deterministic"])
+    input_shape = tuple(int(s) for s in data["x_train"].shape[1:])
+    model = build_model(config, input_shape, len(data["x_train"]))
+    seconds = train(model, config, data)
+    model.save(os.path.join(config["output_dir"], MODEL_FILE))
+    start = time.perf_counter()
+    metrics = evaluate(model, config, data)
+    metrics.update(dataset=config["dataset"], model=config["model"], label=run_label(config),
+                   kl_weight=config["kl_weight"], prior_variance=config["prior_variance"],
+                   train_samples=config["train_samples"], test_samples=_num_samples(config) or 1,
+                   steps=config["steps"], seed=config["seed"],
+                   num_train_examples=int(len(data["x_train"])),
+                   num_test_examples=int(len(data["x_test"])), train_seconds=seconds,
+                   eval_seconds=time.perf_counter() - start)
+    metrics["figures"] = write_figures(metrics, config)
+    if config["export_dir"]:
+        from uqmix.export import export_saved_model
+
+        export_saved_model(model, config["export_dir"], input_shape)
+        metrics["export_dir"] = config["export_dir"]
+    runs.atomic_write_json(os.path.join(config["output_dir"], runs.METRICS_FILE), metrics)
+    return metrics
+
+
+def summary(metrics):
+    """A few lines for the terminal."""
+    lines = [f"{metrics['dataset']} {metrics['label']}:"]
+    if "test" in metrics:
+        lines.append(f"  test accuracy {metrics['test']['accuracy']:.4f}, "
+                     f"NLL {metrics['test']['nll']:.4f}")
+    if "ood" in metrics:
+        lines.append(f"  OOD ({metrics['ood']['dataset']}) AUROC: predictive variance "
+                     f"{metrics['ood']['predictive_variance']['auroc']:.4f}, entropy "
+                     f"{metrics['ood']['total_uncertainty']['auroc']:.4f}")
+    if metrics.get("misclassification"):
+        lines.append("  misclassification AUROC: predictive variance "
+                     f"{metrics['misclassification']['predictive_variance']['auroc']:.4f}, "
+                     f"entropy {metrics['misclassification']['total_uncertainty']['auroc']:.4f}")
+    for key, curve in metrics.get("robustness", {}).items():
+        points = ", ".join(f"{e:g}: {a:.3f}" for e, a in zip(curve["epsilons"], curve["accuracy"]))
+        lines.append(f"  PGD accuracy ({key}) {points}")
+    if "adversarial_detection" in metrics:
+        adv = metrics["adversarial_detection"]
+        lines.append(f"  adversarial detection at eps {adv['eps']:g}: AUROC by variance "
+                     f"{adv['all']['predictive_variance']['auroc']:.4f}")
+    return "\n".join(lines)
