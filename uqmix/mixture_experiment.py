@@ -61,7 +61,7 @@ from uqmix import training
 from uqmix.data import load_arrays, make_dataset
 from uqmix.layers import SAMPLING_MODES
 from uqmix.models import DeepEnsemble, Deterministic, InfiniteMixture, MCDropout
-from uqmix.setup_utils import set_seed
+from uqmix.setup_utils import STRATEGIES, make_strategy, set_seed
 
 DATASETS = ("mnist", "fashion_mnist")
 OOD_DATASETS = ("notmnist", "mnist", "fashion_mnist", "")
@@ -110,6 +110,8 @@ OPTIONS = (
     ("steps_per_epoch", 1000, "Steps between checkpoints / TensorBoard points."),
     ("seed", 0, "Seed of initialisation, noise, batch order and attacks."),
     ("deterministic", True, "TensorFlow op determinism."),
+    ("strategy", "default", "tf.distribute strategy: default | mirrored | multi_worker | tpu."),
+    ("tpu_address", "", "TPU address for strategy=tpu."),
     ("verbose", 2, "Keras fit verbosity (0, 1, 2)."),
     # evaluation
     ("evaluations", DEFAULT_EVALUATIONS, "Any of " + ", ".join(EVALUATIONS) + "."),
@@ -160,7 +162,8 @@ def validate_config(config):
     config = default_config(**config)
     for name, allowed in (("dataset", DATASETS), ("ood_dataset", OOD_DATASETS),
                           ("model", MODELS), ("sampling", SAMPLING_MODES),
-                          ("predictive_sampling", SAMPLING_MODES), ("verbose", (0, 1, 2))):
+                          ("predictive_sampling", SAMPLING_MODES), ("strategy", STRATEGIES),
+                          ("verbose", (0, 1, 2))):
         if config[name] not in allowed:
             raise ValueError(f"Unknown --{name} {config[name]!r}; choose one of "
                              f"{', '.join(repr(a) for a in allowed)}.")
@@ -211,6 +214,8 @@ def validate_config(config):
         raise ValueError("--output_dir must be set.")
     if config["resume"] and config["overwrite"]:
         raise ValueError("--resume and --overwrite contradict each other.")
+    if config["strategy"] == "tpu" and config["deterministic"]:
+        raise ValueError("--deterministic is not supported on TPU; pass --nodeterministic.")
     return config
 
 
@@ -456,7 +461,9 @@ def run(config):
                             overwrite=config["overwrite"])
     set_seed(config["seed"], deterministic=config["deterministic"])
     input_shape = tuple(int(s) for s in data["x_train"].shape[1:])
-    model = build_model(config, input_shape, len(data["x_train"]))
+    strategy = make_strategy(config["strategy"], tpu_address=config["tpu_address"] or None)
+    with strategy.scope():
+        model = build_model(config, input_shape, len(data["x_train"]))
     seconds = train(model, config, data)
     model.save(os.path.join(config["output_dir"], MODEL_FILE))
     start = time.perf_counter()
@@ -467,6 +474,7 @@ def run(config):
                    steps=config["steps"], seed=config["seed"],
                    num_train_examples=int(len(data["x_train"])),
                    num_test_examples=int(len(data["x_test"])), train_seconds=seconds,
+                   num_replicas=int(strategy.num_replicas_in_sync),
                    eval_seconds=time.perf_counter() - start)
     metrics["figures"] = write_figures(metrics, config)
     if config["export_dir"]:

@@ -59,8 +59,12 @@ class _EpochCheckpoint(keras.callbacks.Callback):
 
 
 def _build_optimizer(model):
+    """Creates the optimizer's variables now (the checkpoint lists them), under the strategy
+    the model was built in (a MirroredStrategy's slot variables must be mirrored too)."""
     if not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
+        strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
+        with strategy.scope():
+            model.optimizer.build(model.trainable_variables)
 
 
 def make_checkpoint(model, **extra_trackables):
