@@ -53,7 +53,7 @@ def test_robustness_figure_draws_mean_and_three_sigma():
     np.testing.assert_allclose(container.lines[0].get_ydata(), accuracy.mean(0))
     segments = container.lines[2][0].get_segments()
     half_widths = [(seg[1][1] - seg[0][1]) / 2 for seg in segments]
-    np.testing.assert_allclose(half_widths, 3 * accuracy.std(0))
+    np.testing.assert_allclose(half_widths, 3 * accuracy.std(0, ddof=1))
 
 
 def _predictive(probs):

@@ -71,6 +71,9 @@ def test_binary_runs_every_evaluation_and_writes_its_outputs(data_dir, tmp_path)
     assert 0 <= m["ood"]["predictive_variance"]["auroc"] <= 1
     hist = m["histograms"]["predictive_variance"]
     assert sum(hist["correct"]) + sum(hist["wrong"]) == 100
+    # fixed edges over the whole range, the same in every run: variance of a probability ≤ 1/4
+    assert hist["bin_edges"][0] == 0 and hist["bin_edges"][-1] == pytest.approx(0.25)
+    assert m["histograms"]["total_uncertainty"]["bin_edges"][-1] == pytest.approx(np.log(10))
     assert set(m["robustness"]) == {"S=1", "S=3"}
     assert m["robustness"]["S=1"]["epsilons"] == [0.0, 0.2]
     adv = m["adversarial_detection"]

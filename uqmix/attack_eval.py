@@ -131,7 +131,8 @@ def robustness_curve(model, x, y, epsilons, *, num_gradient_samples=1, num_eval_
 
 
 def robustness_figure(curves, title=None, sigmas=3.0):
-    """Accuracy against ε, one line per model, error bars ± ``sigmas``·std over seeds.
+    """Accuracy against ε, one line per model, error bars ± ``sigmas``·std over seeds
+    (sample standard deviation, ddof = 1, as every aggregate of uqmix; none for one seed).
 
     curves: {label: {"epsilons": [E], "accuracy": [E] or [seeds, E]}} (e.g.
     ``robustness_curve`` results of several seeds stacked with ``np.stack``).
@@ -145,7 +146,7 @@ def robustness_figure(curves, title=None, sigmas=3.0):
         accuracy = np.atleast_2d(np.asarray(curve["accuracy"], np.float64))
         if accuracy.shape[1] != epsilons.size:
             raise ValueError(f"{label!r}: {accuracy.shape[1]} accuracies for {epsilons.size} epsilons.")
-        spread = sigmas * accuracy.std(axis=0) if accuracy.shape[0] > 1 else None
+        spread = sigmas * accuracy.std(axis=0, ddof=1) if accuracy.shape[0] > 1 else None
         ax.errorbar(epsilons, accuracy.mean(axis=0), yerr=spread, marker="o", markersize=3,
                     capsize=3, linewidth=1.5, label=f"{label} (n={accuracy.shape[0]})")
     ax.set_xlabel("ε")

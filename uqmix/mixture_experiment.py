@@ -324,10 +324,19 @@ def weight_variance_summary(model, bins):
     return result
 
 
+def histogram_edges(measure, num_classes, bins):
+    """Fixed bin edges over the whole range of ``measure``, the same for every run (so the
+    histograms of seeds and configurations can be summed and compared): predictive variance
+    lies in [0, 1/4] (the variance of a probability), the entropy in [0, log K]."""
+    upper = {"predictive_variance": 0.25, "total_uncertainty": math.log(num_classes)}[measure]
+    return np.linspace(0.0, upper, int(bins) + 1)
+
+
 def _histograms(predictive, labels, bins):
     result = {}
     for measure in HISTOGRAM_MEASURES:
-        hist = evaluation.measure_histograms(predictive, labels, measure, bins=bins)
+        edges = histogram_edges(measure, predictive.num_classes, bins)
+        hist = evaluation.measure_histograms(predictive, labels, measure, bins=edges)
         values = evaluation.measure_values(predictive, measure)
         correct = np.asarray(predictive.predicted_class()) == labels
         result[measure] = {"bin_edges": hist["bin_edges"].tolist(),

@@ -232,3 +232,127 @@ def weight_variance_histograms(summaries, title=None):
     ax.legend(fontsize=8)
     ax.set_title(title or "Mixing-distribution weight variances", fontsize=10)
     return figure
+
+
+# -- mean ± k·std summaries over seeds (sweep aggregates) --------------------------------------
+def seed_count_text(counts):
+    """"n=3", or "n=1–3" when the points of a series rest on different numbers of seeds."""
+    counts = [int(c) for c in counts if c]
+    if not counts:
+        return "n=0"
+    low, high = min(counts), max(counts)
+    return f"n={low}" if low == high else f"n={low}–{high}"
+
+
+def _error(stats, sigmas, positive_axis=False):
+    """±sigmas·std as ``yerr``; NaN (no bar) where n ≤ 1; on a log axis the lower bar stops
+    just above 0."""
+    mean = np.asarray(stats["mean"], np.float64)
+    spread = sigmas * np.asarray(stats["std"], np.float64)
+    spread = np.where(np.asarray(stats["n"]) > 1, spread, np.nan)
+    if not positive_axis:
+        return spread
+    lower = np.where(mean > 0, np.minimum(spread, 0.999 * mean), np.nan)
+    return np.stack([lower, spread])
+
+
+def errorbar_panels(panels, xlabel, ylabel, log_x=False, sigmas=3.0, colors=None, title=None):
+    """Lines of a mean over seeds against x with ± ``sigmas``·std error bars, one panel per key.
+
+    panels: {panel title: {series label: {"x": [P], "mean": [P], "std": [P],
+      "n": [P]}}} (std: sample std over the n seeds; no bar where n = 1); the
+      legend gives each series' seed count "(n=K)".
+    log_x: logarithmic x axis (points with x ≤ 0 are not drawn).
+    colors: {series label: matplotlib colour} (default: the colour cycle, per panel).
+    """
+    if not panels:
+        raise ValueError("panels is empty.")
+    figure = new_figure(4.4 * len(panels), 3.6)
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (panel, series) in zip(axes, panels.items()):
+        for index, (label, stats) in enumerate(series.items()):
+            x = np.asarray(stats["x"], np.float64)
+            keep = x > 0 if log_x else np.ones(x.shape, bool)
+            kept = {k: np.asarray(stats[k])[keep] for k in ("mean", "std", "n")}
+            ax.errorbar(x[keep], kept["mean"], yerr=_error(kept, sigmas), marker="o",
+                        markersize=4, capsize=3, linewidth=1.5,
+                        color=(colors or {}).get(label, f"C{index % 10}"),
+                        label=f"{label} ({seed_count_text(kept['n'])})")
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(panel, fontsize=10)
+        ax.legend(fontsize=8)
+    figure.suptitle(title or f"mean ± {sigmas:g}σ over seeds", fontsize=10)
+    return figure
+
+
+def grouped_bars(panels, ylabel, log_y=False, sigmas=3.0, title=None):
+    """Grouped bars of means over seeds with ± ``sigmas``·std error bars, one panel per key.
+
+    panels: {panel title: {"groups": [G group names], "series": {series label:
+      {"mean": [G], "std": [G], "n": [G]}}}}; NaN means leave a gap; the legend
+      gives each series' seed count "(n=K)".
+    log_y: logarithmic y axis (lower error bars stop just above zero).
+    """
+    if not panels:
+        raise ValueError("panels is empty.")
+    bars = [max(4, len(p["groups"]) * max(1, len(p["series"]))) for p in panels.values()]
+    figure = new_figure(max(7.0, 0.3 * sum(bars) + 4.0 * len(panels)), 4.0)
+    axes = figure.subplots(1, len(panels), squeeze=False, width_ratios=bars)[0]
+    for ax, (panel, content) in zip(axes, panels.items()):
+        groups, series = content["groups"], content["series"]
+        width = 0.8 / max(1, len(series))
+        positions = np.arange(len(groups), dtype=np.float64)
+        for k, (label, stats) in enumerate(series.items()):
+            mean = np.asarray(stats["mean"], np.float64)
+            ax.bar(positions + (k - (len(series) - 1) / 2) * width, mean, width,
+                   yerr=_error(stats, sigmas, positive_axis=log_y), capsize=2,
+                   label=f"{label} ({seed_count_text(stats['n'])})")
+        if log_y:
+            ax.set_yscale("log")
+        tilted = len(groups) > 4
+        ax.set_xticks(positions, groups, rotation=30 if tilted else 0,
+                      ha="right" if tilted else "center", fontsize=8)
+        ax.set_ylabel(ylabel)
+        ax.set_title(panel, fontsize=10)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    figure.suptitle(title or f"mean ± {sigmas:g}σ over seeds", fontsize=10)
+    return figure
+
+
+def density_stairs(panels, xlabel, log_y=True, colors=None, title=None):
+    """Histograms drawn as densities (counts / (total · bin width)), one panel per key.
+
+    panels: {panel title: {label: [{"bin_edges": [M + 1], "counts": [M]}, ...]}};
+      the histograms of one label (e.g. one per seed when they cannot be
+      pooled) share a colour and a legend entry; empty histograms are skipped.
+    colors: {label: matplotlib colour} (default: the colour cycle, per panel).
+    """
+    if not panels:
+        raise ValueError("panels is empty.")
+    figure = new_figure(4.6 * len(panels), 3.6)
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (panel, series) in zip(axes, panels.items()):
+        for index, (label, histograms) in enumerate(series.items()):
+            color = (colors or {}).get(label, f"C{index % 10}")
+            drawn = 0
+            for hist in histograms:
+                edges = np.asarray(hist["bin_edges"], np.float64)
+                counts = np.asarray(hist["counts"], np.float64)
+                widths = np.diff(edges)
+                if counts.sum() <= 0 or np.any(widths <= 0):
+                    continue
+                ax.stairs(counts / (counts.sum() * widths), edges, color=color, linewidth=1.3,
+                          label=None if drawn else label)
+                drawn += 1
+        if log_y:
+            ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("density")
+        ax.set_title(panel, fontsize=10)
+        ax.legend(fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return figure

@@ -1,0 +1,720 @@
+"""The report of the ML-vs-VI infinite-mixture study: tables, figures and a summary of a sweep.
+
+Input: the output root of ``python -m experiments.sweep --binary=experiments.mixture_mnist``,
+one folder per configuration with one ``seed_<S>/metrics.json`` per seed
+(read by ``uqmix.sweep.collect``).  A configuration is known by the fields
+every ``metrics.json`` records — ``dataset``, ``model`` (ml | vi |
+deterministic | mc_dropout | ensemble), ``label``, ``kl_weight`` (λ) and
+``prior_variance`` (σ²) — never by its folder name; the seeds of one folder
+must agree on them.  λ and σ² mean something for ``ml`` / ``vi`` only.
+
+Statistics: every number is taken over the seeds of a configuration that
+have it (a missing or null evaluation, or a non-finite value, does not count):
+mean = (1/n) Σ_s x_s, std = sample standard deviation √(Σ_s (x_s − mean)² / (n − 1))
+(0 for n = 1), n = number of such seeds (``uqmix.sweep.mean_std``).  Tables
+show "mean ± std (n)", "—" when no seed has the number; figures draw the mean
+with error bars of ±3·std where n > 1 and write the seed count "(n=K)" in
+their legends.
+
+``write_report(root, output_dir)`` writes
+
+* ``tables.md``: per dataset, tables of every configuration (classification
+  and detection; predictive variance; adversarial detection; weight variances
+  of the mixing distribution; wall time);
+* the figures of ``FIGURES`` (PNG); a figure whose runs are absent is skipped
+  and the reason returned (a partial sweep gives what it can);
+* ``summary.json``: the numbers behind the tables and figures.
+
+The robustness figures are drawn by ``uqmix.attack_eval.robustness_figure``,
+imported lazily: everything else here runs without TensorFlow.
+"""
+
+import collections
+import dataclasses
+import math
+import os
+
+import numpy as np
+
+from uqmix import plotting, runs, sweep
+
+TABLES_FILE = "tables.md"
+SUMMARY_FILE = "summary.json"
+SIGMAS = 3.0
+
+MIXTURE_MODELS = ("ml", "vi")
+STOCHASTIC_MODELS = ("ml", "vi", "mc_dropout")
+BASELINE_MODELS = ("deterministic", "mc_dropout", "ensemble")
+MODEL_ORDER = MIXTURE_MODELS + BASELINE_MODELS
+DATASET_ORDER = ("mnist", "fashion_mnist")
+DATASET_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
+REQUIRED_FIELDS = ("dataset", "model", "label", "kl_weight", "prior_variance")
+DETECTION_MEASURES = ("predictive_variance", "total_uncertainty")
+# Default selection of the weight-variance bars: (λ, σ²) of ML and VI.
+WEIGHT_VARIANCE_SETTINGS = ((1.0, 0.5), (1.0, 3.0), (1.0, 1.0), (0.1, 1.0))
+HISTOGRAM_KL_WEIGHTS = (1.0, 0.1)
+MODEL_COLORS = {"ML": "C0", "VI": "C1"}
+
+
+class MissingRuns(ValueError):
+    """The runs a figure needs are not in the sweep."""
+
+
+# -- the study -----------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Configuration:
+    """One configuration of the sweep: its folder name, what it is, and {seed: metrics}."""
+
+    name: str
+    dataset: str
+    model: str
+    label: str
+    kl_weight: float
+    prior_variance: float
+    runs: dict
+
+    @property
+    def seeds(self):
+        return sorted(self.runs)
+
+    @property
+    def is_mixture(self):
+        return self.model in MIXTURE_MODELS
+
+    @property
+    def setting(self):
+        """What the configuration is: (dataset, model[, λ, σ²]) — λ, σ² for mixtures only."""
+        if self.is_mixture:
+            return (self.dataset, self.model, self.kl_weight, self.prior_variance)
+        return (self.dataset, self.model)
+
+    def values(self, key):
+        """The value of a dotted metric key (``test.accuracy``) per seed; None where absent."""
+        return [sweep.flatten(metrics).get(key) for _, metrics in sorted(self.runs.items())]
+
+    def stats(self, key):
+        """{"mean", "std", "n"} of a dotted metric key over seeds (module docstring)."""
+        return stats_of(self.values(key))
+
+
+def stats_of(values):
+    """{"mean", "std" (sample, ddof = 1; 0 for one value), "n"} of the finite values."""
+    mean, std, n = sweep.mean_std(values)
+    return {"mean": mean, "std": std, "n": n}
+
+
+def _identity(name, seed, metrics):
+    missing = [f for f in REQUIRED_FIELDS if metrics.get(f) is None]
+    if missing:
+        raise ValueError(f"{name}/seed_{seed}/{runs.METRICS_FILE} lacks {', '.join(missing)}; "
+                         "is it a metrics.json of experiments.mixture_mnist?")
+    return (str(metrics["dataset"]), str(metrics["model"]), str(metrics["label"]),
+            float(metrics["kl_weight"]), float(metrics["prior_variance"]))
+
+
+def _configuration(name, by_seed):
+    identities = {seed: _identity(name, seed, m) for seed, m in by_seed.items()}
+    distinct = set(identities.values())
+    if len(distinct) > 1:
+        listed = "; ".join(f"seed {s}: {i}" for s, i in sorted(identities.items()))
+        raise ValueError(f"the seeds of {name} are different configurations "
+                         f"(dataset, model, label, λ, σ²): {listed}")
+    dataset, model, label, kl_weight, prior_variance = distinct.pop()
+    return Configuration(name, dataset, model, label, kl_weight, prior_variance, dict(by_seed))
+
+
+def _order(config):
+    def index(order, value):
+        return order.index(value) if value in order else len(order)
+
+    return (index(DATASET_ORDER, config.dataset), config.dataset,
+            index(MODEL_ORDER, config.model), config.model,
+            -config.kl_weight if config.is_mixture else 0.0,
+            config.prior_variance if config.is_mixture else 0.0, config.name)
+
+
+def load_study(root):
+    """The configurations of the sweep under ``root``, ordered by dataset, model, λ (↓), σ².
+
+    Raises ValueError when ``root`` holds no finished run, a metrics.json
+    lacks the identifying fields, or the seeds of one folder disagree on them.
+    """
+    collected = sweep.collect(root)
+    configurations = [_configuration(name, by_seed) for name, by_seed in collected.items()
+                      if by_seed]
+    if not configurations:
+        raise ValueError(f"no finished runs (<config>/seed_<S>/{runs.METRICS_FILE}) under {root}")
+    return sorted(configurations, key=_order)
+
+
+def datasets_of(configurations):
+    return list(dict.fromkeys(c.dataset for c in configurations))
+
+
+def duplicate_settings(configurations):
+    """Notes on folders that describe the same setting; figures use the one with most seeds."""
+    by_setting = collections.defaultdict(list)
+    for config in configurations:
+        by_setting[config.setting].append(config)
+    notes = []
+    for group in by_setting.values():
+        if len(group) > 1:
+            chosen = _most_seeds(group)
+            notes.append(f"{', '.join(c.name for c in group)} are the same setting "
+                         f"({chosen.dataset} {chosen.label}); figures use {chosen.name}.")
+    return notes
+
+
+def _most_seeds(group):
+    """The configuration with most seeds; the first in study order among equals."""
+    return max(group, key=lambda c: len(c.runs))
+
+
+def _one_per_setting(configurations):
+    """The configurations with duplicates of a setting reduced to the one with most seeds."""
+    by_setting = collections.defaultdict(list)
+    for config in configurations:
+        by_setting[config.setting].append(config)
+    chosen = {_most_seeds(group).name for group in by_setting.values()}
+    return [c for c in configurations if c.name in chosen]
+
+
+def _close(a, b):
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def mixtures(configurations, kl_weight=None, prior_variance=None, dataset=None):
+    """ML/VI configurations at the given λ, σ² and dataset (None = any), one per setting."""
+    return _one_per_setting([
+        c for c in configurations if c.is_mixture
+        and (kl_weight is None or _close(c.kl_weight, kl_weight))
+        and (prior_variance is None or _close(c.prior_variance, prior_variance))
+        and (dataset is None or c.dataset == dataset)])
+
+
+def _display_label(config, configurations):
+    """The run label, prefixed with the dataset when the study has several."""
+    if len(datasets_of(configurations)) > 1:
+        return f"{dataset_title(config.dataset)}: {config.label}"
+    return config.label
+
+
+def dataset_title(dataset):
+    return DATASET_TITLES.get(dataset, dataset)
+
+
+# -- tables --------------------------------------------------------------------------------------
+def _with_wall_time(metrics):
+    seconds = [metrics.get("train_seconds"), metrics.get("eval_seconds")]
+    if all(isinstance(s, (int, float)) for s in seconds):
+        return dict(metrics, wall_seconds=float(sum(seconds)))
+    return metrics
+
+
+def aggregate_table(configurations):
+    """{name: {dotted key: {"mean", "std", "n"}}} of every scalar metric over seeds.
+
+    ``uqmix.sweep.aggregate`` of the runs, plus ``wall_seconds`` =
+    train_seconds + eval_seconds of each run.
+    """
+    return sweep.aggregate({c.name: {seed: _with_wall_time(m) for seed, m in c.runs.items()}
+                            for c in configurations})
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    title: str
+    key: str
+    fmt: str = ".4f"
+
+
+def _measure_columns(prefix, title):
+    return [Column(f"{title} ({plotting.MEASURE_TITLES[m].lower()})", f"{prefix}.{m}.auroc")
+            for m in DETECTION_MEASURES]
+
+
+def _weight_variance_layers(configurations):
+    layers = []
+    for config in configurations:
+        for metrics in config.runs.values():
+            for layer in (metrics.get("weight_variances") or {}):
+                if layer not in layers:
+                    layers.append(layer)
+    return layers
+
+
+def table_sections(configurations):
+    """[(section title, [Column])] of the tables of one dataset."""
+    sections = [
+        ("Classification and detection (AUROC)",
+         [Column("accuracy", "test.accuracy"), Column("NLL", "test.nll")]
+         + _measure_columns("ood", "OOD")
+         + _measure_columns("misclassification", "misclassification")),
+        ("Mean predictive variance of the test inputs",
+         [Column(group, f"histograms.predictive_variance.mean_{group}", ".3g")
+          for group in ("all", "correct", "wrong")]),
+        ("Adversarial detection (AUROC) at the recorded ε",
+         [Column("ε", "adversarial_detection.eps", ".3g"),
+          Column("adversarial accuracy", "adversarial_detection.adversarial_accuracy")]
+         + _measure_columns("adversarial_detection.all", "all")
+         + _measure_columns("adversarial_detection.correct_vs_successful",
+                            "correct vs successful")),
+    ]
+    layers = _weight_variance_layers(configurations)
+    if layers:
+        sections.append(("Mean weight variance Var[W_ij] of the mixing distribution",
+                         [Column(layer, f"weight_variances.{layer}.mean", ".3g")
+                          for layer in layers]))
+    sections.append(("Wall time per run (seconds)",
+                     [Column("steps", "steps", ".0f"), Column("train", "train_seconds", ".0f"),
+                      Column("evaluation", "eval_seconds", ".0f"),
+                      Column("total", "wall_seconds", ".0f")]))
+    return sections
+
+
+def format_cell(stats, fmt=".4f"):
+    """"mean ± std (n)", or "—" when no seed has the number."""
+    if stats is None or not stats["n"]:
+        return "—"
+    return f"{stats['mean']:{fmt}} ± {stats['std']:{fmt}} ({stats['n']})"
+
+
+def markdown_table(configurations, table, columns):
+    """One Markdown table: a row per configuration, a column per ``Column``."""
+    lines = ["| configuration | folder | " + " | ".join(c.title for c in columns) + " |",
+             "|" + "---|" * (len(columns) + 2)]
+    for config in configurations:
+        cells = [format_cell(table.get(config.name, {}).get(c.key), c.fmt) for c in columns]
+        lines.append(f"| {config.label} | `{config.name}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown_tables(configurations, table=None):
+    """The Markdown text of ``tables.md``: per dataset, one table per section."""
+    table = aggregate_table(configurations) if table is None else table
+    parts = ["# ML vs VI infinite mixtures: results over seeds",
+             "Cells: mean ± sample std (ddof = 1) (n seeds); — = not evaluated."]
+    for dataset in datasets_of(configurations):
+        members = [c for c in configurations if c.dataset == dataset]
+        parts.append(f"## {dataset_title(dataset)}")
+        for title, columns in table_sections(members):
+            parts.append(f"### {title}")
+            parts.append(markdown_table(members, table, columns))
+    return "\n\n".join(parts) + "\n"
+
+
+# -- figure data ---------------------------------------------------------------------------------
+def _series(configurations, x_of, key):
+    """{"x", "mean", "std", "n"} of ``key`` over configurations sorted by x_of."""
+    ordered = sorted(configurations, key=x_of)
+    stats = [c.stats(key) for c in ordered]
+    return {"x": [x_of(c) for c in ordered], "mean": [s["mean"] for s in stats],
+            "std": [s["std"] for s in stats], "n": [s["n"] for s in stats],
+            "configurations": [c.name for c in ordered]}
+
+
+def _accuracy_curves(configurations, fixed, varied, panel_suffix, requirement):
+    """Panels {dataset: {"ML"/"VI": series}} of test accuracy against one parameter.
+
+    fixed: {"kl_weight": v} or {"prior_variance": v}; varied: the attribute on
+    the x axis.  A dataset gets a panel when one of its series has ≥ 2 points.
+    """
+    panels = {}
+    for dataset in datasets_of(configurations):
+        series = {}
+        for model in MIXTURE_MODELS:
+            members = [c for c in mixtures(configurations, dataset=dataset, **fixed)
+                       if c.model == model and c.stats("test.accuracy")["n"]]
+            if members:
+                series[model.upper()] = _series(members, lambda c: getattr(c, varied),
+                                                "test.accuracy")
+        if any(len(s["x"]) >= 2 for s in series.values()):
+            panels[f"{dataset_title(dataset)} ({panel_suffix})"] = series
+    if not panels:
+        raise MissingRuns(requirement)
+    return panels
+
+
+def accuracy_vs_prior_data(configurations):
+    """Test accuracy (mean, std, n over seeds) against σ² at λ = 1, ML and VI, per dataset."""
+    return _accuracy_curves(configurations, {"kl_weight": 1.0}, "prior_variance", "λ = 1",
+                            "needs ML or VI runs with test accuracy at λ = 1 and at least two "
+                            "prior variances σ² in one dataset")
+
+
+def accuracy_vs_lambda_data(configurations):
+    """Test accuracy (mean, std, n over seeds) against λ at σ² = 1, ML and VI, per dataset."""
+    return _accuracy_curves(configurations, {"prior_variance": 1.0}, "kl_weight", "σ² = 1",
+                            "needs ML or VI runs with test accuracy at σ² = 1 and at least two "
+                            "KL weights λ in one dataset")
+
+
+def default_weight_variance_selection(configurations):
+    """ML/VI configurations at (λ, σ²) ∈ ``WEIGHT_VARIANCE_SETTINGS`` that exist."""
+    chosen = []
+    for kl_weight, prior_variance in WEIGHT_VARIANCE_SETTINGS:
+        chosen += mixtures(configurations, kl_weight=kl_weight, prior_variance=prior_variance)
+    return sorted(chosen, key=_order)
+
+
+def _named(configurations, names):
+    by_name = {c.name: c for c in configurations}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise ValueError(f"unknown configurations {unknown}; the sweep has {sorted(by_name)}")
+    return [by_name[n] for n in names]
+
+
+def weight_variance_bars_data(configurations, names=None):
+    """Mean weight variance per layer (mean, std, n over seeds) of selected configurations.
+
+    names: folder names of the configurations to show (default
+    ``default_weight_variance_selection``); one panel per dataset, one group
+    of bars per layer, one bar per configuration.
+    """
+    selected = (_named(configurations, names) if names
+                else default_weight_variance_selection(configurations))
+    selected = [c for c in selected if _weight_variance_layers([c])]
+    if not selected and names:
+        raise MissingRuns(f"needs weight variances, which none of {list(names)} has")
+    if not selected:
+        raise MissingRuns("needs ML/VI runs with weight variances at λ = 1 with σ² ∈ {0.5, 1, 3} "
+                          "or at σ² = 1 with λ ∈ {1, 0.1}")
+    panels = {}
+    for dataset in datasets_of(selected):
+        members = [c for c in selected if c.dataset == dataset]
+        layers = _weight_variance_layers(members)
+        series = {}
+        for config in members:
+            stats = [config.stats(f"weight_variances.{layer}.mean") for layer in layers]
+            label = f"{config.label} [{config.name}]" if config.label in series else config.label
+            series[label] = {k: [s[k] for s in stats] for k in ("mean", "std", "n")}
+        panels[dataset_title(dataset)] = {"groups": layers, "series": series}
+    return panels
+
+
+def _total_histograms(config, measure):
+    """[{"bin_edges", "counts" = correct + wrong}] of every seed that has the histogram."""
+    found = []
+    for _, metrics in sorted(config.runs.items()):
+        hist = (metrics.get("histograms") or {}).get(measure)
+        if hist:
+            counts = np.add(hist["correct"], hist["wrong"])
+            found.append({"bin_edges": list(hist["bin_edges"]), "counts": counts.tolist()})
+    return found
+
+
+def _same_edges(histograms):
+    first = np.asarray(histograms[0]["bin_edges"], np.float64)
+    return all(len(h["bin_edges"]) == first.size
+               and np.allclose(h["bin_edges"], first, rtol=1e-9, atol=0.0)
+               for h in histograms[1:])
+
+
+def pool_histograms(histograms):
+    """Seeds' histograms summed per bin when their bin edges agree; else returned unchanged.
+
+    Returns (list of {"bin_edges", "counts"}, pooled: bool).  Histograms with
+    different edges are not re-binned (that would need the values inside a
+    bin); they are drawn one per seed.
+    """
+    if len(histograms) > 1 and _same_edges(histograms):
+        counts = np.sum([h["counts"] for h in histograms], axis=0)
+        return [{"bin_edges": histograms[0]["bin_edges"], "counts": counts.tolist()}], True
+    return histograms, len(histograms) == 1
+
+
+def predictive_variance_hist_data(configurations, measure="predictive_variance"):
+    """Test-set histograms of predictive variance of ML vs VI at σ² = 1, λ ∈ {1, 0.1}.
+
+    One panel per (dataset, λ); per configuration {"label", "seeds",
+    "pooled", "histograms"}: counts of all test inputs (correct + wrong),
+    summed over seeds when the bin edges agree, else one histogram per seed.
+    """
+    panels = {}
+    for dataset in datasets_of(configurations):
+        for kl_weight in HISTOGRAM_KL_WEIGHTS:
+            entries = {}
+            for config in mixtures(configurations, kl_weight=kl_weight, prior_variance=1.0,
+                                   dataset=dataset):
+                found = _total_histograms(config, measure)
+                if found:
+                    histograms, pooled = pool_histograms(found)
+                    entries[config.model.upper()] = {"label": config.label, "seeds": len(found),
+                                                     "pooled": pooled, "histograms": histograms}
+            if entries:
+                panels[f"{dataset_title(dataset)}, λ = {kl_weight:g}, σ² = 1"] = entries
+    if not panels:
+        raise MissingRuns("needs ML or VI runs with predictive-variance histograms at σ² = 1 "
+                          "and λ ∈ {1, 0.1}")
+    return panels
+
+
+def correct_vs_wrong_variance_data(configurations):
+    """Mean predictive variance of correct and of wrong test inputs (mean, std, n over seeds).
+
+    One panel per dataset, one group of two bars per configuration.
+    """
+    keys = {group: f"histograms.predictive_variance.mean_{group}" for group in ("correct", "wrong")}
+    panels = {}
+    for dataset in datasets_of(configurations):
+        members = [c for c in _one_per_setting(configurations) if c.dataset == dataset
+                   and any(c.stats(key)["n"] for key in keys.values())]
+        if not members:
+            continue
+        series = {}
+        for group, key in keys.items():
+            stats = [c.stats(key) for c in members]
+            series[group] = {k: [s[k] for s in stats] for k in ("mean", "std", "n")}
+        panels[dataset_title(dataset)] = {"groups": [c.label for c in members], "series": series}
+    if not panels:
+        raise MissingRuns("needs runs with the misclassification evaluation (predictive-variance "
+                          "means of correct and wrong test inputs)")
+    return panels
+
+
+def _sample_count(key):
+    try:
+        return int(str(key).split("=", 1)[1])
+    except (IndexError, ValueError):
+        return math.inf
+
+
+def _robustness_curve(config, key):
+    """{"epsilons", "accuracy" [seeds, E], "seeds", "mean", "std", "n"} of one curve.
+
+    Seeds whose ε grid differs from the most common one are left out
+    (``dropped_seeds``).
+    """
+    curves = {seed: (m.get("robustness") or {}).get(key) for seed, m in sorted(config.runs.items())}
+    curves = {seed: c for seed, c in curves.items() if c}
+    if not curves:
+        return None
+    grids = collections.Counter(tuple(c["epsilons"]) for c in curves.values())
+    grid = grids.most_common(1)[0][0]
+    used = {s: c for s, c in curves.items() if tuple(c["epsilons"]) == grid}
+    accuracy = np.array([[np.nan if a is None else a for a in c["accuracy"]]
+                         for c in used.values()], np.float64)
+    stats = [stats_of(column) for column in accuracy.T.tolist()]
+    return {"epsilons": list(grid), "accuracy": accuracy.tolist(), "seeds": list(used),
+            "dropped_seeds": [s for s in curves if s not in used],
+            "mean": [s["mean"] for s in stats], "std": [s["std"] for s in stats],
+            "n": [s["n"] for s in stats]}
+
+
+def _robustness_keys(config):
+    keys = set()
+    for metrics in config.runs.values():
+        keys.update(metrics.get("robustness") or {})
+    return sorted(keys, key=_sample_count)
+
+
+def _curve_label(config, key, configurations):
+    label = _display_label(config, configurations)
+    return f"{label}, {key}" if config.model in STOCHASTIC_MODELS else label
+
+
+def _robustness_curves(chosen, configurations, keep_key):
+    curves = {}
+    for config in chosen:
+        for key in filter(keep_key, _robustness_keys(config)):
+            curve = _robustness_curve(config, key)
+            if curve:
+                curves[_curve_label(config, key, configurations)] = curve
+    return curves
+
+
+def robustness_data(configurations):
+    """PGD accuracy against ε with one gradient sample (S=1), every configuration that has it."""
+    curves = _robustness_curves(_one_per_setting(configurations), configurations,
+                                lambda key: key == "S=1")
+    if not curves:
+        raise MissingRuns("needs runs with the robustness evaluation (S=1)")
+    return curves
+
+
+def robustness_samples_data(configurations):
+    """PGD accuracy against ε for S = 1, 5, 100 gradient samples: ML and VI at λ = 1, σ² = 1
+    with the deterministic (weight-decay) net, MC dropout and the ensemble."""
+    anchors = mixtures(configurations, kl_weight=1.0, prior_variance=1.0)
+    curves = _robustness_curves(anchors, configurations, lambda key: True)
+    if not curves:
+        raise MissingRuns("needs ML or VI runs with the robustness evaluation at λ = 1, σ² = 1")
+    baselines = [c for c in _one_per_setting(configurations) if c.model in BASELINE_MODELS
+                 and c.dataset in {a.dataset for a in anchors}]
+    curves.update(_robustness_curves(baselines, configurations, lambda key: True))
+    return curves
+
+
+# -- figures -------------------------------------------------------------------------------------
+def _draw_accuracy_vs_prior(panels):
+    return plotting.errorbar_panels(panels, "prior variance σ²", "test accuracy", sigmas=SIGMAS,
+                                    colors=MODEL_COLORS,
+                                    title=f"Test accuracy vs prior variance (mean ± {SIGMAS:g}σ)")
+
+
+def _draw_accuracy_vs_lambda(panels):
+    return plotting.errorbar_panels(panels, "KL weight λ", "test accuracy", log_x=True,
+                                    sigmas=SIGMAS, colors=MODEL_COLORS,
+                                    title=f"Test accuracy vs KL weight (mean ± {SIGMAS:g}σ)")
+
+
+def _draw_weight_variance_bars(panels):
+    return plotting.grouped_bars(panels, "mean weight variance", log_y=True, sigmas=SIGMAS,
+                                 title="Mixing-distribution weight variance per layer "
+                                       f"(mean ± {SIGMAS:g}σ over seeds)")
+
+
+def _draw_predictive_variance_hist(panels):
+    def legend(entry):
+        how = "pooled" if entry["pooled"] else "one line per seed"
+        return f"{entry['label']} (n={entry['seeds']}, {how})"
+
+    series = {panel: {legend(e): e["histograms"] for e in entries.values()}
+              for panel, entries in panels.items()}
+    colors = {legend(e): MODEL_COLORS[model] for entries in panels.values()
+              for model, e in entries.items()}
+    return plotting.density_stairs(series, plotting.MEASURE_TITLES["predictive_variance"],
+                                   colors=colors,
+                                   title="Predictive variance of the test inputs, ML vs VI")
+
+
+def _draw_correct_vs_wrong_variance(panels):
+    return plotting.grouped_bars(panels, "mean predictive variance", sigmas=SIGMAS,
+                                 title="Predictive variance of correct vs wrong test inputs "
+                                       f"(mean ± {SIGMAS:g}σ over seeds)")
+
+
+def _draw_robustness(curves, title):
+    from uqmix import attack_eval  # TensorFlow: only when a robustness figure is drawn
+
+    return attack_eval.robustness_figure(curves, title=title, sigmas=SIGMAS)
+
+
+def _draw_robustness_s1(curves):
+    return _draw_robustness(curves, f"PGD robustness, 1 gradient sample (mean ± {SIGMAS:g}σ)")
+
+
+def _draw_robustness_samples(curves):
+    return _draw_robustness(curves, "PGD robustness vs gradient samples S "
+                                    f"(mean ± {SIGMAS:g}σ)")
+
+
+@dataclasses.dataclass(frozen=True)
+class FigureSpec:
+    """A figure of the report: its file, its data (raises MissingRuns) and how it is drawn."""
+
+    filename: str
+    data: object
+    draw: object
+
+    def figure(self, configurations):
+        return self.draw(self.data(configurations))
+
+
+FIGURES = (
+    FigureSpec("accuracy_vs_prior.png", accuracy_vs_prior_data, _draw_accuracy_vs_prior),
+    FigureSpec("accuracy_vs_lambda.png", accuracy_vs_lambda_data, _draw_accuracy_vs_lambda),
+    FigureSpec("weight_variance_bars.png", weight_variance_bars_data, _draw_weight_variance_bars),
+    FigureSpec("predictive_variance_hist.png", predictive_variance_hist_data,
+               _draw_predictive_variance_hist),
+    FigureSpec("correct_vs_wrong_variance.png", correct_vs_wrong_variance_data,
+               _draw_correct_vs_wrong_variance),
+    FigureSpec("robustness.png", robustness_data, _draw_robustness_s1),
+    FigureSpec("robustness_samples.png", robustness_samples_data, _draw_robustness_samples),
+)
+FIGURE_FILES = tuple(spec.filename for spec in FIGURES)
+
+
+def _spec(filename):
+    return FIGURES[FIGURE_FILES.index(filename)]
+
+
+def accuracy_vs_prior_figure(configurations):
+    """Test accuracy against σ² at λ = 1, ML vs VI, one panel per dataset."""
+    return _spec("accuracy_vs_prior.png").figure(configurations)
+
+
+def accuracy_vs_lambda_figure(configurations):
+    """Test accuracy against λ (log axis) at σ² = 1, ML vs VI, one panel per dataset."""
+    return _spec("accuracy_vs_lambda.png").figure(configurations)
+
+
+def weight_variance_bars_figure(configurations, names=None):
+    """Grouped bars of the mean weight variance per layer (log y); see weight_variance_bars_data."""
+    return _draw_weight_variance_bars(weight_variance_bars_data(configurations, names))
+
+
+def predictive_variance_hist_figure(configurations):
+    """Predictive-variance densities of ML vs VI (σ² = 1; λ = 1 and 0.1), log y."""
+    return _spec("predictive_variance_hist.png").figure(configurations)
+
+
+def correct_vs_wrong_variance_figure(configurations):
+    """Bars of the mean predictive variance of correct vs wrong test inputs per configuration."""
+    return _spec("correct_vs_wrong_variance.png").figure(configurations)
+
+
+def robustness_figure(configurations):
+    """PGD accuracy vs ε, S = 1, every configuration with the robustness evaluation."""
+    return _spec("robustness.png").figure(configurations)
+
+
+def robustness_samples_figure(configurations):
+    """PGD accuracy vs ε for S = 1/5/100 of ML and VI at λ = 1, σ² = 1, with the baselines."""
+    return _spec("robustness_samples.png").figure(configurations)
+
+
+# -- the report ----------------------------------------------------------------------------------
+def _configuration_summary(config, table):
+    return {"dataset": config.dataset, "model": config.model, "label": config.label,
+            "kl_weight": config.kl_weight, "prior_variance": config.prior_variance,
+            "seeds": config.seeds, "metrics": table[config.name]}
+
+
+def figure_data(configurations, weight_variance_configs=None):
+    """({figure file: data}, {figure file: reason skipped}) of every figure of ``FIGURES``.
+
+    Raises ValueError (not MissingRuns) for unknown ``weight_variance_configs``.
+    """
+    options = {"weight_variance_bars.png": {"names": weight_variance_configs}}
+    data, skipped = {}, {}
+    for spec in FIGURES:
+        try:
+            data[spec.filename] = spec.data(configurations, **options.get(spec.filename, {}))
+        except MissingRuns as reason:
+            skipped[spec.filename] = str(reason)
+    return data, skipped
+
+
+def write_report(root, output_dir, weight_variance_configs=None):
+    """Writes tables.md, the figures and summary.json of the sweep under ``root``.
+
+    weight_variance_configs: folder names for the weight-variance bars
+    (default ``default_weight_variance_selection``).
+    Returns {"written": [paths], "skipped": {figure file: reason}, "notes":
+    [str], "tables": Markdown text}.  Raises ValueError (before writing
+    anything) when ``root`` holds no usable run.
+    """
+    configurations = load_study(root)
+    table = aggregate_table(configurations)
+    tables = markdown_tables(configurations, table)
+    data, skipped = figure_data(configurations, weight_variance_configs)
+    written = [os.path.join(output_dir, TABLES_FILE)]
+    runs.atomic_write_bytes(written[0], tables.encode("utf-8"))
+    for spec in FIGURES:
+        if spec.filename in data:
+            figure = spec.draw(data[spec.filename])
+            written.append(plotting.save_figure(figure, os.path.join(output_dir, spec.filename)))
+    notes = duplicate_settings(configurations)
+    summary = {
+        "sweep_root": os.path.abspath(root),
+        "statistics": "over the seeds of a configuration that have the value: mean; std = sample "
+                      "standard deviation (ddof = 1, 0 for one seed); n = number of seeds; "
+                      f"figure error bars = ±{SIGMAS:g} std",
+        "configurations": {c.name: _configuration_summary(c, table) for c in configurations},
+        "figures": data, "skipped": skipped, "notes": notes,
+    }
+    written.append(os.path.join(output_dir, SUMMARY_FILE))
+    runs.atomic_write_json(written[-1], summary)
+    return {"written": written, "skipped": skipped, "notes": notes, "tables": tables}
