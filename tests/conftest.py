@@ -27,3 +27,29 @@ def _seeded():
 
     keras.utils.set_random_seed(1234)
     yield
+
+
+@pytest.fixture
+def interrupted_after_first_epoch(monkeypatch):
+    """A context manager: the training inside it is killed (KeyboardInterrupt) right after its
+    first epoch's checkpoint, as a crash would; the interrupt is expected and swallowed."""
+    import contextlib
+
+    from uqmix import training
+
+    original = training._EpochCheckpoint.on_epoch_end
+
+    def crash(self, epoch, logs=None):
+        original(self, epoch, logs)
+        raise KeyboardInterrupt("killed after the first checkpoint")
+
+    @contextlib.contextmanager
+    def interrupted():
+        monkeypatch.setattr(training._EpochCheckpoint, "on_epoch_end", crash)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                yield
+        finally:
+            monkeypatch.setattr(training._EpochCheckpoint, "on_epoch_end", original)
+
+    return interrupted

@@ -209,21 +209,13 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     assert not os.path.exists(os.path.join(config["output_dir"], "metrics.json"))
 
 
-def test_crashed_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+def test_crashed_run_resumes_to_the_uninterrupted_result(tmp_path, interrupted_after_first_epoch):
     """Killed after epoch 1 of 2, run again with --resume: the same metrics as one clean run."""
     options = dict(epochs=2, augment=True, augment_padding=2)
     times = ("train_seconds",)
     uninterrupted = pn_experiment.run(_tiny(tmp_path / "a", **options))
-    original = training._EpochCheckpoint.on_epoch_end
-
-    def crash_after_first_epoch(self, epoch, logs=None):
-        original(self, epoch, logs)
-        raise KeyboardInterrupt("killed")
-
-    monkeypatch.setattr(training._EpochCheckpoint, "on_epoch_end", crash_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_after_first_epoch():
         pn_experiment.run(_tiny(tmp_path / "b", **options))
-    monkeypatch.setattr(training._EpochCheckpoint, "on_epoch_end", original)
     resumed = pn_experiment.run(_tiny(tmp_path / "b", resume=True, **options))
     strip = lambda m: {k: v for k, v in m.items() if k not in times}  # noqa: E731
     assert strip(resumed) == strip(uninterrupted)

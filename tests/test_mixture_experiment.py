@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from tests.conftest import REPO_ROOT
 from tests.test_data import write_idx_set
-from uqmix import mixture_experiment, runs, training
+from uqmix import mixture_experiment, runs
 
 
 def _digits(n, seed):
@@ -136,23 +136,15 @@ def test_weight_variance_summary_matches_numpy(data_dir, tmp_path):
         assert sum(summary[layer.name]["log10_histogram"]["counts"]) == variance.size
 
 
-def test_same_seed_same_metrics_and_resume_after_a_crash(data_dir, tmp_path, monkeypatch):
+def test_same_seed_same_metrics_and_resume_after_a_crash(data_dir, tmp_path,
+                                                         interrupted_after_first_epoch):
     config = dict(model="ml", evaluations=["classification", "misclassification", "ood"])
     uninterrupted = mixture_experiment.run(_config(data_dir, tmp_path / "a", **config))
     again = mixture_experiment.run(_config(data_dir, tmp_path / "b", **config))
     assert _without_times(again) == _without_times(uninterrupted)
-
-    original = training._EpochCheckpoint.on_epoch_end
-
-    def crash_after_first_epoch(self, epoch, logs=None):
-        original(self, epoch, logs)
-        raise KeyboardInterrupt("killed")
-
-    monkeypatch.setattr(training._EpochCheckpoint, "on_epoch_end", crash_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_after_first_epoch():
         mixture_experiment.run(_config(data_dir, tmp_path / "c", **config))
     assert not (tmp_path / "c" / "metrics.json").exists()
-    monkeypatch.setattr(training._EpochCheckpoint, "on_epoch_end", original)
     resumed = mixture_experiment.run(_config(data_dir, tmp_path / "c", resume=True, **config))
     assert _without_times(resumed) == _without_times(uninterrupted)
 

@@ -55,6 +55,7 @@ import tensorflow as tf
 
 from uqmix import attack_eval
 from uqmix import evaluation
+from uqmix import options
 from uqmix import plotting
 from uqmix import runs
 from uqmix import training
@@ -138,13 +139,7 @@ OPTIONS = (
 
 def default_config(**overrides):
     """Every option at its default, with ``overrides`` applied (unknown keys refused)."""
-    config = {name: (list(value) if isinstance(value, list) else value)
-              for name, value, _ in OPTIONS}
-    unknown = sorted(set(overrides) - set(config))
-    if unknown:
-        raise ValueError(f"unknown configuration keys: {unknown}.")
-    config.update(overrides)
-    return config
+    return options.default_config(OPTIONS, overrides)
 
 
 def _number_list(values, name, kind, minimum):
@@ -160,13 +155,11 @@ def _number_list(values, name, kind, minimum):
 def validate_config(config):
     """Raises ``ValueError`` naming the first bad option; returns the normalised config."""
     config = default_config(**config)
-    for name, allowed in (("dataset", DATASETS), ("ood_dataset", OOD_DATASETS),
-                          ("model", MODELS), ("sampling", SAMPLING_MODES),
-                          ("predictive_sampling", SAMPLING_MODES), ("strategy", STRATEGIES),
-                          ("verbose", (0, 1, 2))):
-        if config[name] not in allowed:
-            raise ValueError(f"Unknown --{name} {config[name]!r}; choose one of "
-                             f"{', '.join(repr(a) for a in allowed)}.")
+    options.check_choices(
+        (name, config[name], allowed) for name, allowed in (
+            ("dataset", DATASETS), ("ood_dataset", OOD_DATASETS), ("model", MODELS),
+            ("sampling", SAMPLING_MODES), ("predictive_sampling", SAMPLING_MODES),
+            ("strategy", STRATEGIES), ("verbose", (0, 1, 2))))
     if config["ood_dataset"] == config["dataset"]:
         raise ValueError("--ood_dataset must differ from --dataset.")
     unknown = [e for e in config["evaluations"] if e not in EVALUATIONS]
@@ -207,9 +200,7 @@ def validate_config(config):
         ("detection_examples", config["detection_examples"] >= 1, ">= 1"),
         ("detection_gradient_samples", config["detection_gradient_samples"] >= 1, ">= 1"),
     ]
-    for name, ok, rule in rules:
-        if not ok:
-            raise ValueError(f"--{name} must be {rule}, got {config[name]}.")
+    options.check_rules(config, rules)
     if not config["output_dir"]:
         raise ValueError("--output_dir must be set.")
     if config["resume"] and config["overwrite"]:
@@ -220,26 +211,22 @@ def validate_config(config):
 
 
 # -- data ------------------------------------------------------------------------------------
-def _first(array, count):
-    return array[:count] if count else array
-
-
 def load_data(config):
     """{x_train, y_train, x_test, y_test, x_ood (or None)}; every data problem raised here."""
-    options = dict(data_dir=config["data_dir"] or None, use_tfds=config["use_tfds"],
+    sources = dict(data_dir=config["data_dir"] or None, use_tfds=config["use_tfds"],
                    check_counts=config["check_counts"])
-    x_train, y_train = load_arrays(config["dataset"], "train", **options)
-    x_test, y_test = load_arrays(config["dataset"], "test", **options)
-    data = {"x_train": _first(x_train, config["train_examples"]),
-            "y_train": _first(y_train, config["train_examples"]),
-            "x_test": _first(x_test, config["test_examples"]),
-            "y_test": _first(y_test, config["test_examples"]), "x_ood": None}
+    x_train, y_train = load_arrays(config["dataset"], "train", **sources)
+    x_test, y_test = load_arrays(config["dataset"], "test", **sources)
+    data = {"x_train": options.first(x_train, config["train_examples"]),
+            "y_train": options.first(y_train, config["train_examples"]),
+            "x_test": options.first(x_test, config["test_examples"]),
+            "y_test": options.first(y_test, config["test_examples"]), "x_ood": None}
     if config["ood_dataset"]:
-        x_ood, _ = load_arrays(config["ood_dataset"], "test", **options)
+        x_ood, _ = load_arrays(config["ood_dataset"], "test", **sources)
         if x_ood.shape[1:] != x_test.shape[1:]:
             raise ValueError(f"OOD set {config['ood_dataset']} has images of shape "
                              f"{x_ood.shape[1:]}, {config['dataset']} {x_test.shape[1:]}.")
-        data["x_ood"] = _first(x_ood, config["ood_examples"])
+        data["x_ood"] = options.first(x_ood, config["ood_examples"])
     return data
 
 

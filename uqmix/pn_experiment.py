@@ -47,6 +47,7 @@ import tensorflow as tf
 from uqmix import data_synthetic_images
 from uqmix import evaluation
 from uqmix import metrics as metric_fns
+from uqmix import options
 from uqmix import plotting
 from uqmix import runs
 from uqmix import training
@@ -154,13 +155,7 @@ OPTIONS = (
 
 def default_config(**overrides):
     """Every option at its default, with ``overrides`` applied (unknown keys refused)."""
-    config = {name: (list(value) if isinstance(value, list) else value)
-              for name, value, _ in OPTIONS}
-    unknown = sorted(set(overrides) - set(config))
-    if unknown:
-        raise ValueError(f"unknown configuration keys: {unknown}.")
-    config.update(overrides)
-    return config
+    return options.default_config(OPTIONS, overrides)
 
 
 # -- validation ------------------------------------------------------------------------------
@@ -202,17 +197,12 @@ def validate_config(config):
     ]
     if config["ood_train_dataset"]:
         choices.append(("ood_train_dataset", config["ood_train_dataset"], image_sets))
-    for name, value, allowed in choices:
-        if value not in allowed:
-            raise ValueError(f"Unknown --{name} {value!r}; choose one of "
-                             f"{', '.join(str(a) for a in allowed)}.")
+    options.check_choices(choices)
     config["ood_test_datasets"] = [n for n in config["ood_test_datasets"] if n]
     for name in config["ood_test_datasets"]:
         if name not in image_sets:
             raise ValueError(f"Unknown dataset {name!r} in --ood_test_datasets; known image "
                              f"sets: {', '.join(image_sets)}.")
-    if config["dataset"] in data_synthetic_images.NAMES and config["data_dir"]:
-        pass  # generated sets ignore data_dir
     config["hidden_units"] = _int_list(config["hidden_units"], "hidden_units")
     config["attack_iterations"] = sorted(set(_int_list(config["attack_iterations"],
                                                        "attack_iterations")))
@@ -250,9 +240,7 @@ def validate_config(config):
         ("attack_eps_iter", config["attack_eps_iter"] >= 0, ">= 0"),
         ("attack_examples", config["attack_examples"] >= 1, ">= 1"),
     ]
-    for name, ok, rule in rules:
-        if not ok:
-            raise ValueError(f"--{name} must be {rule}, got {config[name]}.")
+    options.check_rules(config, rules)
     kind = config["model_kind"]
     if kind in ("ensemble", "mc_dropout") and config["loss"] != "cross_entropy":
         raise ValueError(f"--model_kind={kind} is a mixture of cross-entropy networks: set "
@@ -290,10 +278,6 @@ def num_classes_of(name):
     return get_spec(name).num_classes
 
 
-def _first(array, count):
-    return array[:count] if count else array
-
-
 def load_data(config):
     """All arrays of the run, checked: shapes of OOD sets must equal the in-domain shape.
 
@@ -303,9 +287,9 @@ def load_data(config):
 
     x_train, y_train = load_split(config["dataset"], "train", config)
     x_test, y_test = load_split(config["dataset"], "test", config)
-    x_train, y_train = _first(x_train, config["train_examples"]), _first(y_train,
+    x_train, y_train = options.first(x_train, config["train_examples"]), options.first(y_train,
                                                                        config["train_examples"])
-    x_test, y_test = _first(x_test, config["test_examples"]), _first(y_test,
+    x_test, y_test = options.first(x_test, config["test_examples"]), options.first(y_test,
                                                                    config["test_examples"])
     if x_train.ndim != 4:
         raise ValueError(f"{config['dataset']} is not an image set (x has shape {x_train.shape}).")
@@ -321,7 +305,7 @@ def load_data(config):
     for name in config["ood_test_datasets"]:
         x_ood, _ = load_split(name, "test", config)
         check_same_image_shape(x_test, x_ood, config["dataset"], f"OOD test set {name}")
-        data["ood_test"][name] = _first(x_ood, config["ood_test_examples"])
+        data["ood_test"][name] = options.first(x_ood, config["ood_test_examples"])
     return data
 
 
@@ -423,7 +407,7 @@ def build_model(config, input_shape, num_classes, normalization, seed, steps_per
         normalization=normalization if config["normalize_inputs"] else None,
         width_multiplier=config["width_multiplier"], hidden_units=config["hidden_units"],
         batchnorm_momentum=config["batchnorm_momentum"])
-    options = dict(loss=config["loss"], target_concentration=config["target_concentration"],
+    loss_options = dict(loss=config["loss"], target_concentration=config["target_concentration"],
                    concentration=config["concentration"], ood_weight=config["ood_weight"],
                    normalize_by_target=config["normalize_by_target"])
     if config["adversarial_training"]:
@@ -431,9 +415,9 @@ def build_model(config, input_shape, num_classes, normalization, seed, steps_per
             backbone, num_classes, epsilon_stddev=config["adv_epsilon_stddev"],
             adversarial_weight=config["adv_weight"],
             adversarial_target_concentration=config["adv_target_concentration"],
-            clip_min=0.0, clip_max=1.0, seed=seed, **options)
+            clip_min=0.0, clip_max=1.0, seed=seed, **loss_options)
     else:
-        model = PriorNetwork(backbone, num_classes, **options)
+        model = PriorNetwork(backbone, num_classes, **loss_options)
     model.compile(optimizer=make_optimizer(
         config["optimizer"], config["learning_rate"], momentum=config["momentum"],
         nesterov=config["nesterov"], schedule=config["lr_schedule"],
@@ -647,19 +631,19 @@ def attack_metrics(model, config, data, strategy):
     from uqmix.attack_eval import adaptive_attack_curves
 
     x = data["x_test"][:config["attack_examples"]]
-    options = dict(eps=config["attack_eps"],
+    attack_options = dict(eps=config["attack_eps"],
                    eps_iter=config["attack_eps_iter"] or config["attack_eps"] / 10.0,
                    method=config["attack_method"], criterion=config["attack_criterion"],
                    measure=config["attack_measure"], seed=config["seed"],
                    batch_size=config["eval_batch_size"], verbose=config["verbose"] == 1)
     settings = {"white_box": adaptive_attack_curves(model, x, config["attack_iterations"],
-                                                    **options)}
+                                                    **attack_options)}
     if config["blackbox_transfer"]:
         source_networks, _ = train_networks(config, data, strategy, seed_offset=1000,
                                             prefix="blackbox_source_")
         source = evaluation_model(config, source_networks)
         settings["black_box"] = adaptive_attack_curves(source, x, config["attack_iterations"],
-                                                       eval_model=model, **options)
+                                                       eval_model=model, **attack_options)
     result = {"iterations": list(config["attack_iterations"]), "eps": config["attack_eps"],
               "method": config["attack_method"], "criterion": config["attack_criterion"],
               "measure": config["attack_measure"], "num_examples": int(len(x))}

@@ -1,0 +1,42 @@
+"""Option tables of the experiments: defaults, choices and rules, checked before anything runs.
+
+An experiment module declares ``OPTIONS``, a tuple of (name, default, help):
+the keys of its configuration dict and, through ``experiments.options_binary``,
+the flags of its binary.  These helpers turn a table into a default
+configuration and check values, raising one ``ValueError`` that names the
+flag (``--name``) and what it must be.
+"""
+
+
+def default_config(options, overrides):
+    """Every option of ``options`` at its default (lists copied), with ``overrides`` applied.
+
+    Unknown keys in ``overrides`` are refused.
+    """
+    config = {name: (list(value) if isinstance(value, list) else value)
+              for name, value, _ in options}
+    unknown = sorted(set(overrides) - set(config))
+    if unknown:
+        raise ValueError(f"unknown configuration keys: {unknown}.")
+    config.update(overrides)
+    return config
+
+
+def check_choices(choices):
+    """choices: (name, value, allowed values); the first value not allowed is an error."""
+    for name, value, allowed in choices:
+        if value not in allowed:
+            raise ValueError(f"Unknown --{name} {value!r}; choose one of "
+                             f"{', '.join(str(a) for a in allowed)}.")
+
+
+def check_rules(config, rules):
+    """rules: (name, holds, what it must be); the first rule that does not hold is an error."""
+    for name, holds, rule in rules:
+        if not holds:
+            raise ValueError(f"--{name} must be {rule}, got {config[name]}.")
+
+
+def first(array, count):
+    """The first ``count`` entries of ``array`` (all of them when ``count`` is 0)."""
+    return array[:count] if count else array
