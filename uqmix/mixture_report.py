@@ -273,9 +273,12 @@ def table_sections(configurations):
 
 
 def format_cell(stats, fmt=".4f"):
-    """"mean ± std (n)", or "—" when no seed has the number."""
+    """"mean ± std (n)"; "value (1)" for a single seed (no spread to show); "—" when no seed
+    has the number."""
     if stats is None or not stats["n"]:
         return "—"
+    if stats["n"] == 1:
+        return f"{stats['mean']:{fmt}} (1)"
     return f"{stats['mean']:{fmt}} ± {stats['std']:{fmt}} ({stats['n']})"
 
 
@@ -293,7 +296,8 @@ def markdown_tables(configurations, table=None):
     """The Markdown text of ``tables.md``: per dataset, one table per section."""
     table = aggregate_table(configurations) if table is None else table
     parts = ["# ML vs VI infinite mixtures: results over seeds",
-             "Cells: mean ± sample std (ddof = 1) (n seeds); — = not evaluated."]
+             "Cells: mean ± sample std (ddof = 1) (n seeds); a single seed shows its value (1); "
+             "— = not evaluated."]
     for dataset in datasets_of(configurations):
         members = [c for c in configurations if c.dataset == dataset]
         parts.append(f"## {dataset_title(dataset)}")
