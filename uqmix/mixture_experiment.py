@@ -83,12 +83,7 @@ OPTIONS = (
     # data
     ("dataset", "mnist", "In-domain data: mnist | fashion_mnist."),
     ("ood_dataset", "notmnist", "OOD test set (test split); empty for none."),
-    ("data_dir", "", "Folder with <dataset>/ subfolders of the published files; empty: "
-                     "tensorflow-datasets where it has the set."),
-    ("use_tfds", True, "Allow tensorflow-datasets downloads when data_dir has no copy."),
-    ("check_counts", True, "Check example counts against the published ones."),
-    ("train_examples", 0, "Use only the first N training examples (0: all)."),
-    ("test_examples", 0, "Use only the first N test examples (0: all)."),
+    *options.DATA_SOURCE_OPTIONS,
     ("ood_examples", 10000, "First N images of the OOD set (0: all)."),
     # model
     ("model", "ml", "ml | vi (infinite mixtures) | deterministic | mc_dropout | ensemble."),

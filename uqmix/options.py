@@ -8,6 +8,17 @@ flag (``--name``) and what it must be.
 """
 
 
+# Where the data comes from and how much of it: the same options in every experiment.
+DATA_SOURCE_OPTIONS = (
+    ("data_dir", "", "Folder with <dataset>/ subfolders of the published files; empty: "
+                     "tensorflow-datasets where it has the set."),
+    ("use_tfds", True, "Allow tensorflow-datasets downloads when data_dir has no copy."),
+    ("check_counts", True, "Check example counts against the published ones."),
+    ("train_examples", 0, "Use only the first N training examples (0: all)."),
+    ("test_examples", 0, "Use only the first N test examples (0: all)."),
+)
+
+
 def default_config(options, overrides):
     """Every option of ``options`` at its default (lists copied), with ``overrides`` applied.
 

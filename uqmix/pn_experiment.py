@@ -77,12 +77,7 @@ OPTIONS = (
     ("ood_train_dataset", "cifar100", "OOD training data set, zipped batch by batch with the "
                                       "in-domain data; empty for none."),
     ("ood_test_datasets", ["svhn", "lsun_resize", "tim_resize"], "OOD test sets."),
-    ("data_dir", "", "Folder with <dataset>/ subfolders of published files; empty: "
-                     "tensorflow-datasets where it has the set."),
-    ("use_tfds", True, "Allow tensorflow-datasets downloads when data_dir has no copy."),
-    ("check_counts", True, "Check example counts against the published ones."),
-    ("train_examples", 0, "Use only the first N training examples (0: all)."),
-    ("test_examples", 0, "Use only the first N test examples (0: all)."),
+    *options.DATA_SOURCE_OPTIONS,
     ("ood_test_examples", 0, "Use only the first N examples of each OOD test set (0: all)."),
     # model
     ("model_kind", "prior_network", "prior_network | ensemble | mc_dropout."),

@@ -9,6 +9,17 @@ import keras
 import numpy as np
 
 
+def _check_common(num_classes, dropout_rate, weight_decay):
+    """Checks the options every backbone has; returns the kernel regularizer (or None)."""
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}.")
+    if not 0.0 <= dropout_rate < 1.0:
+        raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}.")
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}.")
+    return keras.regularizers.L2(weight_decay) if weight_decay > 0 else None
+
+
 def mlp(input_shape, num_classes, hidden_units=(128, 128), activation="relu",
         dropout_rate=0.0, weight_decay=0.0, name="mlp"):
     """Flatten → [Dense(h) → activation (→ Dropout)] × len(hidden_units) → Dense(K).
@@ -17,13 +28,7 @@ def mlp(input_shape, num_classes, hidden_units=(128, 128), activation="relu",
     dropout_rate: dropout after each hidden layer (MC dropout keeps it on at
       test time by calling the network with ``training=True``).
     """
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}.")
-    if not 0.0 <= dropout_rate < 1.0:
-        raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}.")
-    if weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}.")
-    regularizer = keras.regularizers.L2(weight_decay) if weight_decay > 0 else None
+    regularizer = _check_common(num_classes, dropout_rate, weight_decay)
     inputs = keras.Input(shape=tuple(input_shape))
     h = keras.layers.Flatten()(inputs)
     for i, units in enumerate(hidden_units):
@@ -42,15 +47,6 @@ def mlp(input_shape, num_classes, hidden_units=(128, 128), activation="relu",
 VGG16_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
                 512, 512, 512, "M")
 
-
-def _check_common(num_classes, dropout_rate, weight_decay):
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}.")
-    if not 0.0 <= dropout_rate < 1.0:
-        raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}.")
-    if weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}.")
-    return keras.regularizers.L2(weight_decay) if weight_decay > 0 else None
 
 
 def _image_shape(input_shape, min_size, name):
