@@ -120,3 +120,12 @@ def test_adaptive_curves_with_kl_pmf_and_mim_reach_the_target():
     assert curves["success_rate"][1] >= curves["success_rate"][0]
     assert curves["success_rate"][1] > 0.5
     assert 0.0 <= curves["jsr"][1] <= curves["success_rate"][1]
+
+
+def test_adversarial_detection_refuses_measures_it_cannot_compute():
+    clean = _predictive([[[0.9, 0.1], [0.2, 0.8]]])
+    with pytest.raises(ValueError, match="predictive_varaince"):
+        attack_eval.adversarial_detection(clean, clean, [0, 1],
+                                          measures=["mutual_information", "predictive_varaince"])
+    with pytest.raises(ValueError, match="differential_entropy"):  # a Dirichlet-only measure
+        attack_eval.adversarial_detection(clean, clean, [0, 1], measures="differential_entropy")

@@ -155,3 +155,15 @@ def test_keras_round_trip_reproduces_predictions(tmp_path):
 def test_bad_arguments_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
         InfiniteMixture(**kwargs)
+
+
+def test_non_integer_float_labels_are_refused_not_truncated():
+    logits = tf.zeros([2, 3, 4])
+    np.testing.assert_allclose(  # whole-number floats are class indices
+        mixture_losses.sample_log_likelihoods(np.array([1.0, 0.0, 3.0]), logits).numpy(),
+        np.full((2, 3), -np.log(4.0)), rtol=1e-6)
+    with pytest.raises(ValueError, match="integer class indices"):
+        mixture_losses.sample_log_likelihoods(np.array([2.7, 0.2, 1.0]), logits)
+    graph = tf.function(mixture_losses.sample_log_likelihoods)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="integer class indices"):
+        graph(tf.constant([2.7, 0.2, 1.0]), logits)

@@ -213,3 +213,38 @@ def test_score_signs_cover_every_measure():
     # The flat Dirichlet is the more suspicious one under every measure.
     for name, value in scores.items():
         assert value.numpy()[0] > value.numpy()[1], name
+
+
+@pytest.mark.parametrize("top", [0.0, 8.0, 12.0, 15.0, 20.0])
+def test_dirichlet_measures_keep_float32_precision_for_confident_predictions(top):
+    """Confident Prior Networks (α_top up to 5e8): float32 measures equal float64 definitions.
+
+    The textbook forms cancel terms of size α ln α (differential entropy) or subtract two
+    nearly equal entropies (mutual information) and lose every digit in float32 here.
+    """
+    rng = np.random.default_rng(int(top))
+    z = rng.normal(size=(4, 10))
+    z[:, 0] = top
+    alpha = np.exp(z)
+    alpha0 = alpha.sum(-1)
+    p = alpha / alpha0[:, None]
+    total = -(p * np.log(p)).sum(-1)
+    expected = -(p * (special.digamma(alpha + 1) - special.digamma(alpha0 + 1)[:, None])).sum(-1)
+    entropy = (special.gammaln(alpha).sum(-1) - special.gammaln(alpha0)
+               - ((alpha - 1) * (special.digamma(alpha) - special.digamma(alpha0)[:, None])).sum(-1))
+    pred = DirichletPredictive.from_logits(z.astype(np.float32))
+    np.testing.assert_allclose(pred.mutual_information().numpy(), total - expected, rtol=2e-5)
+    np.testing.assert_allclose(pred.expected_data_uncertainty().numpy(), expected, rtol=2e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(pred.differential_entropy().numpy(), entropy, rtol=2e-5)
+
+
+def test_dirichlet_stable_helpers_match_float64_across_the_threshold():
+    from uqmix import dirichlet
+
+    a = np.array([1e-6, 0.3, 1.0, 9.999, 10.0, 10.001, 123.0, 1e4, 1e8], np.float64)
+    np.testing.assert_allclose(dirichlet.log_minus_digamma_of_next(tf.constant(a)).numpy(),
+                               np.log(a) - special.digamma(a + 1), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        dirichlet.lgamma_minus_a_digamma_plus_a(tf.constant(a[:-1])).numpy(),
+        special.gammaln(a[:-1]) - a[:-1] * special.digamma(a[:-1]) + a[:-1], rtol=1e-9)

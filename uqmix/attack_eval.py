@@ -159,8 +159,16 @@ def robustness_figure(curves, title=None, sigmas=3.0):
 
 # -- adversarial detection ---------------------------------------------------------------------
 def _measures_of(predictive, measures):
-    measures = DEFAULT_DETECTION_MEASURES if measures is None else tuple(measures)
-    return [m for m in measures if m in predictive.measure_names]
+    """The measures asked for (default: those of ``DEFAULT_DETECTION_MEASURES`` the
+    predictive has); a name the predictive does not provide is an error, never dropped."""
+    if measures is None:
+        return [m for m in DEFAULT_DETECTION_MEASURES if m in predictive.measure_names]
+    measures = [measures] if isinstance(measures, str) else list(measures)
+    unknown = [m for m in measures if m not in predictive.measure_names]
+    if unknown or not measures:
+        raise ValueError(f"unknown or empty measures {unknown or measures}; this predictive "
+                         f"provides {list(predictive.measure_names)}.")
+    return measures
 
 
 def adversarial_detection(clean, adversarial, labels, measures=None, seed=0):
@@ -182,8 +190,6 @@ def adversarial_detection(clean, adversarial, labels, measures=None, seed=0):
     if int(adversarial.batch_size) != labels.size:
         raise ValueError(f"adversarial has {int(adversarial.batch_size)} examples, clean {labels.size}.")
     names = _measures_of(clean, measures)
-    if not names:
-        raise ValueError(f"none of the measures {measures} is provided by this predictive.")
     clean_scores = {m: detection_score(clean, m) for m in names}
     adv_scores = {m: detection_score(adversarial, m) for m in names}
     result = {"all": {m: metrics.detection_scores(clean_scores[m], adv_scores[m]) for m in names}}

@@ -322,6 +322,10 @@ class DirichletPredictive(Predictive):
     def expected_data_uncertainty(self):
         return uncertainty.dirichlet_expected_data_uncertainty(self._alpha)
 
+    def mutual_information(self):
+        """I[y, π] = g(α0) − Σ_k p_k g(α_k), g(a) = ln a − ψ(a + 1) (stable; ≥ 0)."""
+        return uncertainty.dirichlet_mutual_information(self._alpha)
+
     def epkl(self):
         return uncertainty.dirichlet_epkl(self._alpha)
 

@@ -32,6 +32,8 @@ Dirichlet (``alpha`` [B, K], α0 = Σ_k α_k, p = α / α0):
 
 import tensorflow as tf
 
+from uqmix import dirichlet
+
 # Sign that turns each measure into a score where higher = more suspicious
 # (more uncertain / more likely OOD, misclassified or adversarial).
 SCORE_SIGN = {
@@ -96,23 +98,42 @@ def sampled_epkl(log_probs):
     return tf.maximum(epkl, tf.zeros_like(epkl))
 
 
+def dirichlet_mutual_information(alpha):
+    """I = H[p] − E[H[π]] = g(α0) − Σ_k p_k g(α_k),  g(a) = ln a − ψ(a + 1),  p = α / α0.
+
+    (From −Σ_k p_k [ψ(α_k + 1) − ψ(α0 + 1)] = H[p] + Σ_k p_k g(α_k) − g(α0), using
+    Σ_k p_k = 1.)  Written with g, which tends to 0 like −1/(2a), the terms stay small
+    for confident predictions where H[p] and E[H[π]] are nearly equal: no cancellation
+    (``uqmix.dirichlet.log_minus_digamma_of_next``).  Clamped at 0 against round-off.
+    """
+    g = dirichlet.log_minus_digamma_of_next
+    alpha0 = tf.reduce_sum(alpha, axis=-1)
+    probs = alpha / alpha0[..., None]
+    mi = g(alpha0) - tf.reduce_sum(probs * g(alpha), axis=-1)
+    return tf.maximum(mi, tf.zeros_like(mi))
+
+
 def dirichlet_expected_data_uncertainty(alpha):
-    alpha0 = tf.reduce_sum(alpha, axis=-1, keepdims=True)
-    probs = alpha / alpha0
-    return -tf.reduce_sum(
-        probs * (tf.math.digamma(alpha + 1.0) - tf.math.digamma(alpha0 + 1.0)), axis=-1
-    )
+    """−Σ_k p_k [ψ(α_k + 1) − ψ(α0 + 1)], evaluated as H[p] − I (see above), ≥ 0."""
+    log_probs = tf.math.log(alpha) - tf.math.log(tf.reduce_sum(alpha, axis=-1, keepdims=True))
+    expected = entropy_from_log_probs(log_probs) - dirichlet_mutual_information(alpha)
+    return tf.maximum(expected, tf.zeros_like(expected))
 
 
 def dirichlet_differential_entropy(alpha):
+    """Σ_k lnΓ(α_k) − lnΓ(α0) − Σ_k (α_k − 1)(ψ(α_k) − ψ(α0)), evaluated as the equal
+
+        Σ_k h(α_k) − h(α0) + Σ_k (ψ(α_k) − ψ(α0)),   h(a) = lnΓ(a) − a ψ(a) + a,
+
+    whose terms are of order ln α rather than α ln α (no float32 cancellation for
+    confident predictions; ``uqmix.dirichlet.lgamma_minus_a_digamma_plus_a``).
+    """
+    h = dirichlet.lgamma_minus_a_digamma_plus_a
     alpha0 = tf.reduce_sum(alpha, axis=-1)
     return (
-        tf.reduce_sum(tf.math.lgamma(alpha), axis=-1)
-        - tf.math.lgamma(alpha0)
-        - tf.reduce_sum(
-            (alpha - 1.0) * (tf.math.digamma(alpha) - tf.math.digamma(alpha0)[..., None]),
-            axis=-1,
-        )
+        tf.reduce_sum(h(alpha), axis=-1)
+        - h(alpha0)
+        + tf.reduce_sum(tf.math.digamma(alpha) - tf.math.digamma(alpha0)[..., None], axis=-1)
     )
 
 

@@ -44,32 +44,6 @@ import tensorflow as tf
 from uqmix import dirichlet
 
 
-# Above this argument h(a) below uses its asymptotic series (error < 1e-10 at a = 10).
-_STIRLING_THRESHOLD = 10.0
-
-
-def _lgamma_minus_a_digamma_plus_a(a):
-    """h(a) = lnΓ(a) − a·ψ(a) + a, accurate for every a > 0 (no cancellation for large a).
-
-    For a ≥ 10 the Stirling series of lnΓ and ψ gives
-      h(a) = ½ ln(2π) + ½ − ½ ln a + 1/(6a) − 1/(90a³) + 1/(210a⁵) − 1/(210a⁷)
-             + O(a⁻⁹),
-    so h stays of order ln a where lnΓ(a) and a·ψ(a) are each of order a·ln a.
-    Both branches get safe arguments, so gradients stay finite through ``tf.where``.
-    """
-    dtype = a.dtype
-    threshold = tf.constant(_STIRLING_THRESHOLD, dtype)
-    large = a >= threshold
-    a_large = tf.where(large, a, threshold)
-    a_small = tf.where(large, tf.ones_like(a), a)
-    direct = tf.math.lgamma(a_small) - a_small * tf.math.digamma(a_small) + a_small
-    inv = 1.0 / a_large
-    inv2 = inv * inv
-    series = (0.5 * np.log(2.0 * np.pi) + 0.5 - 0.5 * tf.math.log(a_large)
-              + inv * (1.0 / 6.0 + inv2 * (-1.0 / 90.0 + inv2 * (1.0 / 210.0 - inv2 / 210.0))))
-    return tf.where(large, series, direct)
-
-
 def dirichlet_kl(alpha_p, alpha_q):
     """KL(Dir(alpha_p) ‖ Dir(alpha_q)) per example.
 
@@ -95,7 +69,7 @@ def dirichlet_kl(alpha_p, alpha_q):
     alpha_p, alpha_q = alpha_p + tf.zeros_like(alpha_q), alpha_q + tf.zeros_like(alpha_p)
     p0 = tf.reduce_sum(alpha_p, axis=-1)
     q0 = tf.reduce_sum(alpha_q, axis=-1)
-    h = _lgamma_minus_a_digamma_plus_a
+    h = dirichlet.lgamma_minus_a_digamma_plus_a
     digamma_gap = tf.math.digamma(alpha_p) - tf.math.digamma(p0)[..., None]
     return (h(p0) - tf.reduce_sum(h(alpha_p), axis=-1)
             - tf.math.lgamma(q0) + tf.reduce_sum(tf.math.lgamma(alpha_q), axis=-1)

@@ -39,6 +39,16 @@ def sample_log_likelihoods(labels, logits):
     """ℓ_sb = log softmax(logits_sb)[y_b], [S, B], from int labels [B] and logits [S, B, K]."""
     labels = tf.convert_to_tensor(labels)
     if not labels.dtype.is_integer:
+        # Float labels must be whole numbers: truncating 2.7 to class 2 would be a silent
+        # wrong loss.  (Out-of-range labels are refused by the cross-entropy op itself.)
+        message = "labels must be integer class indices, got non-integer values."
+        if tf.executing_eagerly():
+            if not tf.reduce_all(tf.equal(labels, tf.round(labels))):
+                raise ValueError(message)
+        else:
+            with tf.control_dependencies([tf.debugging.assert_equal(
+                    labels, tf.round(labels), message=message)]):
+                labels = tf.identity(labels)
         labels = tf.cast(labels, tf.int32)
     if labels.shape.rank == 2 and labels.shape[-1] == 1:
         labels = labels[:, 0]
