@@ -353,6 +353,8 @@ def robustness(model, config, data):
         curves[f"S={count}"] = {"epsilons": curve["epsilons"].tolist(),
                                 "accuracy": curve["accuracy"].tolist(),
                                 "num_examples": int(len(x))}
+        _progress(config, f"robustness with S={count} gradient samples: accuracy "
+                          + ", ".join(f"{a:.3f}" for a in curve["accuracy"]))
     return curves
 
 
@@ -383,8 +385,15 @@ def adversarial_detection(model, config, data, clean):
     return result
 
 
+def _progress(config, message):
+    """One line per finished piece of evaluation (fit's progress bars cover training)."""
+    if config["verbose"]:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
 def evaluate(model, config, data):
     """The metrics of every evaluation in ``config["evaluations"]``."""
+    _progress(config, f"evaluating: {', '.join(config['evaluations'])}")
     asked = config["evaluations"]
     samples = _num_samples(config)
     batch = config["eval_batch_size"]
@@ -408,6 +417,7 @@ def evaluate(model, config, data):
         result["ood"]["num_examples"] = int(len(data["x_ood"]))
         result["ood_measure_means"] = {
             m: float(evaluation.measure_values(ood, m).mean()) for m in HISTOGRAM_MEASURES}
+    _progress(config, "classification, weight variances, misclassification and OOD done")
     if "robustness" in asked:
         result["robustness"] = robustness(model, config, data)
     if "adversarial_detection" in asked:
