@@ -219,3 +219,24 @@ def test_crashed_run_resumes_to_the_uninterrupted_result(tmp_path, interrupted_a
     resumed = pn_experiment.run(_tiny(tmp_path / "b", resume=True, **options))
     strip = lambda m: {k: v for k, v in m.items() if k not in times}  # noqa: E731
     assert strip(resumed) == strip(uninterrupted)
+
+
+def test_non_finite_weights_under_a_finite_loss_stop_training(tmp_path, monkeypatch):
+    """A NaN first conv kernel is masked by the ReLU (the loss stays finite): the epoch-end
+    weight check stops the run before that epoch's checkpoint is written."""
+    original = training._EpochCheckpoint.on_epoch_end
+
+    def poison_after_first_epoch(self, epoch, logs=None):
+        original(self, epoch, logs)
+        kernel = self.model.trainable_variables[0]
+        assert kernel.path.endswith("conv/kernel"), kernel.path
+        kernel.assign(tf.fill(tf.shape(kernel), float("nan")))
+
+    monkeypatch.setattr(training._EpochCheckpoint, "on_epoch_end", poison_after_first_epoch)
+    config = _tiny(tmp_path, epochs=3)
+    with pytest.raises(training.TrainingDivergedError, match="non-finite weights") as info:
+        pn_experiment.run(config)
+    assert "epoch 2, the end" in str(info.value) and "ckpt-1" in str(info.value)
+    checkpoint = tf.train.latest_checkpoint(os.path.join(config["output_dir"], "model",
+                                                         "checkpoints"))
+    assert checkpoint.endswith("ckpt-1")

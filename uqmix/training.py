@@ -23,11 +23,16 @@ CHECKPOINT_SUBDIR = "checkpoints"
 
 
 class TrainingDivergedError(RuntimeError):
-    """The training loss became NaN or Inf."""
+    """Training diverged: a NaN/Inf loss, or non-finite weights at the end of an epoch."""
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Stops ``fit`` at the first batch whose loss is NaN/Inf and remembers where."""
+    """Stops ``fit`` at the first batch whose loss is NaN/Inf and remembers where.
+
+    Also checks the trainable weights at every epoch end, before the epoch's checkpoint is
+    written: a loss can stay finite while weights overflow (a ReLU maps NaN to 0, the
+    Dirichlet losses clip the logits), and such weights must not reach a checkpoint.
+    """
 
     def __init__(self):
         super().__init__()
@@ -41,6 +46,16 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             self.diverged_at = (self.epoch, batch, float(loss))
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.diverged_at is not None:
+            return
+        bad = [v.path for v in self.model.trainable_variables
+               if not bool(tf.reduce_all(tf.math.is_finite(v)))]
+        if bad:
+            self.diverged_at = (epoch, "end", f"a finite loss, but non-finite weights in "
+                                              f"{', '.join(bad[:3])}")
             self.model.stop_training = True
 
 
@@ -139,7 +154,8 @@ def _raise_if_diverged(guard, manager):
     if guard.diverged_at is not None:
         epoch, batch, loss = guard.diverged_at
         kept = manager.latest_checkpoint or "none (no epoch finished)"
+        where = "the end" if batch == "end" else f"batch {batch + 1}"
         raise TrainingDivergedError(
-            f"Training loss became {loss} at epoch {epoch + 1}, batch {batch + 1}; stopped. "
+            f"Training diverged (loss {loss}) at epoch {epoch + 1}, {where}; stopped. "
             f"Last good checkpoint: {kept}. Lower the learning rate or check the data."
         )
