@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from tests.conftest import REPO_ROOT
 from tests.test_data import write_idx_set
-from uqmix import mixture_experiment, runs
+from uqmix import mixture_experiment, pn_experiment, runs
 
 
 def _digits(n, seed):
@@ -191,3 +191,15 @@ def test_real_mnist_short_run(shared_data_dir, tmp_path):
     result = mixture_experiment.run(config)
     assert result["num_train_examples"] == 60000 and result["ood"]["num_examples"] == 500
     assert result["test"]["accuracy"] > 0.5
+
+
+@pytest.mark.parametrize("experiment", [mixture_experiment, pn_experiment])
+@pytest.mark.parametrize("overrides, message", [
+    (dict(output_dir=""), "--output_dir must be set"),
+    (dict(resume=True, overwrite=True), "--resume and --overwrite contradict each other"),
+    (dict(strategy="tpu", deterministic=True), "--deterministic is not supported on TPU"),
+])
+def test_run_options_shared_by_every_experiment(experiment, overrides, message, tmp_path):
+    config = experiment.default_config(**{"output_dir": str(tmp_path), **overrides})
+    with pytest.raises(ValueError, match=re.escape(message)):
+        experiment.validate_config(config)

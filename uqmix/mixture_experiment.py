@@ -196,12 +196,7 @@ def validate_config(config):
         ("detection_gradient_samples", config["detection_gradient_samples"] >= 1, ">= 1"),
     ]
     options.check_rules(config, rules)
-    if not config["output_dir"]:
-        raise ValueError("--output_dir must be set.")
-    if config["resume"] and config["overwrite"]:
-        raise ValueError("--resume and --overwrite contradict each other.")
-    if config["strategy"] == "tpu" and config["deterministic"]:
-        raise ValueError("--deterministic is not supported on TPU; pass --nodeterministic.")
+    options.check_run_options(config)
     return config
 
 

@@ -48,6 +48,17 @@ def check_rules(config, rules):
             raise ValueError(f"--{name} must be {rule}, got {config[name]}.")
 
 
+def check_run_options(config):
+    """Rules every experiment shares: an output folder, --resume xor --overwrite, and
+    --deterministic (bitwise reproducible kernels) not on TPU."""
+    if not config["output_dir"]:
+        raise ValueError("--output_dir must be set.")
+    if config["resume"] and config["overwrite"]:
+        raise ValueError("--resume and --overwrite contradict each other.")
+    if config["strategy"] == "tpu" and config["deterministic"]:
+        raise ValueError("--deterministic is not supported on TPU; pass --nodeterministic.")
+
+
 def first(array, count):
     """The first ``count`` entries of ``array`` (all of them when ``count`` is 0)."""
     return array[:count] if count else array

@@ -247,12 +247,7 @@ def validate_config(config):
                          "use kl_pmf or cross_entropy for cross-entropy models.")
     if config["attack"] and config["attack_eps"] <= 0:
         raise ValueError("--attack needs --attack_eps > 0.")
-    if not config["output_dir"]:
-        raise ValueError("--output_dir must be set.")
-    if config["resume"] and config["overwrite"]:
-        raise ValueError("--resume and --overwrite contradict each other.")
-    if config["strategy"] == "tpu" and config["deterministic"]:
-        raise ValueError("--deterministic is not supported on TPU; pass --nodeterministic.")
+    options.check_run_options(config)
     return config
 
 
