@@ -5,8 +5,8 @@ r"""The report of the ML-vs-VI infinite-mixture sweep: tables, figures, summary.
 Reads SWEEP_ROOT/<config>/seed_<S>/metrics.json (``experiments.sweep`` with
 ``--binary=experiments.mixture_mnist``) and writes into OUTPUT_DIR
 ``tables.md`` (mean ± sample std (n seeds) per configuration), the figures of
-``uqmix.mixture_report.FIGURES`` (PNG; those whose runs are absent are skipped
-and listed) and ``summary.json``.  Prints the tables and the files written.
+``uqmix.mixture_report.FIGURES`` (PNG, into --figures_dir when given; those whose
+runs are absent are skipped and listed) and ``summary.json``.  Prints the tables and the files written.
 Exit code 1 with a message when the root holds no usable run.
 """
 from absl import app, flags
@@ -16,6 +16,7 @@ from uqmix import mixture_report
 FLAGS = flags.FLAGS
 flags.DEFINE_string("sweep_root", None, "The sweep's output_root (one folder per configuration).")
 flags.DEFINE_string("output_dir", None, "Folder that receives tables.md, figures, summary.json.")
+flags.DEFINE_string("figures_dir", None, "Folder for the figures (default: --output_dir).")
 flags.DEFINE_list("weight_variance_configs", [],
                   "Configuration folders shown in weight_variance_bars.png (default: ML/VI at "
                   "λ = 1 with σ² ∈ {0.5, 1, 3} and at σ² = 1 with λ = 0.1).")
@@ -27,7 +28,8 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
         report = mixture_report.write_report(FLAGS.sweep_root, FLAGS.output_dir,
-                                             FLAGS.weight_variance_configs or None)
+                                             FLAGS.weight_variance_configs or None,
+                                             figures_dir=FLAGS.figures_dir)
     except ValueError as error:
         raise app.UsageError(str(error)) from None
     print(report["tables"])

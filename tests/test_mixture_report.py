@@ -241,6 +241,12 @@ def test_binary_end_to_end_and_empty_root(tmp_path):
     assert "skipped robustness.png: needs" in result.stdout
     assert os.path.exists(os.path.join(out, "accuracy_vs_lambda.png"))
 
+    figures = str(tmp_path / "figures")
+    result = _run_binary(f"--sweep_root={root}", f"--output_dir={out}_2", f"--figures_dir={figures}")
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(f"{out}_2")) == ["summary.json", "tables.md"]
+    assert "accuracy_vs_lambda.png" in os.listdir(figures)
+
     empty = tmp_path / "empty"
     empty.mkdir()
     result = _run_binary(f"--sweep_root={empty}", f"--output_dir={out}_empty")

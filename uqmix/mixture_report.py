@@ -691,9 +691,10 @@ def figure_data(configurations, weight_variance_configs=None):
     return data, skipped
 
 
-def write_report(root, output_dir, weight_variance_configs=None):
+def write_report(root, output_dir, weight_variance_configs=None, figures_dir=None):
     """Writes tables.md, the figures and summary.json of the sweep under ``root``.
 
+    The figures go to ``figures_dir`` (default ``output_dir``).
     weight_variance_configs: folder names for the weight-variance bars
     (default ``default_weight_variance_selection``).
     Returns {"written": [paths], "skipped": {figure file: reason}, "notes":
@@ -704,12 +705,13 @@ def write_report(root, output_dir, weight_variance_configs=None):
     table = aggregate_table(configurations)
     tables = markdown_tables(configurations, table)
     data, skipped = figure_data(configurations, weight_variance_configs)
+    figures_dir = figures_dir or output_dir
     written = [os.path.join(output_dir, TABLES_FILE)]
     runs.atomic_write_bytes(written[0], tables.encode("utf-8"))
     for spec in FIGURES:
         if spec.filename in data:
             figure = spec.draw(data[spec.filename])
-            written.append(plotting.save_figure(figure, os.path.join(output_dir, spec.filename)))
+            written.append(plotting.save_figure(figure, os.path.join(figures_dir, spec.filename)))
     notes = duplicate_settings(configurations)
     summary = {
         "sweep_root": os.path.abspath(root),
