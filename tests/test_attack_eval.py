@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 from sklearn.metrics import roc_auc_score
 
-from uqmix import attack_eval, attacks
+from uqmix import attack_eval, attacks, plotting
 from uqmix.models.base import PredictiveModelMixin
 from uqmix.predictive import SampledPredictive
 
@@ -129,3 +129,14 @@ def test_adversarial_detection_refuses_measures_it_cannot_compute():
                                           measures=["mutual_information", "predictive_varaince"])
     with pytest.raises(ValueError, match="differential_entropy"):  # a Dirichlet-only measure
         attack_eval.adversarial_detection(clean, clean, [0, 1], measures="differential_entropy")
+
+
+def test_robustness_figure_never_repeats_a_line_style():
+    curves = {f"model {i}": {"epsilons": [0, 0.1], "accuracy": [0.9, 0.5 - 0.01 * i]}
+              for i in range(23)}
+    figure = attack_eval.robustness_figure(curves)
+    lines = [container.lines[0] for container in figure.axes[0].containers]
+    styles = {(line.get_color(), line.get_linestyle()) for line in lines}
+    assert len(lines) == 23 and len(styles) == 23
+    with pytest.raises(ValueError, match="at most 40 series"):
+        plotting.series_styles(41)

@@ -33,6 +33,18 @@ def new_figure(width, height):
     return figure
 
 
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def series_styles(count):
+    """``count`` distinct (colour, line style) pairs: the ten tab10 colours with solid
+    lines, then again dashed, dotted, dash-dotted, so no two series of one axis look the
+    same (matplotlib's default cycle repeats its colours after ten)."""
+    if count > 10 * len(LINE_STYLES):
+        raise ValueError(f"at most {10 * len(LINE_STYLES)} series per axis, got {count}.")
+    return [(f"C{i % 10}", LINE_STYLES[i // 10]) for i in range(count)]
+
+
 def save_figure(figure, path, dpi=120):
     """Writes ``figure`` to ``path`` (format from the extension) atomically."""
     suffix = str(path).rsplit(".", 1)[-1].lower() if "." in str(path) else ""
@@ -170,12 +182,13 @@ def attack_curves(iterations, panels, title=None):
     figure = new_figure(4.2 * len(panels), 3.6)
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for ax, (panel, series) in zip(axes, panels.items()):
-        for label, values in series.items():
+        for (label, values), (color, style) in zip(series.items(), series_styles(len(series))):
             values = np.array([np.nan if v is None else v for v in values], np.float64)
             if values.shape != iterations.shape:
                 raise ValueError(f"series {label!r} of {panel!r} has {values.size} values for "
                                  f"{iterations.size} iteration counts.")
-            ax.plot(iterations, values, marker="o", markersize=3, linewidth=1.5, label=label)
+            ax.plot(iterations, values, marker="o", markersize=3, linewidth=1.5, label=label,
+                    color=color, linestyle=style)
         if iterations.size and iterations.min() > 0 and iterations.max() > 10 * iterations.min():
             ax.set_xscale("log")
         ax.set_xlabel("attack iterations")
