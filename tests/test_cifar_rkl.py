@@ -138,6 +138,10 @@ def _write_idx(folder, prefix, images):
     ({"loss": "hinge"}, "Unknown --loss 'hinge'"),
     ({"model_kind": "ensemble"}, "--loss=cross_entropy"),
     ({"strategy": "horovod"}, "Unknown --strategy"),
+    ({"loss": "cross_entropy", "attack_measure": "mutual_information"},
+     "0.5 by construction; use --attack_measure=total_uncertainty"),
+    ({"model_kind": "ensemble", "loss": "cross_entropy", "attack_measure": "precision"},
+     "--attack_measure=precision needs a Prior Network"),
 ])
 def test_bad_flags_are_refused_before_anything_runs(tmp_path, overrides, message):
     config = _tiny(tmp_path, **overrides)

@@ -242,6 +242,15 @@ def validate_config(config):
                          "--loss=cross_entropy.")
     if kind == "mc_dropout" and config["dropout_rate"] <= 0:
         raise ValueError("--model_kind=mc_dropout needs --dropout_rate > 0.")
+    if config["attack_measure"] == "precision" and config["loss"] == "cross_entropy":
+        raise ValueError("--attack_measure=precision needs a Prior Network (a Dirichlet "
+                         "output); use total_uncertainty or max_probability for cross-entropy "
+                         "models.")
+    if (kind == "prior_network" and config["loss"] == "cross_entropy"
+            and config["attack_measure"] == "mutual_information"):
+        raise ValueError("--attack_measure=mutual_information is 0 for every input of a single "
+                         "cross-entropy network (no knowledge uncertainty), so its AUROC would "
+                         "be 0.5 by construction; use --attack_measure=total_uncertainty.")
     if config["attack_criterion"] == "kl_dir" and config["loss"] == "cross_entropy":
         raise ValueError("--attack_criterion=kl_dir needs a Prior Network (a Dirichlet output); "
                          "use kl_pmf or cross_entropy for cross-entropy models.")
