@@ -170,11 +170,12 @@ def roc_curves(curves, title=None):
     return figure
 
 
-def attack_curves(iterations, panels, title=None):
+def attack_curves(iterations, panels, title=None, spreads=None):
     """Attack results against the number of attack iterations, one panel per quantity.
 
     iterations: [T] iteration counts (x axis, log scale when they span > 10×).
     panels: {panel title: {series label: [T] values (None/NaN = missing)}}.
+    spreads: optional {panel title: {series label: [T] error-bar half-widths}}.
     """
     if not panels:
         raise ValueError("panels is empty.")
@@ -187,8 +188,14 @@ def attack_curves(iterations, panels, title=None):
             if values.shape != iterations.shape:
                 raise ValueError(f"series {label!r} of {panel!r} has {values.size} values for "
                                  f"{iterations.size} iteration counts.")
-            ax.plot(iterations, values, marker="o", markersize=3, linewidth=1.5, label=label,
-                    color=color, linestyle=style)
+            spread = ((spreads or {}).get(panel) or {}).get(label)
+            if spread is not None:
+                spread = np.asarray(spread, np.float64)
+                if spread.shape != iterations.shape:
+                    raise ValueError(f"spread of {label!r} in {panel!r} has {spread.size} values "
+                                     f"for {iterations.size} iteration counts.")
+            ax.errorbar(iterations, values, yerr=spread, marker="o", markersize=3, capsize=3,
+                        linewidth=1.5, label=label, color=color, linestyle=style)
         if iterations.size and iterations.min() > 0 and iterations.max() > 10 * iterations.min():
             ax.set_xscale("log")
         ax.set_xlabel("attack iterations")

@@ -1,0 +1,36 @@
+r"""The Prior Network study's report: tables and the adaptive-attack figure.
+
+  python -m experiments.pn_report --sweep_root=runs/pn --output_dir=results/pn \
+      --figures_dir=results/figures/pn
+
+Reads SWEEP_ROOT/<configuration>/seed_<S>/metrics.json (``experiments.sweep``
+with ``--binary=experiments.cifar_rkl``) and writes OUTPUT_DIR/tables.md
+(mean ± sample std (n seeds) per configuration), OUTPUT_DIR/summary.json and
+attack_curves.png (into --figures_dir when given).  Exit code 1 with a message
+when the root holds no finished run.
+"""
+from absl import app, flags
+
+from uqmix import pn_report
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("sweep_root", None, "The sweep's output_root (one folder per configuration).")
+flags.DEFINE_string("output_dir", None, "Folder that receives tables.md and summary.json.")
+flags.DEFINE_string("figures_dir", None, "Folder for attack_curves.png (default: --output_dir).")
+flags.mark_flags_as_required(["sweep_root", "output_dir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        report = pn_report.write_report(FLAGS.sweep_root, FLAGS.output_dir, FLAGS.figures_dir)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    print(report["tables"])
+    for path in report["written"]:
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    app.run(main)

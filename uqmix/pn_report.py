@@ -1,0 +1,185 @@
+"""The Prior Network study's report: tables and the adaptive-attack figure over runs.
+
+Reads a sweep tree ``ROOT/<configuration>/seed_<S>/metrics.json`` written by
+``experiments.cifar_rkl`` (through ``experiments.sweep``) and writes
+
+* ``tables.md``: per configuration, mean ± sample std (ddof = 1) over seeds of
+  the test error, OOD-detection AUROC of every OOD test set by mutual
+  information, total uncertainty and α0 (precision; Prior Networks only),
+  mean α0 in-domain and per OOD set, and the adaptive white-box attack's
+  success rate, AUROC (natural vs successful attacks) and joint success rate
+  at every recorded iteration count;
+* ``attack_curves.png``: those three quantities against attack iterations, one
+  line per configuration (mean over seeds, error bars ± 3 sample std);
+* ``summary.json``: the numbers of the tables and the figure.
+
+A value a run did not record is "—" in the tables and a gap in the figure,
+never a zero.
+"""
+import os
+
+import numpy as np
+
+from uqmix import plotting, runs, sweep
+from uqmix.mixture_report import format_cell, stats_of
+
+TABLES_FILE = "tables.md"
+FIGURE_FILE = "attack_curves.png"
+SUMMARY_FILE = "summary.json"
+OOD_MEASURES = (("mutual_information", "MI"), ("total_uncertainty", "TU"), ("precision", "α0"))
+ATTACK_QUANTITIES = (("success_rate", "success rate"),
+                     ("auroc", "AUROC (natural vs successful)"),
+                     ("jsr", "joint success rate"))
+SIGMAS = 3.0
+
+
+def model_label(metrics):
+    """A short name of the model a run trained: PN-RKL, PN-KL, DNN (+ -ADV), ensemble, MC dropout."""
+    kind = metrics.get("model_kind", "prior_network")
+    if kind == "ensemble":
+        label = f"ensemble of {metrics.get('num_networks', '?')}"
+    elif kind == "mc_dropout":
+        label = "MC dropout"
+    else:
+        label = {"reverse_kl": "PN-RKL", "forward_kl": "PN-KL",
+                 "cross_entropy": "DNN"}.get(metrics.get("loss"), str(metrics.get("loss")))
+    return label + ("-ADV" if metrics.get("adversarial_training") else "")
+
+
+def load_study(root):
+    """{configuration: {seed: metrics}} of the finished runs under ``root``."""
+    study = sweep.collect(root)
+    if not study:
+        raise ValueError(f"no finished runs (<configuration>/seed_<S>/metrics.json) under {root}")
+    return study
+
+
+def _get(metrics, *path):
+    for key in path:
+        if not isinstance(metrics, dict) or key not in metrics:
+            return None
+        metrics = metrics[key]
+    return metrics
+
+
+def _stats(by_seed, *path):
+    return stats_of([_get(m, *path) for m in by_seed.values()])
+
+
+def ood_sets(study):
+    return sorted({name for by_seed in study.values() for m in by_seed.values()
+                   for name in (m.get("ood_detection") or {})})
+
+
+def attack_iterations(study):
+    return sorted({int(i) for by_seed in study.values() for m in by_seed.values()
+                   for i in (_get(m, "attacks", "iterations") or [])})
+
+
+def attack_series(by_seed, quantity, iterations):
+    """[seeds, T] values of ``quantity`` at ``iterations`` (NaN where a run lacks one)."""
+    rows = []
+    for metrics in by_seed.values():
+        recorded = _get(metrics, "attacks", "iterations") or []
+        values = _get(metrics, "attacks", "white_box", quantity) or []
+        at = {int(i): v for i, v in zip(recorded, values)}
+        rows.append([np.nan if at.get(i) is None else float(at[i]) for i in iterations])
+    return np.asarray(rows, np.float64).reshape(len(rows), len(iterations))
+
+
+def _series_stats(rows):
+    stats = []
+    for column in rows.T:
+        stats.append(stats_of([float(v) for v in column if np.isfinite(v)]))
+    return stats
+
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def summarize(study):
+    """The numbers of the report: {configuration: {label, seeds, cells, attack}}."""
+    sets, iterations = ood_sets(study), attack_iterations(study)
+    summary = {}
+    for name, by_seed in study.items():
+        first = next(iter(by_seed.values()))
+        cells = {"error": _stats(by_seed, "error"),
+                 "alpha0_in": _stats(by_seed, "mean_alpha0_in"),
+                 "train_seconds": _stats(by_seed, "train_seconds")}
+        for ood in sets:
+            cells[f"alpha0_{ood}"] = _stats(by_seed, "mean_alpha0_ood", ood)
+            for measure, _ in OOD_MEASURES:
+                cells[f"ood_{ood}_{measure}"] = _stats(by_seed, "ood_detection", ood, measure,
+                                                       "auroc")
+        attack = {q: _series_stats(attack_series(by_seed, q, iterations))
+                  for q, _ in ATTACK_QUANTITIES}
+        summary[name] = {"label": model_label(first), "seeds": sorted(by_seed),
+                         "attack_measure": _get(first, "attacks", "measure"),
+                         "cells": cells, "attack": attack}
+    return {"ood_sets": sets, "iterations": iterations, "configurations": summary}
+
+
+def markdown_tables(summary):
+    sets, iterations = summary["ood_sets"], summary["iterations"]
+    configs = summary["configurations"]
+    header = ["configuration", "model", "test error"]
+    header += [f"OOD {ood} ({short})" for ood in sets for _, short in OOD_MEASURES]
+    header += ["mean α0 in-domain"] + [f"mean α0 {ood}" for ood in sets] + ["train s"]
+    rows = []
+    for name, config in configs.items():
+        cells = config["cells"]
+        row = [f"`{name}`", config["label"], format_cell(cells["error"])]
+        row += [format_cell(cells[f"ood_{ood}_{m}"]) for ood in sets for m, _ in OOD_MEASURES]
+        row += [format_cell(cells["alpha0_in"], ".1f")]
+        row += [format_cell(cells[f"alpha0_{ood}"], ".1f") for ood in sets]
+        row += [format_cell(cells["train_seconds"], ".0f")]
+        rows.append(row)
+    parts = ["# Prior Network study: results over seeds", "",
+             "Cells: mean ± sample std (ddof = 1) (n seeds); a single seed shows its value (1); "
+             "— = not recorded. OOD columns: AUROC by mutual information (MI), total uncertainty "
+             "(TU) and precision α0.", "", "## Classification and OOD detection", "",
+             _table(header, rows)]
+    if iterations:
+        for quantity, title in ATTACK_QUANTITIES:
+            rows = [[f"`{name}`", config["label"], str(config["attack_measure"])] +
+                    [format_cell(s, ".3f") for s in config["attack"][quantity]]
+                    for name, config in configs.items()]
+            parts += ["", f"## Adaptive white-box attack: {title}", "",
+                      _table(["configuration", "model", "detection measure"] +
+                             [f"{i} it" for i in iterations], rows)]
+    return "\n".join(parts) + "\n"
+
+
+def attack_figure(summary):
+    iterations = summary["iterations"]
+    panels, spreads = {}, {}
+    for quantity, title in ATTACK_QUANTITIES:
+        panels[title], spreads[title] = {}, {}
+        for name, config in summary["configurations"].items():
+            stats = config["attack"][quantity]
+            if not any(s["n"] for s in stats):
+                continue
+            label = f"{config['label']}: {name} (n={max(s['n'] for s in stats)})"
+            panels[title][label] = [s["mean"] if s["n"] else None for s in stats]
+            spreads[title][label] = [SIGMAS * s["std"] if s["n"] > 1 else 0.0 for s in stats]
+    return plotting.attack_curves(iterations, panels, spreads=spreads,
+                                  title=f"Adaptive white-box attacks (mean ± {SIGMAS:g}σ over seeds)")
+
+
+def write_report(root, output_dir, figures_dir=None):
+    """Writes tables.md, summary.json (to ``output_dir``) and, when some run has attack
+    curves, attack_curves.png (to ``figures_dir``, default ``output_dir``).  Returns the
+    paths written.  Raises ValueError before writing anything when ``root`` has no run."""
+    summary = summarize(load_study(root))
+    tables = markdown_tables(summary)
+    written = [os.path.join(output_dir, TABLES_FILE)]
+    runs.atomic_write_bytes(written[0], tables.encode("utf-8"))
+    if summary["iterations"]:
+        path = os.path.join(figures_dir or output_dir, FIGURE_FILE)
+        written.append(plotting.save_figure(attack_figure(summary), path))
+    written.append(os.path.join(output_dir, SUMMARY_FILE))
+    runs.atomic_write_json(written[-1], {"sweep_root": os.path.abspath(root), **summary})
+    return {"written": written, "tables": tables}
