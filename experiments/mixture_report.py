@@ -5,8 +5,9 @@ r"""The report of the ML-vs-VI infinite-mixture sweep: tables, figures, summary.
 Reads SWEEP_ROOT/<config>/seed_<S>/metrics.json (``experiments.sweep`` with
 ``--binary=experiments.mixture_mnist``) and writes into OUTPUT_DIR
 ``tables.md`` (mean ± sample std (n seeds) per configuration), the figures of
-``uqmix.mixture_report.FIGURES`` (PNG, into --figures_dir when given; those whose
-runs are absent are skipped and listed) and ``summary.json``.  Prints the tables and the files written.
+``uqmix.mixture_report.FIGURES`` (PNG, into --figures_dir when given; those
+whose runs are absent are skipped and listed) and ``summary.json``.  Prints the
+tables and the files written.
 Exit code 1 with a message when the root holds no usable run.
 """
 from absl import app, flags

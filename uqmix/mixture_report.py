@@ -37,6 +37,7 @@ import os
 import numpy as np
 
 from uqmix import plotting, runs, sweep
+from uqmix.sweep import format_cell, stats_of
 
 TABLES_FILE = "tables.md"
 SUMMARY_FILE = "summary.json"
@@ -95,12 +96,6 @@ class Configuration:
     def stats(self, key):
         """{"mean", "std", "n"} of a dotted metric key over seeds (module docstring)."""
         return stats_of(self.values(key))
-
-
-def stats_of(values):
-    """{"mean", "std" (sample, ddof = 1; 0 for one value), "n"} of the finite values."""
-    mean, std, n = sweep.mean_std(values)
-    return {"mean": mean, "std": std, "n": n}
 
 
 def _identity(name, seed, metrics):
@@ -270,16 +265,6 @@ def table_sections(configurations):
                       Column("evaluation", "eval_seconds", ".0f"),
                       Column("total", "wall_seconds", ".0f")]))
     return sections
-
-
-def format_cell(stats, fmt=".4f"):
-    """"mean ± std (n)"; "value (1)" for a single seed (no spread to show); "—" when no seed
-    has the number."""
-    if stats is None or not stats["n"]:
-        return "—"
-    if stats["n"] == 1:
-        return f"{stats['mean']:{fmt}} (1)"
-    return f"{stats['mean']:{fmt}} ± {stats['std']:{fmt}} ({stats['n']})"
 
 
 def markdown_table(configurations, table, columns):

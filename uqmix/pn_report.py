@@ -21,7 +21,7 @@ import os
 import numpy as np
 
 from uqmix import plotting, runs, sweep
-from uqmix.mixture_report import format_cell, stats_of
+from uqmix.sweep import format_cell, stats_of
 
 TABLES_FILE = "tables.md"
 FIGURE_FILE = "attack_curves.png"
@@ -84,14 +84,12 @@ def attack_series(by_seed, quantity, iterations):
         values = _get(metrics, "attacks", "white_box", quantity) or []
         at = {int(i): v for i, v in zip(recorded, values)}
         rows.append([np.nan if at.get(i) is None else float(at[i]) for i in iterations])
-    return np.asarray(rows, np.float64).reshape(len(rows), len(iterations))
+    return np.asarray(rows, np.float64)
 
 
 def _series_stats(rows):
-    stats = []
-    for column in rows.T:
-        stats.append(stats_of([float(v) for v in column if np.isfinite(v)]))
-    return stats
+    """``stats_of`` per iteration count (column); missing (NaN) entries are not counted."""
+    return [stats_of(column.tolist()) for column in rows.T]
 
 
 def _table(header, rows):

@@ -138,6 +138,22 @@ def mean_std(values):
     return mean, math.sqrt(var), len(values)
 
 
+def stats_of(values):
+    """{"mean", "std" (sample, ddof = 1; 0 for one value), "n"} of the finite values."""
+    mean, std, n = mean_std(values)
+    return {"mean": mean, "std": std, "n": n}
+
+
+def format_cell(stats, fmt=".4f"):
+    """"mean ± std (n)"; "value (1)" for a single seed (no spread to show); "—" when no seed
+    has the number."""
+    if stats is None or not stats["n"]:
+        return "—"
+    if stats["n"] == 1:
+        return f"{stats['mean']:{fmt}} (1)"
+    return f"{stats['mean']:{fmt}} ± {stats['std']:{fmt}} ({stats['n']})"
+
+
 def aggregate(collected):
     """{name: {key: {"mean", "std", "n"}}} over seeds, for every scalar metric."""
     table = {}
