@@ -71,3 +71,15 @@ def test_sweep_binaries_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "4.5000 ± 2.1213 (2)" in result.stdout
     assert os.path.exists(os.path.join(root, "aggregate.json"))
+
+
+def test_render_markdown_table_and_lookup():
+    text = sweep.render_markdown_table(["a", "b"], [["1", "2"], ["3", "4"]])
+    assert text.splitlines() == ["| a | b |", "|---|---|", "| 1 | 2 |", "| 3 | 4 |"]
+    with pytest.raises(ValueError, match="2 cells, the header 3"):
+        sweep.render_markdown_table(["a", "b", "c"], [["1", "2"]])
+    metrics = {"attacks": {"white_box": {"jsr": [0.1, 0.2]}}, "error": 0.01}
+    assert sweep.lookup(metrics, "attacks", "white_box", "jsr") == [0.1, 0.2]
+    assert sweep.lookup(metrics, "error") == 0.01
+    assert sweep.lookup(metrics, "attacks", "black_box", "jsr") is None
+    assert sweep.lookup(metrics, "error", "deeper") is None

@@ -37,7 +37,7 @@ import os
 import numpy as np
 
 from uqmix import plotting, runs, sweep
-from uqmix.sweep import format_cell, stats_of
+from uqmix.sweep import format_cell, render_markdown_table, stats_of
 
 TABLES_FILE = "tables.md"
 SUMMARY_FILE = "summary.json"
@@ -269,12 +269,10 @@ def table_sections(configurations):
 
 def markdown_table(configurations, table, columns):
     """One Markdown table: a row per configuration, a column per ``Column``."""
-    lines = ["| configuration | folder | " + " | ".join(c.title for c in columns) + " |",
-             "|" + "---|" * (len(columns) + 2)]
-    for config in configurations:
-        cells = [format_cell(table.get(config.name, {}).get(c.key), c.fmt) for c in columns]
-        lines.append(f"| {config.label} | `{config.name}` | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    rows = [[config.label, f"`{config.name}`"]
+            + [format_cell(table.get(config.name, {}).get(c.key), c.fmt) for c in columns]
+            for config in configurations]
+    return render_markdown_table(["configuration", "folder"] + [c.title for c in columns], rows)
 
 
 def markdown_tables(configurations, table=None):

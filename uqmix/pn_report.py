@@ -21,7 +21,7 @@ import os
 import numpy as np
 
 from uqmix import plotting, runs, sweep
-from uqmix.sweep import format_cell, stats_of
+from uqmix.sweep import format_cell, lookup, render_markdown_table, stats_of
 
 TABLES_FILE = "tables.md"
 FIGURE_FILE = "attack_curves.png"
@@ -54,16 +54,8 @@ def load_study(root):
     return study
 
 
-def _get(metrics, *path):
-    for key in path:
-        if not isinstance(metrics, dict) or key not in metrics:
-            return None
-        metrics = metrics[key]
-    return metrics
-
-
 def _stats(by_seed, *path):
-    return stats_of([_get(m, *path) for m in by_seed.values()])
+    return stats_of([lookup(m, *path) for m in by_seed.values()])
 
 
 def ood_sets(study):
@@ -73,15 +65,15 @@ def ood_sets(study):
 
 def attack_iterations(study):
     return sorted({int(i) for by_seed in study.values() for m in by_seed.values()
-                   for i in (_get(m, "attacks", "iterations") or [])})
+                   for i in (lookup(m, "attacks", "iterations") or [])})
 
 
 def attack_series(by_seed, quantity, iterations):
     """[seeds, T] values of ``quantity`` at ``iterations`` (NaN where a run lacks one)."""
     rows = []
     for metrics in by_seed.values():
-        recorded = _get(metrics, "attacks", "iterations") or []
-        values = _get(metrics, "attacks", "white_box", quantity) or []
+        recorded = lookup(metrics, "attacks", "iterations") or []
+        values = lookup(metrics, "attacks", "white_box", quantity) or []
         at = {int(i): v for i, v in zip(recorded, values)}
         rows.append([np.nan if at.get(i) is None else float(at[i]) for i in iterations])
     return np.asarray(rows, np.float64)
@@ -90,12 +82,6 @@ def attack_series(by_seed, quantity, iterations):
 def _series_stats(rows):
     """``stats_of`` per iteration count (column); missing (NaN) entries are not counted."""
     return [stats_of(column.tolist()) for column in rows.T]
-
-
-def _table(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def summarize(study):
@@ -115,7 +101,7 @@ def summarize(study):
         attack = {q: _series_stats(attack_series(by_seed, q, iterations))
                   for q, _ in ATTACK_QUANTITIES}
         summary[name] = {"label": model_label(first), "seeds": sorted(by_seed),
-                         "attack_measure": _get(first, "attacks", "measure"),
+                         "attack_measure": lookup(first, "attacks", "measure"),
                          "cells": cells, "attack": attack}
     return {"ood_sets": sets, "iterations": iterations, "configurations": summary}
 
@@ -139,14 +125,14 @@ def markdown_tables(summary):
              "Cells: mean ± sample std (ddof = 1) (n seeds); a single seed shows its value (1); "
              "— = not recorded. OOD columns: AUROC by mutual information (MI), total uncertainty "
              "(TU) and precision α0.", "", "## Classification and OOD detection", "",
-             _table(header, rows)]
+             render_markdown_table(header, rows)]
     if iterations:
         for quantity, title in ATTACK_QUANTITIES:
             rows = [[f"`{name}`", config["label"], str(config["attack_measure"])] +
                     [format_cell(s, ".3f") for s in config["attack"][quantity]]
                     for name, config in configs.items()]
             parts += ["", f"## Adaptive white-box attack: {title}", "",
-                      _table(["configuration", "model", "detection measure"] +
+                      render_markdown_table(["configuration", "model", "detection measure"] +
                              [f"{i} it" for i in iterations], rows)]
     return "\n".join(parts) + "\n"
 

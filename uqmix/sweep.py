@@ -96,6 +96,15 @@ def run_sweep(binary, runs_to_do, parallel=1, extra_flags=(), log=print):
     return failures
 
 
+def lookup(metrics, *path):
+    """metrics[path[0]][path[1]]…, or None where a key is missing (a run that did not record it)."""
+    for key in path:
+        if not isinstance(metrics, dict) or key not in metrics:
+            return None
+        metrics = metrics[key]
+    return metrics
+
+
 def flatten(metrics, prefix=""):
     """{"a": {"b": 1.0}, "c": [1, 2]} → {"a.b": 1.0}; non-scalar leaves are dropped."""
     flat = {}
@@ -167,19 +176,28 @@ def aggregate(collected):
     return table
 
 
+def render_markdown_table(header, rows):
+    """A Markdown table from a header row and rows of already formatted cells."""
+    for row in rows:
+        if len(row) != len(header):
+            raise ValueError(f"a row has {len(row)} cells, the header {len(header)}: {row}")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def markdown_table(table, keys, names=None, digits=4, key_labels=None):
     """A Markdown table: one row per config name, one column per key, "mean ± std (n)"."""
     names = list(table) if names is None else names
     labels = key_labels or {}
-    header = "| config | " + " | ".join(labels.get(k, k) for k in keys) + " |"
-    lines = [header, "|" + "---|" * (len(keys) + 1)]
+    rows = []
     for name in names:
-        cells = []
+        cells = [name]
         for key in keys:
             entry = table.get(name, {}).get(key)
             if entry is None or entry["n"] == 0:
                 cells.append("–")
             else:
                 cells.append(f"{entry['mean']:.{digits}f} ± {entry['std']:.{digits}f} ({entry['n']})")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return render_markdown_table(["config"] + [labels.get(k, k) for k in keys], rows)
