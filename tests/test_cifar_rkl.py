@@ -60,6 +60,7 @@ def test_smoke_flagfile_end_to_end(tmp_path):
     assert metrics["attacks"]["iterations"] == [2, 5, 10]
     assert all(len(curves[k]) == 3 for k in ("success_rate", "auroc", "jsr"))
     assert all(0 <= v <= 0.5 + 1e-9 for v in curves["jsr"])
+    assert 0 < metrics["attack_seconds"] and 0 < metrics["eval_seconds"]
     for figure in metrics["figures"]:
         assert os.path.getsize(out / figure) > 1000
     assert {"figures/alpha0_histogram.png", "figures/mi_histogram.png",
@@ -216,7 +217,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
 def test_crashed_run_resumes_to_the_uninterrupted_result(tmp_path, interrupted_after_first_epoch):
     """Killed after epoch 1 of 2, run again with --resume: the same metrics as one clean run."""
     options = dict(epochs=2, augment=True, augment_padding=2)
-    times = ("train_seconds",)
+    times = ("train_seconds", "eval_seconds", "attack_seconds")
     uninterrupted = pn_experiment.run(_tiny(tmp_path / "a", **options))
     with interrupted_after_first_epoch():
         pn_experiment.run(_tiny(tmp_path / "b", **options))

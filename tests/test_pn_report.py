@@ -26,11 +26,12 @@ def _metrics(rng, loss="reverse_kl", kind="prior_network", adversarial=False, at
     metrics = {"model_kind": kind, "loss": loss, "adversarial_training": adversarial,
                "num_networks": 5 if kind == "ensemble" else 1,
                "error": float(rng.uniform(0, 0.05)), "train_seconds": float(rng.uniform(1, 9)),
-               "ood_detection": ood}
+               "eval_seconds": float(rng.uniform(1, 9)), "ood_detection": ood}
     if dirichlet:
         metrics["mean_alpha0_in"] = float(rng.uniform(50, 150))
         metrics["mean_alpha0_ood"] = {n: float(rng.uniform(9, 12)) for n in ood}
     if attack:
+        metrics["attack_seconds"] = float(rng.uniform(10, 90))
         metrics["attacks"] = {"iterations": iterations, "measure": "mutual_information",
                               "white_box": {q: [float(v) for v in rng.uniform(0, 1, len(iterations))]
                                             for q in ("success_rate", "auroc", "jsr")}}
@@ -74,6 +75,9 @@ def test_tables_match_numpy_and_leave_gaps_empty(study, tmp_path):
     notmnist_mi = [m["ood_detection"]["notmnist"]["mutual_information"]["auroc"] for m in rkl]
     assert _cell(notmnist_mi, ".4f") in row
     assert _cell([m["mean_alpha0_in"] for m in rkl], ".1f") in row
+    seconds = [_cell([m[key] for m in rkl], ".0f")
+               for key in ("train_seconds", "eval_seconds", "attack_seconds")]
+    assert row.endswith(" | ".join(seconds) + " |")
     jsr_100 = [m["attacks"]["white_box"]["jsr"][2] for m in rkl]
     jsr_section = tables.split("joint success rate")[1]
     jsr_row = next(line for line in jsr_section.splitlines() if line.startswith("| `rkl`"))
@@ -82,6 +86,7 @@ def test_tables_match_numpy_and_leave_gaps_empty(study, tmp_path):
     assert dnn_row.count("—") == 5  # α0 AUROC on both OOD sets, α0 in-domain and per OOD set
     ens_rows = [line for line in tables.splitlines() if line.startswith("| `ens` | ensemble of 5")]
     assert len(ens_rows) == 4 and ens_rows[1].count("—") == len(ITERATIONS)
+    assert ens_rows[0].endswith(" | — |")  # no attack, no attack time
     assert os.path.getsize(os.path.join(figures, pn_report.FIGURE_FILE)) > 10_000
     with open(os.path.join(out, pn_report.SUMMARY_FILE), encoding="utf-8") as handle:
         summary = json.load(handle)

@@ -592,7 +592,9 @@ def run(config):
     strategy = make_strategy(config["strategy"], tpu_address=config["tpu_address"] or None)
     networks, seconds = train_networks(config, data, strategy)
     model = evaluation_model(config, networks)
+    start = time.perf_counter()
     metrics, values = evaluate(model, config, data)
+    metrics["eval_seconds"] = time.perf_counter() - start
     metrics.update({
         "dataset": config["dataset"], "model_kind": config["model_kind"], "loss": config["loss"],
         "backbone": config["backbone"], "num_networks": len(networks),
@@ -604,7 +606,9 @@ def run(config):
         "num_ood_test_examples": {n: len(x) for n, x in data["ood_test"].items()},
     })
     if config["attack"]:
+        start = time.perf_counter()
         metrics["attacks"], values["attacks"] = attack_metrics(model, config, data, strategy)
+        metrics["attack_seconds"] = time.perf_counter() - start
     metrics["figures"] = [os.path.relpath(p, config["output_dir"])
                           for p in write_figures(values, config["output_dir"])]
     if config["attack"]:

@@ -6,7 +6,8 @@ Reads a sweep tree ``ROOT/<configuration>/seed_<S>/metrics.json`` written by
 * ``tables.md``: per configuration, mean ± sample std (ddof = 1) over seeds of
   the test error, OOD-detection AUROC of every OOD test set by mutual
   information, total uncertainty and α0 (precision; Prior Networks only),
-  mean α0 in-domain and per OOD set, and the adaptive white-box attack's
+  mean α0 in-domain and per OOD set, the wall time of training, evaluation and
+  attack curves, and the adaptive white-box attack's
   success rate, AUROC (natural vs successful attacks) and joint success rate
   at every recorded iteration count;
 * ``attack_curves.png``: those three quantities against attack iterations, one
@@ -27,6 +28,9 @@ TABLES_FILE = "tables.md"
 FIGURE_FILE = "attack_curves.png"
 SUMMARY_FILE = "summary.json"
 OOD_MEASURES = (("mutual_information", "MI"), ("total_uncertainty", "TU"), ("precision", "α0"))
+# wall time of a run's parts: training, evaluation (test set + OOD sets), attack curves
+SECONDS_COLUMNS = {"train_seconds": "train s", "eval_seconds": "eval s",
+                   "attack_seconds": "attack s"}
 ATTACK_QUANTITIES = (("success_rate", "success rate"),
                      ("auroc", "AUROC (natural vs successful)"),
                      ("jsr", "joint success rate"))
@@ -92,7 +96,7 @@ def summarize(study):
         first = next(iter(by_seed.values()))
         cells = {"error": _stats(by_seed, "error"),
                  "alpha0_in": _stats(by_seed, "mean_alpha0_in"),
-                 "train_seconds": _stats(by_seed, "train_seconds")}
+                 **{key: _stats(by_seed, key) for key in SECONDS_COLUMNS}}
         for ood in sets:
             cells[f"alpha0_{ood}"] = _stats(by_seed, "mean_alpha0_ood", ood)
             for measure, _ in OOD_MEASURES:
@@ -111,7 +115,7 @@ def markdown_tables(summary):
     configs = summary["configurations"]
     header = ["configuration", "model", "test error"]
     header += [f"OOD {ood} ({short})" for ood in sets for _, short in OOD_MEASURES]
-    header += ["mean α0 in-domain"] + [f"mean α0 {ood}" for ood in sets] + ["train s"]
+    header += ["mean α0 in-domain"] + [f"mean α0 {ood}" for ood in sets] + [title for title in SECONDS_COLUMNS.values()]
     rows = []
     for name, config in configs.items():
         cells = config["cells"]
@@ -119,7 +123,7 @@ def markdown_tables(summary):
         row += [format_cell(cells[f"ood_{ood}_{m}"]) for ood in sets for m, _ in OOD_MEASURES]
         row += [format_cell(cells["alpha0_in"], ".1f")]
         row += [format_cell(cells[f"alpha0_{ood}"], ".1f") for ood in sets]
-        row += [format_cell(cells["train_seconds"], ".0f")]
+        row += [format_cell(cells[key], ".0f") for key in SECONDS_COLUMNS]
         rows.append(row)
     parts = ["# Prior Network study: results over seeds", "",
              "Cells: mean ± sample std (ddof = 1) (n seeds); a single seed shows its value (1); "
