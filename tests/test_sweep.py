@@ -71,6 +71,14 @@ def test_sweep_binaries_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "4.5000 ± 2.1213 (2)" in result.stdout
     assert os.path.exists(os.path.join(root, "aggregate.json"))
+    # --extra_flag passes one flag whole, commas and all; --extra_flags splits at commas
+    shifted = str(tmp_path / "shifted")
+    result = run("experiments.sweep", "--binary=tests.fake_experiment", f"--flagfiles={a}",
+                 "--seeds=1,2", f"--output_root={shifted}", "--extra_flags=--scale=2.0",
+                 "--extra_flag=--offsets=10,20", "--extra_flag=--offsets=1,2")
+    assert result.returncode == 0, result.stderr
+    table = sweep.aggregate(sweep.collect(shifted))
+    assert table["a"]["test.accuracy"]["mean"] == pytest.approx(2.0 * 1.5 + 3.0)  # last wins
 
 
 def test_render_markdown_table_and_lookup():
