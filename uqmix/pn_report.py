@@ -115,7 +115,8 @@ def markdown_tables(summary):
     configs = summary["configurations"]
     header = ["configuration", "model", "test error"]
     header += [f"OOD {ood} ({short})" for ood in sets for _, short in OOD_MEASURES]
-    header += ["mean α0 in-domain"] + [f"mean α0 {ood}" for ood in sets] + [title for title in SECONDS_COLUMNS.values()]
+    header += ["mean α0 in-domain"] + [f"mean α0 {ood}" for ood in sets]
+    header += list(SECONDS_COLUMNS.values())
     rows = []
     for name, config in configs.items():
         cells = config["cells"]
@@ -137,7 +138,7 @@ def markdown_tables(summary):
                     for name, config in configs.items()]
             parts += ["", f"## Adaptive white-box attack: {title}", "",
                       render_markdown_table(["configuration", "model", "detection measure"] +
-                             [f"{i} it" for i in iterations], rows)]
+                                            [f"{i} it" for i in iterations], rows)]
     return "\n".join(parts) + "\n"
 
 

@@ -97,7 +97,7 @@ def run_sweep(binary, runs_to_do, parallel=1, extra_flags=(), log=print):
 
 
 def lookup(metrics, *path):
-    """metrics[path[0]][path[1]]…, or None where a key is missing (a run that did not record it)."""
+    """metrics[path[0]][path[1]]…, or None where a key is missing (a run did not record it)."""
     for key in path:
         if not isinstance(metrics, dict) or key not in metrics:
             return None
