@@ -18,5 +18,7 @@ output_dir holding another run (before any training); 3 training diverged
 from experiments.options_binary import run_binary
 from uqmix import pn_experiment
 
+EXPERIMENT = pn_experiment  # the option table experiments.sweep parses run flags with
+
 if __name__ == "__main__":
     run_binary(pn_experiment)

@@ -19,5 +19,7 @@ output_dir holding another run (before any training); 3 training diverged
 from experiments.options_binary import run_binary
 from uqmix import mixture_experiment
 
+EXPERIMENT = mixture_experiment  # the option table experiments.sweep parses run flags with
+
 if __name__ == "__main__":
     run_binary(mixture_experiment)

@@ -4,9 +4,16 @@ A library experiment module (``uqmix.pn_experiment``, ``uqmix.mixture_experiment
 declares ``OPTIONS`` (name, default, help), ``validate_config``, ``run`` and
 ``summary``; this module turns the table into absl flags and runs it.
 
-Exit codes: 0 done; 1 bad flags (before anything runs); 2 bad data, or an
-output_dir holding another run (before any training); 3 training diverged
-(NaN/Inf loss; the last good checkpoint is kept).
+Exit codes: 0 done; 1 bad flags (before anything runs); 2 bad data, an
+output_dir / export_dir that cannot be written (a file, under a file, not
+writable: checked before the data is read) or that holds another run, or a
+folder --overwrite must not delete (before any training); 3 training diverged
+(NaN/Inf loss; the last good checkpoint is kept).  Every error is one line on
+stderr, never a traceback.
+
+A binary module sets ``EXPERIMENT = <library module>`` so that
+``experiments.sweep`` can parse a run's flags exactly as the binary does and
+compare the result with the record of a finished run.
 """
 
 import sys
@@ -14,14 +21,35 @@ import sys
 from absl import app
 from absl import flags
 
-_DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
-           str: flags.DEFINE_string, list: flags.DEFINE_list}
+from uqmix import options, runs
+
+EXIT_BAD_FLAGS, EXIT_BAD_DATA_OR_OUTPUT, EXIT_DIVERGED = 1, 2, 3
+OUTPUT_PATH_OPTIONS = ("output_dir", "export_dir")
 
 
 def define_flags(experiment, flag_values):
     """Defines one flag per ``experiment.OPTIONS`` entry on ``flag_values``."""
-    for name, default, help_text in experiment.OPTIONS:
-        _DEFINE[type(default)](name, default, help_text, flag_values=flag_values)
+    options.define_flags(experiment.OPTIONS, flag_values)
+
+
+def check_output_paths(config):
+    """``runs.check_output_dir`` of every set output-path option (raises OutputPathError)."""
+    for name in OUTPUT_PATH_OPTIONS:
+        if config.get(name):
+            runs.check_output_dir(config[name], flag=name)
+
+
+def exit_code_of(error):
+    """3 for ``uqmix.training.TrainingDivergedError``, 2 for a ValueError / OSError (data,
+    output paths, a folder of another run), None for anything else (a bug: re-raised).
+    uqmix.training (TensorFlow) is not imported for this: if it is not loaded, nothing
+    could have raised its error."""
+    training = sys.modules.get("uqmix.training")
+    if training is not None and isinstance(error, training.TrainingDivergedError):
+        return EXIT_DIVERGED
+    if isinstance(error, (ValueError, OSError)):
+        return EXIT_BAD_DATA_OR_OUTPUT
+    return None
 
 
 def main_for(experiment, flag_values=flags.FLAGS):
@@ -35,16 +63,15 @@ def main_for(experiment, flag_values=flags.FLAGS):
             config = experiment.validate_config(config)
         except ValueError as error:
             raise app.UsageError(str(error)) from None
-        from uqmix.training import TrainingDivergedError
-
         try:
+            check_output_paths(config)
             metrics = experiment.run(config)
-        except TrainingDivergedError as error:
+        except (ValueError, OSError, RuntimeError) as error:
+            code = exit_code_of(error)
+            if code is None:
+                raise
             print(f"error: {error}", file=sys.stderr)
-            return 3
-        except ValueError as error:  # data problems, output_dir of another run
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+            return code
         print(experiment.summary(metrics))
         print(f"wrote {config['output_dir']} (metrics.json, figures/, tensorboard/)")
         return 0

@@ -150,6 +150,7 @@ def _number_list(values, name, kind, minimum):
 def validate_config(config):
     """Raises ``ValueError`` naming the first bad option; returns the normalised config."""
     config = default_config(**config)
+    options.check_finite(config)
     options.check_choices(
         (name, config[name], allowed) for name, allowed in (
             ("dataset", DATASETS), ("ood_dataset", OOD_DATASETS), ("model", MODELS),
@@ -166,6 +167,9 @@ def validate_config(config):
     config["hidden_units"] = _number_list(config["hidden_units"], "hidden_units", int, 1)
     config["robustness_epsilons"] = _number_list(config["robustness_epsilons"],
                                                  "robustness_epsilons", float, 0.0)
+    if max(config["robustness_epsilons"]) > 1:
+        raise ValueError(f"--robustness_epsilons must be in [0, 1] (pixels are in [0, 1]), got "
+                         f"{config['robustness_epsilons']}.")
     config["robustness_gradient_samples"] = _number_list(
         config["robustness_gradient_samples"], "robustness_gradient_samples", int, 1)
     rules = [
@@ -191,7 +195,7 @@ def validate_config(config):
         ("robustness_examples", config["robustness_examples"] >= 1, ">= 1"),
         ("pgd_iterations", config["pgd_iterations"] >= 1, ">= 1"),
         ("pgd_eps_iter_ratio", 0 <= config["pgd_eps_iter_ratio"] <= 1, "in [0, 1] (0: auto)"),
-        ("detection_eps", config["detection_eps"] > 0, "> 0"),
+        ("detection_eps", 0 < config["detection_eps"] <= 1, "in (0, 1] (pixels are in [0, 1])"),
         ("detection_examples", config["detection_examples"] >= 1, ">= 1"),
         ("detection_gradient_samples", config["detection_gradient_samples"] >= 1, ">= 1"),
     ]
@@ -460,8 +464,9 @@ def run(config):
     strategy = make_strategy(config["strategy"], tpu_address=config["tpu_address"] or None)
     with strategy.scope():
         model = build_model(config, input_shape, len(data["x_train"]))
-    seconds = train(model, config, data)
-    model.save(os.path.join(config["output_dir"], MODEL_FILE))
+    seconds = runs.add_seconds(config["output_dir"], "train_seconds",  # over resumes
+                               train(model, config, data))
+    runs.atomic_save_model(model, os.path.join(config["output_dir"], MODEL_FILE))
     start = time.perf_counter()
     metrics = evaluate(model, config, data)
     metrics.update(dataset=config["dataset"], model=config["model"], label=run_label(config),

@@ -4,8 +4,18 @@ An experiment module declares ``OPTIONS``, a tuple of (name, default, help):
 the keys of its configuration dict and, through ``experiments.options_binary``,
 the flags of its binary.  These helpers turn a table into a default
 configuration and check values, raising one ``ValueError`` that names the
-flag (``--name``) and what it must be.
+flag (``--name``) and what it must be.  ``define_flags`` / ``config_from_args``
+turn a table into absl flags and parse a command line into a configuration
+(the same parse the binary does; ``uqmix.sweep`` uses it to know the record
+of a run before running it).
 """
+import math
+
+from absl import flags as absl_flags
+
+_DEFINE = {bool: absl_flags.DEFINE_bool, int: absl_flags.DEFINE_integer,
+           float: absl_flags.DEFINE_float, str: absl_flags.DEFINE_string,
+           list: absl_flags.DEFINE_list}
 
 
 # Where the data comes from and how much of it: the same options in every experiment.
@@ -31,6 +41,29 @@ def default_config(options, overrides):
         raise ValueError(f"unknown configuration keys: {unknown}.")
     config.update(overrides)
     return config
+
+
+def define_flags(options, flag_values):
+    """Defines one absl flag per (name, default, help) of ``options`` on ``flag_values``."""
+    for name, default, help_text in options:
+        _DEFINE[type(default)](name, default, help_text, flag_values=flag_values)
+
+
+def config_from_args(options, args):
+    """The configuration dict that command-line ``args`` (without the program name; may
+    hold ``--flagfile=F``) give for the option table ``options``.  Bad flags raise
+    ``absl.flags.Error`` (a ``ValueError``)."""
+    flag_values = absl_flags.FlagValues()
+    define_flags(options, flag_values)
+    flag_values(["program", *args])
+    return {name: flag_values[name].value for name, _, _ in options}
+
+
+def check_finite(config):
+    """Every float option must be a finite number (NaN and ±inf mean nothing for any of them)."""
+    for name, value in config.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"--{name} must be a finite number, got {value}.")
 
 
 def check_choices(choices):

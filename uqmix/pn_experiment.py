@@ -173,6 +173,7 @@ def validate_config(config):
     """Raises ``ValueError`` naming the first bad option; returns the normalised config."""
 
     config = default_config(**config)
+    options.check_finite(config)
     datasets = known_datasets()
     image_sets = [n for n in datasets if not n.startswith("synthetic3")]
     choices = [
@@ -231,8 +232,10 @@ def validate_config(config):
         ("eval_batch_size", config["eval_batch_size"] >= 1, ">= 1"),
         ("histogram_examples", config["histogram_examples"] >= 0, ">= 0"),
         ("seed", config["seed"] >= 0, ">= 0"),
-        ("attack_eps", config["attack_eps"] >= 0, ">= 0"),
-        ("attack_eps_iter", config["attack_eps_iter"] >= 0, ">= 0"),
+        ("attack_eps", 0 <= config["attack_eps"] <= 1, "in [0, 1] (pixels are in [0, 1])"),
+        ("attack_eps_iter", 0 <= config["attack_eps_iter"] <= config["attack_eps"],
+         f"in [0, --attack_eps={config['attack_eps']}] (0: attack_eps / 10; PGD and MIM "
+         "steps never exceed the radius)"),
         ("attack_examples", config["attack_examples"] >= 1, ">= 1"),
     ]
     options.check_rules(config, rules)
@@ -591,6 +594,7 @@ def run(config):
     set_seed(config["seed"], deterministic=config["deterministic"])
     strategy = make_strategy(config["strategy"], tpu_address=config["tpu_address"] or None)
     networks, seconds = train_networks(config, data, strategy)
+    seconds = runs.add_seconds(config["output_dir"], "train_seconds", seconds)  # over resumes
     model = evaluation_model(config, networks)
     start = time.perf_counter()
     metrics, values = evaluate(model, config, data)

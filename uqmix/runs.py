@@ -1,26 +1,45 @@
-"""Run directories: the configuration a run was made with, atomic result files.
+"""Run directories: what produced a run, safe overwrite, atomic result files.
 
 Every experiment binary writes into one ``output_dir``:
 
-* ``config.json`` — the configuration (flag values) it ran with; a second run
-  into the same folder with a different configuration is refused unless it
+* ``uqmix_run.json`` — the run marker, written when the folder is prepared:
+  the binary and the uqmix version that produced the run.  Only a folder with
+  this marker (or, for runs made before the marker existed, with both
+  ``config.json`` and ``flags.cfg``) is ever deleted by ``--overwrite``.
+* ``config.json`` — the configuration (every flag value) it ran with; a second
+  run into the same folder with a different configuration is refused unless it
   resumes the same configuration (``resume=True``) or ``overwrite=True``.
+  Marker + configuration are the run's *record* (``read_record``), which a
+  sweep compares with the run it was asked for.
 * ``flags.cfg`` — the same, as a flagfile that re-runs it.
 * ``metrics.json`` and other results — written atomically (temp file in the
-  same folder, fsync, ``os.replace``), so a crash never leaves half a file.
+  same folder, fsync, ``os.replace``, mode 0666 minus the umask), so a crash
+  never leaves half a file.
+
+Output paths are checked before any work (``check_output_dir``): a path that
+is a file, lies under a file, or is not writable is one ``OutputPathError``
+naming it.  ``remove_run_dir`` never deletes the working directory, the home
+directory, a filesystem root, a folder containing the working directory, or a
+folder that holds no uqmix run.
 """
 
 import json
 import math
 import os
 import shutil
+import sys
 import tempfile
+import threading
 
 import numpy as np
+
+from uqmix import __version__
 
 CONFIG_FILE = "config.json"
 FLAGS_FILE = "flags.cfg"
 METRICS_FILE = "metrics.json"
+RUN_MARKER = "uqmix_run.json"
+TIMING_FILE = "timing.json"
 
 # Flags that may differ between a run and its resumption without changing what
 # is computed.
@@ -30,6 +49,12 @@ VOLATILE_KEYS = frozenset({"resume", "overwrite", "output_dir", "data_dir", "ver
 
 class ConfigMismatchError(ValueError):
     """output_dir holds a run made with another configuration."""
+
+
+class OutputPathError(ValueError):
+    """An output path cannot be written (a file, under a file, not writable) or must not be
+    deleted (no uqmix run in it, or the working/home directory, a root or an ancestor of the
+    working directory)."""
 
 
 def _jsonable(value):
@@ -51,21 +76,38 @@ def _jsonable(value):
     return value
 
 
-def atomic_write_bytes(path, data):
-    """Writes ``data`` to ``path`` so that readers see the old or the new file, never half."""
+_UMASK_LOCK = threading.Lock()
+
+
+def file_mode():
+    """0666 minus the process umask: the mode ``open(path, "w")`` would give a new file."""
+    with _UMASK_LOCK:
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _atomic_replace(path, write, suffix=None):
+    """Calls ``write(temp_path)`` for a temp file next to ``path``, then renames it over
+    ``path`` (mode 0666 minus the umask); the temp file is removed on any failure."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-",
+                               suffix=suffix or os.path.basename(path))
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        write(tmp)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path, data):
+    """Writes ``data`` to ``path`` so that readers see the old or the new file, never half."""
+    atomic_write_files({path: data})
 
 
 def atomic_write_json(path, obj):
@@ -74,38 +116,216 @@ def atomic_write_json(path, obj):
     atomic_write_bytes(path, (text + "\n").encode("utf-8"))
 
 
+def atomic_write_files(contents):
+    """Writes every ``{path: bytes}`` or none: all temp files first, then the renames.
+
+    A failure while writing the temp files (a folder that is a file, a full
+    disk) leaves every destination untouched.
+    """
+    staged = []
+    try:
+        for path, data in contents.items():
+            directory = os.path.dirname(os.path.abspath(path))
+            os.makedirs(directory, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-",
+                                       suffix=os.path.basename(path))
+            staged.append((tmp, path))
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, file_mode())
+    except BaseException:
+        for tmp, _ in staged:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        raise
+    for tmp, path in staged:
+        os.replace(tmp, path)
+    return list(contents)
+
+
+def atomic_save_model(model, path):
+    """``model.save(path)`` through a temp ``.keras`` file renamed over ``path``."""
+
+    _atomic_replace(path, model.save, suffix=".keras")
+
+
 def read_json(path):
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def read_json_object(path):
+    """The JSON object (dict) in ``path``; ValueError naming the file when it is not one."""
+    try:
+        value = read_json(path)
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error})") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: corrupt JSON ({error})") from None
+    except OSError as error:
+        raise ValueError(f"{path}: cannot be read ({error.strerror or error})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, got a JSON {type(value).__name__}")
+    return value
 
 
 def _comparable(config):
     return {k: v for k, v in _jsonable(config).items() if k not in VOLATILE_KEYS}
 
 
-def prepare_output_dir(output_dir, config, resume=False, overwrite=False):
+def differences(old, new):
+    """["key: old → new", …] over the keys where two flag dicts differ (sorted)."""
+    keys = sorted(set(old) | set(new))
+    missing = "(absent)"
+    return [f"{k}: {json.dumps(old.get(k, missing))} → {json.dumps(new.get(k, missing))}"
+            for k in keys if old.get(k, missing) != new.get(k, missing)]
+
+
+# -- output paths ----------------------------------------------------------------------------
+def _nearest_existing(path):
+    path = os.path.abspath(path)
+    while not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def _writable(folder):
+    """True when a file can be created in ``folder`` (tried, not ``os.access``: root ignores
+    permission bits but not read-only mounts)."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".uqmix-probe-")
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(tmp)
+    return True
+
+
+def check_output_dir(path, flag="output_dir"):
+    """Raises ``OutputPathError`` naming ``--flag`` when ``path`` cannot become a folder of
+    results: empty, an existing file, under a file, or in a folder that is not writable.
+    Creates nothing."""
+    if not path:
+        raise OutputPathError(f"--{flag} must be set.")
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise OutputPathError(f"--{flag}={path} is a file, not a folder; choose another path.")
+    existing = _nearest_existing(path)
+    if not os.path.isdir(existing):
+        raise OutputPathError(f"--{flag}={path} cannot be created: {existing} is a file.")
+    if not _writable(existing):
+        what = "is" if os.path.abspath(path) == existing else f"would be created in {existing}, which is"
+        raise OutputPathError(f"--{flag}={path} {what} not writable; choose another path.")
+    return os.path.abspath(path)
+
+
+def is_run_dir(path):
+    """True when ``path`` holds a uqmix run: the marker, or (runs made before the marker)
+    both config.json and flags.cfg."""
+    return os.path.isfile(os.path.join(path, RUN_MARKER)) or (
+        os.path.isfile(os.path.join(path, CONFIG_FILE))
+        and os.path.isfile(os.path.join(path, FLAGS_FILE)))
+
+
+def _protected_reason(path):
+    real = os.path.realpath(path)
+    cwd = os.path.realpath(os.getcwd())
+    if real == os.path.dirname(real) or os.path.ismount(real):
+        return "a filesystem root"
+    if real == os.path.realpath(os.path.expanduser("~")):
+        return "the home directory"
+    if real == cwd:
+        return "the working directory"
+    if cwd.startswith(real.rstrip(os.sep) + os.sep):
+        return "a folder containing the working directory"
+    return None
+
+
+def remove_run_dir(path):
+    """Deletes the run folder ``path``; refuses (``OutputPathError``, nothing deleted) when it
+    is the working or home directory, a root, an ancestor of the working directory, or not a
+    uqmix run folder (``is_run_dir``)."""
+    reason = _protected_reason(path)
+    if reason:
+        raise OutputPathError(f"refusing to delete {path}: it is {reason}.")
+    if not is_run_dir(path):
+        raise OutputPathError(
+            f"refusing to delete {path}: it holds no uqmix run ({RUN_MARKER}, or {CONFIG_FILE} "
+            f"with {FLAGS_FILE}); remove it yourself or choose another --output_dir.")
+    shutil.rmtree(path)
+
+
+# -- the run record ------------------------------------------------------------------------------
+def main_binary():
+    """The running program: its module name under ``python -m``, else the script's path."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name:
+        return spec.name
+    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+
+
+def make_record(config, binary=None):
+    """{"binary", "uqmix_version", "flags"}: what a run with ``config`` is (volatile flags
+    such as output_dir left out)."""
+    return {"binary": binary or main_binary(), "uqmix_version": __version__,
+            "flags": _comparable(config)}
+
+
+def read_record(run_dir):
+    """The record of the run in ``run_dir`` (``make_record`` form), or None without one.
+
+    A run made before the marker existed (config.json + flags.cfg) has binary and
+    uqmix_version None.  A broken config.json or marker is a ValueError naming it.
+    """
+    config_path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.isfile(config_path):
+        return None
+    marker_path = os.path.join(run_dir, RUN_MARKER)
+    marker = read_json_object(marker_path) if os.path.isfile(marker_path) else {}
+    return {"binary": marker.get("binary"), "uqmix_version": marker.get("uqmix_version"),
+            "flags": _comparable(read_json_object(config_path))}
+
+
+def record_differences(found, requested):
+    """What differs between a run's record and the requested one ([] when equal).
+
+    The binary and version of a run made before the marker existed (None) are not compared.
+    """
+    lines = []
+    for key in ("binary", "uqmix_version"):
+        if found.get(key) is not None and found.get(key) != requested.get(key):
+            lines.append(f"{key}: {found[key]} → {requested.get(key)}")
+    return lines + differences(found["flags"], requested["flags"])
+
+
+def prepare_output_dir(output_dir, config, resume=False, overwrite=False, binary=None):
     """Creates ``output_dir`` for a run with ``config`` (a dict of flag values).
 
     Returns True when a previous run of the same configuration is there to be
     resumed.  Raises ``ConfigMismatchError`` when the folder holds another
-    configuration (or any run, without ``resume``), unless ``overwrite``.
+    configuration (or any run, without ``resume``), unless ``overwrite``;
+    ``OutputPathError`` when the path cannot be written, or ``overwrite`` would
+    delete a folder that is not a uqmix run (``remove_run_dir``).
+    Writes the marker, config.json and flags.cfg.
     """
-    if not output_dir:
-        raise ValueError("output_dir must be set.")
+    check_output_dir(output_dir)
     config_path = os.path.join(output_dir, CONFIG_FILE)
-    if os.path.isdir(output_dir) and overwrite:
-        shutil.rmtree(output_dir)
+    if overwrite and os.path.isdir(output_dir) and os.listdir(output_dir):
+        remove_run_dir(output_dir)
     existing = os.path.exists(config_path)
     if existing:
-        previous = read_json(config_path)
-        if _comparable(previous) != _comparable(config):
-            changed = sorted(
-                k for k in set(_comparable(previous)) | set(_comparable(config))
-                if _comparable(previous).get(k) != _comparable(config).get(k)
-            )
+        previous = read_json_object(config_path)
+        old, new = _comparable(previous), _comparable(config)
+        changed = differences(old, new)
+        if changed:
+            keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise ConfigMismatchError(
-                f"{output_dir} holds a run with a different configuration "
-                f"(differs in: {', '.join(changed)}). Use another --output_dir, or "
+                f"{output_dir} holds a run with a different configuration (differs in: "
+                f"{', '.join(keys)}; {'; '.join(changed)}). Use another --output_dir, or "
                 "--overwrite to replace it."
             )
         if not resume:
@@ -115,10 +335,14 @@ def prepare_output_dir(output_dir, config, resume=False, overwrite=False):
             )
     elif os.path.isdir(output_dir) and os.listdir(output_dir) and not resume:
         raise ConfigMismatchError(
-            f"{output_dir} exists and is not empty but holds no {CONFIG_FILE}; refusing to "
-            "write into it. Use another --output_dir or --overwrite."
+            f"{output_dir} exists and is not empty but holds no uqmix run ({CONFIG_FILE}); "
+            "refusing to write into it (--overwrite deletes only uqmix run folders). Choose "
+            "another --output_dir."
         )
     os.makedirs(output_dir, exist_ok=True)
+    record = make_record(config, binary)
+    atomic_write_json(os.path.join(output_dir, RUN_MARKER),
+                      {"binary": record["binary"], "uqmix_version": record["uqmix_version"]})
     atomic_write_json(config_path, config)
     flag_lines = []
     for key, value in sorted(_jsonable(config).items()):
@@ -129,11 +353,19 @@ def prepare_output_dir(output_dir, config, resume=False, overwrite=False):
     return existing
 
 
+def add_seconds(output_dir, key, seconds):
+    """Adds ``seconds`` to the total ``key`` kept in ``output_dir``/timing.json and returns the
+    total: the time of every invocation of a resumed run, not only the last one."""
+    path = os.path.join(output_dir, TIMING_FILE)
+    totals = read_json_object(path) if os.path.exists(path) else {}
+    totals[key] = float(totals.get(key) or 0.0) + float(seconds)
+    atomic_write_json(path, totals)
+    return totals[key]
+
+
 def flag_values_dict(flags_module_flags, names=None):
     """Flag values of an absl ``FLAGS`` object defined by the main module (or ``names``)."""
     if names is None:
-        import sys
-
         module = sys.argv[0]
         names = [f.name for f in flags_module_flags.get_key_flags_for_module(module)]
         if not names:

@@ -1,11 +1,24 @@
 """Sweeps: a grid of flagfiles × seeds run as separate processes, then aggregated.
 
 Each run is ``python -m BINARY --flagfile=F --seed=S --output_dir=ROOT/NAME/seed_S
---resume [extra flags]`` where NAME is the flagfile's stem.  A run whose
-``metrics.json`` exists is done and skipped, so an interrupted sweep continues
-where it stopped (the runs themselves resume from their checkpoints).
+--resume [extra flags]`` where NAME is the flagfile's stem.  A run is *done*
+only when its folder holds ``metrics.json`` and a record (``uqmix.runs``:
+binary, uqmix version, every flag) equal to the record of the run asked for,
+which is computed by parsing that command line with the binary's option table
+(``EXPERIMENT.OPTIONS`` of the binary module, ``uqmix.options.config_from_args``)
+before anything runs.  A finished run with another record is *stale*: the
+sweep refuses to start and lists every difference, unless ``redo_stale``
+deletes those run folders (``uqmix.runs.remove_run_dir``) and runs them again.
+For a binary without an option table no record can be computed: every run is
+launched with ``--resume`` (the binary itself refuses a folder of another
+configuration).  So an interrupted sweep continues where it stopped (the runs
+themselves resume from their checkpoints) and never reuses stale results.
 
-``collect`` reads every ``ROOT/NAME/seed_S/metrics.json``; ``aggregate``
+``shell_commands`` gives the same runs as one self-contained shell line each
+(``cd CWD && <the local runner's command>``), for a cluster scheduler.
+
+``collect`` reads every ``ROOT/NAME/seed_S/metrics.json`` and refuses a folder
+NAME whose seeds were made by different configurations; ``aggregate``
 flattens the nested metrics to dotted keys and reports, per NAME and key,
 mean, standard deviation (ddof = 1; 0 for a single seed) and the number of
 seeds.
@@ -14,14 +27,23 @@ seeds.
 import collections
 import concurrent.futures
 import dataclasses
-import json
+import importlib
 import math
 import os
+import shlex
 import subprocess
 import sys
 import time
 
-from uqmix import runs
+from uqmix import options, runs
+
+DONE, TODO, STALE = "done", "todo", "stale"
+# Keys that differ between the seeds of one configuration (besides runs.VOLATILE_KEYS).
+PER_SEED_KEYS = frozenset({"seed"})
+
+
+class StaleRunsError(ValueError):
+    """Finished runs in the sweep's folders were made by another record than the one asked for."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +54,8 @@ class Run:
     output_dir: str
 
     @property
-    def done(self):
+    def finished(self):
+        """metrics.json exists (whatever made it; ``status`` checks the record)."""
         return os.path.exists(os.path.join(self.output_dir, runs.METRICS_FILE))
 
 
@@ -60,9 +83,84 @@ def plan(flagfiles, seeds, output_root):
     ]
 
 
+def run_args(run, extra_flags=()):
+    """The flags of one run: flagfile, seed, output_dir, --resume, then ``extra_flags``."""
+    return [f"--flagfile={run.flagfile}", f"--seed={run.seed}", f"--output_dir={run.output_dir}",
+            "--resume", *extra_flags]
+
+
 def command(binary, run, extra_flags=()):
-    return [sys.executable, "-m", binary, f"--flagfile={run.flagfile}", f"--seed={run.seed}",
-            f"--output_dir={run.output_dir}", "--resume", *extra_flags]
+    """The command the local runner issues for ``run`` (argv list)."""
+    return [sys.executable, "-m", binary, *run_args(run, extra_flags)]
+
+
+def experiment_of(binary):
+    """The option-table experiment of a binary module (its ``EXPERIMENT``), or None.
+
+    Raises ValueError when the module cannot be found.
+    """
+    try:
+        module = importlib.import_module(binary)
+    except ModuleNotFoundError as error:
+        raise ValueError(f"--binary={binary}: no such module ({error}).") from None
+    return getattr(module, "EXPERIMENT", None)
+
+
+def requested_record(binary, experiment, run, extra_flags=()):
+    """The record (``runs.make_record``) the run's command line gives, parsed and validated as
+    the binary does; ValueError naming the run when its flags are bad."""
+    try:
+        config = options.config_from_args(experiment.OPTIONS, run_args(run, extra_flags))
+        config = experiment.validate_config(config)
+    except ValueError as error:
+        raise ValueError(f"{run.name} seed {run.seed}: bad flags: {error}") from None
+    return runs.make_record(config, binary)
+
+
+def status(run, requested):
+    """(DONE | TODO | STALE, [differences]) of ``run`` against the ``requested`` record
+    (None: unknown, so a finished run is launched again with --resume)."""
+    if not run.finished or requested is None:
+        return TODO, []
+    found = runs.read_record(run.output_dir)
+    if found is None:
+        return STALE, [f"no run record ({runs.CONFIG_FILE}) next to its {runs.METRICS_FILE}"]
+    changed = runs.record_differences(found, requested)
+    return (STALE, changed) if changed else (DONE, [])
+
+
+def triage(binary, planned, extra_flags=(), redo_stale=False, log=print):
+    """The runs still to do.  Checks every run's flags first; raises ``StaleRunsError``
+    listing every stale run and its differences unless ``redo_stale``, which deletes those
+    run folders (``runs.remove_run_dir``) and keeps them to do."""
+    experiment = experiment_of(binary)
+    if experiment is None:
+        log(f"{binary} has no option table (EXPERIMENT): run records cannot be checked "
+            "before running; every run is launched with --resume.")
+        return list(planned)
+    checked = [(run, *status(run, requested_record(binary, experiment, run, extra_flags)))
+               for run in planned]
+    stale = [(run, changed) for run, state, changed in checked if state == STALE]
+    if stale and not redo_stale:
+        listed = "\n".join(f"  {run.output_dir}: " + "; ".join(changed) for run, changed in stale)
+        raise StaleRunsError(
+            f"{len(stale)} finished runs were made with another record than requested:\n"
+            f"{listed}\nPass --redo_stale to delete and redo them, or use another output root.")
+    for run, _ in stale:
+        runs.remove_run_dir(run.output_dir)
+        log(f"{run.output_dir}: stale; deleted, will be redone.")
+    todo = [run for run, state, _ in checked if state != DONE]
+    skipped = len(planned) - len(todo)
+    if skipped:
+        log(f"{skipped} of {len(planned)} runs already done; skipping them.")
+    return todo
+
+
+def shell_commands(binary, runs_to_do, extra_flags=(), cwd=None):
+    """One self-contained shell line per run: ``cd CWD && <command(binary, run)>``, quoted."""
+    cwd = cwd or os.getcwd()
+    return [f"cd {shlex.quote(cwd)} && {shlex.join(command(binary, run, extra_flags))}"
+            for run in runs_to_do]
 
 
 def _execute(binary, run, extra_flags):
@@ -75,22 +173,19 @@ def _execute(binary, run, extra_flags):
     return run, code, time.time() - start
 
 
-def run_sweep(binary, runs_to_do, parallel=1, extra_flags=(), log=print):
-    """Runs the not-yet-done runs, ``parallel`` processes at a time; returns failures.
-
-    Prints one progress line per finished run ("[k/n] name seed s: ok in 12.3 s").
+def run_sweep(binary, runs_to_do, parallel=1, extra_flags=(), log=print, redo_stale=False):
+    """Runs the runs not yet done (``triage``), ``parallel`` processes at a time; returns
+    failures.  Prints one progress line per finished run ("[k/n] name seed s: ok in 12.3 s").
     """
-    todo = [r for r in runs_to_do if not r.done]
-    skipped = len(runs_to_do) - len(todo)
-    if skipped:
-        log(f"{skipped} of {len(runs_to_do)} runs already done; skipping them.")
+    todo = triage(binary, runs_to_do, extra_flags, redo_stale=redo_stale, log=log)
     failures = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, int(parallel))) as pool:
         futures = [pool.submit(_execute, binary, r, tuple(extra_flags)) for r in todo]
         for k, future in enumerate(concurrent.futures.as_completed(futures), start=1):
             run, code, seconds = future.result()
-            status = "ok" if code == 0 else f"FAILED (exit {code}, see {run.output_dir}/log.txt)"
-            log(f"[{k}/{len(todo)}] {run.name} seed {run.seed}: {status} in {seconds:.1f} s")
+            status_text = ("ok" if code == 0
+                           else f"FAILED (exit {code}, see {run.output_dir}/log.txt)")
+            log(f"[{k}/{len(todo)}] {run.name} seed {run.seed}: {status_text} in {seconds:.1f} s")
             if code != 0:
                 failures.append(run)
     return failures
@@ -119,8 +214,41 @@ def flatten(metrics, prefix=""):
     return flat
 
 
+def _seed_of(config_dir, seed_dir):
+    try:
+        return int(seed_dir[len("seed_"):])
+    except ValueError:
+        raise ValueError(f"{os.path.join(config_dir, seed_dir)}: a run folder must be named "
+                         "seed_<integer>; rename or remove it.") from None
+
+
+def check_same_configuration(config_dir, seed_dirs):
+    """Raises ValueError when the runs in ``seed_dirs`` (folders under ``config_dir``) have
+    records differing in more than the seed: one name must be one configuration."""
+    reference = None
+    for seed_dir in seed_dirs:
+        record = runs.read_record(os.path.join(config_dir, seed_dir))
+        if record is None:
+            continue
+        record = dict(record, flags={k: v for k, v in record["flags"].items()
+                                     if k not in PER_SEED_KEYS})
+        if reference is None:
+            reference = (seed_dir, record)
+            continue
+        changed = runs.record_differences(reference[1], record)
+        if changed:
+            raise ValueError(f"{config_dir} mixes runs of different configurations: "
+                             f"{reference[0]} → {seed_dir}: {'; '.join(changed)}. Keep one "
+                             "configuration per folder.")
+
+
 def collect(output_root):
-    """{name: {seed: metrics dict}} for every finished run under ``output_root``."""
+    """{name: {seed: metrics dict}} for every finished run under ``output_root``.
+
+    ValueError naming the file or folder for: a missing root, a ``seed_*`` folder
+    whose suffix is not an integer, a metrics.json that is not a JSON object, and
+    runs of one name made with different configurations (``check_same_configuration``).
+    """
     found = collections.defaultdict(dict)
     if not os.path.isdir(output_root):
         raise ValueError(f"no sweep results at {output_root}")
@@ -128,11 +256,14 @@ def collect(output_root):
         config_dir = os.path.join(output_root, name)
         if not os.path.isdir(config_dir):
             continue
-        for seed_dir in sorted(os.listdir(config_dir)):
+        seeds = {d: _seed_of(config_dir, d) for d in sorted(os.listdir(config_dir))
+                 if d.startswith("seed_")}
+        finished = [d for d in seeds
+                    if os.path.exists(os.path.join(config_dir, d, runs.METRICS_FILE))]
+        check_same_configuration(config_dir, finished)
+        for seed_dir in finished:
             path = os.path.join(config_dir, seed_dir, runs.METRICS_FILE)
-            if seed_dir.startswith("seed_") and os.path.exists(path):
-                with open(path, encoding="utf-8") as handle:
-                    found[name][int(seed_dir[len("seed_"):])] = json.load(handle)
+            found[name][seeds[seed_dir]] = runs.read_json_object(path)
     return dict(found)
 
 
