@@ -4,7 +4,12 @@ r"""Aggregates a sweep's metrics.json files into tables (mean ± std over seeds)
 
 Writes OUTPUT_ROOT/aggregate.json (every scalar metric: mean, std, n) and
 prints a Markdown table of --keys (all keys if empty).
+Exit codes: 1 bad flags; 2 bad data (no finished run, a metrics.json that is
+not a JSON object, a ``seed_*`` folder without an integer, seeds of one folder
+made with different configurations) or an output root that cannot be written.
 """
+import sys
+
 from absl import app, flags
 
 from uqmix import runs, sweep
@@ -12,19 +17,22 @@ from uqmix import runs, sweep
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_root", None, "The sweep's output_root.")
 flags.DEFINE_list("keys", [], "Dotted metric keys for the printed table (default: all).")
-flags.DEFINE_integer("digits", 4, "Digits after the decimal point.")
+flags.DEFINE_integer("digits", 4, "Digits after the decimal point.", lower_bound=0)
 flags.mark_flag_as_required("output_root")
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
         table = sweep.aggregate(sweep.collect(FLAGS.output_root))
-    except ValueError as error:
-        raise app.UsageError(str(error))
-    if not table:
-        raise app.UsageError(f"no finished runs (metrics.json) under {FLAGS.output_root}")
-    runs.atomic_write_json(f"{FLAGS.output_root}/aggregate.json", table)
+        if not table:
+            raise ValueError(f"no finished runs (metrics.json) under {FLAGS.output_root}")
+        runs.check_output_dir(FLAGS.output_root, flag="output_root")
+        runs.atomic_write_json(f"{FLAGS.output_root}/aggregate.json", table)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     keys = FLAGS.keys or sorted(set().union(*(t.keys() for t in table.values())))
     print(sweep.markdown_table(table, keys, digits=FLAGS.digits))
 

@@ -8,8 +8,13 @@ Reads SWEEP_ROOT/<config>/seed_<S>/metrics.json (``experiments.sweep`` with
 ``uqmix.mixture_report.FIGURES`` (PNG, into --figures_dir when given; those
 whose runs are absent are skipped and listed) and ``summary.json``.  Prints the
 tables and the files written.
-Exit code 1 with a message when the root holds no usable run.
+Exit codes: 1 bad flags; 2 bad data (no usable run, a metrics.json that is not a
+JSON object, a ``seed_*`` folder without an integer, seeds of one folder made
+with different configurations) or an output folder that cannot be written;
+all outputs are written or none.
 """
+import sys
+
 from absl import app, flags
 
 from uqmix import mixture_report
@@ -31,8 +36,11 @@ def main(argv):
         report = mixture_report.write_report(FLAGS.sweep_root, FLAGS.output_dir,
                                              FLAGS.weight_variance_configs or None,
                                              figures_dir=FLAGS.figures_dir)
-    except ValueError as error:
+    except mixture_report.UnknownConfigurations as error:
         raise app.UsageError(str(error)) from None
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(report["tables"])
     for note in report["notes"]:
         print(f"note: {note}")

@@ -6,9 +6,13 @@ r"""The Prior Network study's report: tables and the adaptive-attack figure.
 Reads SWEEP_ROOT/<configuration>/seed_<S>/metrics.json (``experiments.sweep``
 with ``--binary=experiments.cifar_rkl``) and writes OUTPUT_DIR/tables.md
 (mean ± sample std (n seeds) per configuration), OUTPUT_DIR/summary.json and
-attack_curves.png (into --figures_dir when given).  Exit code 1 with a message
-when the root holds no finished run.
+attack_curves.png (into --figures_dir when given).  Exit codes: 1 bad flags; 2 bad data (no
+finished run, a metrics.json that is not a JSON object, a ``seed_*`` folder
+without an integer, seeds of one folder made with different configurations) or
+an output folder that cannot be written; all outputs are written or none.
 """
+import sys
+
 from absl import app, flags
 
 from uqmix import pn_report
@@ -25,8 +29,9 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
         report = pn_report.write_report(FLAGS.sweep_root, FLAGS.output_dir, FLAGS.figures_dir)
-    except ValueError as error:
-        raise app.UsageError(str(error)) from None
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(report["tables"])
     for path in report["written"]:
         print(f"wrote {path}")

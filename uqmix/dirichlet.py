@@ -7,6 +7,14 @@ z clipped to [−B, B].  The clip is *straight-through*: its gradient is the
 identity, so a network whose logits drift past the bound still receives the
 gradient of the clipped objective and is pulled back, instead of a zero
 gradient from ``tf.clip_by_value``.  Inside the bound α = exp(z) exactly.
+
+The clip is a ``tf.custom_gradient`` (forward ``clip_by_value``, backward the
+identity), not ``z + stop_gradient(clip(z) − z)``: that sum cancels
+catastrophically in float32 once |z| ≳ 1e8 (log α = 32 at z = 1e8, 0 — a flat
+Dirichlet — for z ≥ 1e9), while the forward clip is exact for every finite
+float32 z.  NaN logits are a ``ValueError`` when called eagerly; inside a
+compiled step they propagate to the loss, whose NaN stops training as
+divergence (``uqmix.training``), not as an op error.
 """
 
 import numpy as np
@@ -17,11 +25,25 @@ import tensorflow as tf
 LOG_ALPHA_BOUND = 30.0
 
 
+def _straight_through_clip(logits, bound):
+    """clip(z, −bound, bound) forward, identity gradient."""
+
+    @tf.custom_gradient
+    def clip(z):
+        return tf.clip_by_value(z, -bound, bound), lambda upstream: upstream
+
+    return clip(logits)
+
+
 def log_alpha_from_logits(logits, bound=LOG_ALPHA_BOUND):
-    """log α = clip(z, −bound, bound) with a straight-through (identity) gradient."""
+    """log α = clip(z, −bound, bound) with a straight-through (identity) gradient.
+
+    Exact for every finite float32 z; ValueError on NaN logits when called eagerly.
+    """
     logits = tf.convert_to_tensor(logits)
-    clipped = tf.clip_by_value(logits, -bound, bound)
-    return logits + tf.stop_gradient(clipped - logits)
+    if tf.executing_eagerly() and bool(tf.reduce_any(tf.math.is_nan(logits))):
+        raise ValueError("logits contain NaN; a Dirichlet needs finite (or ±inf) logits.")
+    return _straight_through_clip(logits, tf.cast(bound, logits.dtype))
 
 
 def alpha_from_logits(logits, bound=LOG_ALPHA_BOUND):

@@ -61,6 +61,10 @@ class MissingRuns(ValueError):
     """The runs a figure needs are not in the sweep."""
 
 
+class UnknownConfigurations(ValueError):
+    """--weight_variance_configs names folders the sweep does not have (a flag error)."""
+
+
 # -- the study -----------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Configuration:
@@ -348,7 +352,8 @@ def _named(configurations, names):
     by_name = {c.name: c for c in configurations}
     unknown = [n for n in names if n not in by_name]
     if unknown:
-        raise ValueError(f"unknown configurations {unknown}; the sweep has {sorted(by_name)}")
+        raise UnknownConfigurations(f"unknown configurations {unknown}; the sweep has "
+                                    f"{sorted(by_name)}")
     return [by_name[n] for n in names]
 
 
@@ -681,20 +686,23 @@ def write_report(root, output_dir, weight_variance_configs=None, figures_dir=Non
     weight_variance_configs: folder names for the weight-variance bars
     (default ``default_weight_variance_selection``).
     Returns {"written": [paths], "skipped": {figure file: reason}, "notes":
-    [str], "tables": Markdown text}.  Raises ValueError (before writing
-    anything) when ``root`` holds no usable run.
+    [str], "tables": Markdown text}.  Writes all files or none
+    (``runs.atomic_write_files``).  Raises ValueError (before writing
+    anything) when ``root`` holds no usable run, ``runs.OutputPathError`` when
+    an output folder cannot be written.
     """
+    runs.check_output_dir(output_dir)
+    runs.check_output_dir(figures_dir or output_dir, flag="figures_dir")
     configurations = load_study(root)
     table = aggregate_table(configurations)
     tables = markdown_tables(configurations, table)
     data, skipped = figure_data(configurations, weight_variance_configs)
     figures_dir = figures_dir or output_dir
-    written = [os.path.join(output_dir, TABLES_FILE)]
-    runs.atomic_write_bytes(written[0], tables.encode("utf-8"))
+    contents = {os.path.join(output_dir, TABLES_FILE): tables.encode("utf-8")}
     for spec in FIGURES:
         if spec.filename in data:
-            figure = spec.draw(data[spec.filename])
-            written.append(plotting.save_figure(figure, os.path.join(figures_dir, spec.filename)))
+            path = os.path.join(figures_dir, spec.filename)
+            contents[path] = plotting.figure_bytes(spec.draw(data[spec.filename]), path)
     notes = duplicate_settings(configurations)
     summary = {
         "sweep_root": os.path.abspath(root),
@@ -704,6 +712,6 @@ def write_report(root, output_dir, weight_variance_configs=None, figures_dir=Non
         "configurations": {c.name: _configuration_summary(c, table) for c in configurations},
         "figures": data, "skipped": skipped, "notes": notes,
     }
-    written.append(os.path.join(output_dir, SUMMARY_FILE))
-    runs.atomic_write_json(written[-1], summary)
-    return {"written": written, "skipped": skipped, "notes": notes, "tables": tables}
+    contents[os.path.join(output_dir, SUMMARY_FILE)] = runs.json_bytes(summary)
+    return {"written": runs.atomic_write_files(contents), "skipped": skipped, "notes": notes,
+            "tables": tables}

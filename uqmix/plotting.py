@@ -45,14 +45,19 @@ def series_styles(count):
     return [(f"C{i % 10}", LINE_STYLES[i // 10]) for i in range(count)]
 
 
-def save_figure(figure, path, dpi=120):
-    """Writes ``figure`` to ``path`` (format from the extension) atomically."""
+def figure_bytes(figure, path, dpi=120):
+    """The bytes of ``figure`` in the format of ``path``'s extension (png, pdf, svg)."""
     suffix = str(path).rsplit(".", 1)[-1].lower() if "." in str(path) else ""
     if suffix not in ("png", "pdf", "svg"):
         raise ValueError(f"figure path must end in .png, .pdf or .svg, got {path}.")
     buffer = io.BytesIO()
     figure.savefig(buffer, format=suffix, dpi=dpi)
-    runs.atomic_write_bytes(str(path), buffer.getvalue())
+    return buffer.getvalue()
+
+
+def save_figure(figure, path, dpi=120):
+    """Writes ``figure`` to ``path`` (format from the extension) atomically."""
+    runs.atomic_write_bytes(str(path), figure_bytes(figure, path, dpi))
     return str(path)
 
 

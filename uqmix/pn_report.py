@@ -160,15 +160,18 @@ def attack_figure(summary):
 
 def write_report(root, output_dir, figures_dir=None):
     """Writes tables.md, summary.json (to ``output_dir``) and, when some run has attack
-    curves, attack_curves.png (to ``figures_dir``, default ``output_dir``).  Returns the
-    paths written.  Raises ValueError before writing anything when ``root`` has no run."""
+    curves, attack_curves.png (to ``figures_dir``, default ``output_dir``), all or none
+    (``runs.atomic_write_files``).  Returns the paths written.  Raises ValueError before
+    writing anything when ``root`` has no usable run, and ``runs.OutputPathError`` when an
+    output folder cannot be written."""
+    runs.check_output_dir(output_dir)
+    runs.check_output_dir(figures_dir or output_dir, flag="figures_dir")
     summary = summarize(load_study(root))
     tables = markdown_tables(summary)
-    written = [os.path.join(output_dir, TABLES_FILE)]
-    runs.atomic_write_bytes(written[0], tables.encode("utf-8"))
+    contents = {os.path.join(output_dir, TABLES_FILE): tables.encode("utf-8")}
     if summary["iterations"]:
         path = os.path.join(figures_dir or output_dir, FIGURE_FILE)
-        written.append(plotting.save_figure(attack_figure(summary), path))
-    written.append(os.path.join(output_dir, SUMMARY_FILE))
-    runs.atomic_write_json(written[-1], {"sweep_root": os.path.abspath(root), **summary})
-    return {"written": written, "tables": tables}
+        contents[path] = plotting.figure_bytes(attack_figure(summary), path)
+    contents[os.path.join(output_dir, SUMMARY_FILE)] = runs.json_bytes(
+        {"sweep_root": os.path.abspath(root), **summary})
+    return {"written": runs.atomic_write_files(contents), "tables": tables}

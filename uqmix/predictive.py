@@ -131,6 +131,10 @@ class SampledPredictive(Predictive):
     measure_names = SAMPLED_MEASURES
 
     def __init__(self, probs, validate=True, sum_tolerance=1e-3, _log_probs=None):
+        samples = (_log_probs if _log_probs is not None else tf.convert_to_tensor(probs)).shape
+        if samples.rank and samples[0] == 0:
+            raise ValueError("a SampledPredictive needs at least one sample (probs of shape "
+                             f"[num_samples >= 1, batch, num_classes]), got shape {samples}.")
         if _log_probs is not None:
             self._log_probs = _log_probs
             self._probs = None

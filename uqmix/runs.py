@@ -110,10 +110,16 @@ def atomic_write_bytes(path, data):
     atomic_write_files({path: data})
 
 
+def json_bytes(obj):
+    """UTF-8 JSON text (indent 2, sorted keys, final newline) with NumPy/tensor values
+    converted and non-finite floats as null."""
+    text = json.dumps(_jsonable(obj), indent=2, sort_keys=True, allow_nan=False)
+    return (text + "\n").encode("utf-8")
+
+
 def atomic_write_json(path, obj):
     """JSON with NumPy/tensor values converted; non-finite floats become null."""
-    text = json.dumps(_jsonable(obj), indent=2, sort_keys=True, allow_nan=False)
-    atomic_write_bytes(path, (text + "\n").encode("utf-8"))
+    atomic_write_bytes(path, json_bytes(obj))
 
 
 def atomic_write_files(contents):

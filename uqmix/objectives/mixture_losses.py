@@ -35,12 +35,27 @@ def check_kl_scale(kl_weight, dataset_size):
         raise ValueError(f"dataset_size (N) must be a positive integer, got {dataset_size}.")
 
 
+def _checked_range(labels, num_classes):
+    """``labels`` after checking 0 ≤ y < K: a ValueError eagerly, an assertion in a graph
+    (the cross-entropy op would fail with an opaque error on CPU and give NaN on GPU)."""
+    num_classes = tf.cast(num_classes, labels.dtype)
+    in_range = tf.reduce_all((labels >= 0) & (labels < num_classes))
+    message = "labels must be class indices in [0, num_classes)"
+    if tf.executing_eagerly():
+        if not bool(in_range):
+            bad = labels.numpy()[(labels.numpy() < 0) | (labels.numpy() >= int(num_classes))]
+            raise ValueError(f"{message} = [0, {int(num_classes)}); got {bad[:5].tolist()}.")
+        return labels
+    with tf.control_dependencies([tf.debugging.Assert(in_range, [message])]):
+        return tf.identity(labels)
+
+
 def sample_log_likelihoods(labels, logits):
     """ℓ_sb = log softmax(logits_sb)[y_b], [S, B], from int labels [B] and logits [S, B, K]."""
     labels = tf.convert_to_tensor(labels)
     if not labels.dtype.is_integer:
         # Float labels must be whole numbers: truncating 2.7 to class 2 would be a silent
-        # wrong loss.  (Out-of-range labels are refused by the cross-entropy op itself.)
+        # wrong loss.
         message = "labels must be integer class indices, got non-integer values."
         if tf.executing_eagerly():
             if not tf.reduce_all(tf.equal(labels, tf.round(labels))):
@@ -52,6 +67,7 @@ def sample_log_likelihoods(labels, logits):
         labels = tf.cast(labels, tf.int32)
     if labels.shape.rank == 2 and labels.shape[-1] == 1:
         labels = labels[:, 0]
+    labels = _checked_range(labels, tf.shape(logits)[-1])
     labels = tf.broadcast_to(labels[None], tf.shape(logits)[:-1])
     return -tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
 
