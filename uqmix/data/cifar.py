@@ -5,7 +5,9 @@ green, 1024 blue, each a 32×32 image in row-major order.  CIFAR-10 records have
 one label byte (0–9); CIFAR-100 records have two, coarse (0–19) then fine
 (0–99).  Files are read from the extracted folder (``cifar-10-batches-bin/``,
 ``cifar-100-binary/``) or, without extracting anything to disk, straight from
-the published ``.tar.gz``.
+the published ``.tar.gz``.  No file or archive member is read beyond the
+published record count × record size (the tar header's member size is checked
+before reading), so a decompression bomb is refused, not read into memory.
 """
 
 import dataclasses
@@ -81,35 +83,50 @@ def parse_cifar_records(data, fmt, path, expected_records=None):
     return np.ascontiguousarray(planes.transpose(0, 2, 3, 1)), labels
 
 
-def _read_members(archive_path, member_names):
-    """{member name: bytes} for the wanted members of a tar archive, in one pass, in memory."""
+def _read_members(archive_path, member_limits):
+    """{member name: bytes} for the wanted members of a tar archive, in one pass, in memory.
+
+    member_limits: {member name: most bytes it may hold}; a larger member (by its tar
+    header) is refused before it is read.
+    """
     found = {}
     try:
         with tarfile.open(archive_path, "r:*") as tar:
             for member in tar:
                 name = member.name[2:] if member.name.startswith("./") else member.name
-                if name in member_names and member.isfile():
-                    found[name] = tar.extractfile(member).read()
+                if name in member_limits and member.isfile():
+                    if member.size > member_limits[name]:
+                        raise DataFileError(
+                            f"{archive_path}:{name}", f"tar header says {member.size} bytes, "
+                            f"more than the {member_limits[name]} bytes of the published records "
+                            "(corrupt, or a decompression bomb); not read")
+                    found[name] = tar.extractfile(member).read(member_limits[name])
     except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
         raise DataFileError(archive_path, f"not a readable tar archive, truncated or corrupt "
                                           f"({err})") from None
-    for name in member_names:
+    for name in member_limits:
         if name not in found:
             raise DataFileError(f"{archive_path}:{name}", "member missing from the archive")
     return found
 
 
-def _source_bytes(root, fmt, file_names):
-    """{file name: (path for errors, bytes)} from the extracted folder, or the archive."""
+def _source_bytes(root, fmt, files):
+    """{file name: (path for errors, bytes)} from the extracted folder, or the archive.
+
+    files: (file name, published record count) pairs; nothing is read past
+    count × ``fmt.record_bytes``.
+    """
+    limits = {name: count * fmt.record_bytes for name, count in files}
+    file_names = [name for name, _ in files]
     for folder in (os.path.join(root, fmt.folder), root):
         if os.path.isfile(os.path.join(folder, file_names[0])):
-            return {n: (os.path.join(folder, n), read_bytes(os.path.join(folder, n)))
+            return {n: (os.path.join(folder, n), read_bytes(os.path.join(folder, n), limits[n]))
                     for n in file_names}
     archive = os.path.join(root, fmt.archive)
     if os.path.isfile(archive):
-        members = [f"{fmt.folder}/{n}" for n in file_names]
-        data = _read_members(archive, members)
-        return {n: (f"{archive}:{m}", data[m]) for n, m in zip(file_names, members)}
+        members = {f"{fmt.folder}/{n}": n for n in file_names}
+        data = _read_members(archive, {m: limits[n] for m, n in members.items()})
+        return {n: (f"{archive}:{m}", data[m]) for m, n in members.items()}
     problem = "file not found"
     if os.path.exists(os.path.join(root, fmt.pickled_folder)):
         problem += (f"; {fmt.pickled_folder}/ is the pickled Python version, which uqmix never "
@@ -124,7 +141,7 @@ def read_cifar_split(root, fmt, split, check_counts=True):
     check_counts: compare each file's record count with the published one.
     """
     files = fmt.split_files[split]
-    sources = _source_bytes(root, fmt, [name for name, _ in files])
+    sources = _source_bytes(root, fmt, files)
     images, labels = [], []
     for name, count in files:
         path, data = sources[name]

@@ -4,17 +4,44 @@ An IDX file is a big-endian header — two zero bytes, a type code (0x08 =
 unsigned byte), the number of dimensions d — then d uint32 sizes, then the
 values in C order.  Images are magic ``0x00000803`` (N, rows, cols), labels
 ``0x00000801`` (N).  Files are usually published gzip-compressed (``*.gz``).
-Parsing is one ``numpy.frombuffer`` over the decompressed bytes.
+Parsing is one ``numpy.frombuffer`` over the decompressed bytes.  Reading
+stops at the size the header declares (``read_idx_bytes``): a longer stream
+(corrupt, or a decompression bomb) is refused without being read whole.
 """
 
 import numpy as np
 
 from uqmix.data.errors import DataFileError
-from uqmix.data.files import read_bytes
+from uqmix.data.files import open_data, read_limited
 
 IDX_UBYTE = 0x08
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
+
+
+def _declared_size(head):
+    """Total bytes an IDX file with header bytes ``head`` must have; None when ``head`` is not
+    a complete, valid header (``parse_idx`` then names the problem)."""
+    if len(head) < 4 or head[:3] != bytes((0, 0, IDX_UBYTE)) or head[3] == 0:
+        return None
+    header = 4 + 4 * head[3]
+    if len(head) < header:
+        return None
+    dims = np.frombuffer(head, dtype=">u4", count=head[3], offset=4)
+    return header + int(np.prod(dims.astype(np.int64), dtype=np.int64))
+
+
+def read_idx_bytes(path):
+    """The bytes of an IDX file (``.gz`` or plain), read no further than its header's size."""
+    with open_data(path) as handle:
+        head = handle.read(4)
+        if len(head) == 4 and head[:3] == bytes((0, 0, IDX_UBYTE)):
+            head += handle.read(4 * head[3])
+        size = _declared_size(head)
+        if size is None:
+            return head
+        return head + read_limited(handle, path, size - len(head),
+                                   f"after the header its header declares ({size} in all)")
 
 
 def parse_idx(data, path):
@@ -59,7 +86,7 @@ def read_idx_images(path, expected_count=None, image_shape=(28, 28)):
     expected_count: the published number of images (None: any); image_shape:
     the expected (rows, cols) (None: any).
     """
-    images = parse_idx(read_bytes(path), path)
+    images = parse_idx(read_idx_bytes(path), path)
     _check_magic(images, path, 3, "image")
     _check_count(images.shape[0], expected_count, path, "images")
     if image_shape is not None and images.shape[1:] != tuple(image_shape):
@@ -69,7 +96,7 @@ def read_idx_images(path, expected_count=None, image_shape=(28, 28)):
 
 def read_idx_labels(path, expected_count=None, num_classes=10):
     """int64 labels [N] from an IDX label file, checked to lie in [0, num_classes)."""
-    labels = parse_idx(read_bytes(path), path)
+    labels = parse_idx(read_idx_bytes(path), path)
     _check_magic(labels, path, 1, "label")
     _check_count(labels.shape[0], expected_count, path, "labels")
     if labels.size and labels.max() >= num_classes:
