@@ -91,3 +91,38 @@ def test_render_markdown_table_and_lookup():
     assert sweep.lookup(metrics, "error") == 0.01
     assert sweep.lookup(metrics, "attacks", "black_box", "jsr") is None
     assert sweep.lookup(metrics, "error", "deeper") is None
+
+
+def test_print_commands_gives_the_local_runner_s_commands_for_unfinished_runs(tmp_path):
+    """--print_commands: one `cd CWD && command` line per run still to do, shell-quoted (a
+    folder with a space and a quote), finished runs skipped by the local runner's record
+    check; running the lines in a shell finishes the sweep."""
+    folder = tmp_path / "my configs 'x'"
+    folder.mkdir()
+    a = _flagfile(folder, "a", "--scale=2.0\n")
+    root = str(folder / "out")
+    common = ["experiments.sweep", "--binary=tests.fake_experiment", f"--flagfiles={a}",
+              "--seeds=1,2", f"--output_root={root}", "--extra_flag=--offsets=10,20"]
+    run = lambda *args: subprocess.run([sys.executable, "-m", *args], cwd=REPO,
+                                       capture_output=True, text=True, timeout=120)
+    result = run(*common, "--print_commands")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    planned = sweep.plan([a], [1, 2], root)
+    expected = [f"cd {REPO} && " + " ".join(
+        __import__("shlex").quote(part) for part in
+        [sys.executable, "-m", "tests.fake_experiment", f"--flagfile={r.flagfile}",
+         f"--seed={r.seed}", f"--output_dir={r.output_dir}", "--resume", "--offsets=10,20"])
+        for r in planned]
+    assert lines == expected
+    assert not os.path.exists(root)  # printing runs nothing
+    # finish seed 1 with the printed command itself, in a shell
+    done = subprocess.run(lines[0], shell=True, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert run(*common, "--print_commands").stdout.strip().splitlines() == lines[1:]
+    # the local runner agrees: seed 1 is done, only seed 2 runs
+    result = run(*common)
+    assert result.returncode == 0 and "1 of 2 runs already done" in result.stdout
+    assert run(*common, "--print_commands").stdout.strip() == ""
+    table = sweep.aggregate(sweep.collect(root))
+    assert table["a"]["test.accuracy"]["mean"] == pytest.approx(2.0 * 1.5 + 30.0)

@@ -51,11 +51,14 @@ def define_flags(options, flag_values):
 
 def config_from_args(options, args):
     """The configuration dict that command-line ``args`` (without the program name; may
-    hold ``--flagfile=F``) give for the option table ``options``.  Bad flags raise
-    ``absl.flags.Error`` (a ``ValueError``)."""
+    hold ``--flagfile=F``) give for the option table ``options``.  Bad flags (unknown,
+    unparsable, an unreadable flagfile) raise ``ValueError``."""
     flag_values = absl_flags.FlagValues()
     define_flags(options, flag_values)
-    flag_values(["program", *args])
+    try:
+        flag_values(["program", *args])
+    except absl_flags.Error as error:
+        raise ValueError(str(error)) from None
     return {name: flag_values[name].value for name, _, _ in options}
 
 

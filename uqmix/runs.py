@@ -125,9 +125,12 @@ def atomic_write_json(path, obj):
 def atomic_write_files(contents):
     """Writes every ``{path: bytes}`` or none: all temp files first, then the renames.
 
-    A failure while writing the temp files (a folder that is a file, a full
-    disk) leaves every destination untouched.
+    A destination that is a folder, or a failure while writing the temp files
+    (a folder that is a file, a full disk), leaves every destination untouched.
     """
+    folders = [path for path in contents if os.path.isdir(path)]
+    if folders:
+        raise OutputPathError(f"{folders[0]} is a folder; cannot write a file there.")
     staged = []
     try:
         for path, data in contents.items():
