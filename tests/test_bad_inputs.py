@@ -56,7 +56,7 @@ def _one_error_line(capsys):
     return err[0]
 
 
-# -- 1. flags: one validation pass, exit 1 naming the flag -------------------------------------
+# -- 1. flags: one validation pass, exit 1 naming the flag ----------------------------------------
 FLAG_CASES = [
     (pn_experiment, ["--attack_eps=inf"], "--attack_eps must be a finite number"),
     (pn_experiment, ["--attack_eps=nan"], "--attack_eps must be a finite number"),
@@ -143,7 +143,7 @@ def test_output_path_message_names_the_flag(tmp_path, capsys):
                                        "choose another path.")
 
 
-# -- 3. --overwrite never deletes what is not a uqmix run ------------------------------------------
+# -- 3. --overwrite never deletes what is not a uqmix run -----------------------------------------
 @pytest.fixture
 def no_rmtree(monkeypatch):
     """Fails the test instead of deleting anything, should a guard not hold."""
@@ -224,7 +224,7 @@ def test_run_record_has_binary_every_flag_and_version(tmp_path):
     assert record["flags"] == expected
 
 
-# -- 4. divergence: exit 3 ---------------------------------------------------------------------------
+# -- 4. divergence: exit 3 ------------------------------------------------------------------------
 class _Diverging:
     OPTIONS = fake_experiment.OPTIONS
     validate_config = staticmethod(fake_experiment.validate_config)
@@ -241,7 +241,7 @@ def test_divergence_exits_3_in_one_line(tmp_path, capsys):
     assert "Training diverged" in _one_error_line(capsys)
 
 
-# -- 5. sweeps: stale results are never reused silently ----------------------------------------------
+# -- 5. sweeps: stale results are never reused silently -------------------------------------------
 def _sweep(tmp_path, text, **kwargs):
     flagfile = tmp_path / "cfg.cfg"
     flagfile.write_text(text)
@@ -301,7 +301,7 @@ def test_sweep_refuses_an_unknown_binary():
         sweep.experiment_of("experiments.no_such_binary")
 
 
-# -- 6. aggregate and reports: bad data named, outputs all or none ----------------------------------
+# -- 6. aggregate and reports: bad data named, outputs all or none --------------------------------
 def _metrics(seed=0):
     return {"dataset": "mnist", "model": "ml", "label": "ML λ=1 σ²=1", "kl_weight": 1.0,
             "prior_variance": 1.0, "test": {"accuracy": 0.9 + 0.01 * seed}, "error": 0.1}
@@ -338,7 +338,8 @@ COLLECT_CASES = [  # (name, how to spoil the study, message)
     ("JSON list", _json_list, r"seed_0/metrics\.json: expected a JSON object, got a JSON list"),
     ("corrupt JSON", _corrupt, r"seed_0/metrics\.json: corrupt JSON"),
     ("seed_abc", _seed_abc, r"seed_abc: a run folder must be named seed_<integer>"),
-    ("mixed configurations", _mixed, r"mixes runs of different configurations: .*scale: 1\.0 → 2"),
+    ("mixed configurations", _mixed,
+     r"mixes runs of different configurations: .*scale: 1\.0 → 2"),
 ]
 
 
@@ -391,7 +392,7 @@ def test_reports_write_all_outputs_or_none(name, write, spoil, message, tmp_path
     assert all(os.path.isfile(p) for p in report["written"])
 
 
-# -- 7. data files: decompression bounded by the header ---------------------------------------------
+# -- 7. data files: decompression bounded by the header -------------------------------------------
 def _idx_bomb(path, extra_bytes):
     header = bytes((0, 0, 8, 3)) + np.array([1, 28, 28], ">u4").tobytes()
     with gzip.open(path, "wb") as handle:
@@ -470,7 +471,7 @@ def test_read_limited_never_asks_for_more_than_limit_plus_one():
     assert sizes == [101, 100]
 
 
-# -- 8. library API ----------------------------------------------------------------------------------
+# -- 8. library API -------------------------------------------------------------------------------
 LOGITS = [1e4, 1e8, 1e30, F32_MAX]
 
 
@@ -542,7 +543,7 @@ def test_mixture_loss_in_range_labels_unchanged():
         rtol=1e-6)
 
 
-# -- 9. result files: modes, atomic model, time over resumes -----------------------------------------
+# -- 9. result files: modes, atomic model, time over resumes --------------------------------------
 @pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
 def test_result_files_get_the_umask_mode(umask, tmp_path):
     old = os.umask(umask)
@@ -589,7 +590,7 @@ def test_train_seconds_add_up_over_resumes(tmp_path):
     assert json.loads((tmp_path / runs.TIMING_FILE).read_text()) == {"train_seconds": 16.25}
 
 
-# -- 10. real processes: the exit codes ---------------------------------------------------------------
+# -- 10. real processes: the exit codes -----------------------------------------------------------
 def _run(*args, cwd=REPO):
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=240)

@@ -227,7 +227,8 @@ def check_output_dir(path, flag="output_dir"):
     if not os.path.isdir(existing):
         raise OutputPathError(f"--{flag}={path} cannot be created: {existing} is a file.")
     if not _writable(existing):
-        what = "is" if os.path.abspath(path) == existing else f"would be created in {existing}, which is"
+        what = ("is" if os.path.abspath(path) == existing
+                else f"would be created in {existing}, which is")
         raise OutputPathError(f"--{flag}={path} {what} not writable; choose another path.")
     return os.path.abspath(path)
 
