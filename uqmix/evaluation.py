@@ -70,6 +70,10 @@ def ood_detection(pred_in, pred_out, measures=None):
     """
     pred_in = _check_predictive(pred_in, "pred_in")
     pred_out = _check_predictive(pred_out, "pred_out")
+    if pred_in.num_classes != pred_out.num_classes:
+        raise ValueError(
+            f"pred_in has {pred_in.num_classes} classes but pred_out has {pred_out.num_classes}: "
+            "both must come from the same model.")
     return {
         name: metrics.detection_scores(detection_score(pred_in, name), detection_score(pred_out, name))
         for name in _resolve_measures(measures, pred_in, pred_out)

@@ -21,7 +21,6 @@ example and draws only noise per sample (local reparameterisation).
 import math
 
 import keras
-import tensorflow as tf
 
 from uqmix.layers import SAMPLING_MODES, MatrixNormalDense
 from uqmix.models.base import PredictiveModelMixin
