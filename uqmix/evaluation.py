@@ -99,7 +99,8 @@ def measure_histograms(predictive, labels, measure, bins=30):
     ``bin_edges`` [M + 1], ``correct`` and ``wrong`` counts [M] (int64).
     """
     values = measure_values(predictive, measure)
-    labels = metrics.check_labels(labels, "labels", predictive.num_classes, values.size)
+    labels = metrics.check_labels(labels, "labels", predictive.num_classes, values.size,
+                                  "predictive")
     correct = metrics.predicted_classes(predictive) == labels
     edges = np.histogram_bin_edges(values, bins=bins)
     return {

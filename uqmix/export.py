@@ -51,13 +51,26 @@ def _as_predictive_model(model):
     return ensemble([model], name=f"{model.name}_as_mixture")
 
 
-def _input_shape(model, input_shape):
-    """The shape of one input (no batch axis): ``input_shape`` checked, or the model's own."""
-    model_shape = None
+def _known_input_shape(model):
+    """The input shape without the batch axis of ``model`` or of the network it wraps, or None."""
     try:
-        model_shape = tuple(model.input_shape)[1:]
+        shape = model.input_shape
+        if isinstance(shape, tuple) and shape and (shape[0] is None or isinstance(shape[0], int)):
+            return tuple(shape)[1:]
     except (AttributeError, ValueError, TypeError):
         pass
+    for name in ("network", "backbone"):
+        if isinstance(getattr(model, name, None), keras.Model):
+            return _known_input_shape(getattr(model, name))
+    networks = getattr(model, "networks", None)
+    if networks and isinstance(networks[0], keras.Model):
+        return _known_input_shape(networks[0])
+    return None
+
+
+def _input_shape(model, input_shape):
+    """The shape of one input (no batch axis): ``input_shape`` checked, or the model's own."""
+    model_shape = _known_input_shape(model)
     if input_shape is None:
         if model_shape is None or any(d is None for d in model_shape):
             raise ValueError(
