@@ -31,6 +31,7 @@ setup(
         "scikit-learn>=1.4,<2",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4"],
+        # mpmath: the extreme-concentration Dirichlet KL check (tests/test_dirichlet_losses.py).
+        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "mpmath>=1.3,<2"],
     },
 )

@@ -246,7 +246,7 @@ def test_ece_hand_cases_and_bins():
 
 
 @pytest.mark.parametrize("probs,labels,match", [
-    (np.full((3, 2), 0.5), [0, 1], "2 entries but the predictions have 3"),
+    (np.full((3, 2), 0.5), [0, 1], "labels has 2 entries but predictive has 3"),
     (np.full((2, 2), 0.5), [0, 2], r"\[0, 2\)"),
     (np.full((2, 2), 0.5), [0, -1], r"\[0, 2\)"),
     (np.full((2, 2), 0.5), [0.0, 1.0], "integer"),

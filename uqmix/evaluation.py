@@ -70,6 +70,10 @@ def ood_detection(pred_in, pred_out, measures=None):
     """
     pred_in = _check_predictive(pred_in, "pred_in")
     pred_out = _check_predictive(pred_out, "pred_out")
+    if pred_in.num_classes != pred_out.num_classes:
+        raise ValueError(
+            f"pred_in has {pred_in.num_classes} classes but pred_out has {pred_out.num_classes}: "
+            "both must come from the same model.")
     return {
         name: metrics.detection_scores(detection_score(pred_in, name), detection_score(pred_out, name))
         for name in _resolve_measures(measures, pred_in, pred_out)
@@ -95,7 +99,8 @@ def measure_histograms(predictive, labels, measure, bins=30):
     ``bin_edges`` [M + 1], ``correct`` and ``wrong`` counts [M] (int64).
     """
     values = measure_values(predictive, measure)
-    labels = metrics.check_labels(labels, "labels", predictive.num_classes, values.size)
+    labels = metrics.check_labels(labels, "labels", predictive.num_classes, values.size,
+                                  "predictive")
     correct = metrics.predicted_classes(predictive) == labels
     edges = np.histogram_bin_edges(values, bins=bins)
     return {

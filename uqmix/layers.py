@@ -38,6 +38,16 @@ inputs (the outputs of an earlier sampled layer): local reparameterisation
 treats every row independently; shared weights draw one W_s per leading
 index s.
 
+KL in any Keras model (the TFP / edward2 convention): with ``kl_weight=w``
+every call adds w · KL(q ‖ p) to ``layer.losses``, so a Sequential /
+functional / subclassed model trained with ``compile`` + ``fit`` minimises
+the one-sample ELBO (w = λ/N: 1/N is exact VI for N training examples).
+Without ``kl_weight`` the KL must be accounted for by a model that owns the
+objective (``uqmix.models.MixtureModel`` / ``InfiniteMixture``, which call
+``mark_kl_accounted``); a training call (``training=True``) of a layer whose
+KL nobody accounts for raises ``UnaccountedKLError`` naming both fixes, so
+such a network never trains silently without its KL term.
+
 Noise: Box–Muller on Philox uniforms
 (``uqmix.gaussian_noise``) seeded from the layer's own
 ``keras.random.SeedGenerator``; the generator's state is saved with the
@@ -56,6 +66,20 @@ from uqmix.gaussian_noise import box_muller, standard_normal_xla, stateless_seed
 SAMPLING_MODES = ("local_reparameterization", "shared_weights")
 VARIANCE_FLOOR = 1e-8  # added to the row factor a²·u of the local-reparameterisation variance
 _SEED_STATE_KEY = "seed_generator_state"
+
+
+class UnaccountedKLError(ValueError):
+    """A ``MatrixNormalDense`` trains while no objective includes its KL term."""
+
+
+_UNACCOUNTED_KL_MESSAGE = (
+    "MatrixNormalDense layer {name!r} is being trained (training=True) but no objective "
+    "includes its KL(q || p) term, so neither the ML nor the VI objective would be trained. "
+    "Fix: either construct the layer with kl_weight=w (e.g. w = 1/N for N training examples; "
+    "it then adds w * KL to layer.losses, which compile/fit minimise), or wrap the network in "
+    "uqmix.models.MixtureModel(network, objective='ml' or 'vi', kl_weight=lambda/N), which "
+    "trains the mixture objective with the KL term."
+)
 
 
 # The layers' noise generators, plain TF ops or one XLA kernel (module globals
@@ -122,6 +146,8 @@ class MatrixNormalDense(keras.layers.Layer):
     kernel_initializer: for M's first d rows ("he_normal" suits ReLU layers,
       "glorot_normal" the output layer); the bias row starts at 0.
     initial_log_variance: initial log u_i and log v_j (−3).
+    kl_weight: w ≥ 0: every call adds w · KL(q ‖ p) to ``layer.losses``
+      (None: the KL is left to a wrapping model, see the module doc).
     seed: int seed of the layer's SeedGenerator (None: drawn from Python's
       RNG, so ``keras.utils.set_random_seed`` makes it reproducible).
     jit_sampling: generate the noise with one XLA kernel per call (about
@@ -133,8 +159,11 @@ class MatrixNormalDense(keras.layers.Layer):
 
     def __init__(self, units, prior_variance=1.0, sampling="local_reparameterization",
                  activation=None, kernel_initializer="he_normal", initial_log_variance=-3.0,
-                 seed=None, jit_sampling=False, **kwargs):
+                 seed=None, jit_sampling=False, kl_weight=None, **kwargs):
         super().__init__(**kwargs)
+        if kl_weight is not None and not (isinstance(kl_weight, (int, float))
+                                          and math.isfinite(kl_weight) and kl_weight >= 0):
+            raise ValueError(f"kl_weight must be None or a finite number >= 0, got {kl_weight}.")
         if int(units) != units or units < 1:
             raise ValueError(f"units must be a positive integer, got {units}.")
         if not (isinstance(prior_variance, (int, float)) and math.isfinite(prior_variance)
@@ -151,6 +180,22 @@ class MatrixNormalDense(keras.layers.Layer):
         self.seed = random.randint(1, 2**30) if seed is None else int(seed)
         self.jit_sampling = bool(jit_sampling)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
+        self.kl_weight = None if kl_weight is None else float(kl_weight)
+        self._kl_accounted_by = None
+
+    def mark_kl_accounted(self, owner):
+        """Declares that ``owner`` (a model's name) adds this layer's KL to its objective."""
+        if self.kl_weight is not None:
+            raise ValueError(
+                f"MatrixNormalDense layer {self.name!r} has its own kl_weight={self.kl_weight} and "
+                f"{owner!r} also adds its KL: the KL would count twice. Leave the layer's "
+                "kl_weight unset (None) and give the KL weight to the wrapping model.")
+        self._kl_accounted_by = owner
+
+    @property
+    def kl_accounted(self):
+        """True when ``kl_weight`` is set or a wrapping model adds the KL to its objective."""
+        return self.kl_weight is not None or self._kl_accounted_by is not None
 
     # -- state -------------------------------------------------------------
     def build(self, input_shape):
@@ -216,7 +261,11 @@ class MatrixNormalDense(keras.layers.Layer):
         return tfd.kl_divergence(self.posterior(), self.prior())
 
     # -- sampling ----------------------------------------------------------
-    def call(self, inputs, num_samples=None, sampling=None):
+    def call(self, inputs, num_samples=None, sampling=None, training=None):
+        if training is True and not self.kl_accounted:
+            raise UnaccountedKLError(_UNACCOUNTED_KL_MESSAGE.format(name=self.name))
+        if self.kl_weight is not None:
+            self.add_loss(self.kl_weight * self.kl_divergence())
         sampling = self.sampling if sampling is None else _check_sampling(sampling)
         num_samples = _check_num_samples(num_samples)
         rank = inputs.shape.rank
@@ -277,5 +326,6 @@ class MatrixNormalDense(keras.layers.Layer):
             initial_log_variance=self.initial_log_variance,
             seed=self.seed,
             jit_sampling=self.jit_sampling,
+            kl_weight=self.kl_weight,
         )
         return config

@@ -55,8 +55,12 @@ def _as_scores(value, name):
     return array
 
 
-def check_labels(value, name, num_classes=None, length=None):
-    """A 1-D int64 array of class indices in [0, num_classes)."""
+def check_labels(value, name, num_classes=None, length=None, reference="the predictions"):
+    """A 1-D int64 array of class indices in [0, num_classes).
+
+    length: the number of examples of ``reference`` (what the labels are compared with); a
+    different number of labels raises a ``ValueError`` naming both.
+    """
     array = _to_numpy(value)
     if not np.issubdtype(array.dtype, np.integer) or array.dtype == bool:
         raise ValueError(f"{name} must be integer class indices, got dtype {array.dtype}.")
@@ -65,7 +69,8 @@ def check_labels(value, name, num_classes=None, length=None):
     if array.size == 0:
         raise ValueError(f"{name} is empty.")
     if length is not None and array.size != length:
-        raise ValueError(f"{name} has {array.size} entries but the predictions have {length}.")
+        raise ValueError(f"{name} has {array.size} entries but {reference} has {length} "
+                         "examples; they must describe the same examples, in the same order.")
     if num_classes is not None and (array.min() < 0 or array.max() >= num_classes):
         raise ValueError(
             f"{name} must lie in [0, {num_classes}); got values in [{array.min()}, {array.max()}]."
@@ -73,13 +78,14 @@ def check_labels(value, name, num_classes=None, length=None):
     return array.astype(np.int64)
 
 
-def _as_indicator(value, name, length):
-    """A 1-D bool array (bool, or integers in {0, 1})."""
+def _as_indicator(value, name, length, reference):
+    """A 1-D bool array (bool, or integers in {0, 1}) with one entry per example of ``reference``."""
     array = _to_numpy(value)
     if array.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {array.shape}.")
     if array.size != length:
-        raise ValueError(f"{name} has {array.size} entries, expected {length}.")
+        raise ValueError(f"{name} has {array.size} entries but {reference} has {length}; "
+                         "they must describe the same examples.")
     if array.dtype != bool:
         if not np.issubdtype(array.dtype, np.integer) or not np.isin(array, (0, 1)).all():
             raise ValueError(f"{name} must be boolean (or integers 0/1), got dtype {array.dtype}.")
@@ -113,7 +119,8 @@ def _mean_and_log_mean(predictive):
 
 def _mean_and_labels(predictive, labels):
     mean, log_mean = _mean_and_log_mean(predictive)
-    labels = check_labels(labels, "labels", num_classes=mean.shape[1], length=mean.shape[0])
+    labels = check_labels(labels, "labels", num_classes=mean.shape[1], length=mean.shape[0],
+                          reference="predictive")
     return mean, log_mean, labels
 
 
@@ -280,7 +287,8 @@ def misclassification_detection(predictive, labels, scores, tpr_level=DEFAULT_TP
     mean, _, labels = _mean_and_labels(predictive, labels)
     scores = _as_scores(scores, "scores")
     if scores.size != labels.size:
-        raise ValueError(f"scores has {scores.size} entries but the predictions have {labels.size}.")
+        raise ValueError(f"scores has {scores.size} entries but predictive and labels have "
+                         f"{labels.size}; they must describe the same examples.")
     wrong = np.argmax(mean, axis=-1) != labels
     if wrong.all() or not wrong.any():
         raise ValueError(
@@ -300,10 +308,10 @@ def attack_success(adversarial, labels=None, targets=None):
     batch, num_classes = mean.shape
     predicted = np.argmax(mean, axis=-1)
     if targets is not None:
-        return predicted == check_labels(targets, "targets", num_classes, batch)
+        return predicted == check_labels(targets, "targets", num_classes, batch, "adversarial")
     if labels is None:
         raise ValueError("an untargeted attack's success needs the true labels.")
-    return predicted != check_labels(labels, "labels", num_classes, batch)
+    return predicted != check_labels(labels, "labels", num_classes, batch, "adversarial")
 
 
 def attack_success_rate(adversarial, labels, targets=None, clean=None):
@@ -326,7 +334,7 @@ def attack_success_rate(adversarial, labels, targets=None, clean=None):
         raise ValueError(
             f"clean has {clean_mean.shape[0]} examples but adversarial has {success.size}."
         )
-    labels = check_labels(labels, "labels", clean_mean.shape[1], success.size)
+    labels = check_labels(labels, "labels", clean_mean.shape[1], success.size, "clean")
     originally_correct = np.argmax(clean_mean, axis=-1) == labels
     if not originally_correct.any():
         raise ValueError("no input was classified correctly before the attack.")
@@ -345,7 +353,8 @@ def joint_success_curves(natural_scores, adversarial_scores, adversarial_success
     """
     natural_scores = _as_scores(natural_scores, "natural_scores")
     adversarial_scores = _as_scores(adversarial_scores, "adversarial_scores")
-    success = _as_indicator(adversarial_success, "adversarial_success", adversarial_scores.size)
+    success = _as_indicator(adversarial_success, "adversarial_success", adversarial_scores.size,
+                            "adversarial_scores")
     thresholds = np.r_[np.unique(np.concatenate([natural_scores, adversarial_scores])), np.inf]
     natural_sorted = np.sort(natural_scores)
     successful_sorted = np.sort(adversarial_scores[success])

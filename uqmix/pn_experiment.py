@@ -57,7 +57,7 @@ from uqmix.data import check_same_image_shape, get_spec, known_names, load_array
 from uqmix.data import make_dataset, zip_in_and_ood
 from uqmix.models import PriorNetwork
 from uqmix.models.backbones import BACKBONES, build_backbone
-from uqmix.models.base import PredictiveModelMixin
+from uqmix.models.sampled_networks import ensemble, mc_dropout
 from uqmix.models.prior_network import LOSSES
 from uqmix.optim import OPTIMIZERS, SCHEDULES, make_optimizer
 from uqmix.setup_utils import STRATEGIES, make_strategy, set_seed
@@ -320,84 +320,6 @@ def input_normalization(x_train):
 
 
 # -- models --------------------------------------------------------------------------------------
-def call_with_mc_dropout(network, x):
-    """``network``(x) with its Dropout layers on and every other layer in inference mode.
-
-    network: a functional Keras model whose layers form a chain (all uqmix
-    backbones), so batch norm uses its moving statistics while dropout samples.
-    """
-    h = x
-    previous = None
-    for layer in network.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            previous = layer
-            continue
-        inbound = layer._inbound_nodes[0].parent_nodes if layer._inbound_nodes else []
-        if previous is not None and [n.operation for n in inbound] != [previous]:
-            raise ValueError(f"{network.name} is not a chain of layers; MC dropout needs one.")
-        h = layer(h, training=isinstance(layer, keras.layers.Dropout))
-        previous = layer
-    return h
-
-
-@keras.saving.register_keras_serializable(package="uqmix")
-class SampledNetworks(keras.Model, PredictiveModelMixin):
-    """Trained classifiers as one mixture of categoricals, ``SampledPredictive`` [S, B, K].
-
-    networks: Keras models from inputs to logits.  With ``mc_dropout``
-    (one network) the S components are S dropout masks of a vectorised
-    call on the input tiled S times; otherwise they are the M networks
-    (an ensemble; a single network is the deterministic S = 1 case).
-    """
-
-    predictive_kind = "sampled_logits"
-
-    def __init__(self, networks, mc_dropout=False, default_num_samples=1, **kwargs):
-        super().__init__(**kwargs)
-        networks = list(networks)
-        if not networks:
-            raise ValueError("SampledNetworks needs at least one network.")
-        if mc_dropout and len(networks) != 1:
-            raise ValueError("MC dropout samples one network.")
-        self.networks = networks
-        self.mc_dropout = bool(mc_dropout)
-        self.default_num_samples = int(default_num_samples) if mc_dropout else len(networks)
-        self.built = all(n.built for n in networks)
-
-    def call(self, x, training=False):
-        return tf.reduce_mean(tf.nn.softmax(
-            self.predictive_parameters(x, self.default_num_samples), axis=-1), axis=0)
-
-    def predictive_parameters(self, x, num_samples, training=False):
-        if not self.mc_dropout:
-            return tf.stack([network(x, training=False) for network in self.networks])
-        x = tf.convert_to_tensor(x)
-        batch = tf.shape(x)[0]
-        tiled = tf.tile(x, tf.concat([[num_samples], tf.ones([tf.rank(x) - 1], tf.int32)], 0))
-        logits = call_with_mc_dropout(self.networks[0], tiled)
-        return tf.reshape(logits, tf.stack([num_samples, batch, tf.shape(logits)[-1]]))
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"networks": [keras.saving.serialize_keras_object(n)
-                                    for n in self.networks],
-                       "mc_dropout": self.mc_dropout,
-                       "default_num_samples": self.default_num_samples})
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["networks"] = [keras.saving.deserialize_keras_object(n)
-                              for n in config["networks"]]
-        return cls(**config)
-
-
-def sampled_networks(networks, mc_dropout=False, num_samples=1):
-    """A ``SampledNetworks`` model (see its docstring) over trained networks."""
-    return SampledNetworks(networks, mc_dropout=mc_dropout, default_num_samples=num_samples)
-
-
 def build_model(config, input_shape, num_classes, normalization, seed, steps_per_epoch):
     """A compiled (Adversarial)PriorNetwork for ``config``; call under the strategy's scope."""
 
@@ -524,9 +446,10 @@ def evaluation_model(config, networks):
     """The model evaluated, attacked and exported: a Prior Network or a ``SampledNetworks``."""
     if config["model_kind"] == "prior_network" and config["loss"] != "cross_entropy":
         return networks[0]
-    mc_dropout = config["model_kind"] == "mc_dropout"
-    return sampled_networks([n.backbone for n in networks], mc_dropout=mc_dropout,
-                            num_samples=config["eval_samples"] if mc_dropout else 1)
+    backbones = [n.backbone for n in networks]
+    if config["model_kind"] == "mc_dropout":
+        return mc_dropout(backbones[0], num_samples=config["eval_samples"])
+    return ensemble(backbones)
 
 
 # -- evaluation ------------------------------------------------------------------------------------

@@ -71,6 +71,20 @@ def _check_finite(tensor, name):
     return tf.debugging.assert_all_finite(tensor, f"{name} contains NaN or Inf values.")
 
 
+def _samples_first(tensor, sample_axis, name):
+    """``tensor`` [.., S at ``sample_axis``, ..] of rank 3 → samples-first [S, B, K].
+
+    sample_axis: 0 (uqmix's [S, B, K], the default) or 1 (Keras' batch-first [B, S, K]);
+    −3 and −2 name the same axes.
+    """
+    if sample_axis not in (0, 1, -3, -2):
+        raise ValueError(f"sample_axis must be 0 ([num_samples, batch, num_classes]) or 1 "
+                         f"([batch, num_samples, num_classes]), got {sample_axis!r}.")
+    _check_rank(tensor, 3, name, "[num_samples, batch, num_classes] or, with sample_axis=1, "
+                "[batch, num_samples, num_classes]")
+    return tensor if sample_axis in (0, -3) else tf.transpose(tensor, [1, 0, 2])
+
+
 class Predictive:
     """Base class: what every predictive distribution answers.
 
@@ -175,13 +189,23 @@ class SampledPredictive(Predictive):
             return tf.identity(probs)
 
     @classmethod
-    def from_logits(cls, logits, validate=True):
-        """From unnormalised logits [S, B, K]: log p_s = log_softmax(logits_s)."""
-        logits = _as_float_tensor(logits, "logits")
+    def from_logits(cls, logits, validate=True, sample_axis=0):
+        """From unnormalised logits: log p_s = log_softmax(logits_s).
+
+        logits: [S, B, K] with ``sample_axis=0`` (the default); Keras-style batch-first
+        [B, S, K] with ``sample_axis=1``.
+        """
+        logits = _samples_first(_as_float_tensor(logits, "logits"), sample_axis, "logits")
         _check_rank(logits, 3, "logits", "[num_samples, batch, num_classes]")
         if validate:
             logits = _check_finite(logits, "logits")
         return cls(None, _log_probs=tf.nn.log_softmax(logits, axis=-1))
+
+    @classmethod
+    def from_probs(cls, probs, validate=True, sample_axis=0, sum_tolerance=1e-3):
+        """From probabilities: [S, B, K] (``sample_axis=0``) or batch-first [B, S, K] (1)."""
+        probs = _samples_first(_as_float_tensor(probs, "probs"), sample_axis, "probs")
+        return cls(probs, validate=validate, sum_tolerance=sum_tolerance)
 
     @classmethod
     def from_log_probs(cls, log_probs):

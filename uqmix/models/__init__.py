@@ -1,5 +1,13 @@
-"""uqmix models: every one answers ``predictive(x, num_samples)``."""
+"""uqmix models: every one answers ``predictive(x, num_samples)``.
+
+Bring your own network: ``MixtureModel(network, objective, num_train_samples, kl_weight)``
+trains it as an infinite mixture; ``mc_dropout(network)`` / ``ensemble(networks)`` give
+trained networks a ``predictive``; ``PriorNetwork(backbone, num_classes)`` trains a
+backbone as a Dirichlet Prior Network.
+"""
 from uqmix.models.base import PredictiveModelMixin  # noqa: F401
 from uqmix.models.prior_network import PriorNetwork  # noqa: F401
 from uqmix.models.infinite_mixture import InfiniteMixture  # noqa: F401
 from uqmix.models.baselines import DeepEnsemble, Deterministic, MCDropout  # noqa: F401
+from uqmix.models.mixture_model import MixtureModel  # noqa: F401
+from uqmix.models.sampled_networks import SampledNetworks, ensemble, mc_dropout  # noqa: F401

@@ -21,16 +21,15 @@ example and draws only noise per sample (local reparameterisation).
 import math
 
 import keras
-import tensorflow as tf
 
 from uqmix.layers import SAMPLING_MODES, MatrixNormalDense
 from uqmix.models.base import PredictiveModelMixin
-from uqmix.models.sampled_training import SampledTrainingMixin
+from uqmix.models.mixture_model import MixtureObjectiveMixin, check_num_train_samples
 from uqmix.objectives import mixture_losses
 
 
 @keras.saving.register_keras_serializable(package="uqmix")
-class InfiniteMixture(SampledTrainingMixin, PredictiveModelMixin, keras.Model):
+class InfiniteMixture(MixtureObjectiveMixin, PredictiveModelMixin, keras.Model):
     """Flatten → [MatrixNormalDense(h, ReLU)] × len(hidden_units) → MatrixNormalDense(K).
 
     num_classes: K (10).
@@ -51,7 +50,6 @@ class InfiniteMixture(SampledTrainingMixin, PredictiveModelMixin, keras.Model):
       costs an XLA compilation.
     """
 
-    regularizer_metric_name = "kl"
     default_num_samples = 100
 
     def __init__(self, num_classes=10, hidden_units=(128, 128), objective="ml",
@@ -66,8 +64,7 @@ class InfiniteMixture(SampledTrainingMixin, PredictiveModelMixin, keras.Model):
         hidden_units = tuple(int(h) for h in hidden_units)
         if any(h < 1 for h in hidden_units):
             raise ValueError(f"hidden_units must be positive, got {hidden_units}.")
-        if int(num_train_samples) != num_train_samples or num_train_samples < 1:
-            raise ValueError(f"num_train_samples (S) must be an integer >= 1, got {num_train_samples}.")
+        check_num_train_samples(num_train_samples)
         mixture_losses.check_objective(objective)
         mixture_losses.check_kl_scale(kl_weight, dataset_size)
         if not (isinstance(prior_variance, (int, float)) and math.isfinite(prior_variance)
@@ -98,6 +95,7 @@ class InfiniteMixture(SampledTrainingMixin, PredictiveModelMixin, keras.Model):
                 name=f"hidden_{i}" if i < len(hidden_units) else "logits")
             for i, units in enumerate(widths)
         ]
+        self._account_for_kl()
         self._make_trackers()
 
     def build(self, input_shape):
@@ -115,10 +113,13 @@ class InfiniteMixture(SampledTrainingMixin, PredictiveModelMixin, keras.Model):
             h = layer(h, sampling=sampling)
         return h
 
-    # -- objective ---------------------------------------------------------
-    def kl_divergence(self):
-        """Σ over layers of KL(q(W) ‖ p(W)) (closed form)."""
-        return tf.add_n([layer.kl_divergence() for layer in self.dense_layers])
+    # -- objective (``MixtureObjectiveMixin``, shared with ``MixtureModel``) ----
+    def stochastic_layers(self):
+        return list(self.dense_layers)
+
+    def kl_coefficient(self):
+        """λ/N."""
+        return mixture_losses.kl_term(1.0, self.kl_weight, self.dataset_size)
 
     def weight_variances(self):
         """Per layer name, Var[W_ij] = u_i v_j, [d + 1, c] (last row: biases)."""
@@ -126,14 +127,6 @@ class InfiniteMixture(SampledTrainingMixin, PredictiveModelMixin, keras.Model):
 
     def training_logits(self, x, training):
         return self(x, num_samples=self.num_train_samples, training=training)
-
-    def per_example_data_loss(self, labels, logits):
-        log_likelihoods = mixture_losses.sample_log_likelihoods(labels, logits)
-        return mixture_losses.per_example_nll(log_likelihoods, self.objective)
-
-    def regularization_loss(self):
-        kl = self.kl_divergence()
-        return mixture_losses.kl_term(kl, self.kl_weight, self.dataset_size), kl
 
     # -- prediction --------------------------------------------------------
     def predictive_parameters(self, x, num_samples, training=False):
