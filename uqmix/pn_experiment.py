@@ -689,7 +689,8 @@ def write_attack_figures(attack_values, output_dir):
                                  ("auroc", f"AUROC ({attack_values['measure']})"),
                                  ("jsr", "Joint success rate"))}
     figure = plotting.attack_curves(
-        attack_values["iterations"], panels,
+        attack_values["iterations"], panels, seeds=[1],
+        examples=attack_values["num_examples"],
         title=f"Adaptive {attack_values['method'].upper()} ({attack_values['criterion']}), "
               f"eps = {attack_values['eps']:.4g}")
     path = plotting.save_figure(figure, os.path.join(output_dir, FIGURES_DIR, "attack_curves.png"))
