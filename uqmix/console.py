@@ -23,10 +23,11 @@ import sys
 import tempfile
 import time
 
-# An INFO line of absl's C++ logging ("I1130 12:00:00.000000 123 file.cc:42] ..."), the
+# An INFO line of absl's C++ logging ("I1130 12:00:00.000000 123 file.cc:42] ..."; before
+# absl is initialised the time is "00:00:<seconds since the epoch>"), the
 # warning absl prints before its initialisation, and the continuation line of TF's
 # CPU-feature notice.
-_NOISE = re.compile(r"^(I\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] |"
+_NOISE = re.compile(r"^(I\d{4} [\d:.]+ +\d+ \S+:\d+\] |"
                     r"WARNING: All log messages before absl::InitializeLog\(\) is called|"
                     r"To enable the following instructions: .* rebuild TensorFlow)")
 

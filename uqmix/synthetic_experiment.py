@@ -234,10 +234,12 @@ def write_figure(maps, config, data):
         (data["x_test"][::every], {"s": 2, "c": "white", "alpha": 0.5, "linewidths": 0}),
         (data["x_ood_test"][::every], {"s": 2, "c": "red", "alpha": 0.5, "linewidths": 0}),
     ]
+    shown = len(overlays[0][0])
     figure = plotting.uncertainty_maps(
         maps, (-extent, extent, -extent, extent), overlays=overlays,
-        title=f"synthetic3: Prior Networks, seed {config['seed']} (white: test data, red: OOD "
-              "shell; one colour scale per column)",
+        title=f"synthetic3 Prior Networks, 1 seed (seed {config['seed']}); white: {shown:,} of "
+              f"{len(data['x_test']):,} test points, red: {len(overlays[1][0]):,} of "
+              f"{len(data['x_ood_test']):,} OOD points; one colour scale per column",
         color_scale="column")
     return plotting.save_figure(figure, os.path.join(config["output_dir"], FIGURE_FILE))
 
