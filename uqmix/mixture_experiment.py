@@ -433,10 +433,13 @@ def write_figures(metrics, config):
     written = []
     label = run_label(config)
     if "histograms" in metrics:
-        figure = plotting.correct_wrong_histograms(metrics["histograms"], title=label)
+        figure = plotting.correct_wrong_histograms(metrics["histograms"], title=plotting.join_title(
+            label, plotting.averaging_text([1], examples=metrics["num_test_examples"],
+                                           example_noun="test image")))
         written.append(plotting.save_figure(figure, os.path.join(folder, "uncertainty_hist.png")))
     if "weight_variances" in metrics:
-        figure = plotting.weight_variance_histograms(metrics["weight_variances"], title=label)
+        figure = plotting.weight_variance_histograms(metrics["weight_variances"],
+                                                     title=f"{label}: 1 seed")
         written.append(plotting.save_figure(figure, os.path.join(folder, "weight_variance.png")))
     if "robustness" in metrics:
         figure = attack_eval.robustness_figure(

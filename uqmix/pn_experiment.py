@@ -585,7 +585,9 @@ def write_figures(values, output_dir):
             measure, log10=log10)
         name = "alpha0_histogram.png" if measure == "precision" else "mi_histogram.png"
         written.append(plotting.save_figure(figure, os.path.join(folder, name)))
-    figure = plotting.roc_curves(values["roc"], title="OOD detection by mutual information")
+    count = len(next(iter(values["in"].values())))
+    figure = plotting.roc_curves(values["roc"], title=f"OOD detection by mutual information: "
+                                                      f"1 seed, {count:,} in-domain test images")
     written.append(plotting.save_figure(figure, os.path.join(folder, "roc_mutual_information.png")))
     return written
 
