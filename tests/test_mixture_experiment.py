@@ -106,7 +106,8 @@ def test_binary_runs_every_evaluation_and_writes_its_outputs(data_dir, tmp_path)
                        ("misclassification/predictive_variance/auroc",
                         m["misclassification"]["predictive_variance"]["auroc"]),
                        ("robustness/S=3/accuracy/eps=0.2", m["robustness"]["S=3"]["accuracy"][1]),
-                       ("weight_variances/logits/median", m["weight_variances"]["logits"]["median"]),
+                       ("weight_variances/logits/median",
+                        m["weight_variances"]["logits"]["median"]),
                        ("adversarial_detection/all/mutual_information/auroc",
                         adv["all"]["mutual_information"]["auroc"])):
         assert events[("evaluation", f"evaluation/{tag}")] == [(60, pytest.approx(value))], tag

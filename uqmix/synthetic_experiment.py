@@ -256,7 +256,8 @@ def run(config):
     runs.prepare_output_dir(output_dir, config, resume=resume, overwrite=config["overwrite"])
     data = load_data()
     metrics_path = os.path.join(output_dir, runs.METRICS_FILE)
-    previous = runs.read_json(metrics_path).get("models", {}) if os.path.exists(metrics_path) else {}
+    previous = (runs.read_json(metrics_path).get("models", {}) if os.path.exists(metrics_path)
+                else {})
     metrics = {"dataset": "synthetic3", "models": {}}
     maps, steps = {}, {}
     for index, loss in enumerate(config["losses"], start=1):
