@@ -553,6 +553,7 @@ def evaluate(model, config, data):
               "roc": {}}
     result["ood_detection"] = {}
     for name, x_ood in data["ood_test"].items():
+        console.progress(f"OOD detection on {name} ({len(x_ood)} images)", config["verbose"])
         pred_out = model.predictive(x_ood, num_samples=samples,
                                     batch_size=config["eval_batch_size"])
         result["ood_detection"][name] = evaluation.ood_detection(pred_in, pred_out,
