@@ -34,12 +34,17 @@ def test_errorbar_title_says_seeds_and_examples_and_sigma_only_with_several_seed
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("λ", "test accuracy")
 
 
-def test_grouped_bars_title_single_seed_has_no_sigma():
+def test_grouped_bars_title_single_seed_has_no_sigma_and_panels_share_the_y_scale():
     panels = {"p": {"groups": ["a", "b"],
-                    "series": {"ML": {"mean": [1.0, 2.0], "std": [0.0, 0.0], "n": [1, 1]}}}}
+                    "series": {"ML": {"mean": [1.0, 2.0], "std": [0.0, 0.0], "n": [1, 1]}}},
+              "q": {"groups": ["a", "b"],
+                    "series": {"ML": {"mean": [10.0, 20.0], "std": [0.0, 0.0], "n": [1, 1]}}}}
     figure = plotting.grouped_bars(panels, "mean weight variance", title="Weights")
     assert figure._suptitle.get_text() == "Weights: 1 seed"
     assert figure.axes[0].get_ylabel() == "mean weight variance"
+    figure.canvas.draw()
+    assert figure.axes[0].get_ylim() == figure.axes[1].get_ylim()
+    assert figure.axes[0].get_ylim()[1] >= 20.0
 
 
 def test_attack_curves_label_axes_and_state_seeds_and_examples():
@@ -54,10 +59,10 @@ def test_attack_curves_label_axes_and_state_seeds_and_examples():
 def test_robustness_figure_title_counts_seeds_and_attacked_images():
     one = attack_eval.robustness_figure({"ML": {"epsilons": [0, 0.1], "accuracy": [0.9, 0.5],
                                                 "num_examples": 1000}}, title="PGD")
-    assert one.axes[0].get_title() == "PGD: 1 seed, 1,000 attacked images"
+    assert one.axes[0].get_title() == "PGD\n1 seed, 1,000 attacked images"
     three = attack_eval.robustness_figure({"ML": {"epsilons": [0, 0.1],
                                                   "accuracy": [[0.9, 0.5]] * 3}})
-    assert three.axes[0].get_title() == "PGD robustness: mean ± 3σ over 3 seeds"
+    assert three.axes[0].get_title() == "PGD robustness\nmean ± 3σ over 3 seeds"
 
 
 def test_weight_variance_histograms_are_densities_of_each_layer():

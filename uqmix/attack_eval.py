@@ -160,8 +160,8 @@ def robustness_figure(curves, title=None, sigmas=3.0):
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize=8)
-    ax.set_title(plotting.join_title(title or "PGD robustness", plotting.averaging_text(
-        seeds, sigmas, examples or None, "attacked image")), fontsize=10)
+    ax.set_title(f"{title or 'PGD robustness'}\n" + plotting.averaging_text(
+        seeds, sigmas, examples or None, "attacked image"), fontsize=10)
     return figure
 
 

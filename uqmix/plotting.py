@@ -384,7 +384,8 @@ def grouped_bars(panels, ylabel, log_y=False, sigmas=3.0, title=None, examples=N
         raise ValueError("panels is empty.")
     bars = [max(4, len(p["groups"]) * max(1, len(p["series"]))) for p in panels.values()]
     figure = new_figure(max(7.0, 0.3 * sum(bars) + 4.0 * len(panels)), 4.0)
-    axes = figure.subplots(1, len(panels), squeeze=False, width_ratios=bars)[0]
+    # one y scale for all panels: they show the same quantity (e.g. per data set) side by side
+    axes = figure.subplots(1, len(panels), squeeze=False, width_ratios=bars, sharey=True)[0]
     for ax, (panel, content) in zip(axes, panels.items()):
         groups, series = content["groups"], content["series"]
         width = 0.8 / max(1, len(series))
