@@ -1,6 +1,8 @@
-"""The shared body of the option-table binaries (``cifar_rkl``, ``mixture_mnist``).
+"""The shared body of the option-table binaries (``cifar_rkl``, ``mixture_mnist``,
+``synthetic_rkl``).
 
-A library experiment module (``uqmix.pn_experiment``, ``uqmix.mixture_experiment``)
+A library experiment module (``uqmix.pn_experiment``, ``uqmix.mixture_experiment``,
+``uqmix.synthetic_experiment``)
 declares ``OPTIONS`` (name, default, help), ``validate_config``, ``run`` and
 ``summary``; this module turns the table into absl flags and runs it.
 
@@ -18,8 +20,12 @@ compare the result with the record of a finished run.
 
 import sys
 
-from absl import app
-from absl import flags
+from uqmix import console
+
+console.quiet_logs()  # before the experiment modules import TensorFlow: no INFO lines
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
 
 from uqmix import options, runs
 
@@ -56,6 +62,7 @@ def main_for(experiment, flag_values=flags.FLAGS):
     """An ``app.run`` main that validates the flags, runs ``experiment`` and prints its summary."""
 
     def main(argv):
+        console.quiet_logs("verbosity" in flag_values and flag_values["verbosity"].present)
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
         config = {name: flag_values[name].value for name, _, _ in experiment.OPTIONS}

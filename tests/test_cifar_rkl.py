@@ -2,6 +2,7 @@
 import gzip
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO_ROOT
-from uqmix import data_synthetic_images, pn_experiment, runs, training
+from uqmix import data_synthetic_images, pn_experiment, runs, tensorboard_logging, training
 from uqmix.data import DataSourceError
 
 SMOKE = os.path.join(REPO_ROOT, "experiments", "configs", "smoke.cfg")
@@ -46,10 +47,16 @@ def test_smoke_flagfile_end_to_end(tmp_path):
     out = tmp_path / "smoke"
     result = subprocess.run(
         [sys.executable, "-m", "experiments.cifar_rkl", f"--flagfile={SMOKE}",
-         f"--output_dir={out}", "--verbose=0"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+         f"--output_dir={out}", "--verbose=2"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test error" in result.stdout
+    assert "Training model" in result.stdout.splitlines()
+    assert "attacking the first 100 test images" in result.stdout
+    noise = [line for line in (result.stdout + result.stderr).splitlines()
+             if re.match(r"I\d{4} ", line) or "INFO" in line]
+    assert not noise, noise
     metrics = runs.read_json(out / "metrics.json")
     assert metrics["error"] < 0.5  # a learnable set: far better than chance (0.9)
     ood = metrics["ood_detection"]["synthetic_images_ood"]
@@ -75,6 +82,22 @@ def test_smoke_flagfile_end_to_end(tmp_path):
                 "mean_alpha0_ood", "learning_rate"):
         assert f"epoch_{tag}" in scalars, (tag, scalars)
     assert {"log10_alpha0/in_domain", "log10_alpha0/ood"} <= histograms
+    # One axis, the optimizer step: 500 training images (100 held out) / 64 = 8 steps per epoch.
+    events = tensorboard_logging.read_events(out / "tensorboard" / "model")
+    epochs = [8, 16, 24, 32]
+    assert [step for step, _ in events[("train", "epoch_loss")]] == epochs
+    assert [step for step, _ in events[("train", "log10_alpha0/in_domain")]] == epochs
+    assert [step for step, _ in events[("validation", "epoch_accuracy")]] == epochs
+    evaluation = tensorboard_logging.read_events(out / "tensorboard" / "evaluation")
+    for tag, value in (("error", metrics["error"]), ("nll", metrics["nll"]),
+                       ("ood_detection/synthetic_images_ood/mutual_information/auroc",
+                        ood["mutual_information"]["auroc"]),
+                       ("attacks/white_box/success_rate/iter=10", curves["success_rate"][2]),
+                       ("attacks/white_box/jsr/iter=2", curves["jsr"][0])):
+        assert evaluation[(".", f"evaluation/{tag}")] == [(32, pytest.approx(value, rel=1e-6))]
+    for figure in metrics["figures"]:
+        name = os.path.splitext(os.path.basename(figure))[0]
+        assert [step for step, _ in evaluation[(".", f"figures/{name}")]] == [32]
 
 
 def _write_cifar(folder, subfolder, files, records):

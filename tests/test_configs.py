@@ -5,9 +5,9 @@ import os
 import pytest
 from absl import flags
 
-from experiments import options_binary, synthetic_rkl
+from experiments import options_binary
 from tests.conftest import REPO_ROOT
-from uqmix import mixture_experiment, pn_experiment
+from uqmix import mixture_experiment, pn_experiment, synthetic_experiment
 
 CONFIGS = sorted(glob.glob(os.path.join(REPO_ROOT, "experiments", "configs", "*.cfg")))
 
@@ -17,7 +17,7 @@ def _experiment_of(path):
     if name.startswith("mixture_"):
         return mixture_experiment
     if name.startswith("synthetic_rkl"):
-        return None
+        return synthetic_experiment
     return pn_experiment
 
 
@@ -30,11 +30,7 @@ def test_every_binary_has_flagfiles():
 def test_flagfile_parses_and_validates(path):
     flag_values = flags.FlagValues()
     experiment = _experiment_of(path)
-    if experiment is None:
-        synthetic_rkl.define_flags(flag_values)
-    else:
-        options_binary.define_flags(experiment, flag_values)
+    options_binary.define_flags(experiment, flag_values)
     flag_values(["prog", f"--flagfile={path}"])  # unknown flags or bad values raise here
-    if experiment is not None:
-        config = {name: flag_values[name].value for name, _, _ in experiment.OPTIONS}
-        experiment.validate_config(config)
+    config = {name: flag_values[name].value for name, _, _ in experiment.OPTIONS}
+    experiment.validate_config(config)

@@ -582,3 +582,16 @@ def test_zip_and_shape_checks_give_clear_errors():
     with pytest.raises(ValueError, match=r"mnist inputs have shape \(28, 28, 1\).*cifar10"):
         data.check_same_image_shape(np.zeros((2, 28, 28, 1)), np.zeros((2, 32, 32, 3)),
                                     "mnist", "cifar10")
+
+
+def test_hold_out_splits_off_the_last_examples():
+    from uqmix.data import hold_out
+
+    x, y = np.arange(20).reshape(10, 2), np.arange(10)
+    x_train, y_train, x_val, y_val = hold_out(x, y, 3)
+    np.testing.assert_array_equal(np.r_[x_train, x_val], x)
+    np.testing.assert_array_equal(y_val, [7, 8, 9])
+    assert len(x_train) == len(y_train) == 7
+    assert hold_out(x, y, 0)[2:] == (None, None)
+    with pytest.raises(ValueError, match=r"--validation_examples must be in \[0, 9\]"):
+        hold_out(x, y, 10, "--validation_examples")

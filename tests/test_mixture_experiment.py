@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from tests.conftest import REPO_ROOT
 from tests.test_data import write_idx_set
-from uqmix import mixture_experiment, pn_experiment, runs
+from uqmix import mixture_experiment, pn_experiment, runs, tensorboard_logging
 
 
 def _digits(n, seed):
@@ -54,13 +54,19 @@ def test_binary_runs_every_evaluation_and_writes_its_outputs(data_dir, tmp_path)
         [sys.executable, "-m", "experiments.mixture_mnist", f"--data_dir={data_dir}",
          "--nocheck_counts", "--nouse_tfds", "--steps=60", "--steps_per_epoch=30",
          "--batch_size=40", "--learning_rate=0.003", "--hidden_units=32,32",
-         "--test_samples=8", "--verbose=0", f"--output_dir={out}",
+         "--test_samples=8", "--verbose=2", f"--output_dir={out}", "--validation_examples=40",
          "--evaluations=classification,weight_variances,misclassification,ood,robustness,"
          "adversarial_detection", "--robustness_examples=30", "--robustness_epsilons=0,0.2",
          "--robustness_gradient_samples=1,3", "--pgd_iterations=3", "--detection_examples=30"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test accuracy" in result.stdout
+    assert "Training ML λ=1 σ²=1" in result.stdout.splitlines()
+    assert "adversarial detection: PGD at eps 0.25 on 30 test images" in result.stdout
+    noise = [line for line in (result.stdout + result.stderr).splitlines()
+             if re.match(r"I\d{4} ", line) or "INFO" in line]
+    assert not noise, noise
     m = runs.read_json(out / "metrics.json")
     assert m["test"]["accuracy"] > 0.5  # learnable: far above chance (0.1)
     assert set(m["weight_variances"]) == {"hidden_0", "hidden_1", "logits"}
@@ -89,6 +95,24 @@ def test_binary_runs_every_evaluation_and_writes_its_outputs(data_dir, tmp_path)
                     tags.update(v.tag for v in event.summary.value)
     assert {"epoch_loss", "epoch_kl", "epoch_nll", "epoch_accuracy"} <= tags
     assert "log10_weight_variance/hidden_1" in tags
+    # One axis, the optimizer step: scalars, histograms and validation at the epoch ends 30, 60;
+    # the evaluation (metrics.json's numbers, curve points, figures) at the final step 60.
+    events = tensorboard_logging.read_events(out / "tensorboard")
+    for key in (("train", "epoch_loss"), ("train", "log10_weight_variance/hidden_1"),
+                ("validation", "epoch_loss"), ("validation", "epoch_accuracy")):
+        assert [step for step, _ in events[key]] == [30, 60], key
+    for tag, value in (("test/accuracy", m["test"]["accuracy"]), ("test/ece", m["test"]["ece"]),
+                       ("ood/total_uncertainty/auroc", m["ood"]["total_uncertainty"]["auroc"]),
+                       ("misclassification/predictive_variance/auroc",
+                        m["misclassification"]["predictive_variance"]["auroc"]),
+                       ("robustness/S=3/accuracy/eps=0.2", m["robustness"]["S=3"]["accuracy"][1]),
+                       ("weight_variances/logits/median",
+                        m["weight_variances"]["logits"]["median"]),
+                       ("adversarial_detection/all/mutual_information/auroc",
+                        adv["all"]["mutual_information"]["auroc"])):
+        assert events[("evaluation", f"evaluation/{tag}")] == [(60, pytest.approx(value))], tag
+    for figure in ("uncertainty_hist", "weight_variance", "robustness"):
+        assert [step for step, _ in events[("evaluation", f"figures/{figure}")]] == [60]
 
 
 def test_metrics_match_a_direct_evaluation_of_the_saved_model(data_dir, tmp_path):

@@ -135,18 +135,23 @@ def robustness_figure(curves, title=None, sigmas=3.0):
     (sample standard deviation, ddof = 1, as every aggregate of uqmix; none for one seed).
 
     curves: {label: {"epsilons": [E], "accuracy": [E] or [seeds, E]}} (e.g.
-    ``robustness_curve`` results of several seeds stacked with ``np.stack``).
+    ``robustness_curve`` results of several seeds stacked with ``np.stack``), optionally
+    "num_examples" (count or counts of attacked images).  The title (``title``: what the
+    figure shows) gets the seeds and examples appended; "± σ" only with more than one seed.
     """
     if not curves:
         raise ValueError("curves is empty.")
     figure = plotting.new_figure(5.0, 3.8)
     ax = figure.subplots()
+    seeds, examples = [], []
     for (label, curve), (color, style) in zip(curves.items(),
                                               plotting.series_styles(len(curves))):
         epsilons = np.asarray(curve["epsilons"], np.float64)
         accuracy = np.atleast_2d(np.asarray(curve["accuracy"], np.float64))
         if accuracy.shape[1] != epsilons.size:
             raise ValueError(f"{label!r}: {accuracy.shape[1]} accuracies for {epsilons.size} epsilons.")
+        seeds.append(accuracy.shape[0])
+        examples += [int(n) for n in np.atleast_1d(curve.get("num_examples") or [])]
         spread = sigmas * accuracy.std(axis=0, ddof=1) if accuracy.shape[0] > 1 else None
         ax.errorbar(epsilons, accuracy.mean(axis=0), yerr=spread, marker="o", markersize=3,
                     capsize=3, linewidth=1.5, label=f"{label} (n={accuracy.shape[0]})",
@@ -155,7 +160,8 @@ def robustness_figure(curves, title=None, sigmas=3.0):
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize=8)
-    ax.set_title(title or f"PGD robustness (mean ± {sigmas:g}σ over seeds)", fontsize=10)
+    ax.set_title(f"{title or 'PGD robustness'}\n" + plotting.averaging_text(
+        seeds, sigmas, examples or None, "attacked image"), fontsize=10)
     return figure
 
 

@@ -54,12 +54,14 @@ import numpy as np
 import tensorflow as tf
 
 from uqmix import attack_eval
+from uqmix import console
 from uqmix import evaluation
 from uqmix import options
 from uqmix import plotting
 from uqmix import runs
+from uqmix import tensorboard_logging
 from uqmix import training
-from uqmix.data import load_arrays, make_dataset
+from uqmix.data import hold_out, load_arrays, make_dataset
 from uqmix.layers import SAMPLING_MODES
 from uqmix.models import DeepEnsemble, Deterministic, InfiniteMixture, MCDropout
 from uqmix.setup_utils import STRATEGIES, make_strategy, set_seed
@@ -85,6 +87,8 @@ OPTIONS = (
     ("ood_dataset", "notmnist", "OOD test set (test split); empty for none."),
     *options.DATA_SOURCE_OPTIONS,
     ("ood_examples", 10000, "First N images of the OOD set (0: all)."),
+    ("validation_examples", 0, "Hold out the last N training images as a validation split, "
+                               "evaluated after every epoch (TensorBoard validation/); 0: none."),
     # model
     ("model", "ml", "ml | vi (infinite mixtures) | deterministic | mc_dropout | ensemble."),
     ("hidden_units", ["128", "128"], "Hidden layer widths of the MLP."),
@@ -189,6 +193,7 @@ def validate_config(config):
         ("train_examples", config["train_examples"] >= 0, ">= 0"),
         ("test_examples", config["test_examples"] >= 0, ">= 0"),
         ("ood_examples", config["ood_examples"] >= 0, ">= 0"),
+        ("validation_examples", config["validation_examples"] >= 0, ">= 0"),
         ("test_samples", config["test_samples"] >= 1, ">= 1"),
         ("eval_batch_size", config["eval_batch_size"] >= 1, ">= 1"),
         ("histogram_bins", config["histogram_bins"] >= 1, ">= 1"),
@@ -206,13 +211,17 @@ def validate_config(config):
 
 # -- data ------------------------------------------------------------------------------------
 def load_data(config):
-    """{x_train, y_train, x_test, y_test, x_ood (or None)}; every data problem raised here."""
+    """{x_train, y_train, x_val, y_val (None without validation_examples), x_test, y_test,
+    x_ood (or None)}; every data problem raised here."""
     sources = dict(data_dir=config["data_dir"] or None, use_tfds=config["use_tfds"],
                    check_counts=config["check_counts"])
     x_train, y_train = load_arrays(config["dataset"], "train", **sources)
     x_test, y_test = load_arrays(config["dataset"], "test", **sources)
-    data = {"x_train": options.first(x_train, config["train_examples"]),
-            "y_train": options.first(y_train, config["train_examples"]),
+    x_train, y_train, x_val, y_val = hold_out(
+        options.first(x_train, config["train_examples"]),
+        options.first(y_train, config["train_examples"]), config["validation_examples"],
+        "--validation_examples")
+    data = {"x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val,
             "x_test": options.first(x_test, config["test_examples"]),
             "y_test": options.first(y_test, config["test_examples"]), "x_ood": None}
     if config["ood_dataset"]:
@@ -251,28 +260,22 @@ def build_model(config, input_shape, dataset_size):
     return model
 
 
-class WeightVarianceHistograms(keras.callbacks.Callback):
-    """TensorBoard histograms of log10 Var[W_ij] = log10(u_i v_j) of every mixture layer."""
-
-    def __init__(self, log_dir):
-        super().__init__()
-        self.writer = tf.summary.create_file_writer(log_dir)
-
-    def on_epoch_end(self, epoch, logs=None):
-        with self.writer.as_default(step=epoch + 1):
-            for name, variance in self.model.weight_variances().items():
-                tf.summary.histogram(f"log10_weight_variance/{name}",
-                                     tf.math.log(variance) / np.log(10.0))
-        self.writer.flush()
+def weight_variance_histograms(model):
+    """{tag: log10 Var[W_ij] = log10(u_i v_j)} of every mixture layer (TensorBoard histograms
+    written by ``tensorboard_logging.EpochSummaries`` at the step of the epoch's scalars)."""
+    return {f"log10_weight_variance/{name}": tf.math.log(variance) / np.log(10.0)
+            for name, variance in model.weight_variances().items()}
 
 
 def train(model, config, data):
     """``fit_resumable`` into ``output_dir`` with TensorBoard; returns seconds spent."""
-    log_dir = os.path.join(config["output_dir"], "tensorboard")
-    callbacks = [keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch",
-                                             write_graph=False)]
-    if config["model"] in MIXTURE_MODELS:
-        callbacks.append(WeightVarianceHistograms(os.path.join(log_dir, "weight_variance")))
+    callbacks = [tensorboard_logging.EpochSummaries(
+        os.path.join(config["output_dir"], "tensorboard"),
+        histograms=weight_variance_histograms if config["model"] in MIXTURE_MODELS else None)]
+    validation = None
+    if data.get("x_val") is not None:
+        validation = make_dataset(data["x_val"], data["y_val"],
+                                  batch_size=config["eval_batch_size"], shuffle=False)
 
     def make():
         return make_dataset(data["x_train"], data["y_train"], batch_size=config["batch_size"],
@@ -282,7 +285,7 @@ def train(model, config, data):
     training.fit_resumable(model, make, total_steps=config["steps"],
                            steps_per_epoch=config["steps_per_epoch"],
                            output_dir=config["output_dir"], callbacks=callbacks,
-                           verbose=config["verbose"])
+                           validation_data=validation, verbose=config["verbose"])
     return time.perf_counter() - start
 
 
@@ -343,6 +346,8 @@ def robustness(model, config, data):
               else [1])
     curves = {}
     for count in counts:
+        _progress(config, f"robustness: PGD on {len(x)} test images with S={count} gradient "
+                          f"samples at {len(config['robustness_epsilons'])} radii")
         curve = attack_eval.robustness_curve(
             model, x, y, config["robustness_epsilons"], num_gradient_samples=count,
             num_eval_samples=_num_samples(config), nb_iter=config["pgd_iterations"],
@@ -386,8 +391,7 @@ def adversarial_detection(model, config, data, clean):
 
 def _progress(config, message):
     """One line per finished piece of evaluation (fit's progress bars cover training)."""
-    if config["verbose"]:
-        print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+    console.progress(message, config["verbose"])
 
 
 def evaluate(model, config, data):
@@ -420,6 +424,8 @@ def evaluate(model, config, data):
     if "robustness" in asked:
         result["robustness"] = robustness(model, config, data)
     if "adversarial_detection" in asked:
+        _progress(config, f"adversarial detection: PGD at eps {config['detection_eps']:g} on "
+                          f"{config['detection_examples']} test images")
         result["adversarial_detection"] = adversarial_detection(model, config, data, clean)
     return result
 
@@ -431,16 +437,27 @@ def write_figures(metrics, config):
     written = []
     label = run_label(config)
     if "histograms" in metrics:
-        figure = plotting.correct_wrong_histograms(metrics["histograms"], title=label)
+        figure = plotting.correct_wrong_histograms(metrics["histograms"], title=plotting.join_title(
+            label, plotting.averaging_text([1], examples=metrics["num_test_examples"],
+                                           example_noun="test image")))
         written.append(plotting.save_figure(figure, os.path.join(folder, "uncertainty_hist.png")))
     if "weight_variances" in metrics:
-        figure = plotting.weight_variance_histograms(metrics["weight_variances"], title=label)
+        figure = plotting.weight_variance_histograms(metrics["weight_variances"],
+                                                     title=f"{label}: 1 seed")
         written.append(plotting.save_figure(figure, os.path.join(folder, "weight_variance.png")))
     if "robustness" in metrics:
         figure = attack_eval.robustness_figure(
             {f"{label}, {k}": v for k, v in metrics["robustness"].items()})
         written.append(plotting.save_figure(figure, os.path.join(folder, "robustness.png")))
     return [os.path.relpath(p, config["output_dir"]) for p in written]
+
+
+def log_evaluation(config, metrics, step):
+    """The metrics (accuracy, NLL, ECE, misclassification / OOD AUROCs, robustness points, ...)
+    as scalars and the figures as images in ``tensorboard/evaluation`` at the global ``step``."""
+    tensorboard_logging.log_evaluation(
+        os.path.join(config["output_dir"], "tensorboard"), metrics, step,
+        [os.path.join(config["output_dir"], path) for path in metrics["figures"]])
 
 
 def run_label(config):
@@ -464,6 +481,8 @@ def run(config):
     strategy = make_strategy(config["strategy"], tpu_address=config["tpu_address"] or None)
     with strategy.scope():
         model = build_model(config, input_shape, len(data["x_train"]))
+    if config["verbose"]:
+        console.announce(run_label(config))
     seconds = runs.add_seconds(config["output_dir"], "train_seconds",  # over resumes
                                train(model, config, data))
     runs.atomic_save_model(model, os.path.join(config["output_dir"], MODEL_FILE))
@@ -478,6 +497,7 @@ def run(config):
                    num_replicas=int(strategy.num_replicas_in_sync),
                    eval_seconds=time.perf_counter() - start)
     metrics["figures"] = write_figures(metrics, config)
+    log_evaluation(config, metrics, tensorboard_logging.global_step(model))
     if config["export_dir"]:
         from uqmix.export import export_saved_model
 

@@ -301,6 +301,8 @@ def _series(configurations, x_of, key):
     stats = [c.stats(key) for c in ordered]
     return {"x": [x_of(c) for c in ordered], "mean": [s["mean"] for s in stats],
             "std": [s["std"] for s in stats], "n": [s["n"] for s in stats],
+            "examples": sorted({int(v) for c in ordered for v in c.values("num_test_examples")
+                                if v}),
             "configurations": [c.name for c in ordered]}
 
 
@@ -489,6 +491,8 @@ def _robustness_curve(config, key):
                          for c in used.values()], np.float64)
     stats = [stats_of(column) for column in accuracy.T.tolist()]
     return {"epsilons": list(grid), "accuracy": accuracy.tolist(), "seeds": list(used),
+            "num_examples": sorted({int(c["num_examples"]) for c in used.values()
+                                    if c.get("num_examples")}) or None,
             "dropped_seeds": [s for s in curves if s not in used],
             "mean": [s["mean"] for s in stats], "std": [s["std"] for s in stats],
             "n": [s["n"] for s in stats]}
@@ -539,22 +543,28 @@ def robustness_samples_data(configurations):
 
 
 # -- figures -------------------------------------------------------------------------------------
+def _test_examples(panels):
+    """The test-set sizes behind the accuracy points of ``panels`` (for the title)."""
+    return [n for series in panels.values() for s in series.values()
+            for n in s.get("examples", [])] or None
+
+
 def _draw_accuracy_vs_prior(panels):
     return plotting.errorbar_panels(panels, "prior variance σ²", "test accuracy", sigmas=SIGMAS,
-                                    colors=MODEL_COLORS,
-                                    title=f"Test accuracy vs prior variance (mean ± {SIGMAS:g}σ)")
+                                    colors=MODEL_COLORS, title="Test accuracy vs prior variance",
+                                    examples=_test_examples(panels))
 
 
 def _draw_accuracy_vs_lambda(panels):
     return plotting.errorbar_panels(panels, "KL weight λ", "test accuracy", log_x=True,
                                     sigmas=SIGMAS, colors=MODEL_COLORS,
-                                    title=f"Test accuracy vs KL weight (mean ± {SIGMAS:g}σ)")
+                                    title="Test accuracy vs KL weight",
+                                    examples=_test_examples(panels))
 
 
 def _draw_weight_variance_bars(panels):
     return plotting.grouped_bars(panels, "mean weight variance", log_y=True, sigmas=SIGMAS,
-                                 title="Mixing-distribution weight variance per layer "
-                                       f"(mean ± {SIGMAS:g}σ over seeds)")
+                                 title="Mixing-distribution weight variance per layer")
 
 
 def _draw_predictive_variance_hist(panels):
@@ -573,8 +583,7 @@ def _draw_predictive_variance_hist(panels):
 
 def _draw_correct_vs_wrong_variance(panels):
     return plotting.grouped_bars(panels, "mean predictive variance", sigmas=SIGMAS,
-                                 title="Predictive variance of correct vs wrong test inputs "
-                                       f"(mean ± {SIGMAS:g}σ over seeds)")
+                                 title="Predictive variance of correct vs wrong test inputs")
 
 
 def _draw_robustness(curves, title):
@@ -584,12 +593,11 @@ def _draw_robustness(curves, title):
 
 
 def _draw_robustness_s1(curves):
-    return _draw_robustness(curves, f"PGD robustness, 1 gradient sample (mean ± {SIGMAS:g}σ)")
+    return _draw_robustness(curves, "PGD robustness, 1 gradient sample")
 
 
 def _draw_robustness_samples(curves):
-    return _draw_robustness(curves, "PGD robustness vs gradient samples S "
-                                    f"(mean ± {SIGMAS:g}σ)")
+    return _draw_robustness(curves, "PGD robustness vs gradient samples S")
 
 
 @dataclasses.dataclass(frozen=True)

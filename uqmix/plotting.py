@@ -121,6 +121,10 @@ def uncertainty_maps(maps, extent, overlays=(), title=None, color_scale="column"
             ax.set_xlim(extent[0], extent[1])
             ax.set_ylim(extent[2], extent[3])
             ax.set_title(f"{row}: {MEASURE_TITLES.get(measure, measure)}", fontsize=10)
+            if i == len(rows) - 1:
+                ax.set_xlabel("x₁")
+            if j == 0:
+                ax.set_ylabel("x₂")
             if color_scale == "panel":
                 figure.colorbar(image, ax=ax, shrink=0.85)
         if color_scale == "column":
@@ -148,7 +152,8 @@ def in_out_histograms(values_in, values_out, measure, log10=False, bins=40, titl
     figure = new_figure(5.0, 3.6)
     ax = figure.subplots()
     for name, values in series.items():
-        ax.hist(values, bins=edges, density=True, histtype="step", linewidth=1.5, label=name)
+        ax.hist(values, bins=edges, density=True, histtype="step", linewidth=1.5,
+                label=f"{name} (n={values.size})")
     label = MEASURE_TITLES.get(measure, measure)
     ax.set_xlabel(f"log10 {label}" if log10 else label)
     ax.set_ylabel("density")
@@ -175,12 +180,17 @@ def roc_curves(curves, title=None):
     return figure
 
 
-def attack_curves(iterations, panels, title=None, spreads=None):
+def attack_curves(iterations, panels, title=None, spreads=None, seeds=None, examples=None,
+                  sigmas=3.0):
     """Attack results against the number of attack iterations, one panel per quantity.
 
     iterations: [T] iteration counts (x axis, log scale when they span > 10×).
-    panels: {panel title: {series label: [T] values (None/NaN = missing)}}.
+    panels: {panel title: {series label: [T] values (None/NaN = missing)}}; the panel
+      title is also its y label.
     spreads: optional {panel title: {series label: [T] error-bar half-widths}}.
+    seeds, examples: how many seeds (counts, one per series) and attacked examples the
+      points average; given, the title says so (``averaging_text``; "± σ" only with
+      more than one seed).
     """
     if not panels:
         raise ValueError("panels is empty.")
@@ -204,9 +214,12 @@ def attack_curves(iterations, panels, title=None, spreads=None):
         if iterations.size and iterations.min() > 0 and iterations.max() > 10 * iterations.min():
             ax.set_xscale("log")
         ax.set_xlabel("attack iterations")
+        ax.set_ylabel(panel)
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(panel, fontsize=10)
         ax.legend(fontsize=8)
+    if seeds is not None or examples is not None:
+        title = join_title(title, averaging_text(seeds or [1], sigmas, examples))
     if title:
         figure.suptitle(title)
     return figure
@@ -228,7 +241,7 @@ def correct_wrong_histograms(histograms, title=None):
         for group in ("correct", "wrong"):
             counts = np.asarray(hist[group], np.float64)
             if counts.sum() > 0:
-                ax.stairs(counts / (counts.sum() * np.diff(edges)), edges, linewidth=1.5,
+                ax.stairs(histogram_density(counts, edges), edges, linewidth=1.5,
                           label=f"{group} (n={int(counts.sum())})")
         ax.set_yscale("symlog", linthresh=1e-2)
         ax.set_xlabel(MEASURE_TITLES.get(measure, measure))
@@ -239,10 +252,24 @@ def correct_wrong_histograms(histograms, title=None):
     return figure
 
 
-def weight_variance_histograms(summaries, title=None):
-    """Histograms of log10 Var[W_ij] of the mixing distribution, one line per layer.
+def histogram_density(counts, edges):
+    """counts / (Σ counts · bin width): a histogram that integrates to 1, so histograms of
+    groups of different sizes (layers, seeds, correct vs wrong) compare directly."""
+    counts = np.asarray(counts, np.float64)
+    widths = np.diff(np.asarray(edges, np.float64))
+    if counts.shape != widths.shape or np.any(widths <= 0):
+        raise ValueError(f"need {counts.size + 1} increasing bin edges for {counts.size} counts.")
+    if counts.sum() <= 0:
+        raise ValueError("an empty histogram has no density.")
+    return counts / (counts.sum() * widths)
 
-    summaries: {layer: {"log10_histogram": {"bin_edges", "counts"}, "mean": float}}.
+
+def weight_variance_histograms(summaries, title=None):
+    """Densities of log10 Var[W_ij] of the mixing distribution, one line per layer.
+
+    summaries: {layer: {"log10_histogram": {"bin_edges", "counts"}, "mean": float}};
+    each layer's histogram is normalised to integrate to 1 (``histogram_density``),
+    so layers with very different numbers of weights compare; the legend gives n.
     """
     if not summaries:
         raise ValueError("summaries is empty.")
@@ -250,10 +277,12 @@ def weight_variance_histograms(summaries, title=None):
     ax = figure.subplots()
     for layer, summary in summaries.items():
         hist = summary["log10_histogram"]
-        ax.stairs(np.asarray(hist["counts"], np.float64), np.asarray(hist["bin_edges"]),
-                  linewidth=1.5, label=f"{layer} (mean {summary['mean']:.3g})")
+        counts = np.asarray(hist["counts"], np.float64)
+        ax.stairs(histogram_density(counts, hist["bin_edges"]), np.asarray(hist["bin_edges"]),
+                  linewidth=1.5,
+                  label=f"{layer} (n={int(counts.sum())}, mean {summary['mean']:.3g})")
     ax.set_xlabel("log10 weight variance u_i v_j")
-    ax.set_ylabel("weights")
+    ax.set_ylabel("density")
     ax.legend(fontsize=8)
     ax.set_title(title or "Mixing-distribution weight variances", fontsize=10)
     return figure
@@ -269,6 +298,35 @@ def seed_count_text(counts):
     return f"n={low}" if low == high else f"n={low}–{high}"
 
 
+def count_text(counts, noun):
+    """"3 seeds", "1 seed", "1–3 seeds", "10,000 test images"; counts: ints (zeros ignored)."""
+    counts = [int(c) for c in np.atleast_1d(counts) if c]
+    if not counts:
+        return f"no {noun}s"
+    low, high = min(counts), max(counts)
+    number = f"{low:,}" if low == high else f"{low:,}–{high:,}"
+    return f"{number} {noun}{'' if high == 1 else 's'}"
+
+
+def averaging_text(seed_counts, sigmas=3.0, examples=None, example_noun="example"):
+    """What a plotted point rests on, for a title: "mean ± 3σ over 3 seeds, 1,000 examples"
+    when some point has more than one seed, else "1 seed, 1,000 examples" (no ±: a single
+    run has no spread).  seed_counts: seeds per point or series; examples: count(s) or None."""
+    counts = [int(c) for c in np.atleast_1d(seed_counts) if c]
+    if counts and max(counts) > 1:
+        text = f"mean ± {sigmas:g}σ over {count_text(counts, 'seed')}"
+    else:
+        text = count_text(counts or [0], "seed")
+    if examples is not None:
+        text += f", {count_text(examples, example_noun)}"
+    return text
+
+
+def join_title(title, detail):
+    """"title: detail", or just ``detail`` without a title."""
+    return f"{title}: {detail}" if title else detail
+
+
 def _error(stats, sigmas, positive_axis=False):
     """±sigmas·std as ``yerr``; NaN (no bar) where n ≤ 1; on a log axis the lower bar stops
     just above 0."""
@@ -281,7 +339,8 @@ def _error(stats, sigmas, positive_axis=False):
     return np.stack([lower, spread])
 
 
-def errorbar_panels(panels, xlabel, ylabel, log_x=False, sigmas=3.0, colors=None, title=None):
+def errorbar_panels(panels, xlabel, ylabel, log_x=False, sigmas=3.0, colors=None, title=None,
+                    examples=None):
     """Lines of a mean over seeds against x with ± ``sigmas``·std error bars, one panel per key.
 
     panels: {panel title: {series label: {"x": [P], "mean": [P], "std": [P],
@@ -289,6 +348,8 @@ def errorbar_panels(panels, xlabel, ylabel, log_x=False, sigmas=3.0, colors=None
       legend gives each series' seed count "(n=K)".
     log_x: logarithmic x axis (points with x ≤ 0 are not drawn).
     colors: {series label: matplotlib colour} (default: the colour cycle, per panel).
+    title: what the figure shows; the seeds (and ``examples`` per point, when given) the
+      means rest on are appended (``averaging_text``; "± σ" only with more than one seed).
     """
     if not panels:
         raise ValueError("panels is empty.")
@@ -309,23 +370,27 @@ def errorbar_panels(panels, xlabel, ylabel, log_x=False, sigmas=3.0, colors=None
         ax.set_ylabel(ylabel)
         ax.set_title(panel, fontsize=10)
         ax.legend(fontsize=8)
-    figure.suptitle(title or f"mean ± {sigmas:g}σ over seeds", fontsize=10)
+    seeds = [n for series in panels.values() for stats in series.values() for n in stats["n"]]
+    figure.suptitle(join_title(title, averaging_text(seeds, sigmas, examples)), fontsize=10)
     return figure
 
 
-def grouped_bars(panels, ylabel, log_y=False, sigmas=3.0, title=None):
+def grouped_bars(panels, ylabel, log_y=False, sigmas=3.0, title=None, examples=None):
     """Grouped bars of means over seeds with ± ``sigmas``·std error bars, one panel per key.
 
     panels: {panel title: {"groups": [G group names], "series": {series label:
       {"mean": [G], "std": [G], "n": [G]}}}}; NaN means leave a gap; the legend
       gives each series' seed count "(n=K)".
     log_y: logarithmic y axis (lower error bars stop just above zero).
+    title: what the figure shows; the seeds (and ``examples``) are appended as in
+      ``errorbar_panels``.
     """
     if not panels:
         raise ValueError("panels is empty.")
     bars = [max(4, len(p["groups"]) * max(1, len(p["series"]))) for p in panels.values()]
     figure = new_figure(max(7.0, 0.3 * sum(bars) + 4.0 * len(panels)), 4.0)
-    axes = figure.subplots(1, len(panels), squeeze=False, width_ratios=bars)[0]
+    # one y scale for all panels: they show the same quantity (e.g. per data set) side by side
+    axes = figure.subplots(1, len(panels), squeeze=False, width_ratios=bars, sharey=True)[0]
     for ax, (panel, content) in zip(axes, panels.items()):
         groups, series = content["groups"], content["series"]
         width = 0.8 / max(1, len(series))
@@ -343,7 +408,9 @@ def grouped_bars(panels, ylabel, log_y=False, sigmas=3.0, title=None):
         ax.set_ylabel(ylabel)
         ax.set_title(panel, fontsize=10)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    figure.suptitle(title or f"mean ± {sigmas:g}σ over seeds", fontsize=10)
+    seeds = [n for content in panels.values() for stats in content["series"].values()
+             for n in stats["n"]]
+    figure.suptitle(join_title(title, averaging_text(seeds, sigmas, examples)), fontsize=10)
     return figure
 
 
@@ -369,7 +436,7 @@ def density_stairs(panels, xlabel, log_y=True, colors=None, title=None):
                 widths = np.diff(edges)
                 if counts.sum() <= 0 or np.any(widths <= 0):
                     continue
-                ax.stairs(counts / (counts.sum() * widths), edges, color=color, linewidth=1.3,
+                ax.stairs(histogram_density(counts, edges), edges, color=color, linewidth=1.3,
                           label=None if drawn else label)
                 drawn += 1
         if log_y:

@@ -49,12 +49,14 @@ from uqmix import evaluation
 from uqmix import metrics as metric_fns
 from uqmix import options
 from uqmix import plotting
+from uqmix import console
 from uqmix import runs
+from uqmix import tensorboard_logging
 from uqmix import training
 from uqmix.adversarial_training import AdversarialPriorNetwork
 from uqmix.augment import augment_dataset
 from uqmix.data import check_same_image_shape, get_spec, known_names, load_arrays
-from uqmix.data import make_dataset, zip_in_and_ood
+from uqmix.data import hold_out, make_dataset, zip_in_and_ood
 from uqmix.models import PriorNetwork
 from uqmix.models.backbones import BACKBONES, build_backbone
 from uqmix.models.sampled_networks import ensemble, mc_dropout
@@ -79,6 +81,8 @@ OPTIONS = (
     ("ood_test_datasets", ["svhn", "lsun_resize", "tim_resize"], "OOD test sets."),
     *options.DATA_SOURCE_OPTIONS,
     ("ood_test_examples", 0, "Use only the first N examples of each OOD test set (0: all)."),
+    ("validation_examples", 0, "Hold out the last N training examples as a validation split, "
+                               "evaluated after every epoch (TensorBoard validation/); 0: none."),
     # model
     ("model_kind", "prior_network", "prior_network | ensemble | mc_dropout."),
     ("loss", "reverse_kl", "reverse_kl | forward_kl | cross_entropy."),
@@ -227,6 +231,7 @@ def validate_config(config):
         ("train_examples", config["train_examples"] >= 0, ">= 0"),
         ("test_examples", config["test_examples"] >= 0, ">= 0"),
         ("ood_test_examples", config["ood_test_examples"] >= 0, ">= 0"),
+        ("validation_examples", config["validation_examples"] >= 0, ">= 0"),
         ("ensemble_size", config["ensemble_size"] >= 1, ">= 1"),
         ("eval_samples", config["eval_samples"] >= 1, ">= 1"),
         ("eval_batch_size", config["eval_batch_size"] >= 1, ">= 1"),
@@ -295,7 +300,10 @@ def load_data(config):
                                                                    config["test_examples"])
     if x_train.ndim != 4:
         raise ValueError(f"{config['dataset']} is not an image set (x has shape {x_train.shape}).")
+    x_train, y_train, x_val, y_val = hold_out(x_train, y_train, config["validation_examples"],
+                                              "--validation_examples")
     data = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test,
+            "x_val": x_val, "y_val": y_val,
             "num_classes": num_classes_of(config["dataset"]),
             "input_shape": tuple(int(s) for s in x_train.shape[1:]),
             "x_ood_train": None, "ood_test": {}}
@@ -379,48 +387,48 @@ def make_train_dataset_fn(config, data, seed):
     return make
 
 
-def _alpha0_histogram_callback(model, x_in, x_ood, log_dir, eval_batch_size):
-    class Alpha0Histograms(keras.callbacks.Callback):
-        """Histograms of log10 α0 on fixed in-domain and OOD inputs after every epoch."""
+def alpha0_histograms(x_in, x_ood, eval_batch_size):
+    """``model -> {tag: log10 α0}`` on fixed in-domain and OOD inputs (TensorBoard histograms
+    written by ``tensorboard_logging.EpochSummaries`` at the step of the epoch's scalars)."""
 
-        def __init__(self):
-            super().__init__()
-            self.writer = tf.summary.create_file_writer(log_dir)
+    def histograms(model):
+        result = {}
+        for name, x in (("in_domain", x_in), ("ood", x_ood)):
+            if x is None or not len(x):
+                continue
+            logits = model.predictive(x, batch_size=eval_batch_size).logits
+            alpha0 = tf.reduce_sum(tf.exp(tf.clip_by_value(logits, -30.0, 30.0)), -1)
+            result[f"log10_alpha0/{name}"] = tf.math.log(alpha0) / np.log(10.0)
+        return result
 
-        def on_epoch_end(self, epoch, logs=None):
-            with self.writer.as_default(step=epoch + 1):
-                for name, x in (("in_domain", x_in), ("ood", x_ood)):
-                    if x is None or not len(x):
-                        continue
-                    logits = model.predictive(x, batch_size=eval_batch_size).logits
-                    alpha0 = tf.reduce_sum(tf.exp(tf.clip_by_value(logits, -30.0, 30.0)), -1)
-                    tf.summary.histogram(f"log10_alpha0/{name}",
-                                         tf.math.log(alpha0) / np.log(10.0))
-            self.writer.flush()
-
-    return Alpha0Histograms()
+    return histograms
 
 
 def train_model(model, config, data, model_dir, seed, log_name):
     """Trains ``model`` with ``fit_resumable`` into ``model_dir``; returns seconds spent."""
 
     steps_per_epoch = steps_per_epoch_of(config, len(data["x_train"]))
-    tensorboard_dir = os.path.join(config["output_dir"], "tensorboard", log_name)
-    callbacks = [keras.callbacks.TensorBoard(log_dir=tensorboard_dir, update_freq="epoch",
-                                             write_graph=False)]
+    histograms = None
     count = config["histogram_examples"]
     if count:
         x_ood = data["x_ood_train"]
         if x_ood is None and data["ood_test"]:
             x_ood = next(iter(data["ood_test"].values()))
-        callbacks.append(_alpha0_histogram_callback(
-            model, data["x_test"][:count], None if x_ood is None else x_ood[:count],
-            os.path.join(tensorboard_dir, "alpha0"), config["eval_batch_size"]))
+        histograms = alpha0_histograms(data["x_test"][:count],
+                                       None if x_ood is None else x_ood[:count],
+                                       config["eval_batch_size"])
+    callbacks = [tensorboard_logging.EpochSummaries(
+        os.path.join(config["output_dir"], "tensorboard", log_name), histograms=histograms)]
+    validation = None
+    if data.get("x_val") is not None:
+        validation = make_dataset(data["x_val"], data["y_val"],
+                                  batch_size=config["eval_batch_size"], shuffle=False)
     start = time.perf_counter()
     training.fit_resumable(model, make_train_dataset_fn(config, data, seed),
                            total_steps=config["epochs"] * steps_per_epoch,
                            steps_per_epoch=steps_per_epoch, output_dir=model_dir,
-                           callbacks=callbacks, verbose=config["verbose"])
+                           callbacks=callbacks, validation_data=validation,
+                           verbose=config["verbose"])
     return time.perf_counter() - start
 
 
@@ -432,6 +440,8 @@ def train_networks(config, data, strategy, seed_offset=0, prefix=""):
     for member in range(count):
         seed = config["seed"] + seed_offset + member
         name = f"{prefix}member_{member}" if count > 1 else f"{prefix}model"
+        if config["verbose"]:
+            console.announce(name, member + 1, count)
         with strategy.scope():
             model = build_model(config, data["input_shape"], data["num_classes"],
                                 normalization, seed,
@@ -469,6 +479,7 @@ def evaluate(model, config, data):
               "roc": {}}
     result["ood_detection"] = {}
     for name, x_ood in data["ood_test"].items():
+        console.progress(f"OOD detection on {name} ({len(x_ood)} images)", config["verbose"])
         pred_out = model.predictive(x_ood, num_samples=samples,
                                     batch_size=config["eval_batch_size"])
         result["ood_detection"][name] = evaluation.ood_detection(pred_in, pred_out,
@@ -501,7 +512,9 @@ def write_figures(values, output_dir):
             measure, log10=log10)
         name = "alpha0_histogram.png" if measure == "precision" else "mi_histogram.png"
         written.append(plotting.save_figure(figure, os.path.join(folder, name)))
-    figure = plotting.roc_curves(values["roc"], title="OOD detection by mutual information")
+    count = len(next(iter(values["in"].values())))
+    figure = plotting.roc_curves(values["roc"], title=f"OOD detection by mutual information: "
+                                                      f"1 seed, {count:,} in-domain test images")
     written.append(plotting.save_figure(figure, os.path.join(folder, "roc_mutual_information.png")))
     return written
 
@@ -520,6 +533,8 @@ def run(config):
     seconds = runs.add_seconds(config["output_dir"], "train_seconds", seconds)  # over resumes
     model = evaluation_model(config, networks)
     start = time.perf_counter()
+    console.progress(f"evaluating on {len(data['x_test'])} test images and "
+                     f"{len(data['ood_test'])} OOD test set(s)", config["verbose"])
     metrics, values = evaluate(model, config, data)
     metrics["eval_seconds"] = time.perf_counter() - start
     metrics.update({
@@ -534,12 +549,17 @@ def run(config):
     })
     if config["attack"]:
         start = time.perf_counter()
+        console.progress(f"attacking the first {config['attack_examples']} test images "
+                         f"({config['attack_method']}, iterations "
+                         f"{', '.join(map(str, config['attack_iterations']))})", config["verbose"])
         metrics["attacks"], values["attacks"] = attack_metrics(model, config, data, strategy)
         metrics["attack_seconds"] = time.perf_counter() - start
+        console.progress(f"attacks done in {metrics['attack_seconds']:.0f} s", config["verbose"])
     metrics["figures"] = [os.path.relpath(p, config["output_dir"])
                           for p in write_figures(values, config["output_dir"])]
     if config["attack"]:
         metrics["figures"] += write_attack_figures(values["attacks"], config["output_dir"])
+    log_evaluation(config, metrics, tensorboard_logging.global_step(networks[0]))
     runs.atomic_write_json(os.path.join(config["output_dir"], runs.METRICS_FILE), metrics)
     if config["export_dir"]:
         from uqmix.export import export_saved_model
@@ -547,6 +567,14 @@ def run(config):
         export_saved_model(model, config["export_dir"], data["input_shape"])
         metrics["export_dir"] = config["export_dir"]
     return metrics
+
+
+def log_evaluation(config, metrics, step):
+    """The metrics (accuracy, NLL, ECE, OOD AUROCs, attack-curve points, ...) as scalars and the
+    figures as images in ``tensorboard/evaluation`` at the global ``step`` of training."""
+    tensorboard_logging.log_evaluation(
+        os.path.join(config["output_dir"], "tensorboard"), metrics, step,
+        [os.path.join(config["output_dir"], path) for path in metrics["figures"]])
 
 
 def attack_metrics(model, config, data, strategy):
@@ -591,7 +619,8 @@ def write_attack_figures(attack_values, output_dir):
                                  ("auroc", f"AUROC ({attack_values['measure']})"),
                                  ("jsr", "Joint success rate"))}
     figure = plotting.attack_curves(
-        attack_values["iterations"], panels,
+        attack_values["iterations"], panels, seeds=[1],
+        examples=attack_values["num_examples"],
         title=f"Adaptive {attack_values['method'].upper()} ({attack_values['criterion']}), "
               f"eps = {attack_values['eps']:.4g}")
     path = plotting.save_figure(figure, os.path.join(output_dir, FIGURES_DIR, "attack_curves.png"))

@@ -144,18 +144,19 @@ def markdown_tables(summary):
 
 def attack_figure(summary):
     iterations = summary["iterations"]
-    panels, spreads = {}, {}
+    panels, spreads, seeds = {}, {}, []
     for quantity, title in ATTACK_QUANTITIES:
         panels[title], spreads[title] = {}, {}
         for name, config in summary["configurations"].items():
             stats = config["attack"][quantity]
             if not any(s["n"] for s in stats):
                 continue
-            label = f"{config['label']}: {name} (n={max(s['n'] for s in stats)})"
+            seeds.append(max(s["n"] for s in stats))
+            label = f"{config['label']}: {name} (n={seeds[-1]})"
             panels[title][label] = [s["mean"] if s["n"] else None for s in stats]
             spreads[title][label] = [SIGMAS * s["std"] if s["n"] > 1 else 0.0 for s in stats]
-    return plotting.attack_curves(iterations, panels, spreads=spreads,
-                                  title=f"Adaptive white-box attacks (mean ± {SIGMAS:g}σ over seeds)")
+    return plotting.attack_curves(iterations, panels, spreads=spreads, seeds=seeds, sigmas=SIGMAS,
+                                  title="Adaptive white-box attacks")
 
 
 def write_report(root, output_dir, figures_dir=None):

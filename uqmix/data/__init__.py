@@ -5,11 +5,12 @@ Images are float32 [N, H, W, C] in [0, 1]; ``synthetic3`` is float32 [N, 2].
 Modules: ``registry`` (names, sources, ``load_arrays``), ``idx`` / ``cifar`` /
 ``svhn`` / ``notmnist`` / ``image_folder`` (the published file formats),
 ``tfds_source`` (tensorflow-datasets), ``pipeline`` (``make_dataset``,
-``zip_in_and_ood``, ``check_same_image_shape``).
+``zip_in_and_ood``, ``check_same_image_shape``, ``hold_out``).
 """
 from uqmix.data.errors import DataFileError, DataSourceError  # noqa: F401
 from uqmix.data.pipeline import (  # noqa: F401
     check_same_image_shape,
+    hold_out,
     make_dataset,
     zip_in_and_ood,
 )

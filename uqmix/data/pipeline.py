@@ -157,3 +157,21 @@ def zip_in_and_ood(in_ds, ood_ds):
         in_ds = in_ds.repeat()
     return tf.data.Dataset.zip(in_ds, ood_ds).map(
         lambda in_batch, x_ood: ((in_batch[0], x_ood), in_batch[1]))
+
+
+def hold_out(x, y, count, name="count"):
+    """Splits off the last ``count`` examples as a validation split.
+
+    Returns (x_train, y_train, x_val, y_val): x[:-count], y[:-count], x[-count:],
+    y[-count:]; with ``count`` 0 the arrays unchanged and None, None.  At least one
+    training example must remain; ``name`` is the option named in the error.
+    """
+    count = int(count)
+    if count < 0 or count >= len(x):
+        raise ValueError(f"{name} must be in [0, {len(x) - 1}] (the training set has {len(x)} "
+                         f"examples), got {count}.")
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} examples but y has {len(y)}.")
+    if not count:
+        return x, y, None, None
+    return x[:-count], y[:-count], x[-count:], y[-count:]
