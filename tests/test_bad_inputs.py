@@ -8,10 +8,9 @@ promises: exit 1 for bad flags, 2 for bad data or an output folder that
 cannot be used, 3 for divergence; one line naming the flag or file, no
 traceback, nothing deleted or half-written.
 
-``experiments.synthetic_rkl`` is being converted into an option-table binary
-over ``experiments.options_binary``; its exit codes are those of
-``options_binary`` tested here (``test_divergence_exits_3`` and the path rows);
-the lead wires its own rows once it has an ``EXPERIMENT`` table.
+All three experiment binaries (``cifar_rkl`` = ``uqmix.pn_experiment``,
+``mixture_mnist`` = ``uqmix.mixture_experiment``, ``synthetic_rkl`` =
+``uqmix.synthetic_experiment``) run through ``experiments.options_binary``.
 """
 import gzip
 import io
@@ -31,7 +30,7 @@ from scipy import special
 from experiments import options_binary
 from tests import fake_experiment
 from uqmix import dirichlet, mixture_experiment, mixture_report, pn_experiment, pn_report
-from uqmix import runs, sweep
+from uqmix import runs, sweep, synthetic_experiment
 from uqmix.data import cifar, files, idx
 from uqmix.data.errors import DataFileError
 from uqmix.objectives import dirichlet_losses, mixture_losses
@@ -77,6 +76,10 @@ FLAG_CASES = [
     (mixture_experiment, ["--pgd_eps_iter_ratio=inf"], "--pgd_eps_iter_ratio must be a finite"),
     (mixture_experiment, ["--robustness_epsilons=0,2"],
      r"--robustness_epsilons must be in \[0, 1\]"),
+    (synthetic_experiment, ["--target_concentration=inf"],
+     "--target_concentration must be a finite number"),
+    (synthetic_experiment, ["--learning_rate=nan"], "--learning_rate must be a finite number"),
+    (synthetic_experiment, ["--losses=reverse_kl,reverse_kl"], "--losses lists a loss twice"),
     (fake_experiment, ["--scale=inf"], "--scale must be a finite number"),
 ]
 
@@ -105,8 +108,9 @@ PATH_CASES = [  # (option, path maker, message)
 ]
 
 
-@pytest.mark.parametrize("experiment", [pn_experiment, mixture_experiment, fake_experiment],
-                         ids=["cifar_rkl", "mixture_mnist", "fake"])
+@pytest.mark.parametrize("experiment", [pn_experiment, mixture_experiment, synthetic_experiment,
+                                        fake_experiment],
+                         ids=["cifar_rkl", "mixture_mnist", "synthetic_rkl", "fake"])
 @pytest.mark.parametrize("option, make_path, message", PATH_CASES,
                          ids=[f"{o}-{m}" for o, _, m in PATH_CASES])
 def test_unusable_output_path_exits_2_in_one_line(experiment, option, make_path, message,
@@ -239,6 +243,16 @@ class _Diverging:
 def test_divergence_exits_3_in_one_line(tmp_path, capsys):
     assert _main(_Diverging, f"--output_dir={tmp_path / 'run'}") == 3
     assert "Training diverged" in _one_error_line(capsys)
+
+
+def test_synthetic_rkl_divergence_exits_3_in_one_line(tmp_path, capsys):
+    """A real divergence (learning rate 1e30) of the default job: exit 3, not a traceback."""
+    code = _main(synthetic_experiment, f"--output_dir={tmp_path / 'run'}", "--losses=reverse_kl",
+                 "--learning_rate=1e30", "--train_steps=20", "--steps_per_epoch=10",
+                 "--steps_per_execution=5", "--verbose=0")
+    assert code == 3
+    assert "Training diverged" in _one_error_line(capsys)
+    assert not (tmp_path / "run" / runs.METRICS_FILE).exists()
 
 
 # -- 5. sweeps: stale results are never reused silently -------------------------------------------

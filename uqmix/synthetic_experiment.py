@@ -112,6 +112,7 @@ def validate_config(config):
     if not hidden or min(hidden) < 1:
         raise ValueError(f"--hidden_units must be positive integers, got {hidden}.")
     config["hidden_units"] = hidden
+    options.check_finite(config)
     options.check_rules(config, [
         ("target_concentration", config["target_concentration"] > 0, "> 0"),
         ("concentration", config["concentration"] > 0, "> 0"),
