@@ -5,6 +5,9 @@
   each one ``tf.function`` call; ``iterative_attack_checkpoints`` gives the
   iterates of one run after several iteration counts
   (``uqmix.attacks.gradient_attacks``);
+* ``carlini_wagner_l2`` (cleverhans 4.0's call, the reference algorithm),
+  ``carlini_wagner_l2_run`` (with distances and success flags), also with an
+  adaptive criterion as ``loss_fn`` (``uqmix.attacks.carlini_wagner``);
 * ``optimize_linear``, ``clip_eta``, ``random_lp_vector`` — the per-norm rules
   (``uqmix.attacks.norms``);
 * ``predictive_logits_fn``, ``sample_logits_fn``, ``dirichlet_logits_fn`` —
@@ -18,6 +21,8 @@
 """
 from uqmix.attacks.adaptive import (  # noqa: F401
     kl_dir_loss, kl_pmf_loss, second_most_likely_class, swap_top_and_target)
+from uqmix.attacks.carlini_wagner import (  # noqa: F401
+    CarliniWagnerResult, carlini_wagner_l2, carlini_wagner_l2_run)
 from uqmix.attacks.gradient_attacks import (  # noqa: F401
     fast_gradient_method, iterative_attack_checkpoints, momentum_iterative_method,
     projected_gradient_descent)
