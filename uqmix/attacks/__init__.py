@@ -10,6 +10,8 @@
   adaptive criterion as ``loss_fn`` (``uqmix.attacks.carlini_wagner``);
 * ``optimize_linear``, ``clip_eta``, ``random_lp_vector`` — the per-norm rules
   (``uqmix.attacks.norms``);
+* ``stochastic_model_fn`` — the attack model of a sampled model with named
+  noise (redraw / frozen) and combination (log_mean / mean_loss) options;
 * ``predictive_logits_fn``, ``sample_logits_fn``, ``dirichlet_logits_fn`` —
   model_fns from uqmix models, S samples in one vectorised call
   (``uqmix.attacks.model_fns``);
@@ -28,5 +30,6 @@ from uqmix.attacks.gradient_attacks import (  # noqa: F401
     projected_gradient_descent)
 from uqmix.attacks.losses import BoundLoss, cross_entropy, expectation_over_samples  # noqa: F401
 from uqmix.attacks.model_fns import (  # noqa: F401
-    dirichlet_logits_fn, predictive_logits_fn, sample_logits_fn)
+    StochasticModelFn, dirichlet_logits_fn, predictive_logits_fn, sample_logits_fn,
+    stochastic_model_fn)
 from uqmix.attacks.norms import clip_eta, optimize_linear, random_lp_vector  # noqa: F401
