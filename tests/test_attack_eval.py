@@ -37,6 +37,7 @@ def test_robustness_curve_matches_direct_attacks():
     np.testing.assert_array_equal(curve["epsilons"], epsilons)
     assert curve["options"]["preset"] == "cleverhans4" and curve["options"]["labels"] == "true"
     assert curve["options"]["eps_iter_ratio"] == 0.5 and not curve["options"]["rand_init"]
+    assert curve["options"]["frozen_scope"] is None  # a Keras classifier has no noise
     correct = np.argmax(X @ W, 1) == Y
     for eps, accuracy, success in zip(epsilons, curve["accuracy"], curve["success_rate"]):
         adv = attacks.projected_gradient_descent(linear_logits, X, eps, 0.5 * eps, 5, np.inf,

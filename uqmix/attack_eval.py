@@ -175,6 +175,16 @@ def attack_model_fn(model, options=None, seed=None):
     return attacks.predictive_logits_fn(model, options.gradient_samples)
 
 
+def options_record(model, options=None, seed=None):
+    """``options.resolved()`` with the scope of a frozen draw as ``model`` resolves it
+    ("auto" → "batch" / "example"; None with redraw noise or a non-sampled model)."""
+    options = AttackOptions() if options is None else options
+    record = options.resolved()
+    model_fn = attack_model_fn(model, options, seed)
+    record["frozen_scope"] = getattr(model_fn, "frozen_scope", None)
+    return record
+
+
 def predict(model, x, num_samples=None, batch_size=500):
     """The ``Predictive`` of ``model`` on all of x (batched)."""
     if _is_uqmix_model(model):
@@ -286,11 +296,12 @@ def robustness_curve(model, x, y, epsilons, options=None, *, num_eval_samples=No
     (``metrics.attack_success_rate`` with the clean prediction).
 
     Returns {"epsilons": [E], "accuracy": [E], "success_rate": [E]} (float64
-    arrays) and "options" (the resolved options); ε = 0 gives the clean accuracy.
+    arrays) and "options" (the resolved options); ε = 0 is the clean prediction itself
+    (accuracy = clean accuracy, success rate 0).
     """
     x, y = _check_data(x, y)
     options = AttackOptions() if options is None else options
-    record = options.resolved()
+    record = options_record(model, options, seed)
     epsilons = np.asarray(epsilons, np.float64).reshape(-1)
     if epsilons.size == 0 or np.any(~np.isfinite(epsilons)) or np.any(epsilons < 0):
         raise ValueError(f"epsilons must be a non-empty list of finite values >= 0, got {epsilons}.")
@@ -303,10 +314,9 @@ def robustness_curve(model, x, y, epsilons, options=None, *, num_eval_samples=No
     clean = predict(model, x, num_eval_samples, batch_size)
     accuracy, success = [], []
     for eps in epsilons:
-        predictive = evaluate_under_attack(model, x, y, eps, options,
-                                           num_eval_samples=num_eval_samples, seed=seed,
-                                           clip_min=clip_min, clip_max=clip_max,
-                                           batch_size=batch_size, bar=bar)
+        predictive = clean if eps == 0 else evaluate_under_attack(
+            model, x, y, eps, options, num_eval_samples=num_eval_samples, seed=seed,
+            clip_min=clip_min, clip_max=clip_max, batch_size=batch_size, bar=bar)
         accuracy.append(metrics.accuracy(predictive, y))
         success.append(metrics.attack_success_rate(predictive, y, clean=clean))
     return {"epsilons": epsilons, "accuracy": np.asarray(accuracy, np.float64),
