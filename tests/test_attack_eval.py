@@ -279,3 +279,25 @@ def test_adaptive_curves_auroc_on_successful_attacks_and_jsr_are_independent(set
     assert abs(swapped - expected_auroc) > 0.05 and abs(every_attack - expected_auroc) > 1e-3
     assert curves["jsr"][0] == pytest.approx(_brute_force_jsr(natural, adversarial, success),
                                              abs=1e-6)
+
+
+def test_adaptive_cw_curves_match_a_direct_carlini_wagner_run():
+    model = LinearDirichlet()
+    x = X_SPREAD[:20]
+    curves = attack_eval.adaptive_cw_curves(model, x, (10, 100), binary_search_steps=2,
+                                            criterion="kl_pmf", measure="total_uncertainty",
+                                            learning_rate=0.05, initial_const=1.0, batch_size=8)
+    alpha = np.exp(x @ W)
+    probs = alpha / alpha.sum(1, keepdims=True)
+    target = np.argsort(alpha, 1)[:, -2]
+    for index, budget in enumerate((10, 100)):
+        adv = np.concatenate([attacks.carlini_wagner_l2(
+            linear_logits, x[i:i + 8], y=target[i:i + 8], targeted=True, binary_search_steps=2,
+            max_iterations=budget, learning_rate=0.05, initial_const=1.0,
+            loss_fn=attacks.kl_pmf_loss(probs[i:i + 8])) for i in range(0, 20, 8)])
+        success = np.argmax(adv @ W, 1) == target
+        assert curves["success_rate"][index] == pytest.approx(success.mean())
+        if success.any():
+            distance = np.sqrt(((adv - x) ** 2).sum(1))[success]
+            assert curves["median_l2"][index] == pytest.approx(np.median(distance), rel=1e-5)
+    assert 0 < curves["success_rate"][0] < curves["success_rate"][1]

@@ -20,6 +20,8 @@ classifier returning logits (attacked directly, its predictive is the S = 1
   uncertainty measures separating test inputs from their adversarial
   versions; also the variant with correctly classified inputs vs successful
   attacks, both subsampled to the smaller count.
+* ``adaptive_cw_curves``: the same evaluation for adaptive Carlini–Wagner L2
+  (criterion in place of C&W's margin loss) against its iteration budget.
 * ``adaptive_attack_curves``: targeted PGD/MIM at the second most likely
   class with the KL-PMF / KL-DIR / cross-entropy criterion; success rate,
   AUROC on successful attacks and joint success rate (JSR) after each
@@ -407,32 +409,70 @@ def adversarial_detection(clean, adversarial, labels, measures=None, seed=0):
 CRITERIA = ("kl_pmf", "kl_dir", "cross_entropy")
 
 
-def _criterion(criterion, model, clean_part, num_gradient_samples):
-    """(model_fn, loss_fn) of an adaptive criterion for one batch of clean outputs."""
+def _criterion(criterion, model, clean_part, num_gradient_samples, noise="redraw",
+               combine="log_mean", seed=None):
+    """(model_fn, loss_fn) of an adaptive criterion for one batch of clean outputs.
+
+    A sampled uqmix model is attacked through ``stochastic_model_fn`` (noise,
+    combine; S = num_gradient_samples or the model's default); with
+    combine="mean_loss" the criterion is averaged over the samples (EOT).
+    """
     if criterion == "kl_dir":
         if not isinstance(clean_part, DirichletPredictive):
             raise ValueError("criterion 'kl_dir' needs a Prior Network (Dirichlet output).")
         return attacks.dirichlet_logits_fn(model), attacks.kl_dir_loss(clean_part.alpha)
-    model_fn = (attacks.predictive_logits_fn(model, num_gradient_samples)
-                if _is_uqmix_model(model) else attack_model_fn(model))
-    if criterion == "kl_pmf":
-        return model_fn, attacks.kl_pmf_loss(clean_part.mean())
-    return model_fn, None
+    sampled = _is_uqmix_model(model) and getattr(model, "predictive_kind",
+                                                 "sampled_logits") == "sampled_logits"
+    if sampled:
+        samples = num_gradient_samples or getattr(model, "default_num_samples", 1)
+        model_fn = attacks.stochastic_model_fn(model, samples, noise, combine, seed)
+    elif noise != "redraw" or combine != "log_mean":
+        raise ValueError("noise / combine options need a sampled model (MC dropout, ensemble, "
+                         "mixture); use noise='redraw', combine='log_mean'.")
+    else:
+        model_fn = (attacks.predictive_logits_fn(model, num_gradient_samples)
+                    if _is_uqmix_model(model) else attack_model_fn(model))
+    loss_fn = attacks.kl_pmf_loss(clean_part.mean()) if criterion == "kl_pmf" else None
+    if sampled:
+        loss_fn = model_fn.loss(loss_fn)
+    return model_fn, loss_fn
+
+
+def _adaptive_point(natural_scores, scores, hit):
+    """(success rate, AUROC of natural vs successful adversarial inputs, JSR)."""
+    auroc = (metrics.detection_scores(natural_scores, scores[hit])["auroc"] if hit.any()
+             else float("nan"))
+    return float(hit.mean()), auroc, metrics.joint_success_rate(natural_scores, scores, hit)
+
+
+def _adaptive_setup(model, x, criterion, eval_model, measure, num_eval_samples, batch_size):
+    """Clean predictive, second-most-likely targets and natural scores on ``eval_model``."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}.")
+    eval_model = model if eval_model is None else eval_model
+    clean = predict(model, x, num_eval_samples, batch_size)
+    targets = attacks.second_most_likely_class(clean.mean()).numpy()
+    eval_clean = clean if eval_model is model else predict(eval_model, x, num_eval_samples,
+                                                           batch_size)
+    return eval_model, clean, targets, detection_score(eval_clean, measure)
 
 
 def adaptive_attack_curves(model, x, checkpoints, *, eps, eps_iter, method="pgd",
                            criterion="kl_pmf", eval_model=None, measure="mutual_information",
                            norm=np.inf, num_gradient_samples=None, num_eval_samples=None,
                            decay_factor=1.0, rand_init=False, seed=0, clip_min=0.0,
-                           clip_max=1.0, batch_size=500, verbose=False):
+                           clip_max=1.0, batch_size=500, verbose=False, noise="redraw",
+                           combine="log_mean"):
     """Targeted adaptive attack at the second most likely class, evaluated after each checkpoint.
 
     The attack (PGD or MIM, ``iterative_attack_checkpoints``) runs on ``model``
     towards t = the second most likely class of its clean prediction,
     descending ``criterion``: "kl_pmf" (KL(π_adv ‖ π̂(x'))), "kl_dir"
     (KL(Dir(α_adv) ‖ Dir(α(x'))), Prior Networks only) or "cross_entropy"
-    (−log p̄_t(x')).  The examples after n iterations are evaluated on
-    ``eval_model`` (default: ``model``; another model = black-box transfer):
+    (−log p̄_t(x')).  Sampled models are attacked with ``noise`` / ``combine``
+    (``uqmix.attacks.stochastic_model_fn``; a frozen draw per batch).  The
+    examples after n iterations are evaluated on ``eval_model`` (default:
+    ``model``; another model = black-box transfer):
     * success_rate: fraction of all inputs with argmax p̄(x') = t;
     * auroc: natural inputs (negatives) vs *successful* adversarial inputs
       (positives) scored by ``measure`` (NaN when no attack succeeded);
@@ -441,22 +481,18 @@ def adaptive_attack_curves(model, x, checkpoints, *, eps, eps_iter, method="pgd"
     Returns {"iterations", "success_rate", "auroc", "jsr"} (arrays [T]).
     """
     x, _ = _check_data(x)
-    if criterion not in CRITERIA:
-        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}.")
-    eval_model = model if eval_model is None else eval_model
+    eval_model, clean, targets, natural_scores = _adaptive_setup(
+        model, x, criterion, eval_model, measure, num_eval_samples, batch_size)
     checkpoints = [int(c) for c in checkpoints]
-    clean = predict(model, x, num_eval_samples, batch_size)
-    targets = attacks.second_most_likely_class(clean.mean()).numpy()
-    eval_clean = clean if eval_model is model else predict(eval_model, x, num_eval_samples,
-                                                           batch_size)
-    natural_scores = detection_score(eval_clean, measure)
     batches = _batches(len(x), batch_size)
     scores = {c: [] for c in checkpoints}
     success = {c: [] for c in checkpoints}
     bar = _progress(len(batches) * len(checkpoints), verbose)
     for index, part in enumerate(batches):
         model_fn, loss_fn = _criterion(criterion, model, clean.take(np.arange(len(x))[part]),
-                                       num_gradient_samples)
+                                       num_gradient_samples, noise, combine, seed)
+        if isinstance(model_fn, attacks.StochasticModelFn):
+            model_fn.new_draw(index)
         runs = attacks.iterative_attack_checkpoints(
             method, model_fn, x[part], checkpoints, eps, eps_iter, norm, loss_fn=loss_fn,
             clip_min=clip_min, clip_max=clip_max, y=targets[part], targeted=True,
@@ -466,12 +502,59 @@ def adaptive_attack_curves(model, x, checkpoints, *, eps, eps_iter, method="pgd"
             scores[count].append(detection_score(predictive, measure))
             success[count].append(metrics.attack_success(predictive, targets=targets[part]))
             _advance(bar)
-    result = {"iterations": np.asarray(checkpoints), "success_rate": [], "auroc": [], "jsr": []}
-    for count in checkpoints:
-        adv_scores, hit = np.concatenate(scores[count]), np.concatenate(success[count])
-        result["success_rate"].append(float(hit.mean()))
-        result["auroc"].append(
-            metrics.detection_scores(natural_scores, adv_scores[hit])["auroc"] if hit.any()
-            else float("nan"))
-        result["jsr"].append(metrics.joint_success_rate(natural_scores, adv_scores, hit))
-    return {k: np.asarray(v, np.float64) if k != "iterations" else v for k, v in result.items()}
+    points = [_adaptive_point(natural_scores, np.concatenate(scores[c]),
+                              np.concatenate(success[c])) for c in checkpoints]
+    result = {"iterations": np.asarray(checkpoints)}
+    for key, values in zip(("success_rate", "auroc", "jsr"), zip(*points)):
+        result[key] = np.asarray(values, np.float64)
+    return result
+
+
+def adaptive_cw_curves(model, x, budgets, *, binary_search_steps=5, criterion="kl_pmf",
+                       eval_model=None, measure="mutual_information", num_gradient_samples=None,
+                       num_eval_samples=None, confidence=0.0, initial_const=1e-2,
+                       learning_rate=5e-3, abort_early=True, clip_min=0.0, clip_max=1.0,
+                       batch_size=500, verbose=False, noise="redraw", combine="log_mean",
+                       seed=0):
+    """Adaptive Carlini–Wagner L2 at the second most likely class against the iteration budget.
+
+    For every budget n in ``budgets`` one ``carlini_wagner_l2_run`` with
+    max_iterations = n and ``binary_search_steps``, its misclassification
+    term replaced by ``criterion`` (as ``adaptive_attack_curves``; "cross_entropy"
+    keeps C&W's own margin loss).  Examples never made adversarial stay x.
+    Evaluated like ``adaptive_attack_curves`` on ``eval_model``; also the
+    median L2 distance ‖x' − x‖ of the successful examples (NaN if none).
+    Returns {"iterations", "success_rate", "auroc", "jsr", "median_l2"} (arrays [T]).
+    """
+    x, _ = _check_data(x)
+    eval_model, clean, targets, natural_scores = _adaptive_setup(
+        model, x, criterion, eval_model, measure, num_eval_samples, batch_size)
+    budgets = [int(b) for b in budgets]
+    points, medians = [], []
+    batches = _batches(len(x), batch_size)
+    bar = _progress(len(batches) * len(budgets), verbose)
+    for budget in budgets:
+        adversarial = []
+        for index, part in enumerate(batches):
+            model_fn, loss_fn = _criterion(criterion, model, clean.take(np.arange(len(x))[part]),
+                                           num_gradient_samples, noise, combine, seed)
+            if isinstance(model_fn, attacks.StochasticModelFn):
+                model_fn.new_draw(index)
+            adversarial.append(attacks.carlini_wagner_l2_run(
+                model_fn, x[part], y=targets[part], targeted=True, batch_size=len(x[part]),
+                clip_min=clip_min, clip_max=clip_max, binary_search_steps=binary_search_steps,
+                max_iterations=budget, abort_early=abort_early, confidence=confidence,
+                initial_const=initial_const, learning_rate=learning_rate,
+                loss_fn=loss_fn).adversarial)
+            _advance(bar)
+        adversarial = np.concatenate(adversarial)
+        predictive = predict(eval_model, adversarial, num_eval_samples, batch_size)
+        hit = metrics.attack_success(predictive, targets=targets)
+        points.append(_adaptive_point(natural_scores, detection_score(predictive, measure), hit))
+        distances = np.sqrt(((adversarial - x).reshape(len(x), -1) ** 2).sum(1))
+        medians.append(float(np.median(distances[hit])) if hit.any() else float("nan"))
+    result = {"iterations": np.asarray(budgets)}
+    for key, values in zip(("success_rate", "auroc", "jsr"), zip(*points)):
+        result[key] = np.asarray(values, np.float64)
+    result["median_l2"] = np.asarray(medians, np.float64)
+    return result

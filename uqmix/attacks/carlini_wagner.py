@@ -40,6 +40,10 @@ over the wrong axes; it sets ``targeted = y is not None`` whatever
 ``targeted`` says.  Here ``targeted=None`` keeps that rule (a cleverhans
 call gives the same mode) while an explicit ``targeted`` is honoured.
 
+A ``model_fn`` returning per-sample log-probabilities [S, B, K] (EOT,
+``stochastic_model_fn(..., combine="mean_loss")``) is decided on, and gives
+the margin loss of, the mean prediction log p̄; a ``loss_fn`` sees [S, B, K].
+
 Adaptive variant: ``loss_fn(labels, logits) -> [B]`` (e.g. ``kl_pmf_loss`` /
 ``kl_dir_loss`` at the second most likely class, targeted) replaces f; the
 bookkeeping still records an example only where the margin criterion holds
@@ -71,6 +75,14 @@ class CarliniWagnerResult(typing.NamedTuple):
     l2_squared: np.ndarray
     success: np.ndarray
     const: np.ndarray
+
+
+def _decision_logits(logits):
+    """[B, K] logits, or per-sample log-probabilities [S, B, K] → log of the mean prediction."""
+    if logits.shape.rank == 3:
+        return tf.reduce_logsumexp(tf.nn.log_softmax(logits, axis=-1), axis=0) - tf.math.log(
+            tf.cast(tf.shape(logits)[0], logits.dtype))
+    return logits
 
 
 def _margins(labels, logits):
@@ -119,13 +131,14 @@ def _cw_batch(model_fn, loss_fn, loss_context, x, labels, clip_min, clip_max, in
             tape.watch(modifier)
             x_new = to_box(modifier + w0)
             logits = model_fn(x_new)
+            decision = _decision_logits(logits)
             l2 = tf.reduce_sum(tf.square(x_new - x_ref), axes)
             if custom_loss:
                 f = losses.per_example_loss(criterion, labels, logits)
             else:
-                f = _misclassification(labels, logits, confidence, targeted)
+                f = _misclassification(labels, decision, confidence, targeted)
             total = tf.reduce_sum(l2 + const * f)
-        return x_new, logits, l2, total, tape.gradient(total, modifier)
+        return x_new, decision, l2, total, tape.gradient(total, modifier)
 
     def outer_body(step, const, lower, upper, best_l2, best_x, found):
         repeat = tf.logical_and(binary_search_steps >= 10, step == binary_search_steps - 1)
@@ -185,7 +198,7 @@ def _cw_labels(model_fn, x, y, targeted, custom_loss):
     if y is None:
         if targeted:
             raise ValueError("targeted=True needs y, the target class of every example.")
-        return tf.argmax(model_fn(x), axis=-1, output_type=tf.int32)
+        return tf.argmax(_decision_logits(model_fn(x)), axis=-1, output_type=tf.int32)
     labels = tf.convert_to_tensor(y)
     if labels.shape.rank == 2:  # cleverhans' one-hot labels
         labels = tf.argmax(labels, axis=-1, output_type=tf.int32)
