@@ -263,11 +263,15 @@ def attack_inputs(model, x, y, eps, options=None, *, seed=0, realisation=0, clip
 
 
 def evaluate_under_attack(model, x, y, eps, options=None, *, num_eval_samples=None, seed=0,
-                          clip_min=0.0, clip_max=1.0, batch_size=500, bar=None):
+                          clip_min=0.0, clip_max=1.0, batch_size=500, bar=None, verbose=False):
     """The ``Predictive`` of the adversarial inputs under ``options.evaluation`` (see
     ``AttackOptions``): "single" → predict(x', N samples); "per_sample" → sample n is one fresh
-    sample at x'_n, the n-th attack realisation, n = 1..N."""
+    sample at x'_n, the n-th attack realisation, n = 1..N.  ``verbose``: a progress bar over
+    the attacked batches (unless a ``bar`` is given)."""
     options = AttackOptions() if options is None else options
+    if bar is None and verbose and eps > 0:
+        bar = _progress(len(_batches(len(x), batch_size))
+                        * _attack_count(options, num_eval_samples, model), verbose)
     kwargs = dict(seed=seed, clip_min=clip_min, clip_max=clip_max, batch_size=batch_size, bar=bar)
     if options.evaluation == "single":
         adversarial = attack_inputs(model, x, y, eps, options, **kwargs)

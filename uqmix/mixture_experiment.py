@@ -424,7 +424,7 @@ def adversarial_detection(model, config, data, clean):
     attack = attack_options(config, count)
     adv_pred = attack_eval.evaluate_under_attack(
         model, x, y, eps, attack, num_eval_samples=_num_samples(config), seed=config["seed"],
-        batch_size=_attack_batch_size(config, count))
+        batch_size=_attack_batch_size(config, count), verbose=config["verbose"] == 1)
     clean_part = clean.take(np.arange(len(x)))
     result = attack_eval.adversarial_detection(clean_part, adv_pred, y,
                                                measures=DETECTION_MEASURES, seed=config["seed"])
