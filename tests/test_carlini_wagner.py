@@ -8,7 +8,6 @@ was found, abort-early compared with the previous check (no 1e6 start).
 """
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from uqmix import attacks
 from uqmix.attacks import carlini_wagner

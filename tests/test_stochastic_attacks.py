@@ -11,7 +11,6 @@ import scipy.special as sp
 import tensorflow as tf
 
 from uqmix import attacks, layers
-from uqmix.gaussian_noise import stateless_seed  # noqa: F401  (the seed rule mirrored below)
 from uqmix.models import InfiniteMixture, MCDropout
 
 DIM, K, B = 6, 4, 10

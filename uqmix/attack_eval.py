@@ -134,9 +134,9 @@ class AttackOptions:
             value = getattr(self, name)
             if value is not None and (int(value) != value or value < 1):
                 raise ValueError(f"attack option {name} must be an integer >= 1, got {value!r}.")
+        rand_init = preset["rand_init"] if self.rand_init is None else bool(self.rand_init)
         return {"preset": self.preset, "nb_iter": nb_iter, "eps_iter": step,
-                "eps_iter_ratio": ratio,
-                "rand_init": preset["rand_init"] if self.rand_init is None else bool(self.rand_init),
+                "eps_iter_ratio": ratio, "rand_init": rand_init,
                 "labels": labels, "label_samples": self.label_samples,
                 "gradient_samples": int(self.gradient_samples), "noise": self.noise,
                 "combine": self.combine, "frozen_scope": self.frozen_scope,

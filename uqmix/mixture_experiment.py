@@ -39,9 +39,10 @@
      ``robustness_gradient_samples`` (stochastic models; one curve otherwise);
      every curve records its resolved ``attack_options``;
    * ``adversarial_detection``: the same attack at ε = ``detection_eps`` with
-     ``detection_gradient_samples`` samples (success rate and options recorded); AUROC by predictive variance,
-     entropy and mutual information, both variants (all inputs vs all attacks;
-     correct inputs vs successful attacks, subsampled to the smaller count);
+     ``detection_gradient_samples`` samples (success rate and options
+     recorded); AUROC by predictive variance, entropy and mutual information,
+     both variants (all inputs vs all attacks; correct inputs vs successful
+     attacks, subsampled to the smaller count);
    and writes ``metrics.json`` atomically, figures in ``figures/``, the
    trained model as ``model.keras`` and, with ``export_dir``, a SavedModel.
 
