@@ -2,6 +2,7 @@
 
     python bench/attacks.py [--data_dir ../shared/data] [--num_images 1000] [--repeats 3]
                             [--mixture_repeats 2] [--mixture_steps 300] [--skip_mixture]
+                            [--cw_images 100] [--cw_repeats 1] [--only_cw]
 
 PGD L∞, ε = 0.3, eps_iter = 0.01, 40 iterations, no random start, box [0, 1],
 on the first ``num_images`` MNIST test images, in one process:
@@ -18,6 +19,14 @@ on the first ``num_images`` MNIST test images, in one process:
    ``predictive_logits_fn(model, 100)`` (the 100 samples vectorised in one
    call) against cleverhans' PGD driven by a model_fn that averages 100
    single-sample calls one at a time.  Skipped if the model class is absent.
+
+3. Carlini–Wagner L2 (``uqmix.attacks.carlini_wagner_l2_run``, untargeted,
+   ``CW`` below) on the deterministic MLP, first ``--cw_images`` images:
+   the compiled attack (nested while-loops in one ``tf.function`` per batch)
+   against the same algorithm run eagerly op by op (``compiled=False``);
+   checks the results are identical (same success flags, max |Δx'| ≤ 1e-5)
+   and prints the throughput ratio.  ``--only_cw`` runs just this part (no
+   cleverhans needed).
 
 Timings: every contender is traced/warmed up once (the mixture contenders
 with a 1-iteration run, which traces the same programs), then the contenders run
@@ -44,6 +53,8 @@ from uqmix.models.backbones import mlp  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PGD = dict(eps=0.3, eps_iter=0.01, nb_iter=40, norm=np.inf, clip_min=0.0, clip_max=1.0)
+CW = dict(binary_search_steps=3, max_iterations=100, learning_rate=0.01, initial_const=0.1,
+          clip_min=0.0, clip_max=1.0)
 
 
 def parse_args():
@@ -55,6 +66,9 @@ def parse_args():
     parser.add_argument("--mixture_steps", type=int, default=300)
     parser.add_argument("--mixture_repeats", type=int, default=2)
     parser.add_argument("--skip_mixture", action="store_true")
+    parser.add_argument("--cw_images", type=int, default=100)
+    parser.add_argument("--cw_repeats", type=int, default=1)
+    parser.add_argument("--only_cw", action="store_true")
     return parser.parse_args()
 
 
@@ -123,6 +137,34 @@ def bench_deterministic(model, x, y, repeats):
             ("cleverhans 4.0 in tf.function by hand", 1.0)])
 
 
+def bench_carlini_wagner(model, x, y, repeats):
+    """C&W L2 compiled vs the same algorithm eager (see the module docstring)."""
+    x_tensor = tf.constant(x)
+    names = ["uqmix carlini_wagner_l2 (compiled)", "same algorithm, eager (compiled=False)"]
+    contenders = {
+        names[0]: lambda: attacks.carlini_wagner_l2_run(model, x_tensor, batch_size=len(x), **CW),
+        names[1]: lambda: attacks.carlini_wagner_l2_run(model, x_tensor, batch_size=len(x),
+                                                        compiled=False, **CW),
+    }
+    results = {name: fn() for name, fn in contenders.items()}  # warm-up (traces), kept
+    seconds = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            results[name] = fn()
+            seconds[name].append(time.perf_counter() - start)
+    ours, eager = results[names[0]], results[names[1]]
+    diff = np.max(np.abs(ours.adversarial - eager.adversarial))
+    same = np.array_equal(ours.success, eager.success) and diff <= 1e-5
+    print(f"\nC&W L2 {CW} on {len(x)} images of the deterministic MLP")
+    print(f"  success rate {ours.success.mean():.3f}, median L2 of successes "
+          f"{np.median(np.sqrt(ours.l2_squared[ours.success])):.3f}; max |compiled − eager| = "
+          f"{diff:.2e}, same success flags: {np.array_equal(ours.success, eager.success)} "
+          f"({'identical' if same else 'DIFFERENT'})")
+    timings = {name: (statistics.median(seconds[name]), None) for name in contenders}
+    report("C&W L2 compiled vs eager", timings, len(x), names[0], [(names[1], 1.0)])
+
+
 def ml_mixture(x_train, y_train, steps):
     """The ML-trained infinite mixture of the study (S = 5 training samples), ``steps`` Adam steps."""
     from uqmix.models.infinite_mixture import InfiniteMixture
@@ -175,16 +217,23 @@ def bench_mixture(model, x, y, num_samples, repeats):
 
 def main():
     args = parse_args()
-    try:
-        import cleverhans  # noqa: F401
-    except ImportError:
-        sys.exit("cleverhans is needed for this benchmark: pip install --no-deps cleverhans==4.0.0")
+    if not args.only_cw:
+        try:
+            import cleverhans  # noqa: F401
+        except ImportError:
+            sys.exit("cleverhans is needed for this benchmark: pip install --no-deps "
+                     "cleverhans==4.0.0 (or run only the C&W part: --only_cw)")
     x_train, y_train = load_arrays("mnist", "train", data_dir=args.data_dir, use_tfds=False)
     x_test, y_test = load_arrays("mnist", "test", data_dir=args.data_dir, use_tfds=False)
     x, y = x_test[:args.num_images], y_test[:args.num_images]
     print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, "
           f"{os.cpu_count()} CPU cores, {len(x)} MNIST test images, PGD {PGD}")
-    bench_deterministic(deterministic_mlp(x_train, y_train), x, y, args.repeats)
+    mlp_model = deterministic_mlp(x_train, y_train)
+    bench_carlini_wagner(mlp_model, x_test[:args.cw_images], y_test[:args.cw_images],
+                         args.cw_repeats)
+    if args.only_cw:
+        return
+    bench_deterministic(mlp_model, x, y, args.repeats)
     if args.skip_mixture:
         return
     try:

@@ -235,8 +235,8 @@ def test_random_start_is_uniform_in_the_ball():
 
 
 def test_rand_minmax_larger_than_eps_is_projected():
-    start = attacks.projected_gradient_descent(tf_mlp, X, 0.1, 0.05, 0, np.inf, rand_minmax=1.0,
-                                               seed=1)
+    start = attacks.projected_gradient_descent(tf_mlp, X, 0.1, 0.05, 0, np.inf, rand_init=True,
+                                               rand_minmax=1.0, seed=1)
     assert np.isclose(np.abs(start.numpy() - X).max(), 0.1)
 
 
@@ -504,8 +504,11 @@ def test_bad_input_raises_for_fgm_and_mim():
         attacks.momentum_iterative_method(tf_mlp, X * np.nan, 0.1)
     with pytest.raises(ValueError, match="targeted=True needs y"):
         attacks.momentum_iterative_method(tf_mlp, X, 0.1, targeted=True)
-    with pytest.raises(ValueError, match="loss_fn must be a callable"):  # cleverhans' positions
-        attacks.momentum_iterative_method(tf_mlp, X, 0.3, 0.06, 10, np.inf, 0.0, 1.0)
+    with pytest.raises(ValueError, match="loss_fn must be a callable"):
+        attacks.momentum_iterative_method(tf_mlp, X, 0.3, 0.06, 10, np.inf, loss_fn=0.0)
+    with pytest.raises(TypeError):  # uqmix's extras are keyword-only
+        attacks.projected_gradient_descent(tf_mlp, X, 0.3, 0.1, 3, np.inf, None, 0.0, 1.0, None,
+                                           False, None, None, False, 5)
     with pytest.raises(ValueError, match="one loss per example"):
         attacks.fast_gradient_method(tf_mlp, X, 0.1, np.inf,
                                      loss_fn=lambda labels, logits: tf.reduce_sum(logits))
@@ -513,6 +516,31 @@ def test_bad_input_raises_for_fgm_and_mim():
         attacks.kl_pmf_loss(np.ones((BATCH, K)))
     with pytest.raises(ValueError, match="positive"):
         attacks.kl_dir_loss(-np.ones((BATCH, K)))
+
+
+# -- cleverhans drop-in: positional calls and defaults ----------------------------------
+def test_positional_cleverhans_calls_and_defaults_match_numpy_reference():
+    """cleverhans 4.0's parameter order and defaults: FGM (…, y, targeted, sanity_checks),
+    PGD (…, targeted, rand_init=None → no random start, rand_minmax, sanity_checks), MIM
+    (eps=0.3, eps_iter=0.06, nb_iter=10, norm=inf, clip_min, clip_max, y, targeted,
+    decay_factor=1.0, sanity_checks)."""
+    y = (np.arange(BATCH) + 1) % K
+    fgm = attacks.fast_gradient_method(tf_mlp, X, 0.2, 2, None, 0.0, 1.0, y, True, True)
+    np.testing.assert_allclose(fgm.numpy(), np_fgm(X, 0.2, 2, 0.0, 1.0, y, True), atol=1e-10)
+    pgd = attacks.projected_gradient_descent(tf_mlp, X, EPS, EPS_ITER, NB_ITER, np.inf)
+    np.testing.assert_allclose(pgd.numpy(), np_pgd(X, EPS, EPS_ITER, NB_ITER, np.inf, None, None,
+                                                   None, False), atol=1e-10)
+    pgd = attacks.projected_gradient_descent(tf_mlp, X, EPS, EPS_ITER, NB_ITER, 2, None, 0.0, 1.0,
+                                             y, True, None, None, True)
+    np.testing.assert_allclose(pgd.numpy(), np_pgd(X, EPS, EPS_ITER, NB_ITER, 2, 0.0, 1.0, y,
+                                                   True), atol=1e-10)
+    mim = attacks.momentum_iterative_method(tf_mlp, X)
+    np.testing.assert_allclose(mim.numpy(), np_mim(X, 0.3, 0.06, 10, np.inf, None, None, None,
+                                                   False), atol=1e-10)
+    mim = attacks.momentum_iterative_method(tf_mlp, X, EPS, EPS_ITER, NB_ITER, 2, 0.0, 1.0, y,
+                                            True, 0.5, False)
+    np.testing.assert_allclose(mim.numpy(), np_mim(X, EPS, EPS_ITER, NB_ITER, 2, 0.0, 1.0, y,
+                                                   True, decay=0.5), atol=1e-10)
 
 
 # -- cleverhans itself (not a dependency: skipped when absent) ---------------------------
@@ -537,6 +565,21 @@ def test_identical_to_cleverhans():
              ch_pgd(net, x, 0.3, 0.05, 10, norm, y=target, targeted=True, **box)),
             (attacks.momentum_iterative_method(net, x, 0.3, 0.05, 10, norm, **box),
              ch_mim(net, x, 0.3, 0.05, 10, norm, **box)),
+        ]
+        # positional calls in cleverhans' order, and calls with only the required arguments
+        pairs += [
+            (attacks.fast_gradient_method(net, x, 0.2, norm, None, 0.0, 1.0, target, True, True),
+             ch_fgm(net, x, 0.2, norm, None, 0.0, 1.0, target, True, True)),
+            (attacks.projected_gradient_descent(net, x, 0.3, 0.05, 10, norm),
+             ch_pgd(net, x, 0.3, 0.05, 10, norm)),
+            (attacks.projected_gradient_descent(net, x, 0.3, 0.05, 10, norm, None, 0.0, 1.0,
+                                                target, True, None, None, True),
+             # (cleverhans' PGD sanity check crashes under NumPy 2: np.all of a ragged list)
+             ch_pgd(net, x, 0.3, 0.05, 10, norm, None, 0.0, 1.0, target, True, None, None, False)),
+            (attacks.momentum_iterative_method(net, x), ch_mim(net, x)),
+            (attacks.momentum_iterative_method(net, x, 0.3, 0.05, 10, norm, 0.0, 1.0, target, True,
+                                               0.5, True),
+             ch_mim(net, x, 0.3, 0.05, 10, norm, 0.0, 1.0, target, True, 0.5, True)),
         ]
         for ours, theirs in pairs:
             assert ours.dtype == tf.float32

@@ -166,12 +166,34 @@ def _write_idx(folder, prefix, images):
      "0.5 by construction; use --attack_measure=total_uncertainty"),
     ({"model_kind": "ensemble", "loss": "cross_entropy", "attack_measure": "precision"},
      "--attack_measure=precision needs a Prior Network"),
+    ({"attack_noise": "fixed"}, "Unknown --attack_noise 'fixed'"),
+    ({"attack_noise": "frozen"}, "a Prior Network has no sampled noise"),
+    ({"attack_cw_binary_steps": 0}, "--attack_cw_binary_steps must be >= 1"),
 ])
 def test_bad_flags_are_refused_before_anything_runs(tmp_path, overrides, message):
     config = _tiny(tmp_path, **overrides)
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         pn_experiment.run(config)
     assert not os.path.exists(config["output_dir"])
+
+
+def test_adaptive_cw_on_mc_dropout_with_frozen_noise_is_recorded(tmp_path):
+    config = _tiny(tmp_path, model_kind="mc_dropout", loss="cross_entropy", dropout_rate=0.3,
+                   ood_train_dataset="", eval_samples=3, attack=True, attack_method="cw",
+                   attack_iterations=["3", "6"], attack_examples=12,
+                   attack_measure="total_uncertainty", attack_noise="frozen",
+                   attack_combine="mean_loss", attack_gradient_samples=2,
+                   attack_cw_binary_steps=2, attack_cw_learning_rate=0.05)
+    metrics = pn_experiment.run(config)
+    attacks = metrics["attacks"]
+    assert attacks["method"] == "cw" and attacks["iterations"] == [3, 6]
+    recorded = attacks["attack_options"]
+    assert (recorded["noise"], recorded["combine"], recorded["num_gradient_samples"],
+            recorded["binary_search_steps"], recorded["learning_rate"]) == (
+        "frozen", "mean_loss", 2, 2, 0.05)
+    curves = attacks["white_box"]
+    assert all(len(curves[k]) == 2 for k in ("success_rate", "auroc", "jsr", "median_l2"))
+    assert all(0 <= v <= 1 for v in curves["success_rate"])
 
 
 def test_bad_data_is_refused_before_training(tmp_path):

@@ -82,8 +82,12 @@ def test_binary_runs_every_evaluation_and_writes_its_outputs(data_dir, tmp_path)
     assert m["histograms"]["total_uncertainty"]["bin_edges"][-1] == pytest.approx(np.log(10))
     assert set(m["robustness"]) == {"S=1", "S=3"}
     assert m["robustness"]["S=1"]["epsilons"] == [0.0, 0.2]
+    assert m["robustness"]["S=3"]["attack_options"]["gradient_samples"] == 3
+    assert m["robustness"]["S=1"]["attack_options"]["noise"] == "redraw"
+    assert m["robustness"]["S=1"]["success_rate"][0] == 0.0
     adv = m["adversarial_detection"]
     assert adv["num_examples"] == 30 and set(adv["all"]) == set(mixture_experiment.DETECTION_MEASURES)
+    assert adv["attack_options"]["preset"] == "cleverhans4" and 0 <= adv["success_rate"] <= 1
     for figure in ("uncertainty_hist.png", "weight_variance.png", "robustness.png"):
         assert os.path.getsize(out / "figures" / figure) > 1000
     assert (out / "model.keras").exists() and (out / "flags.cfg").exists()
@@ -113,6 +117,38 @@ def test_binary_runs_every_evaluation_and_writes_its_outputs(data_dir, tmp_path)
         assert events[("evaluation", f"evaluation/{tag}")] == [(60, pytest.approx(value))], tag
     for figure in ("uncertainty_hist", "weight_variance", "robustness"):
         assert [step for step, _ in events[("evaluation", f"figures/{figure}")]] == [60]
+
+
+def test_attack_flags_are_applied_and_recorded(data_dir, tmp_path):
+    config = _config(data_dir, tmp_path / "frozen", model="ml", steps=5, steps_per_epoch=5,
+                     evaluations=["robustness", "adversarial_detection"],
+                     robustness_examples=20, robustness_epsilons=["0", "0.1"],
+                     detection_examples=20, detection_eps=0.1, attack_preset="cleverhans3_pgd",
+                     attack_noise="frozen", attack_combine="mean_loss", attack_labels="true",
+                     attack_evaluation="per_sample", attack_evaluation_attacks=2)
+    result = mixture_experiment.run(config)
+    record = result["robustness"]["S=1"]["attack_options"]
+    assert (record["preset"], record["eps_iter"], record["nb_iter"], record["rand_init"]) == (
+        "cleverhans3_pgd", 0.05, 10, True)
+    assert (record["noise"], record["frozen_scope"], record["combine"], record["labels"],
+            record["evaluation"], record["eval_attacks"]) == (
+        "frozen", "batch", "mean_loss", "true", "per_sample", 2)
+    assert result["adversarial_detection"]["attack_options"] == record
+    assert result["robustness"]["S=1"]["success_rate"][0] == 0.0
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(attack_preset="cleverhans3_pgd", pgd_iterations=7), "--pgd_iterations apply to"),
+    (dict(attack_preset="cleverhans3_pgd", robustness_epsilons=["0", "0.02"]),
+     "eps_iter=0.05 > eps=0.02"),
+    (dict(attack_noise="fixed"), "noise must be one of"),
+    (dict(attack_evaluation="cdn"), "evaluation must be one of"),
+    (dict(attack_label_samples=-1), "--attack_label_samples must be >= 0"),
+])
+def test_bad_attack_flags_fail_before_any_work(data_dir, tmp_path, overrides, message):
+    config = _config(data_dir, tmp_path / "bad", evaluations=["robustness"], **overrides)
+    with pytest.raises(ValueError, match=message):
+        mixture_experiment.validate_config(config)
 
 
 def test_metrics_match_a_direct_evaluation_of_the_saved_model(data_dir, tmp_path):

@@ -2,24 +2,36 @@
 
 Library functions behind the experiment binaries.  Every function takes a
 *model*: a uqmix model (``PredictiveModelMixin``; attacked through
-``uqmix.attacks.predictive_logits_fn`` with S gradient samples, evaluated
-through ``model.predictive`` with S' evaluation samples) or a plain Keras
+``attack_model_fn``: ``uqmix.attacks.stochastic_model_fn`` with the named
+options of ``AttackOptions`` for sampled models, evaluated through
+``model.predictive`` with S' evaluation samples) or a plain Keras
 classifier returning logits (attacked directly, its predictive is the S = 1
 ``SampledPredictive`` of softmax(logits)).  Inputs are processed in batches of
 ``batch_size``; the attacks of one batch are one compiled call each.
 
-* ``robustness_curve``: accuracy under untargeted PGD against ε.
+* ``AttackOptions`` / ``ATTACK_PRESETS``: every protocol choice of the
+  untargeted PGD evaluations (preset named after its source, noise,
+  combination, labels, evaluation scheme), resolved to a record that is
+  stored with every result; ``attack_inputs`` / ``evaluate_under_attack``
+  run one attack / the attack-and-evaluation scheme.
+* ``robustness_curve``: accuracy and attack success rate under untargeted PGD against ε.
   ``robustness_figure``: the curves of several models, mean ± 3σ over seeds.
 * ``adversarial_detection``: AUROC (and the other detection scores) of
   uncertainty measures separating test inputs from their adversarial
   versions; also the variant with correctly classified inputs vs successful
   attacks, both subsampled to the smaller count.
+* ``adaptive_cw_curves``: the same evaluation for adaptive Carlini–Wagner L2
+  (criterion in place of C&W's margin loss) against its iteration budget.
 * ``adaptive_attack_curves``: targeted PGD/MIM at the second most likely
   class with the KL-PMF / KL-DIR / cross-entropy criterion; success rate,
   AUROC on successful attacks and joint success rate (JSR) after each
   iteration checkpoint.  ``eval_model`` ≠ the attacked model gives the
   black-box transfer setting (attack crafted on one model, applied to another).
 """
+
+import dataclasses
+import math
+import typing
 
 import keras
 import numpy as np
@@ -34,18 +46,145 @@ from uqmix.predictive import DirichletPredictive, SampledPredictive
 DEFAULT_DETECTION_MEASURES = ("predictive_variance", "total_uncertainty", "mutual_information")
 
 
-# -- models ---------------------------------------------------------------------------------
+# -- models and attack options ----------------------------------------------------------------
 def _is_uqmix_model(model):
     return hasattr(model, "predictive_on_batch") and hasattr(model, "predictive")
 
 
-def attack_model_fn(model, num_samples=None):
-    """The ``model_fn`` an attack differentiates: log p̄ of S samples, or a Keras model's logits."""
-    if _is_uqmix_model(model):
-        return attacks.predictive_logits_fn(model, num_samples)
-    if not callable(model):
-        raise ValueError(f"model must be a uqmix model or a Keras classifier, got {model!r}.")
-    return model
+# Random start, step schedule, iterations and labels of PGD, named after their sources
+# (see BUILD_NOTES "Attacks on stochastic models" for the source lines checked).
+ATTACK_PRESETS = {
+    # uqmix's own rules (cleverhans 4.0 PGD, no random start, true labels,
+    # eps_iter = ratio·ε with Madry et al.'s ratio min(1, 2.5 / nb_iter))
+    "cleverhans4": dict(nb_iter=40, eps_iter=None, rand_init=False, labels="true"),
+    # cleverhans 3.0.1 ProjectedGradientDescent defaults (eps_iter 0.05, nb_iter 10,
+    # random start uniform in the ε-ball, labels = the model's prediction)
+    "cleverhans3_pgd": dict(nb_iter=10, eps_iter=0.05, rand_init=True, labels="predicted"),
+    # cleverhans 2.1 MadryEtAl defaults (eps_iter 0.01, nb_iter 40, random start,
+    # labels = the model's prediction)
+    "madry_cleverhans2": dict(nb_iter=40, eps_iter=0.01, rand_init=True, labels="predicted"),
+}
+LABEL_MODES = ("true", "predicted")
+EVALUATION_SCHEMES = ("single", "per_sample")
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackOptions:
+    """Every protocol choice of an untargeted L∞ PGD evaluation (recorded with its results).
+
+    preset: a key of ``ATTACK_PRESETS``; nb_iter, eps_iter (absolute step),
+      eps_iter_ratio (step = ratio·ε), rand_init, labels override it (None: the
+      preset's; at most one of eps_iter / eps_iter_ratio).
+    gradient_samples, noise, combine, frozen_scope: the attack model of a sampled
+      model (``uqmix.attacks.stochastic_model_fn``; frozen draws are new for
+      every batch and attack realisation, reproducible from the seed).
+    labels: "true" (the loss of the true label) or "predicted" (of the model's
+      prediction: with label_samples None the attack model's own clean
+      prediction, as cleverhans guesses labels; else argmax of the mean of
+      ``label_samples`` fresh samples).
+    evaluation: "single" — one adversarial example per input, evaluated with N
+      fresh samples; "per_sample" — a new attack for each of the N evaluation
+      samples, each evaluated with one fresh sample, the N probabilities
+      averaged (the compound-density-networks scheme); N = eval_attacks if set,
+      else the evaluation's sample count.
+    """
+    preset: str = "cleverhans4"
+    nb_iter: typing.Optional[int] = None
+    eps_iter: typing.Optional[float] = None
+    eps_iter_ratio: typing.Optional[float] = None
+    rand_init: typing.Optional[bool] = None
+    labels: typing.Optional[str] = None
+    label_samples: typing.Optional[int] = None
+    gradient_samples: int = 1
+    noise: str = "redraw"
+    combine: str = "log_mean"
+    frozen_scope: str = "auto"
+    evaluation: str = "single"
+    eval_attacks: typing.Optional[int] = None
+
+    def resolved(self):
+        """The options with the preset applied, validated: a JSON-ready dict."""
+        if self.preset not in ATTACK_PRESETS:
+            raise ValueError(f"attack preset must be one of {tuple(ATTACK_PRESETS)}, "
+                             f"got {self.preset!r}.")
+        preset = ATTACK_PRESETS[self.preset]
+        if self.eps_iter is not None and self.eps_iter_ratio is not None:
+            raise ValueError("give at most one of eps_iter (absolute) and eps_iter_ratio.")
+        nb_iter = preset["nb_iter"] if self.nb_iter is None else int(self.nb_iter)
+        if nb_iter < 1:
+            raise ValueError(f"nb_iter must be >= 1, got {nb_iter}.")
+        ratio, step = self.eps_iter_ratio, self.eps_iter
+        if ratio is None and step is None:
+            step = preset["eps_iter"]
+            ratio = default_eps_iter_ratio(nb_iter) if step is None else None
+        if ratio is not None and not 0 < ratio <= 1:
+            raise ValueError(f"eps_iter_ratio must be in (0, 1] (eps_iter <= eps), got {ratio}.")
+        if step is not None and not (math.isfinite(step) and step > 0):
+            raise ValueError(f"eps_iter must be > 0, got {step}.")
+        labels = preset["labels"] if self.labels is None else self.labels
+        checks = [("labels", labels, LABEL_MODES), ("evaluation", self.evaluation,
+                                                    EVALUATION_SCHEMES),
+                  ("noise", self.noise, attacks.model_fns.NOISE_MODES),
+                  ("combine", self.combine, attacks.model_fns.COMBINE_MODES),
+                  ("frozen_scope", self.frozen_scope, attacks.model_fns.FROZEN_SCOPES)]
+        for name, value, allowed in checks:
+            if value not in allowed:
+                raise ValueError(f"attack option {name} must be one of {allowed}, got {value!r}.")
+        for name in ("gradient_samples", "label_samples", "eval_attacks"):
+            value = getattr(self, name)
+            if value is not None and (int(value) != value or value < 1):
+                raise ValueError(f"attack option {name} must be an integer >= 1, got {value!r}.")
+        rand_init = preset["rand_init"] if self.rand_init is None else bool(self.rand_init)
+        return {"preset": self.preset, "nb_iter": nb_iter, "eps_iter": step,
+                "eps_iter_ratio": ratio, "rand_init": rand_init,
+                "labels": labels, "label_samples": self.label_samples,
+                "gradient_samples": int(self.gradient_samples), "noise": self.noise,
+                "combine": self.combine, "frozen_scope": self.frozen_scope,
+                "evaluation": self.evaluation, "eval_attacks": self.eval_attacks,
+                "norm": "inf"}
+
+    def step(self, eps):
+        """PGD's eps_iter at radius ``eps``; a fixed step larger than a non-zero ε is an error."""
+        record = self.resolved()
+        if record["eps_iter"] is None:
+            return record["eps_iter_ratio"] * eps
+        if 0 < eps < record["eps_iter"]:
+            raise ValueError(
+                f"attack preset {self.preset!r} steps eps_iter={record['eps_iter']} > eps={eps} "
+                "(PGD needs eps_iter <= eps): use larger radii or set eps_iter/eps_iter_ratio.")
+        return record["eps_iter"]
+
+
+def attack_model_fn(model, options=None, seed=None):
+    """The ``model_fn`` an attack differentiates for ``options`` (default ``AttackOptions()``).
+
+    A sampled uqmix model → ``stochastic_model_fn`` with the options' samples,
+    noise and combination; a closed-form uqmix model (Prior Network) → its log
+    p̄ (``predictive_logits_fn``; only redraw/log_mean make sense); a Keras
+    classifier returning logits → itself.
+    """
+    options = AttackOptions() if options is None else options
+    if not _is_uqmix_model(model):
+        if not callable(model):
+            raise ValueError(f"model must be a uqmix model or a Keras classifier, got {model!r}.")
+        return model
+    if getattr(model, "predictive_kind", "sampled_logits") == "sampled_logits":
+        return attacks.stochastic_model_fn(model, options.gradient_samples, options.noise,
+                                           options.combine, seed, options.frozen_scope)
+    if options.combine != "log_mean" or options.noise != "redraw":
+        raise ValueError(f"{type(model).__name__} has no sampled noise: use noise='redraw' and "
+                         "combine='log_mean'.")
+    return attacks.predictive_logits_fn(model, options.gradient_samples)
+
+
+def options_record(model, options=None, seed=None):
+    """``options.resolved()`` with the scope of a frozen draw as ``model`` resolves it
+    ("auto" → "batch" / "example"; None with redraw noise or a non-sampled model)."""
+    options = AttackOptions() if options is None else options
+    record = options.resolved()
+    model_fn = attack_model_fn(model, options, seed)
+    record["frozen_scope"] = getattr(model_fn, "frozen_scope", None)
+    return record
 
 
 def predict(model, x, num_samples=None, batch_size=500):
@@ -89,45 +228,105 @@ def default_eps_iter_ratio(nb_iter):
     return min(1.0, 2.5 / max(int(nb_iter), 1))
 
 
-def robustness_curve(model, x, y, epsilons, *, num_gradient_samples=1, num_eval_samples=None,
-                     nb_iter=40, eps_iter_ratio=None, norm=np.inf, rand_init=False, seed=0,
-                     attack_true_labels=True, clip_min=0.0, clip_max=1.0, batch_size=500,
-                     verbose=False):
-    """Accuracy under untargeted PGD for every ε in ``epsilons``.
+def attack_inputs(model, x, y, eps, options=None, *, seed=0, realisation=0, clip_min=0.0,
+                  clip_max=1.0, batch_size=500, bar=None):
+    """One realisation of untargeted L∞ PGD at radius ``eps`` on all of x, batch by batch.
 
-    PGD: nb_iter steps of eps_iter = eps_iter_ratio · ε (default min(1, 2.5 / nb_iter),
-    Madry et al.'s rule), ``norm``, box [clip_min, clip_max]; gradients of
-    log p̄ with ``num_gradient_samples`` samples; the loss is that of the true
-    label (``attack_true_labels``) or of the clean prediction; with
-    ``rand_init`` batch i starts from the stateless seed (seed, i).  Accuracy
-    of the mean prediction with ``num_eval_samples`` samples.
+    Batch i uses the random start seed (seed, realisation·100003 + i) and, with
+    frozen noise, the frozen draw of the same key.  ε = 0 returns x (no attack).
+    """
+    options = AttackOptions() if options is None else options
+    record = options.resolved()
+    step = options.step(eps)
+    if eps == 0:
+        return np.array(x, copy=True)
+    model_fn = attack_model_fn(model, options, seed)
+    loss_fn = model_fn.loss() if isinstance(model_fn, attacks.StochasticModelFn) else None
+    if record["labels"] == "true":
+        labels = y
+    elif record["label_samples"] is None:
+        labels = None  # the attack model's own prediction (cleverhans' guess)
+    else:
+        labels = np.asarray(predict(model, x, record["label_samples"], batch_size)
+                            .predicted_class())
+    adversarial = []
+    for index, part in enumerate(_batches(len(x), batch_size)):
+        key = realisation * 100003 + index
+        if isinstance(model_fn, attacks.StochasticModelFn):
+            model_fn.new_draw(key)
+        adversarial.append(attacks.projected_gradient_descent(
+            model_fn, x[part], eps, step, record["nb_iter"], np.inf, loss_fn, clip_min, clip_max,
+            None if labels is None else labels[part], False, record["rand_init"],
+            seed=[seed, key]).numpy())
+        _advance(bar)
+    return np.concatenate(adversarial)
 
-    Returns {"epsilons": [E], "accuracy": [E]} (float64 arrays); ε = 0 gives
-    the clean accuracy.
+
+def evaluate_under_attack(model, x, y, eps, options=None, *, num_eval_samples=None, seed=0,
+                          clip_min=0.0, clip_max=1.0, batch_size=500, bar=None, verbose=False):
+    """The ``Predictive`` of the adversarial inputs under ``options.evaluation`` (see
+    ``AttackOptions``): "single" → predict(x', N samples); "per_sample" → sample n is one fresh
+    sample at x'_n, the n-th attack realisation, n = 1..N.  ``verbose``: a progress bar over
+    the attacked batches (unless a ``bar`` is given)."""
+    options = AttackOptions() if options is None else options
+    if bar is None and verbose and eps > 0:
+        bar = _progress(len(_batches(len(x), batch_size))
+                        * _attack_count(options, num_eval_samples, model), verbose)
+    kwargs = dict(seed=seed, clip_min=clip_min, clip_max=clip_max, batch_size=batch_size, bar=bar)
+    if options.evaluation == "single":
+        adversarial = attack_inputs(model, x, y, eps, options, **kwargs)
+        return predict(model, adversarial, num_eval_samples, batch_size)
+    count = options.eval_attacks or num_eval_samples or getattr(model, "default_num_samples", 1)
+    samples = []
+    for realisation in range(int(count)):
+        adversarial = attack_inputs(model, x, y, eps, options, realisation=realisation, **kwargs)
+        samples.append(predict(model, adversarial, 1, batch_size).log_probs)
+    return SampledPredictive.from_log_probs(tf.concat(samples, axis=0))
+
+
+def _attack_count(options, num_eval_samples, model):
+    if options.evaluation == "single":
+        return 1
+    return int(options.eval_attacks or num_eval_samples or getattr(model, "default_num_samples", 1))
+
+
+def robustness_curve(model, x, y, epsilons, options=None, *, num_eval_samples=None, seed=0,
+                     clip_min=0.0, clip_max=1.0, batch_size=500, verbose=False):
+    """Accuracy and attack success rate under untargeted L∞ PGD for every ε in ``epsilons``.
+
+    The attack and the evaluation follow ``options`` (``AttackOptions``; default:
+    the cleverhans4 preset, redraw noise, log_mean, one gradient sample, a
+    single attack evaluated with ``num_eval_samples`` samples).  Accuracy of
+    the mean prediction; success rate = fraction of the inputs classified
+    correctly before the attack that are misclassified after it
+    (``metrics.attack_success_rate`` with the clean prediction).
+
+    Returns {"epsilons": [E], "accuracy": [E], "success_rate": [E]} (float64
+    arrays) and "options" (the resolved options); ε = 0 is the clean prediction itself
+    (accuracy = clean accuracy, success rate 0).
     """
     x, y = _check_data(x, y)
+    options = AttackOptions() if options is None else options
+    record = options_record(model, options, seed)
     epsilons = np.asarray(epsilons, np.float64).reshape(-1)
     if epsilons.size == 0 or np.any(~np.isfinite(epsilons)) or np.any(epsilons < 0):
         raise ValueError(f"epsilons must be a non-empty list of finite values >= 0, got {epsilons}.")
-    if eps_iter_ratio is None:
-        eps_iter_ratio = default_eps_iter_ratio(nb_iter)
-    if not 0 < eps_iter_ratio <= 1:
-        raise ValueError(f"eps_iter_ratio must be in (0, 1] (eps_iter <= eps), got {eps_iter_ratio}.")
-    model_fn = attack_model_fn(model, num_gradient_samples)
-    batches = _batches(len(x), batch_size)
-    bar = _progress(len(epsilons) * len(batches), verbose)
-    accuracy = []
     for eps in epsilons:
-        adversarial = []
-        for index, part in enumerate(batches):
-            adversarial.append(attacks.projected_gradient_descent(
-                model_fn, x[part], eps, eps_iter_ratio * eps, nb_iter, norm,
-                clip_min=clip_min, clip_max=clip_max, y=y[part] if attack_true_labels else None,
-                rand_init=rand_init, seed=[seed, index]).numpy())
-            _advance(bar)
-        predictive = predict(model, np.concatenate(adversarial), num_eval_samples, batch_size)
+        options.step(eps)  # a fixed step larger than some ε: one error before any work
+    batches = _batches(len(x), batch_size)
+    attacked = int(np.sum(epsilons > 0))
+    bar = _progress(attacked * len(batches) * _attack_count(options, num_eval_samples, model),
+                    verbose)
+    clean = predict(model, x, num_eval_samples, batch_size)
+    accuracy, success = [], []
+    for eps in epsilons:
+        predictive = clean if eps == 0 else evaluate_under_attack(
+            model, x, y, eps, options, num_eval_samples=num_eval_samples, seed=seed,
+            clip_min=clip_min, clip_max=clip_max, batch_size=batch_size, bar=bar)
         accuracy.append(metrics.accuracy(predictive, y))
-    return {"epsilons": epsilons, "accuracy": np.asarray(accuracy, np.float64)}
+        success.append(metrics.attack_success_rate(predictive, y, clean=clean))
+    return {"epsilons": epsilons, "accuracy": np.asarray(accuracy, np.float64),
+            "success_rate": np.asarray(success, np.float64), "options": record}
 
 
 def robustness_figure(curves, title=None, sigmas=3.0):
@@ -220,31 +419,70 @@ def adversarial_detection(clean, adversarial, labels, measures=None, seed=0):
 CRITERIA = ("kl_pmf", "kl_dir", "cross_entropy")
 
 
-def _criterion(criterion, model, clean_part, num_gradient_samples):
-    """(model_fn, loss_fn) of an adaptive criterion for one batch of clean outputs."""
+def _criterion(criterion, model, clean_part, num_gradient_samples, noise="redraw",
+               combine="log_mean", seed=None):
+    """(model_fn, loss_fn) of an adaptive criterion for one batch of clean outputs.
+
+    A sampled uqmix model is attacked through ``stochastic_model_fn`` (noise,
+    combine; S = num_gradient_samples or the model's default); with
+    combine="mean_loss" the criterion is averaged over the samples (EOT).
+    """
     if criterion == "kl_dir":
         if not isinstance(clean_part, DirichletPredictive):
             raise ValueError("criterion 'kl_dir' needs a Prior Network (Dirichlet output).")
         return attacks.dirichlet_logits_fn(model), attacks.kl_dir_loss(clean_part.alpha)
-    model_fn = attack_model_fn(model, num_gradient_samples)
-    if criterion == "kl_pmf":
-        return model_fn, attacks.kl_pmf_loss(clean_part.mean())
-    return model_fn, None
+    sampled = _is_uqmix_model(model) and getattr(model, "predictive_kind",
+                                                 "sampled_logits") == "sampled_logits"
+    if sampled:
+        samples = num_gradient_samples or getattr(model, "default_num_samples", 1)
+        model_fn = attacks.stochastic_model_fn(model, samples, noise, combine, seed)
+    elif noise != "redraw" or combine != "log_mean":
+        raise ValueError("noise / combine options need a sampled model (MC dropout, ensemble, "
+                         "mixture); use noise='redraw', combine='log_mean'.")
+    else:
+        model_fn = (attacks.predictive_logits_fn(model, num_gradient_samples)
+                    if _is_uqmix_model(model) else attack_model_fn(model))
+    loss_fn = attacks.kl_pmf_loss(clean_part.mean()) if criterion == "kl_pmf" else None
+    if sampled:
+        loss_fn = model_fn.loss(loss_fn)
+    return model_fn, loss_fn
+
+
+def _adaptive_point(natural_scores, scores, hit):
+    """(success rate, AUROC of natural vs successful adversarial inputs, JSR)."""
+    auroc = (metrics.detection_scores(natural_scores, scores[hit])["auroc"] if hit.any()
+             else float("nan"))
+    return float(hit.mean()), auroc, metrics.joint_success_rate(natural_scores, scores, hit)
+
+
+def _adaptive_setup(model, x, criterion, eval_model, measure, num_eval_samples, batch_size):
+    """Clean predictive, second-most-likely targets and natural scores on ``eval_model``."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}.")
+    eval_model = model if eval_model is None else eval_model
+    clean = predict(model, x, num_eval_samples, batch_size)
+    targets = attacks.second_most_likely_class(clean.mean()).numpy()
+    eval_clean = clean if eval_model is model else predict(eval_model, x, num_eval_samples,
+                                                           batch_size)
+    return eval_model, clean, targets, detection_score(eval_clean, measure)
 
 
 def adaptive_attack_curves(model, x, checkpoints, *, eps, eps_iter, method="pgd",
                            criterion="kl_pmf", eval_model=None, measure="mutual_information",
                            norm=np.inf, num_gradient_samples=None, num_eval_samples=None,
                            decay_factor=1.0, rand_init=False, seed=0, clip_min=0.0,
-                           clip_max=1.0, batch_size=500, verbose=False):
+                           clip_max=1.0, batch_size=500, verbose=False, noise="redraw",
+                           combine="log_mean"):
     """Targeted adaptive attack at the second most likely class, evaluated after each checkpoint.
 
     The attack (PGD or MIM, ``iterative_attack_checkpoints``) runs on ``model``
     towards t = the second most likely class of its clean prediction,
     descending ``criterion``: "kl_pmf" (KL(π_adv ‖ π̂(x'))), "kl_dir"
     (KL(Dir(α_adv) ‖ Dir(α(x'))), Prior Networks only) or "cross_entropy"
-    (−log p̄_t(x')).  The examples after n iterations are evaluated on
-    ``eval_model`` (default: ``model``; another model = black-box transfer):
+    (−log p̄_t(x')).  Sampled models are attacked with ``noise`` / ``combine``
+    (``uqmix.attacks.stochastic_model_fn``; a frozen draw per batch).  The
+    examples after n iterations are evaluated on ``eval_model`` (default:
+    ``model``; another model = black-box transfer):
     * success_rate: fraction of all inputs with argmax p̄(x') = t;
     * auroc: natural inputs (negatives) vs *successful* adversarial inputs
       (positives) scored by ``measure`` (NaN when no attack succeeded);
@@ -253,22 +491,18 @@ def adaptive_attack_curves(model, x, checkpoints, *, eps, eps_iter, method="pgd"
     Returns {"iterations", "success_rate", "auroc", "jsr"} (arrays [T]).
     """
     x, _ = _check_data(x)
-    if criterion not in CRITERIA:
-        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}.")
-    eval_model = model if eval_model is None else eval_model
+    eval_model, clean, targets, natural_scores = _adaptive_setup(
+        model, x, criterion, eval_model, measure, num_eval_samples, batch_size)
     checkpoints = [int(c) for c in checkpoints]
-    clean = predict(model, x, num_eval_samples, batch_size)
-    targets = attacks.second_most_likely_class(clean.mean()).numpy()
-    eval_clean = clean if eval_model is model else predict(eval_model, x, num_eval_samples,
-                                                           batch_size)
-    natural_scores = detection_score(eval_clean, measure)
     batches = _batches(len(x), batch_size)
     scores = {c: [] for c in checkpoints}
     success = {c: [] for c in checkpoints}
     bar = _progress(len(batches) * len(checkpoints), verbose)
     for index, part in enumerate(batches):
         model_fn, loss_fn = _criterion(criterion, model, clean.take(np.arange(len(x))[part]),
-                                       num_gradient_samples)
+                                       num_gradient_samples, noise, combine, seed)
+        if isinstance(model_fn, attacks.StochasticModelFn):
+            model_fn.new_draw(index)
         runs = attacks.iterative_attack_checkpoints(
             method, model_fn, x[part], checkpoints, eps, eps_iter, norm, loss_fn=loss_fn,
             clip_min=clip_min, clip_max=clip_max, y=targets[part], targeted=True,
@@ -278,12 +512,59 @@ def adaptive_attack_curves(model, x, checkpoints, *, eps, eps_iter, method="pgd"
             scores[count].append(detection_score(predictive, measure))
             success[count].append(metrics.attack_success(predictive, targets=targets[part]))
             _advance(bar)
-    result = {"iterations": np.asarray(checkpoints), "success_rate": [], "auroc": [], "jsr": []}
-    for count in checkpoints:
-        adv_scores, hit = np.concatenate(scores[count]), np.concatenate(success[count])
-        result["success_rate"].append(float(hit.mean()))
-        result["auroc"].append(
-            metrics.detection_scores(natural_scores, adv_scores[hit])["auroc"] if hit.any()
-            else float("nan"))
-        result["jsr"].append(metrics.joint_success_rate(natural_scores, adv_scores, hit))
-    return {k: np.asarray(v, np.float64) if k != "iterations" else v for k, v in result.items()}
+    points = [_adaptive_point(natural_scores, np.concatenate(scores[c]),
+                              np.concatenate(success[c])) for c in checkpoints]
+    result = {"iterations": np.asarray(checkpoints)}
+    for key, values in zip(("success_rate", "auroc", "jsr"), zip(*points)):
+        result[key] = np.asarray(values, np.float64)
+    return result
+
+
+def adaptive_cw_curves(model, x, budgets, *, binary_search_steps=5, criterion="kl_pmf",
+                       eval_model=None, measure="mutual_information", num_gradient_samples=None,
+                       num_eval_samples=None, confidence=0.0, initial_const=1e-2,
+                       learning_rate=5e-3, abort_early=True, clip_min=0.0, clip_max=1.0,
+                       batch_size=500, verbose=False, noise="redraw", combine="log_mean",
+                       seed=0):
+    """Adaptive Carlini–Wagner L2 at the second most likely class against the iteration budget.
+
+    For every budget n in ``budgets`` one ``carlini_wagner_l2_run`` with
+    max_iterations = n and ``binary_search_steps``, its misclassification
+    term replaced by ``criterion`` (as ``adaptive_attack_curves``; "cross_entropy"
+    keeps C&W's own margin loss).  Examples never made adversarial stay x.
+    Evaluated like ``adaptive_attack_curves`` on ``eval_model``; also the
+    median L2 distance ‖x' − x‖ of the successful examples (NaN if none).
+    Returns {"iterations", "success_rate", "auroc", "jsr", "median_l2"} (arrays [T]).
+    """
+    x, _ = _check_data(x)
+    eval_model, clean, targets, natural_scores = _adaptive_setup(
+        model, x, criterion, eval_model, measure, num_eval_samples, batch_size)
+    budgets = [int(b) for b in budgets]
+    points, medians = [], []
+    batches = _batches(len(x), batch_size)
+    bar = _progress(len(batches) * len(budgets), verbose)
+    for budget in budgets:
+        adversarial = []
+        for index, part in enumerate(batches):
+            model_fn, loss_fn = _criterion(criterion, model, clean.take(np.arange(len(x))[part]),
+                                           num_gradient_samples, noise, combine, seed)
+            if isinstance(model_fn, attacks.StochasticModelFn):
+                model_fn.new_draw(index)
+            adversarial.append(attacks.carlini_wagner_l2_run(
+                model_fn, x[part], y=targets[part], targeted=True, batch_size=len(x[part]),
+                clip_min=clip_min, clip_max=clip_max, binary_search_steps=binary_search_steps,
+                max_iterations=budget, abort_early=abort_early, confidence=confidence,
+                initial_const=initial_const, learning_rate=learning_rate,
+                loss_fn=loss_fn).adversarial)
+            _advance(bar)
+        adversarial = np.concatenate(adversarial)
+        predictive = predict(eval_model, adversarial, num_eval_samples, batch_size)
+        hit = metrics.attack_success(predictive, targets=targets)
+        points.append(_adaptive_point(natural_scores, detection_score(predictive, measure), hit))
+        distances = np.sqrt(((adversarial - x).reshape(len(x), -1) ** 2).sum(1))
+        medians.append(float(np.median(distances[hit])) if hit.any() else float("nan"))
+    result = {"iterations": np.asarray(budgets)}
+    for key, values in zip(("success_rate", "auroc", "jsr"), zip(*points)):
+        result[key] = np.asarray(values, np.float64)
+    result["median_l2"] = np.asarray(medians, np.float64)
+    return result

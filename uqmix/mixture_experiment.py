@@ -30,14 +30,19 @@
      entropy for correct vs wrong;
    * ``ood``: detection of the OOD set (notMNIST, first ``ood_examples``) by every
      measure (predictive variance and entropy = total uncertainty among them);
-   * ``robustness``: accuracy under untargeted PGD (L∞, ``pgd_iterations``
-     steps of ``pgd_eps_iter_ratio``·ε) against ε on the first
+   * ``robustness``: accuracy and attack success rate under untargeted PGD
+     (L∞; ``attack_preset``: cleverhans4 = ``pgd_iterations`` steps of
+     ``pgd_eps_iter_ratio``·ε, or the cleverhans3_pgd / madry_cleverhans2
+     defaults; the ``attack_*`` flags name noise, combination, labels and the
+     evaluation scheme, ``uqmix.attack_eval.AttackOptions``) against ε on the first
      ``robustness_examples`` test images, once per number of gradient samples in
      ``robustness_gradient_samples`` (stochastic models; one curve otherwise);
-   * ``adversarial_detection``: PGD at ε = ``detection_eps`` with
-     ``detection_gradient_samples`` samples; AUROC by predictive variance,
-     entropy and mutual information, both variants (all inputs vs all attacks;
-     correct inputs vs successful attacks, subsampled to the smaller count);
+     every curve records its resolved ``attack_options``;
+   * ``adversarial_detection``: the same attack at ε = ``detection_eps`` with
+     ``detection_gradient_samples`` samples (success rate and options
+     recorded); AUROC by predictive variance, entropy and mutual information,
+     both variants (all inputs vs all attacks; correct inputs vs successful
+     attacks, subsampled to the smaller count);
    and writes ``metrics.json`` atomically, figures in ``figures/``, the
    trained model as ``model.keras`` and, with ``export_dir``, a SavedModel.
 
@@ -56,6 +61,7 @@ import tensorflow as tf
 from uqmix import attack_eval
 from uqmix import console
 from uqmix import evaluation
+from uqmix import metrics
 from uqmix import options
 from uqmix import plotting
 from uqmix import runs
@@ -125,6 +131,20 @@ OPTIONS = (
     ("pgd_iterations", 40, "PGD steps."),
     ("pgd_eps_iter_ratio", 0.0, "PGD step = ratio * eps (0: min(1, 2.5 / pgd_iterations))."),
     ("pgd_rand_init", False, "Random start in the eps-ball."),
+    ("attack_preset", "cleverhans4", "PGD random start / step / iterations / labels: "
+                                     + " | ".join(attack_eval.ATTACK_PRESETS) + " (pgd_* flags "
+                                     "apply to cleverhans4 only)."),
+    ("attack_noise", "redraw", "Noise of a sampled model during the attack: redraw (fresh at "
+                               "every gradient) | frozen (one draw held for the attack)."),
+    ("attack_frozen_scope", "auto", "Frozen draw per batch (weight matrices) | example | auto."),
+    ("attack_combine", "log_mean", "Attack loss of S samples: log_mean (loss of log mean p) | "
+                                   "mean_loss (mean of per-sample losses, EOT)."),
+    ("attack_labels", "", "true | predicted ('': the preset's)."),
+    ("attack_label_samples", 0, "Samples of the prediction used as labels (0: the attack "
+                                "model's own prediction)."),
+    ("attack_evaluation", "single", "single (one attack, N fresh samples) | per_sample (a new "
+                                    "attack per evaluation sample, averaged; CDN scheme)."),
+    ("attack_evaluation_attacks", 0, "Attacks of per_sample evaluation (0: test_samples)."),
     ("detection_eps", 0.25, "L-inf radius of the adversarial-detection attack."),
     ("detection_examples", 1000, "First N test images of adversarial detection."),
     ("detection_gradient_samples", 1, "Samples inside each gradient of that attack."),
@@ -205,8 +225,51 @@ def validate_config(config):
         ("detection_gradient_samples", config["detection_gradient_samples"] >= 1, ">= 1"),
     ]
     options.check_rules(config, rules)
+    _check_attack_options(config)
     options.check_run_options(config)
     return config
+
+
+_PGD_FLAG_DEFAULTS = {"pgd_iterations": 40, "pgd_eps_iter_ratio": 0.0, "pgd_rand_init": False}
+
+
+def attack_options(config, gradient_samples):
+    """The ``AttackOptions`` of the robustness / detection attacks from the attack_* flags."""
+    cleverhans4 = config["attack_preset"] == "cleverhans4"
+    return attack_eval.AttackOptions(
+        preset=config["attack_preset"],
+        nb_iter=config["pgd_iterations"] if cleverhans4 else None,
+        eps_iter_ratio=(config["pgd_eps_iter_ratio"] or None) if cleverhans4 else None,
+        rand_init=config["pgd_rand_init"] if cleverhans4 else None,
+        labels=config["attack_labels"] or None,
+        label_samples=config["attack_label_samples"] or None,
+        gradient_samples=gradient_samples, noise=config["attack_noise"],
+        combine=config["attack_combine"], frozen_scope=config["attack_frozen_scope"],
+        evaluation=config["attack_evaluation"],
+        eval_attacks=config["attack_evaluation_attacks"] or None)
+
+
+def _check_attack_options(config):
+    """Every attack option valid for every attack the evaluations will run, before any work."""
+    if config["attack_preset"] != "cleverhans4":
+        changed = [name for name, default in _PGD_FLAG_DEFAULTS.items() if config[name] != default]
+        if changed:
+            raise ValueError(f"--{', --'.join(changed)} apply to --attack_preset=cleverhans4 only; "
+                             f"--attack_preset={config['attack_preset']} fixes them.")
+    for name in ("attack_label_samples", "attack_evaluation_attacks"):
+        if config[name] < 0:
+            raise ValueError(f"--{name} must be >= 0 (0: default), got {config[name]}.")
+    try:
+        for count in config["robustness_gradient_samples"] + [config["detection_gradient_samples"]]:
+            option = attack_options(config, count)
+            option.resolved()
+            if "robustness" in config["evaluations"]:
+                for eps in config["robustness_epsilons"]:
+                    option.step(eps)
+            if "adversarial_detection" in config["evaluations"]:
+                option.step(config["detection_eps"])
+    except ValueError as error:
+        raise ValueError(f"attack flags (--attack_*, --pgd_*): {error}") from None
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -349,13 +412,13 @@ def robustness(model, config, data):
         _progress(config, f"robustness: PGD on {len(x)} test images with S={count} gradient "
                           f"samples at {len(config['robustness_epsilons'])} radii")
         curve = attack_eval.robustness_curve(
-            model, x, y, config["robustness_epsilons"], num_gradient_samples=count,
-            num_eval_samples=_num_samples(config), nb_iter=config["pgd_iterations"],
-            eps_iter_ratio=config["pgd_eps_iter_ratio"] or None,
-            rand_init=config["pgd_rand_init"], seed=config["seed"],
+            model, x, y, config["robustness_epsilons"], attack_options(config, count),
+            num_eval_samples=_num_samples(config), seed=config["seed"],
             batch_size=_attack_batch_size(config, count), verbose=config["verbose"] == 1)
         curves[f"S={count}"] = {"epsilons": curve["epsilons"].tolist(),
                                 "accuracy": curve["accuracy"].tolist(),
+                                "success_rate": curve["success_rate"].tolist(),
+                                "attack_options": curve["options"],
                                 "num_examples": int(len(x))}
         _progress(config, f"robustness with S={count} gradient samples: accuracy "
                           + ", ".join(f"{a:.3f}" for a in curve["accuracy"]))
@@ -364,28 +427,21 @@ def robustness(model, config, data):
 
 def adversarial_detection(model, config, data, clean):
     """PGD at ``detection_eps`` on the first test images; detection AUROC, both variants."""
-    from uqmix import attacks
-
     n = config["detection_examples"]
     x, y = data["x_test"][:n], data["y_test"][:n]
     count = config["detection_gradient_samples"]
-    model_fn = attack_eval.attack_model_fn(model, count)
     eps = config["detection_eps"]
-    ratio = config["pgd_eps_iter_ratio"] or attack_eval.default_eps_iter_ratio(
-        config["pgd_iterations"])
-    batch = _attack_batch_size(config, count)
-    adversarial = np.concatenate([
-        attacks.projected_gradient_descent(
-            model_fn, x[i:i + batch], eps, ratio * eps, config["pgd_iterations"], np.inf,
-            clip_min=0.0, clip_max=1.0, y=y[i:i + batch], rand_init=config["pgd_rand_init"],
-            seed=[config["seed"], i]).numpy()
-        for i in range(0, len(x), batch)])
-    adv_pred = attack_eval.predict(model, adversarial, _num_samples(config),
-                                   config["eval_batch_size"])
-    result = attack_eval.adversarial_detection(clean.take(np.arange(len(x))), adv_pred, y,
+    attack = attack_options(config, count)
+    adv_pred = attack_eval.evaluate_under_attack(
+        model, x, y, eps, attack, num_eval_samples=_num_samples(config), seed=config["seed"],
+        batch_size=_attack_batch_size(config, count), verbose=config["verbose"] == 1)
+    clean_part = clean.take(np.arange(len(x)))
+    result = attack_eval.adversarial_detection(clean_part, adv_pred, y,
                                                measures=DETECTION_MEASURES, seed=config["seed"])
     result.update(eps=eps, gradient_samples=count, num_examples=int(len(x)),
-                  adversarial_accuracy=float(np.mean(np.asarray(adv_pred.predicted_class()) == y)))
+                  adversarial_accuracy=float(np.mean(np.asarray(adv_pred.predicted_class()) == y)),
+                  success_rate=metrics.attack_success_rate(adv_pred, y, clean=clean_part),
+                  attack_options=attack_eval.options_record(model, attack, config["seed"]))
     return result
 
 

@@ -22,7 +22,9 @@ its default and help; ``default_config()`` gives them all) and
    detection AUROC / AUPR / FPR@95 of every OOD test set by mutual
    information, total uncertainty, expected data uncertainty, α0 and max
    probability (those the model's predictive has); adaptive attacks when
-   ``attack`` is on; figures; ``metrics.json`` written atomically;
+   ``attack`` is on (PGD / MIM, or adaptive C&W L2 with ``attack_method=cw``;
+   sampled models with ``attack_noise`` / ``attack_combine``; every option
+   recorded under ``attacks.attack_options``); figures; ``metrics.json`` written atomically;
 5. exports a SavedModel to ``export_dir`` when set (``uqmix.export``).
 
 Models (``model_kind``):
@@ -69,7 +71,9 @@ OOD_MEASURES = ("mutual_information", "total_uncertainty", "expected_data_uncert
 MODEL_KINDS = ("prior_network", "ensemble", "mc_dropout")
 BATCHNORM_CHOICES = ("auto", "true", "false")
 ATTACK_CRITERIA = ("kl_pmf", "kl_dir", "cross_entropy")
-ATTACK_METHODS = ("pgd", "mim")
+ATTACK_METHODS = ("pgd", "mim", "cw")
+ATTACK_NOISE = ("redraw", "frozen")
+ATTACK_COMBINE = ("log_mean", "mean_loss")
 FIGURES_DIR = "figures"
 
 # (name, default, help): the binary's flags and the keys of a configuration.
@@ -140,7 +144,19 @@ OPTIONS = (
     ("verbose", 2, "Keras fit verbosity (0, 1, 2)."),
     # attacks
     ("attack", False, "Evaluate adaptive white-box attacks (uqmix.attack_eval)."),
-    ("attack_method", "mim", "pgd | mim."),
+    ("attack_method", "mim", "pgd | mim | cw (adaptive Carlini-Wagner L2; attack_iterations = "
+                             "its max_iterations budgets, attack_eps unused)."),
+    ("attack_rand_init", False, "PGD/MIM: random start in the eps-ball."),
+    ("attack_gradient_samples", 0, "Samples of a sampled model (MC dropout, ensemble) in each "
+                                   "attack gradient (0: eval_samples)."),
+    ("attack_noise", "redraw", "Sampled models: redraw (fresh dropout masks at every gradient) "
+                               "| frozen (one draw per batch held for the attack)."),
+    ("attack_combine", "log_mean", "Sampled models: log_mean (criterion of the mean "
+                                   "prediction) | mean_loss (mean over samples, EOT)."),
+    ("attack_cw_binary_steps", 5, "C&W binary-search steps over the constant."),
+    ("attack_cw_confidence", 0.0, "C&W confidence kappa of the success margin."),
+    ("attack_cw_initial_const", 0.01, "C&W initial constant c."),
+    ("attack_cw_learning_rate", 0.005, "C&W Adam learning rate."),
     ("attack_criterion", "kl_pmf", "kl_pmf | kl_dir (Prior Networks) | cross_entropy."),
     ("attack_eps", 0.1176, "L-inf attack radius in pixels (30/255)."),
     ("attack_eps_iter", 0.0, "Step per iteration (0: attack_eps / 10)."),
@@ -192,6 +208,8 @@ def validate_config(config):
         ("strategy", config["strategy"], STRATEGIES),
         ("attack_method", config["attack_method"], ATTACK_METHODS),
         ("attack_criterion", config["attack_criterion"], ATTACK_CRITERIA),
+        ("attack_noise", config["attack_noise"], ATTACK_NOISE),
+        ("attack_combine", config["attack_combine"], ATTACK_COMBINE),
         ("attack_measure", config["attack_measure"], OOD_MEASURES),
         ("verbose", config["verbose"], (0, 1, 2)),
     ]
@@ -242,6 +260,11 @@ def validate_config(config):
          f"in [0, --attack_eps={config['attack_eps']}] (0: attack_eps / 10; PGD and MIM "
          "steps never exceed the radius)"),
         ("attack_examples", config["attack_examples"] >= 1, ">= 1"),
+        ("attack_gradient_samples", config["attack_gradient_samples"] >= 0, ">= 0 (0: default)"),
+        ("attack_cw_binary_steps", config["attack_cw_binary_steps"] >= 1, ">= 1"),
+        ("attack_cw_confidence", config["attack_cw_confidence"] >= 0, ">= 0"),
+        ("attack_cw_initial_const", config["attack_cw_initial_const"] > 0, "> 0"),
+        ("attack_cw_learning_rate", config["attack_cw_learning_rate"] > 0, "> 0"),
     ]
     options.check_rules(config, rules)
     kind = config["model_kind"]
@@ -262,8 +285,13 @@ def validate_config(config):
     if config["attack_criterion"] == "kl_dir" and config["loss"] == "cross_entropy":
         raise ValueError("--attack_criterion=kl_dir needs a Prior Network (a Dirichlet output); "
                          "use kl_pmf or cross_entropy for cross-entropy models.")
-    if config["attack"] and config["attack_eps"] <= 0:
+    if config["attack"] and config["attack_eps"] <= 0 and config["attack_method"] != "cw":
         raise ValueError("--attack needs --attack_eps > 0.")
+    if kind == "prior_network" and (config["attack_noise"] != "redraw"
+                                    or config["attack_combine"] != "log_mean"):
+        raise ValueError("--attack_noise / --attack_combine apply to sampled models (mc_dropout, "
+                         "ensemble); a Prior Network has no sampled noise: keep redraw / "
+                         "log_mean.")
     options.check_run_options(config)
     return config
 
@@ -586,28 +614,42 @@ def attack_metrics(model, config, data, strategy):
     success_rate, auroc (natural vs successful attacks, by ``attack_measure``; None when
     no attack succeeded) and jsr.
     """
-    from uqmix.attack_eval import adaptive_attack_curves
+    from uqmix.attack_eval import adaptive_attack_curves, adaptive_cw_curves
 
     x = data["x_test"][:config["attack_examples"]]
-    attack_options = dict(eps=config["attack_eps"],
-                   eps_iter=config["attack_eps_iter"] or config["attack_eps"] / 10.0,
-                   method=config["attack_method"], criterion=config["attack_criterion"],
-                   measure=config["attack_measure"], seed=config["seed"],
-                   batch_size=config["eval_batch_size"], verbose=config["verbose"] == 1)
-    settings = {"white_box": adaptive_attack_curves(model, x, config["attack_iterations"],
-                                                    **attack_options)}
+    common = dict(criterion=config["attack_criterion"], measure=config["attack_measure"],
+                  num_gradient_samples=config["attack_gradient_samples"] or None,
+                  noise=config["attack_noise"], combine=config["attack_combine"],
+                  seed=config["seed"], batch_size=config["eval_batch_size"],
+                  verbose=config["verbose"] == 1)
+    if config["attack_method"] == "cw":
+        recorded = dict(binary_search_steps=config["attack_cw_binary_steps"],
+                        confidence=config["attack_cw_confidence"],
+                        initial_const=config["attack_cw_initial_const"],
+                        learning_rate=config["attack_cw_learning_rate"])
+        curves_fn = adaptive_cw_curves
+    else:
+        recorded = dict(eps=config["attack_eps"],
+                        eps_iter=config["attack_eps_iter"] or config["attack_eps"] / 10.0,
+                        method=config["attack_method"], rand_init=config["attack_rand_init"])
+        curves_fn = adaptive_attack_curves
+    attack_options = dict(common, **recorded)
+    settings = {"white_box": curves_fn(model, x, config["attack_iterations"], **attack_options)}
     if config["blackbox_transfer"]:
         source_networks, _ = train_networks(config, data, strategy, seed_offset=1000,
                                             prefix="blackbox_source_")
         source = evaluation_model(config, source_networks)
-        settings["black_box"] = adaptive_attack_curves(source, x, config["attack_iterations"],
-                                                       eval_model=model, **attack_options)
+        settings["black_box"] = curves_fn(source, x, config["attack_iterations"],
+                                          eval_model=model, **attack_options)
     result = {"iterations": list(config["attack_iterations"]), "eps": config["attack_eps"],
               "method": config["attack_method"], "criterion": config["attack_criterion"],
-              "measure": config["attack_measure"], "num_examples": int(len(x))}
+              "measure": config["attack_measure"], "num_examples": int(len(x)),
+              "attack_options": {k: v for k, v in attack_options.items()
+                                 if k not in ("verbose", "batch_size")}}
     for setting, curves in settings.items():
         result[setting] = {key: [float(v) for v in curves[key]]
-                           for key in ("success_rate", "auroc", "jsr")}
+                           for key in ("success_rate", "auroc", "jsr", "median_l2")
+                           if key in curves}
     return result, result
 
 
@@ -621,8 +663,10 @@ def write_attack_figures(attack_values, output_dir):
     figure = plotting.attack_curves(
         attack_values["iterations"], panels, seeds=[1],
         examples=attack_values["num_examples"],
-        title=f"Adaptive {attack_values['method'].upper()} ({attack_values['criterion']}), "
-              f"eps = {attack_values['eps']:.4g}")
+        title=(f"Adaptive C&W L2 ({attack_values['criterion']}) against max_iterations"
+               if attack_values["method"] == "cw" else
+               f"Adaptive {attack_values['method'].upper()} ({attack_values['criterion']}), "
+               f"eps = {attack_values['eps']:.4g}"))
     path = plotting.save_figure(figure, os.path.join(output_dir, FIGURES_DIR, "attack_curves.png"))
     return [os.path.relpath(path, output_dir)]
 

@@ -5,8 +5,13 @@
   each one ``tf.function`` call; ``iterative_attack_checkpoints`` gives the
   iterates of one run after several iteration counts
   (``uqmix.attacks.gradient_attacks``);
+* ``carlini_wagner_l2`` (cleverhans 4.0's call, the reference algorithm),
+  ``carlini_wagner_l2_run`` (with distances and success flags), also with an
+  adaptive criterion as ``loss_fn`` (``uqmix.attacks.carlini_wagner``);
 * ``optimize_linear``, ``clip_eta``, ``random_lp_vector`` — the per-norm rules
   (``uqmix.attacks.norms``);
+* ``stochastic_model_fn`` — the attack model of a sampled model with named
+  noise (redraw / frozen) and combination (log_mean / mean_loss) options;
 * ``predictive_logits_fn``, ``sample_logits_fn``, ``dirichlet_logits_fn`` —
   model_fns from uqmix models, S samples in one vectorised call
   (``uqmix.attacks.model_fns``);
@@ -18,10 +23,13 @@
 """
 from uqmix.attacks.adaptive import (  # noqa: F401
     kl_dir_loss, kl_pmf_loss, second_most_likely_class, swap_top_and_target)
+from uqmix.attacks.carlini_wagner import (  # noqa: F401
+    CarliniWagnerResult, carlini_wagner_l2, carlini_wagner_l2_run)
 from uqmix.attacks.gradient_attacks import (  # noqa: F401
     fast_gradient_method, iterative_attack_checkpoints, momentum_iterative_method,
     projected_gradient_descent)
 from uqmix.attacks.losses import BoundLoss, cross_entropy, expectation_over_samples  # noqa: F401
 from uqmix.attacks.model_fns import (  # noqa: F401
-    dirichlet_logits_fn, predictive_logits_fn, sample_logits_fn)
+    StochasticModelFn, dirichlet_logits_fn, predictive_logits_fn, sample_logits_fn,
+    stochastic_model_fn)
 from uqmix.attacks.norms import clip_eta, optimize_linear, random_lp_vector  # noqa: F401

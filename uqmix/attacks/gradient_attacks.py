@@ -27,21 +27,29 @@ ops) is fused by XLA; the model's forward/backward pass runs on TensorFlow's
 own kernels, so the results equal cleverhans' bit for bit (see
 ``XLA_FUSED_UPDATE``).
 
-Where this differs from cleverhans 4.0 (improvements, all documented):
+Signatures: cleverhans 4.0's TF2 positional parameters in cleverhans' order
+with cleverhans' defaults, ``sanity_checks`` included (FGM and PGD default
+False, MIM True, as in cleverhans); uqmix's extras (``seed`` for PGD,
+``loss_fn`` for MIM) are keyword-only after them.  A positional cleverhans
+call, or one with only cleverhans' required arguments, returns what
+cleverhans returns (PGD: ``rand_init=None`` means no random start, as in
+cleverhans; any truthy value starts at a random point of the ``rand_minmax``
+ball, default radius eps).
+
+Where this differs from cleverhans 4.0 (stricter, never silently different):
 * one-sided clipping works (cleverhans asserts or ignores it);
 * ``targeted=True`` without ``y`` raises ValueError (cleverhans silently
   targets the predicted class);
-* MIM accepts ``loss_fn`` (cleverhans' MIM has no such argument; note that
-  its position is after ``norm``, so pass the clip bounds by keyword);
-* PGD's random start is stateless with a ``seed`` (reproducible); PGD's
-  ``rand_init`` defaults to True (the Madry et al. attack, as in cleverhans'
-  PyTorch version; cleverhans' TF2 default is no random start);
+* MIM accepts ``loss_fn`` (keyword-only; cleverhans' MIM has none);
+* PGD's random start is stateless with a ``seed`` (reproducible);
 * bad input (eps < 0, eps_iter > eps, NaN/Inf in x, x outside the clip
   range, wrongly shaped labels, labels out of range, unsupported norm)
-  raises ValueError, always (cleverhans asserts only with sanity_checks);
+  raises ValueError whenever the attack is called eagerly, whatever
+  ``sanity_checks`` says (cleverhans asserts only with sanity_checks);
+  inside someone else's ``tf.function`` the value checks of x (NaN, box)
+  become in-graph assertions only with ``sanity_checks=True``;
 * float64 inputs stay float64 (cleverhans casts to float32); eps and
   eps_iter may be one value per example ([B]).
-``sanity_checks=False`` skips the value checks of x (NaN, box) only.
 """
 
 import typing
@@ -210,7 +218,7 @@ def _prepare(model_fn, x, eps, norm, loss_fn, clip_min, clip_max, y, targeted, a
     eps = checks.as_budget(eps, x, "eps", validation)
     clip_min = checks.as_clip_bound(clip_min, x, "clip_min")
     clip_max = checks.as_clip_bound(clip_max, x, "clip_max")
-    if sanity_checks:
+    if sanity_checks or tf.executing_eagerly():
         checks.check_input_values(x, clip_min, clip_max, validation)
     labels = checks.as_labels(y, x, bool(targeted), default_loss=loss_fn is None)
     return _Arguments(norm=norm, targeted=bool(targeted), static_loss=static_loss,
@@ -229,7 +237,7 @@ def _check_step(eps_iter, eps, p, attack, must_not_exceed_eps):
 
 # -- public API -------------------------------------------------------------------------
 def fast_gradient_method(model_fn, x, eps, norm, loss_fn=None, clip_min=None, clip_max=None,
-                         y=None, targeted=False, *, sanity_checks=True):
+                         y=None, targeted=False, sanity_checks=False):
     """Fast Gradient Method (Goodfellow et al. 2015), cleverhans 4.0 semantics.
 
     x' = clip(x + optimize_linear(∇_x L(y, model_fn(x)), eps, norm)), with the
@@ -254,12 +262,13 @@ def fast_gradient_method(model_fn, x, eps, norm, loss_fn=None, clip_min=None, cl
 
 def projected_gradient_descent(model_fn, x, eps, eps_iter, nb_iter, norm, loss_fn=None,
                                clip_min=None, clip_max=None, y=None, targeted=False,
-                               rand_init=True, rand_minmax=None, seed=None, *,
-                               sanity_checks=True):
+                               rand_init=None, rand_minmax=None, sanity_checks=False, *,
+                               seed=None):
     """Projected Gradient Descent (Madry et al. 2018; BIM without random start), cleverhans 4.0.
 
     x'_0 = clip(x + clip_eta(η_0, eps)) with η_0 uniform in the ``rand_minmax``
-    ball (default radius eps) when ``rand_init``, else x'_0 = x; then nb_iter
+    ball (default radius eps) when ``rand_init`` is truthy, else (default None,
+    as cleverhans) x'_0 = x; then nb_iter
     FGM steps of size eps_iter, each followed by the projection
     x' = clip(x + clip_eta(x' − x, eps)).
 
@@ -275,16 +284,16 @@ def projected_gradient_descent(model_fn, x, eps, eps_iter, nb_iter, norm, loss_f
 
 
 def momentum_iterative_method(model_fn, x, eps=0.3, eps_iter=0.06, nb_iter=10, norm=np.inf,
-                              loss_fn=None, clip_min=None, clip_max=None, y=None,
-                              targeted=False, decay_factor=1.0, *, sanity_checks=True):
+                              clip_min=None, clip_max=None, y=None, targeted=False,
+                              decay_factor=1.0, sanity_checks=True, *, loss_fn=None):
     """Momentum Iterative Method (Dong et al. 2018), cleverhans 4.0 semantics.
 
     g_0 = 0, x'_0 = x; nb_iter times:
     g ← decay_factor·g + ∇ / max(1e-12, mean|∇|);
     x' ← clip(x + clip_eta(x' + optimize_linear(g, eps_iter) − x, eps)).
     norm: np.inf or 2; decay_factor >= 0.  Unlike cleverhans, ``loss_fn`` is
-    accepted (it sits after ``norm``: pass clip_min/clip_max by keyword) and
-    one-sided clipping works.  Other arguments as ``fast_gradient_method``.
+    accepted (keyword-only, after cleverhans' parameters) and one-sided
+    clipping works.  Other arguments as ``fast_gradient_method``.
     """
     run = _mim_runner(model_fn, x, eps, eps_iter, norm, loss_fn, clip_min, clip_max, y, targeted,
                       decay_factor, sanity_checks)
@@ -293,7 +302,7 @@ def momentum_iterative_method(model_fn, x, eps=0.3, eps_iter=0.06, nb_iter=10, n
 
 def iterative_attack_checkpoints(method, model_fn, x, checkpoints, eps, eps_iter, norm=np.inf,
                                  loss_fn=None, clip_min=None, clip_max=None, y=None,
-                                 targeted=False, rand_init=True, rand_minmax=None, seed=None,
+                                 targeted=False, rand_init=None, rand_minmax=None, seed=None,
                                  decay_factor=1.0, *, sanity_checks=True):
     """The adversarial examples of one PGD or MIM run after each of ``checkpoints`` iterations.
 
@@ -336,7 +345,7 @@ def _pgd_runner(model_fn, x, eps, eps_iter, norm, loss_fn, clip_min, clip_max, y
     eps_iter = _check_step(eps_iter, eps, p, "projected_gradient_descent", True)
     if isinstance(rand_init, (tf.Tensor, tf.Variable)):
         raise ValueError("rand_init must be a Python bool (it selects the compiled program).")
-    rand_init = bool(rand_init)
+    rand_init = bool(rand_init)  # cleverhans: None / 0 → no random start, truthy → random
     if rand_minmax is None:
         rand_minmax = p.eps
     else:
