@@ -3,9 +3,9 @@ r"""Prior Networks on images (the project's main job): train, evaluate, attack, 
     python -m experiments.cifar_rkl --flagfile=experiments/configs/cifar10_rkl.cfg
     python -m experiments.cifar_rkl --flagfile=experiments/configs/smoke.cfg   # 2 min, CPU
 
-Every flag is an option of ``uqmix.pn_experiment`` (``OPTIONS``: name,
+Every flag is an option of ``uqmix.studies.pn_experiment`` (``OPTIONS``: name,
 default, help); this binary only parses them and calls
-``uqmix.pn_experiment.run``.  Outputs in ``--output_dir``: ``config.json`` and
+``uqmix.studies.pn_experiment.run``.  Outputs in ``--output_dir``: ``config.json`` and
 ``flags.cfg`` (the flags used), ``metrics.json``, ``tensorboard/``,
 ``<model>/checkpoints/`` (every epoch; ``--resume`` continues), ``figures/``;
 with ``--export_dir`` a SavedModel.
@@ -16,7 +16,7 @@ output_dir holding another run (before any training); 3 training diverged
 """
 
 from experiments.options_binary import run_binary
-from uqmix import pn_experiment
+from uqmix.studies import pn_experiment
 
 EXPERIMENT = pn_experiment  # the option table experiments.sweep parses run flags with
 

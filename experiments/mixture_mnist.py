@@ -3,9 +3,9 @@ r"""Infinite mixtures trained by ML vs VI, and the finite-mixture baselines, on 
     python -m experiments.mixture_mnist --flagfile=experiments/configs/mixture_ml.cfg \
         --data_dir=../shared/data --output_dir=runs/mixture_ml
 
-Every flag is an option of ``uqmix.mixture_experiment`` (``OPTIONS``: name,
+Every flag is an option of ``uqmix.studies.mixture_experiment`` (``OPTIONS``: name,
 default, help); this binary only parses them and calls
-``uqmix.mixture_experiment.run``.  Outputs in ``--output_dir``: ``config.json``
+``uqmix.studies.mixture_experiment.run``.  Outputs in ``--output_dir``: ``config.json``
 and ``flags.cfg`` (the flags used), ``metrics.json`` (accuracy, NLL, weight
 variances, misclassification / OOD / adversarial detection, robustness
 curves), ``tensorboard/``, ``checkpoints/`` (``--resume`` continues),
@@ -17,7 +17,7 @@ output_dir holding another run (before any training); 3 training diverged
 """
 
 from experiments.options_binary import run_binary
-from uqmix import mixture_experiment
+from uqmix.studies import mixture_experiment
 
 EXPERIMENT = mixture_experiment  # the option table experiments.sweep parses run flags with
 

@@ -5,7 +5,7 @@ r"""The report of the ML-vs-VI infinite-mixture sweep: tables, figures, summary.
 Reads SWEEP_ROOT/<config>/seed_<S>/metrics.json (``experiments.sweep`` with
 ``--binary=experiments.mixture_mnist``) and writes into OUTPUT_DIR
 ``tables.md`` (mean ± sample std (n seeds) per configuration), the figures of
-``uqmix.mixture_report.FIGURES`` (PNG, into --figures_dir when given; those
+``uqmix.studies.mixture_report.FIGURES`` (PNG, into --figures_dir when given; those
 whose runs are absent are skipped and listed) and ``summary.json``.  Prints the
 tables and the files written.
 Exit codes: 1 bad flags; 2 bad data (no usable run, a metrics.json that is not a
@@ -17,7 +17,7 @@ import sys
 
 from absl import app, flags
 
-from uqmix import mixture_report
+from uqmix.studies import mixture_report
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("sweep_root", None, "The sweep's output_root (one folder per configuration).")

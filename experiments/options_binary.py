@@ -1,8 +1,8 @@
 """The shared body of the option-table binaries (``cifar_rkl``, ``mixture_mnist``,
 ``synthetic_rkl``).
 
-A library experiment module (``uqmix.pn_experiment``, ``uqmix.mixture_experiment``,
-``uqmix.synthetic_experiment``)
+A library experiment module (``uqmix.studies.pn_experiment``, ``uqmix.studies.mixture_experiment``,
+``uqmix.studies.synthetic_experiment``)
 declares ``OPTIONS`` (name, default, help), ``validate_config``, ``run`` and
 ``summary``; this module turns the table into absl flags and runs it.
 

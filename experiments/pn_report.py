@@ -15,7 +15,7 @@ import sys
 
 from absl import app, flags
 
-from uqmix import pn_report
+from uqmix.studies import pn_report
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("sweep_root", None, "The sweep's output_root (one folder per configuration).")

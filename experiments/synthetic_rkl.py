@@ -3,9 +3,9 @@ r"""Forward- vs reverse-KL Prior Networks on ``synthetic3``: the built-in defaul
     python -m experiments.synthetic_rkl                      # defaults, ./runs/synthetic_rkl
     python -m experiments.synthetic_rkl --flagfile=experiments/configs/synthetic_rkl.cfg
 
-Every flag is an option of ``uqmix.synthetic_experiment`` (``OPTIONS``: name,
+Every flag is an option of ``uqmix.studies.synthetic_experiment`` (``OPTIONS``: name,
 default, help); this binary only parses them and calls
-``uqmix.synthetic_experiment.run``.  Outputs in ``--output_dir`` (default
+``uqmix.studies.synthetic_experiment.run``.  Outputs in ``--output_dir`` (default
 ``runs/synthetic_rkl``): ``config.json`` and ``flags.cfg`` (the flags used),
 ``metrics.json``, ``tensorboard/<loss>/`` (train, validation and evaluation
 events), ``<loss>/checkpoints/`` and ``<loss>/model.keras``,
@@ -23,7 +23,7 @@ holding another run (before any training); 3 training diverged.
 """
 
 from experiments.options_binary import run_binary
-from uqmix import synthetic_experiment
+from uqmix.studies import synthetic_experiment
 
 EXPERIMENT = synthetic_experiment  # the option table experiments.sweep parses run flags with
 

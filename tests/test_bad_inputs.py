@@ -8,9 +8,9 @@ promises: exit 1 for bad flags, 2 for bad data or an output folder that
 cannot be used, 3 for divergence; one line naming the flag or file, no
 traceback, nothing deleted or half-written.
 
-All three experiment binaries (``cifar_rkl`` = ``uqmix.pn_experiment``,
-``mixture_mnist`` = ``uqmix.mixture_experiment``, ``synthetic_rkl`` =
-``uqmix.synthetic_experiment``) run through ``experiments.options_binary``.
+All three experiment binaries (``cifar_rkl`` = ``uqmix.studies.pn_experiment``,
+``mixture_mnist`` = ``uqmix.studies.mixture_experiment``, ``synthetic_rkl`` =
+``uqmix.studies.synthetic_experiment``) run through ``experiments.options_binary``.
 """
 import gzip
 import io
@@ -29,8 +29,10 @@ from scipy import special
 
 from experiments import options_binary
 from tests import fake_experiment
-from uqmix import dirichlet, mixture_experiment, mixture_report, pn_experiment, pn_report
-from uqmix import runs, sweep, synthetic_experiment
+from uqmix import dirichlet
+from uqmix.studies import mixture_experiment, mixture_report, pn_experiment, pn_report
+from uqmix import runs, sweep
+from uqmix.studies import synthetic_experiment
 from uqmix.data import cifar, files, idx
 from uqmix.data.errors import DataFileError
 from uqmix.objectives import dirichlet_losses, mixture_losses

@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO_ROOT
-from uqmix import data_synthetic_images, pn_experiment, runs, tensorboard_logging, training
+from uqmix import data_synthetic_images, runs, tensorboard_logging, training
+from uqmix.studies import pn_experiment
 from uqmix.data import DataSourceError
 
 SMOKE = os.path.join(REPO_ROOT, "experiments", "configs", "smoke.cfg")

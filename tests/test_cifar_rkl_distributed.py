@@ -15,7 +15,7 @@ _SCRIPT = textwrap.dedent("""
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from uqmix import pn_experiment
+    from uqmix.studies import pn_experiment
 
     out = sys.argv[1]
     results = {}

@@ -7,7 +7,7 @@ from absl import flags
 
 from experiments import options_binary
 from tests.conftest import REPO_ROOT
-from uqmix import mixture_experiment, pn_experiment, synthetic_experiment
+from uqmix.studies import mixture_experiment, pn_experiment, synthetic_experiment
 
 CONFIGS = sorted(glob.glob(os.path.join(REPO_ROOT, "experiments", "configs", "*.cfg")))
 

@@ -1,4 +1,4 @@
-"""experiments.mixture_mnist / uqmix.mixture_experiment on small generated IDX files."""
+"""experiments.mixture_mnist / uqmix.studies.mixture_experiment on small generated IDX files."""
 import os
 import re
 import subprocess
@@ -10,9 +10,10 @@ import tensorflow as tf
 
 from tests.conftest import REPO_ROOT
 from tests.test_data import write_idx_set
-from uqmix import mixture_experiment, pn_experiment, runs, tensorboard_logging
+from uqmix import runs, tensorboard_logging
 
 
+from uqmix.studies import mixture_experiment, pn_experiment
 def _digits(n, seed):
     """Learnable 28×28 'digits': class c lights a 6×6 square at its own place, plus noise."""
     rng = np.random.default_rng(seed)

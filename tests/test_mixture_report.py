@@ -1,4 +1,4 @@
-"""uqmix.mixture_report / experiments.mixture_report on synthetic sweep trees (no training)."""
+"""uqmix.studies.mixture_report / experiments.mixture_report on synthetic sweep trees (no training)."""
 import json
 import os
 import subprocess
@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO_ROOT
-from uqmix import mixture_report, runs
+from uqmix import runs
 
+from uqmix.studies import mixture_report
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EPSILONS = [0.0, 0.1, 0.2, 0.3]
 LAYERS = ("hidden_0", "hidden_1", "logits")

@@ -1,4 +1,4 @@
-"""uqmix.pn_report / experiments.pn_report on hand-written sweep trees (no training)."""
+"""uqmix.studies.pn_report / experiments.pn_report on hand-written sweep trees (no training)."""
 import json
 import os
 import subprocess
@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO_ROOT
-from uqmix import plotting, pn_report, runs
+from uqmix import plotting, runs
 
+from uqmix.studies import pn_report
 ITERATIONS = [1, 10, 100]
 
 

@@ -8,7 +8,7 @@ import tensorflow as tf
 from scipy.special import log_softmax
 
 from uqmix.models import SampledNetworks, ensemble, mc_dropout
-from uqmix.pn_experiment import evaluation_model
+from uqmix.studies.pn_experiment import evaluation_model
 
 K = 3
 

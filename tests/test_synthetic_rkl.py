@@ -1,4 +1,4 @@
-"""End-to-end: experiments.synthetic_rkl (uqmix.synthetic_experiment) with tiny settings,
+"""End-to-end: experiments.synthetic_rkl (uqmix.studies.synthetic_experiment) with tiny settings,
 in process and as a CLI."""
 import os
 import re
@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from experiments import options_binary
 from uqmix import runs
-from uqmix import synthetic_experiment
+from uqmix.studies import synthetic_experiment
 from uqmix import tensorboard_logging
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
