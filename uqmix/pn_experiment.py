@@ -45,6 +45,7 @@ import numpy as np
 import tensorflow as tf
 
 from uqmix import data_synthetic_images
+from uqmix import distributed
 from uqmix import evaluation
 from uqmix import metrics as metric_fns
 from uqmix import options
@@ -460,7 +461,14 @@ def _alpha0_histogram_callback(model, x_in, x_ood, log_dir, eval_batch_size):
 
         def __init__(self):
             super().__init__()
-            self.writer = tf.summary.create_file_writer(log_dir)
+            self.log_dir = log_dir
+            self.writer = None
+
+        def on_train_begin(self, logs=None):
+            # Created here, not in __init__: only the workers that run the callback
+            # (the chief, uqmix.distributed) write an events file.
+            if self.writer is None:
+                self.writer = tf.summary.create_file_writer(self.log_dir)
 
         def on_epoch_end(self, epoch, logs=None):
             with self.writer.as_default(step=epoch + 1):
@@ -495,7 +503,7 @@ def train_model(model, config, data, model_dir, seed, log_name):
     training.fit_resumable(model, make_train_dataset_fn(config, data, seed),
                            total_steps=config["epochs"] * steps_per_epoch,
                            steps_per_epoch=steps_per_epoch, output_dir=model_dir,
-                           callbacks=callbacks, verbose=config["verbose"])
+                           chief_callbacks=callbacks, verbose=config["verbose"])
     return time.perf_counter() - start
 
 
@@ -585,11 +593,11 @@ def run(config):
     """Runs the whole job for a configuration dict; returns the metrics dict (see module doc)."""
     config = validate_config(config)
 
-    data = load_data(config)  # every data problem is raised here, before any training
-    runs.prepare_output_dir(config["output_dir"], config, resume=config["resume"],
-                            overwrite=config["overwrite"])
     set_seed(config["seed"], deterministic=config["deterministic"])
+    # Before any other TF op (multi_worker); then every worker runs the same steps.
     strategy = make_strategy(config["strategy"], tpu_address=config["tpu_address"] or None)
+    data = load_data(config)  # every data problem is raised here, before any training
+    distributed.prepare_output_dir(config, strategy, runs.prepare_output_dir)  # chief only
     networks, seconds = train_networks(config, data, strategy)
     model = evaluation_model(config, networks)
     start = time.perf_counter()
@@ -609,15 +617,17 @@ def run(config):
         start = time.perf_counter()
         metrics["attacks"], values["attacks"] = attack_metrics(model, config, data, strategy)
         metrics["attack_seconds"] = time.perf_counter() - start
-    metrics["figures"] = [os.path.relpath(p, config["output_dir"])
-                          for p in write_figures(values, config["output_dir"])]
-    if config["attack"]:
-        metrics["figures"] += write_attack_figures(values["attacks"], config["output_dir"])
-    runs.atomic_write_json(os.path.join(config["output_dir"], runs.METRICS_FILE), metrics)
+    if distributed.is_chief(strategy):  # the other workers write no results
+        metrics["figures"] = [os.path.relpath(p, config["output_dir"])
+                              for p in write_figures(values, config["output_dir"])]
+        if config["attack"]:
+            metrics["figures"] += write_attack_figures(values["attacks"], config["output_dir"])
+        runs.atomic_write_json(os.path.join(config["output_dir"], runs.METRICS_FILE), metrics)
     if config["export_dir"]:
         from uqmix.export import export_saved_model
 
-        export_saved_model(model, config["export_dir"], data["input_shape"])
+        with distributed.writing(config["export_dir"], strategy) as export_dir:
+            export_saved_model(model, export_dir, data["input_shape"])
         metrics["export_dir"] = config["export_dir"]
     return metrics
 
