@@ -234,9 +234,8 @@ def install_keras_multi_worker_fixes():
        (``axis=None``), what ``MirroredStrategy`` does on one machine.  Every worker then
        logs the same global loss, so ``StopOnNonFiniteLoss`` stops all of them alike.
     2. ``_maybe_symbolic_build`` all-reduces the first *data batch* (a nest, which the
-       collective reduce cannot take).  It only serves to build an unbuilt model, optimizer or
-       compiled metrics; uqmix builds all of them before ``fit``, so it is skipped when
-       nothing is left to build (otherwise the original runs, and fails as before).
+       collective reduce cannot take) only to get shapes for building unbuilt layers, metrics
+       or optimizer: the build is made from the dataset's per-replica element spec instead.
     """
     if _PATCHED:
         return
@@ -254,13 +253,15 @@ def install_keras_multi_worker_fixes():
         return original_reduce(values, strategy, reduction)
 
     def maybe_symbolic_build(self, iterator=None, data_batch=None):
-        built = (all(layer.built for layer in self._flatten_layers())
-                 and (self.optimizer is None or self.optimizer.built)
-                 and (self._compile_metrics is None or self._compile_metrics.built)
-                 and (self._compile_loss is None or self._compile_loss.built))
-        if built and is_multi_worker(self.distribute_strategy):
-            return None
-        return original_build(self, iterator=iterator, data_batch=data_batch)
+        if iterator is None or not is_multi_worker(self.distribute_strategy):
+            return original_build(self, iterator=iterator, data_batch=data_batch)
+        # Build from the per-replica element spec instead of an all-reduced data batch.
+        spec = tf.nest.map_structure(
+            lambda s: s._value_specs[0] if hasattr(s, "_value_specs") else s,
+            iterator._distributed_dataset.element_spec)
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=spec)
+        return None
 
     tf_trainer.reduce_per_replica = reduce_per_replica
     tf_trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
