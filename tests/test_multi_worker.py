@@ -177,3 +177,68 @@ def test_worker_killed_after_first_epoch_resumes_with_the_same_command(tmp_path)
     _check_run_folder(out, [workers[0].pid, restarted[0].pid])
     _assert_same_metrics(runs.read_json(out / runs.METRICS_FILE),
                          runs.read_json(tmp_path / "single" / runs.METRICS_FILE))
+
+
+# -- fast checks of the pieces (one process) -------------------------------------------------------
+def test_tf_config_is_checked_before_anything_runs(tmp_path):
+    from uqmix.setup_utils import check_tf_config
+
+    good = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}
+    check_tf_config(json.dumps(good))
+    for bad, message in ((None, "needs the TF_CONFIG"), ("{", "not a valid cluster"),
+                         (json.dumps(dict(good, task={"type": "worker", "index": 2})),
+                          "index 2 is not in")):
+        with pytest.raises(ValueError, match=message):
+            check_tf_config(bad)
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.cifar_rkl", f"--flagfile={SMOKE}",
+         "--strategy=multi_worker", f"--output_dir={tmp_path / 'run'}"],
+        cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "TF_CONFIG" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_replica_slices_are_the_rows_of_a_numpy_split():
+    import numpy as np
+    import tensorflow as tf
+
+    from uqmix import distributed
+
+    x, y = np.arange(8 * 3, dtype=np.float32).reshape(8, 3), np.arange(8)
+    ood = np.arange(4 * 3, dtype=np.float32).reshape(4, 3)
+    for count in (1, 2, 4):
+        for r in range(count):
+            (xs, os_), ys = distributed._replica_slice(((tf.constant(x), tf.constant(ood)),
+                                                        tf.constant(y)), r, count)
+            np.testing.assert_array_equal(xs, np.split(x, count)[r])
+            np.testing.assert_array_equal(os_, np.split(ood, count)[r])
+            np.testing.assert_array_equal(ys, np.split(y, count)[r])
+    spec = tf.data.Dataset.from_tensors((x[:6], y[:6])).element_spec
+    with pytest.raises(ValueError, match="divisible by 4"):
+        distributed._check_divisible(spec, 4)
+    unknown = tf.data.Dataset.from_tensor_slices(x).batch(3).element_spec
+    with pytest.raises(ValueError, match="static batch size"):
+        distributed._check_divisible(unknown, 2)
+
+
+def test_single_process_is_the_chief_and_writes_to_the_real_paths(tmp_path):
+    import tensorflow as tf
+
+    from uqmix import distributed
+
+    strategy = tf.distribute.get_strategy()
+    assert distributed.is_chief(strategy) and not distributed.is_multi_worker(strategy)
+    assert distributed.write_path(str(tmp_path / "x"), strategy) == str(tmp_path / "x")
+    assert distributed.agree(strategy, True) and not distributed.agree(strategy, False)
+
+
+def test_a_worker_with_other_flags_is_refused(tmp_path):
+    from uqmix import distributed, pn_experiment
+
+    config = pn_experiment.default_config(output_dir=str(tmp_path / "run"))
+    runs.prepare_output_dir(config["output_dir"], config)  # what the chief wrote
+    distributed.check_same_config(dict(config, resume=True, verbose=0))  # volatile keys only
+    with pytest.raises(runs.ConfigMismatchError, match="differ from the chief's in: epochs"):
+        distributed.check_same_config(dict(config, epochs=3))
+    with pytest.raises(runs.ConfigMismatchError, match="shared file system"):
+        distributed.check_same_config(dict(config, output_dir=str(tmp_path / "elsewhere")))
