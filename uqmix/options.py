@@ -85,14 +85,21 @@ def check_rules(config, rules):
 
 
 def check_run_options(config):
-    """Rules every experiment shares: an output folder, --resume xor --overwrite, and
-    --deterministic (bitwise reproducible kernels) not on TPU."""
+    """Rules every experiment shares: an output folder, --resume xor --overwrite,
+    --deterministic (bitwise reproducible kernels) not on TPU, and a valid TF_CONFIG for
+    --strategy=multi_worker."""
     if not config["output_dir"]:
         raise ValueError("--output_dir must be set.")
     if config["resume"] and config["overwrite"]:
         raise ValueError("--resume and --overwrite contradict each other.")
     if config["strategy"] == "tpu" and config["deterministic"]:
         raise ValueError("--deterministic is not supported on TPU; pass --nodeterministic.")
+    if config["strategy"] == "multi_worker":
+        import os
+
+        from uqmix.setup_utils import check_tf_config
+
+        check_tf_config(os.environ.get("TF_CONFIG"))
 
 
 def first(array, count):

@@ -11,6 +11,14 @@ and (on CPU, with op determinism) ends with identical weights.
 
 A non-finite loss stops training with ``TrainingDivergedError``; the last
 checkpoint, written after the last finite epoch, is kept.
+
+Several replicas (``uqmix.distributed``): the batches of ``make_dataset`` are *global*
+batches; replica r of n trains on slice r of each (the split ``MirroredStrategy`` makes on
+one machine), on one machine or several.  Under ``MultiWorkerMirroredStrategy`` every
+worker saves checkpoints (TensorFlow's multi-worker guide), the chief into
+``output_dir/checkpoints``, the others into a temporary folder removed after each save;
+every worker restores from the chief's folder, so a restarted worker continues with the
+others.  ``chief_callbacks`` (TensorBoard and other writers) run on the chief only.
 """
 
 import math
@@ -18,6 +26,8 @@ import os
 
 import keras
 import tensorflow as tf
+
+from uqmix import distributed
 
 CHECKPOINT_SUBDIR = "checkpoints"
 
@@ -60,25 +70,47 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 
 
 class _EpochCheckpoint(keras.callbacks.Callback):
-    def __init__(self, manager, epoch_var, guard):
+    """Saves the checkpoint at every epoch end (unless training diverged); on a non-chief
+    worker into its temporary folder, which is removed right after (``uqmix.distributed``)."""
+
+    def __init__(self, manager, epoch_var, guard, strategy, ckpt_dir):
         super().__init__()
         self.manager = manager
         self.epoch_var = epoch_var
         self.guard = guard
+        self.strategy = strategy
+        self.ckpt_dir = ckpt_dir
 
     def on_epoch_end(self, epoch, logs=None):
         if self.guard.diverged_at is not None:
             return
         self.epoch_var.assign(epoch + 1)
         self.manager.save(checkpoint_number=epoch + 1)
+        distributed.remove_worker_path(self.ckpt_dir, self.strategy)
+        _test_hook_exit_after_epoch(epoch + 1, self.strategy)
+
+
+def _test_hook_exit_after_epoch(epoch, strategy):
+    """Test-only: ``UQMIX_TEST_EXIT_AFTER_EPOCH=<epoch>:<task id>`` makes that worker die
+    (``os._exit(75)``, no clean-up, as a killed process) right after that epoch's checkpoint."""
+    hook = os.environ.get("UQMIX_TEST_EXIT_AFTER_EPOCH")
+    if not hook:
+        return
+    at_epoch, task = (int(v) for v in hook.split(":"))
+    if epoch == at_epoch and (distributed.task_of(strategy)[1] or 0) == task:
+        os._exit(75)
+
+
+def _strategy_of(model):
+    """The ``tf.distribute`` strategy the model was built under."""
+    return getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
 
 
 def _build_optimizer(model):
     """Creates the optimizer's variables now (the checkpoint lists them), under the strategy
     the model was built in (a MirroredStrategy's slot variables must be mirrored too)."""
     if not model.optimizer.built:
-        strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
-        with strategy.scope():
+        with _strategy_of(model).scope():
             model.optimizer.build(model.trainable_variables)
 
 
@@ -97,12 +129,13 @@ def make_checkpoint(model, **extra_trackables):
 
 def fit_resumable(model, make_dataset, total_steps, steps_per_epoch, output_dir,
                   callbacks=(), validation_data=None, verbose=1, max_to_keep=2,
-                  extra_trackables=None):
+                  extra_trackables=None, chief_callbacks=()):
     """Trains ``model`` for ``total_steps`` steps, resuming from ``output_dir``'s checkpoint.
 
-    make_dataset: ``() -> tf.data.Dataset`` of batches, infinite (``repeat()``)
-      and deterministic given its seed; rebuilt on resume and advanced past the
-      batches already trained on.
+    make_dataset: ``() -> tf.data.Dataset`` of global batches (static batch size),
+      infinite (``repeat()``) and deterministic given its seed; rebuilt on resume
+      and advanced past the batches already trained on.
+    callbacks: run on every worker; chief_callbacks: on the chief only (writers).
     total_steps, steps_per_epoch: the run is ``ceil(total / per_epoch)`` epochs
       (the last one may be shorter: it trains exactly ``total_steps``).
     Returns the ``History`` of this call (``None`` if nothing was left to train).
@@ -114,21 +147,28 @@ def fit_resumable(model, make_dataset, total_steps, steps_per_epoch, output_dir,
     steps_per_epoch = min(steps_per_epoch, total_steps)
     num_epochs = math.ceil(total_steps / steps_per_epoch)
     _build_optimizer(model)
+    strategy = _strategy_of(model)
     ckpt, epoch_var = make_checkpoint(model, **(extra_trackables or {}))
     ckpt_dir = os.path.join(output_dir, CHECKPOINT_SUBDIR)
-    manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=max_to_keep)
-    if manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    # Every worker restores the chief's checkpoint; non-chief workers save to a temp folder.
+    latest = tf.train.latest_checkpoint(ckpt_dir)
+    manager = tf.train.CheckpointManager(ckpt, distributed.write_path(ckpt_dir, strategy),
+                                         max_to_keep=max_to_keep)
+    if latest:
+        ckpt.restore(latest).assert_existing_objects_matched()
     initial_epoch = int(epoch_var.numpy())
     if initial_epoch >= num_epochs:
         return None
     done_steps = initial_epoch * steps_per_epoch
-    dataset = make_dataset()
-    if done_steps:
-        dataset = dataset.skip(done_steps)
-    dataset = dataset.take(total_steps - done_steps)
+
+    def batches(skip, take):
+        return distributed.distribute_dataset(make_dataset().skip(skip).take(take), strategy)
+
+    dataset = batches(done_steps, total_steps - done_steps)
     guard = StopOnNonFiniteLoss()
-    all_callbacks = [guard, _EpochCheckpoint(manager, epoch_var, guard), *callbacks]
+    writers = list(chief_callbacks) if distributed.is_chief(strategy) else []
+    all_callbacks = [guard, _EpochCheckpoint(manager, epoch_var, guard, strategy, ckpt_dir),
+                     *callbacks, *writers]
     last_epoch_steps = total_steps - (num_epochs - 1) * steps_per_epoch
     if last_epoch_steps != steps_per_epoch:
         # Keras needs one steps_per_epoch; train the short tail in a second call.
@@ -137,8 +177,9 @@ def fit_resumable(model, make_dataset, total_steps, steps_per_epoch, output_dir,
             history = model.fit(dataset, epochs=num_epochs - 1, initial_epoch=initial_epoch,
                                 steps_per_epoch=steps_per_epoch, callbacks=all_callbacks,
                                 validation_data=validation_data, verbose=verbose, shuffle=False)
-            _raise_if_diverged(guard, manager)
-            dataset = make_dataset().skip((num_epochs - 1) * steps_per_epoch)
+            _raise_if_diverged(guard, ckpt_dir)
+            done_steps = (num_epochs - 1) * steps_per_epoch
+            dataset = batches(done_steps, total_steps - done_steps)
         history = model.fit(dataset, epochs=num_epochs, initial_epoch=num_epochs - 1,
                             steps_per_epoch=last_epoch_steps, callbacks=all_callbacks,
                             validation_data=validation_data, verbose=verbose, shuffle=False)
@@ -146,14 +187,14 @@ def fit_resumable(model, make_dataset, total_steps, steps_per_epoch, output_dir,
         history = model.fit(dataset, epochs=num_epochs, initial_epoch=initial_epoch,
                             steps_per_epoch=steps_per_epoch, callbacks=all_callbacks,
                             validation_data=validation_data, verbose=verbose, shuffle=False)
-    _raise_if_diverged(guard, manager)
+    _raise_if_diverged(guard, ckpt_dir)
     return history
 
 
-def _raise_if_diverged(guard, manager):
+def _raise_if_diverged(guard, ckpt_dir):
     if guard.diverged_at is not None:
         epoch, batch, loss = guard.diverged_at
-        kept = manager.latest_checkpoint or "none (no epoch finished)"
+        kept = tf.train.latest_checkpoint(ckpt_dir) or "none (no epoch finished)"
         where = "the end" if batch == "end" else f"batch {batch + 1}"
         raise TrainingDivergedError(
             f"Training diverged (loss {loss}) at epoch {epoch + 1}, {where}; stopped. "

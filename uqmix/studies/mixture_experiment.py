@@ -60,6 +60,7 @@ import tensorflow as tf
 
 from uqmix import attack_eval
 from uqmix import console
+from uqmix import distributed
 from uqmix import evaluation
 from uqmix import metrics
 from uqmix import options
@@ -347,7 +348,7 @@ def train(model, config, data):
     start = time.perf_counter()
     training.fit_resumable(model, make, total_steps=config["steps"],
                            steps_per_epoch=config["steps_per_epoch"],
-                           output_dir=config["output_dir"], callbacks=callbacks,
+                           output_dir=config["output_dir"], chief_callbacks=callbacks,
                            validation_data=validation, verbose=config["verbose"])
     return time.perf_counter() - start
 
@@ -529,19 +530,22 @@ def run_label(config):
 def run(config):
     """Runs the whole job for a configuration dict; returns the metrics dict (module doc)."""
     config = validate_config(config)
-    data = load_data(config)
-    runs.prepare_output_dir(config["output_dir"], config, resume=config["resume"],
-                            overwrite=config["overwrite"])
     set_seed(config["seed"], deterministic=config["deterministic"])
-    input_shape = tuple(int(s) for s in data["x_train"].shape[1:])
+    # Before any other TF op (multi_worker); then every worker runs the same steps.
     strategy = make_strategy(config["strategy"], tpu_address=config["tpu_address"] or None)
+    data = load_data(config)
+    distributed.prepare_output_dir(config, strategy, runs.prepare_output_dir)  # chief only
+    input_shape = tuple(int(s) for s in data["x_train"].shape[1:])
     with strategy.scope():
         model = build_model(config, input_shape, len(data["x_train"]))
+    chief = distributed.is_chief(strategy)  # the other workers write no results
     if config["verbose"]:
         console.announce(run_label(config))
-    seconds = runs.add_seconds(config["output_dir"], "train_seconds",  # over resumes
-                               train(model, config, data))
-    runs.atomic_save_model(model, os.path.join(config["output_dir"], MODEL_FILE))
+    seconds = train(model, config, data)
+    if chief:
+        seconds = runs.add_seconds(config["output_dir"], "train_seconds", seconds)  # over resumes
+    with distributed.writing(os.path.join(config["output_dir"], MODEL_FILE), strategy) as path:
+        runs.atomic_save_model(model, path)
     start = time.perf_counter()
     metrics = evaluate(model, config, data)
     metrics.update(dataset=config["dataset"], model=config["model"], label=run_label(config),
@@ -552,14 +556,19 @@ def run(config):
                    num_test_examples=int(len(data["x_test"])), train_seconds=seconds,
                    num_replicas=int(strategy.num_replicas_in_sync),
                    eval_seconds=time.perf_counter() - start)
-    metrics["figures"] = write_figures(metrics, config)
-    log_evaluation(config, metrics, tensorboard_logging.global_step(model))
+    if chief:
+        metrics["figures"] = write_figures(metrics, config)
+        log_evaluation(config, metrics, tensorboard_logging.global_step(model))
+    else:
+        metrics["figures"] = []
     if config["export_dir"]:
         from uqmix.export import export_saved_model
 
-        export_saved_model(model, config["export_dir"], input_shape)
+        with distributed.writing(config["export_dir"], strategy) as export_dir:
+            export_saved_model(model, export_dir, input_shape)
         metrics["export_dir"] = config["export_dir"]
-    runs.atomic_write_json(os.path.join(config["output_dir"], runs.METRICS_FILE), metrics)
+    if chief:
+        runs.atomic_write_json(os.path.join(config["output_dir"], runs.METRICS_FILE), metrics)
     return metrics
 
 

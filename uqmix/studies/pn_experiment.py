@@ -47,6 +47,7 @@ import numpy as np
 import tensorflow as tf
 
 from uqmix import data_synthetic_images
+from uqmix import distributed
 from uqmix import evaluation
 from uqmix import metrics as metric_fns
 from uqmix import options
@@ -455,7 +456,7 @@ def train_model(model, config, data, model_dir, seed, log_name):
     training.fit_resumable(model, make_train_dataset_fn(config, data, seed),
                            total_steps=config["epochs"] * steps_per_epoch,
                            steps_per_epoch=steps_per_epoch, output_dir=model_dir,
-                           callbacks=callbacks, validation_data=validation,
+                           chief_callbacks=callbacks, validation_data=validation,
                            verbose=config["verbose"])
     return time.perf_counter() - start
 
@@ -552,13 +553,14 @@ def run(config):
     """Runs the whole job for a configuration dict; returns the metrics dict (see module doc)."""
     config = validate_config(config)
 
-    data = load_data(config)  # every data problem is raised here, before any training
-    runs.prepare_output_dir(config["output_dir"], config, resume=config["resume"],
-                            overwrite=config["overwrite"])
     set_seed(config["seed"], deterministic=config["deterministic"])
+    # Before any other TF op (multi_worker); then every worker runs the same steps.
     strategy = make_strategy(config["strategy"], tpu_address=config["tpu_address"] or None)
+    data = load_data(config)  # every data problem is raised here, before any training
+    distributed.prepare_output_dir(config, strategy, runs.prepare_output_dir)  # chief only
     networks, seconds = train_networks(config, data, strategy)
-    seconds = runs.add_seconds(config["output_dir"], "train_seconds", seconds)  # over resumes
+    if distributed.is_chief(strategy):  # summed over resumes (the chief keeps the total)
+        seconds = runs.add_seconds(config["output_dir"], "train_seconds", seconds)
     model = evaluation_model(config, networks)
     start = time.perf_counter()
     console.progress(f"evaluating on {len(data['x_test'])} test images and "
@@ -583,16 +585,18 @@ def run(config):
         metrics["attacks"], values["attacks"] = attack_metrics(model, config, data, strategy)
         metrics["attack_seconds"] = time.perf_counter() - start
         console.progress(f"attacks done in {metrics['attack_seconds']:.0f} s", config["verbose"])
-    metrics["figures"] = [os.path.relpath(p, config["output_dir"])
-                          for p in write_figures(values, config["output_dir"])]
-    if config["attack"]:
-        metrics["figures"] += write_attack_figures(values["attacks"], config["output_dir"])
-    log_evaluation(config, metrics, tensorboard_logging.global_step(networks[0]))
-    runs.atomic_write_json(os.path.join(config["output_dir"], runs.METRICS_FILE), metrics)
+    if distributed.is_chief(strategy):  # the other workers write no results
+        metrics["figures"] = [os.path.relpath(p, config["output_dir"])
+                              for p in write_figures(values, config["output_dir"])]
+        if config["attack"]:
+            metrics["figures"] += write_attack_figures(values["attacks"], config["output_dir"])
+        log_evaluation(config, metrics, tensorboard_logging.global_step(networks[0]))
+        runs.atomic_write_json(os.path.join(config["output_dir"], runs.METRICS_FILE), metrics)
     if config["export_dir"]:
         from uqmix.export import export_saved_model
 
-        export_saved_model(model, config["export_dir"], data["input_shape"])
+        with distributed.writing(config["export_dir"], strategy) as export_dir:
+            export_saved_model(model, export_dir, data["input_shape"])
         metrics["export_dir"] = config["export_dir"]
     return metrics
 
