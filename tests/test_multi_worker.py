@@ -128,7 +128,8 @@ def _check_run_folder(out, chief_pids):
     assert [f for f in files if os.path.basename(f) == runs.METRICS_FILE] == [runs.METRICS_FILE]
     assert not [f for f in files if ".workertemp_" in f], files
     events = [f for f in files if "events.out" in f]
-    assert {os.path.basename(os.path.dirname(f)) for f in events} == {"train", "alpha0"}, events
+    folders = {os.path.basename(os.path.dirname(f)) for f in events}
+    assert {"train", "evaluation"} <= folders <= {"train", "validation", "evaluation"}, events
     writers = {int(os.path.basename(f).split(".")[-3]) for f in events}  # <host>.<pid>.<n>.v2
     assert writers <= set(chief_pids), (events, chief_pids)
 
@@ -233,7 +234,8 @@ def test_single_process_is_the_chief_and_writes_to_the_real_paths(tmp_path):
 
 
 def test_a_worker_with_other_flags_is_refused(tmp_path):
-    from uqmix import distributed, pn_experiment
+    from uqmix import distributed
+    from uqmix.studies import pn_experiment
 
     config = pn_experiment.default_config(output_dir=str(tmp_path / "run"))
     runs.prepare_output_dir(config["output_dir"], config)  # what the chief wrote
