@@ -82,6 +82,9 @@ FLAG_CASES = [
      "--target_concentration must be a finite number"),
     (synthetic_experiment, ["--learning_rate=nan"], "--learning_rate must be a finite number"),
     (synthetic_experiment, ["--losses=reverse_kl,reverse_kl"], "--losses lists a loss twice"),
+    (synthetic_experiment, ["--strategy=multi_worker"],
+     "--strategy=multi_worker needs --steps_per_execution=1"),
+    (synthetic_experiment, ["--strategy=gpu"], "Unknown --strategy 'gpu'"),
     (fake_experiment, ["--scale=inf"], "--scale must be a finite number"),
 ]
 

@@ -244,3 +244,41 @@ def test_a_worker_with_other_flags_is_refused(tmp_path):
         distributed.check_same_config(dict(config, epochs=3))
     with pytest.raises(runs.ConfigMismatchError, match="shared file system"):
         distributed.check_same_config(dict(config, output_dir=str(tmp_path / "elsewhere")))
+
+
+SYNTHETIC_FLAGS = ["--losses=reverse_kl", "--train_steps=40", "--steps_per_epoch=20",
+                   "--steps_per_execution=1", "--grid_resolution=20", "--verbose=0"]
+
+
+def test_synthetic_job_on_two_workers_equals_one_process(tmp_path):
+    """The default job: the chief alone writes; the global batch split over two workers gives
+    the single-process run's metrics (the mean gradient over the same global batch)."""
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    command = [sys.executable, "-m", "experiments.synthetic_rkl", *SYNTHETIC_FLAGS]
+    workers = [subprocess.Popen(
+        [*command, "--strategy=multi_worker", f"--output_dir={tmp_path / 'multi'}"],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+        env=_env(TF_CONFIG=json.dumps({"cluster": cluster,
+                                       "task": {"type": "worker", "index": index}})))
+        for index in range(2)]
+    single = subprocess.Popen([*command, f"--output_dir={tmp_path / 'single'}"], cwd=REPO_ROOT,
+                              env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    for code, _, stderr in [_finish(p) for p in [*workers, single]]:
+        assert code == 0, stderr[-3000:]
+    files = _files(tmp_path / "multi")
+    assert [f for f in files if os.path.basename(f) == runs.METRICS_FILE] == [runs.METRICS_FILE]
+    assert not [f for f in files if ".workertemp_" in f], files
+    writers = {int(os.path.basename(f).split(".")[-3]) for f in files if "events.out" in f}
+    assert writers == {workers[0].pid}
+    multi = runs.read_json(str(tmp_path / "multi" / runs.METRICS_FILE))["models"]["reverse_kl"]
+    reference = runs.read_json(str(tmp_path / "single" / runs.METRICS_FILE))
+    reference = dict(_leaves(reference["models"]["reverse_kl"]))
+    compared = 0
+    for key, value in _leaves(multi):
+        if not key.endswith("_seconds"):
+            assert value == pytest.approx(reference[key], rel=1e-3, abs=1e-4), key
+            compared += 1
+    assert compared > 10

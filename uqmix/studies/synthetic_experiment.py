@@ -41,6 +41,7 @@ import keras
 import tensorflow as tf
 
 from uqmix import console
+from uqmix import distributed
 from uqmix import evaluation
 from uqmix import options
 from uqmix import plotting
@@ -52,6 +53,7 @@ from uqmix.data import load_arrays, make_dataset, zip_in_and_ood
 from uqmix.models import PriorNetwork
 from uqmix.models.backbones import mlp
 from uqmix.models.prior_network import LOSSES
+from uqmix.setup_utils import STRATEGIES, make_strategy
 
 LOSS_TITLES = {"forward_kl": "Forward KL", "reverse_kl": "Reverse KL",
                "cross_entropy": "Cross-entropy"}
@@ -84,6 +86,9 @@ OPTIONS = (
     ("plot_extent", 8.0, "Maps cover [-e, e]²."),
     ("grid_resolution", 200, "Map points per axis."),
     ("verbose", 2, "Keras fit verbosity (0, 1, 2)."),
+    ("strategy", "default", "tf.distribute strategy: default | mirrored | multi_worker (reads "
+                            "TF_CONFIG) | tpu; --batch_size is the global batch."),
+    ("tpu_address", "", "TPU address for --strategy=tpu (empty: the environment's TPU)."),
 )
 
 
@@ -131,8 +136,17 @@ def validate_config(config):
         if config[name] % config["steps_per_execution"]:
             raise ValueError(f"--steps_per_execution ({config['steps_per_execution']}) must divide "
                              f"--{name} ({config[name]}).")
+    options.check_choices([("strategy", config["strategy"], STRATEGIES)])
+    if config["strategy"] == "multi_worker" and config["steps_per_execution"] != 1:
+        # Keras 3.15's multi-step training loop fails under MultiWorkerMirroredStrategy
+        # ("You must feed a value for placeholder tensor ... while/cond").
+        raise ValueError("--strategy=multi_worker needs --steps_per_execution=1, got "
+                         f"{config['steps_per_execution']}.")
     if not config["output_dir"]:
         raise ValueError("--output_dir must be set.")
+    # --resume is on by default here and --overwrite takes precedence, so the shared
+    # resume-xor-overwrite rule is not applied; the strategy rules are.
+    options.check_run_options(dict(config, resume=False))
     return config
 
 
@@ -172,13 +186,14 @@ def build_model(loss, config):
     return model
 
 
-def train_model(loss, config, data):
+def train_model(loss, config, data, strategy):
     """Builds (or restores) and trains the Prior Network for ``loss``.
 
     Returns (model, seconds of training, or None when the checkpoint already
     held the finished run and nothing was trained).
     """
-    model = build_model(loss, config)
+    with strategy.scope():
+        model = build_model(loss, config)
     seed = config["seed"] + config["losses"].index(loss)
     batch = config["batch_size"]
 
@@ -194,10 +209,12 @@ def train_model(loss, config, data):
     start = time.perf_counter()
     history = training.fit_resumable(
         model, make_train_dataset, total_steps=config["train_steps"],
-        steps_per_epoch=config["steps_per_epoch"], output_dir=model_dir, callbacks=[summaries],
+        steps_per_epoch=config["steps_per_epoch"], output_dir=model_dir,
+        chief_callbacks=[summaries],
         validation_data=_validation_dataset(data, max(batch, 512)), verbose=config["verbose"])
     seconds = time.perf_counter() - start
-    runs.atomic_save_model(model, os.path.join(model_dir, "model.keras"))
+    with distributed.writing(os.path.join(model_dir, "model.keras"), strategy) as path:
+        runs.atomic_save_model(model, path)
     return model, (None if history is None else seconds)
 
 
@@ -252,9 +269,16 @@ def run(config):
     output_dir = config["output_dir"]
     if config["deterministic"]:
         tf.config.experimental.enable_op_determinism()
-    # Resume only a run of ours: a non-empty folder without config.json is refused.
-    resume = config["resume"] and os.path.exists(os.path.join(output_dir, runs.CONFIG_FILE))
-    runs.prepare_output_dir(output_dir, config, resume=resume, overwrite=config["overwrite"])
+    # Before any other TF op (multi_worker); then every worker runs the same steps.
+    strategy = make_strategy(config["strategy"], tpu_address=config["tpu_address"] or None)
+    chief = distributed.is_chief(strategy)  # the other workers write no results
+
+    def prepare(folder, run_config, resume, overwrite):
+        # Resume only a run of ours: a non-empty folder without config.json is refused.
+        resume = resume and os.path.exists(os.path.join(folder, runs.CONFIG_FILE))
+        return runs.prepare_output_dir(folder, run_config, resume=resume, overwrite=overwrite)
+
+    distributed.prepare_output_dir(config, strategy, prepare)  # the chief creates the folder
     data = load_data()
     metrics_path = os.path.join(output_dir, runs.METRICS_FILE)
     previous = (runs.read_json(metrics_path).get("models", {}) if os.path.exists(metrics_path)
@@ -264,20 +288,22 @@ def run(config):
     for index, loss in enumerate(config["losses"], start=1):
         if config["verbose"]:
             console.announce(loss, index, len(config["losses"]))
-        model, seconds = train_model(loss, config, data)
+        model, seconds = train_model(loss, config, data, strategy)
         result = evaluate(model, data)
         # summed over every invocation that trained (runs.add_seconds); a re-run that only
         # restored the finished model adds nothing and keeps the recorded time
-        total = runs.add_seconds(output_dir, f"train_seconds.{loss}", seconds or 0.0)
+        total = (runs.add_seconds(output_dir, f"train_seconds.{loss}", seconds or 0.0)
+                 if chief else (seconds or 0.0))
         result["train_seconds"] = (total if total > 0
                                    else previous.get(loss, {}).get("train_seconds"))
         metrics["models"][loss] = result
         maps[LOSS_TITLES[loss]] = uncertainty_maps(model, config)
         steps[loss] = tensorboard_logging.global_step(model)
-    runs.atomic_write_json(metrics_path, metrics)
-    figure = write_figure(maps, config, data)
-    for loss, result in metrics["models"].items():
-        log_evaluation(config, loss, result, steps[loss], [figure])
+    if chief:
+        runs.atomic_write_json(metrics_path, metrics)
+        figure = write_figure(maps, config, data)
+        for loss, result in metrics["models"].items():
+            log_evaluation(config, loss, result, steps[loss], [figure])
     return metrics
 
 
