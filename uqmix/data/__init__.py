@@ -7,14 +7,14 @@ Modules: ``registry`` (names, sources, ``load_arrays``), ``idx`` / ``cifar`` /
 ``tfds_source`` (tensorflow-datasets), ``pipeline`` (``make_dataset``,
 ``zip_in_and_ood``, ``check_same_image_shape``, ``hold_out``).
 """
-from uqmix.data.errors import DataFileError, DataSourceError  # noqa: F401
-from uqmix.data.pipeline import (  # noqa: F401
+from uqmix.data.errors import DataFileError, DataSourceError
+from uqmix.data.pipeline import (
     check_same_image_shape,
     hold_out,
     make_dataset,
     zip_in_and_ood,
 )
-from uqmix.data.registry import (  # noqa: F401
+from uqmix.data.registry import (
     DATASETS,
     NO_LABEL,
     get_spec,
@@ -22,3 +22,18 @@ from uqmix.data.registry import (  # noqa: F401
     known_names,
     load_arrays,
 )
+
+__all__ = [
+    "DATASETS",
+    "DataFileError",
+    "DataSourceError",
+    "NO_LABEL",
+    "check_same_image_shape",
+    "get_spec",
+    "hold_out",
+    "images_to_unit_float",
+    "known_names",
+    "load_arrays",
+    "make_dataset",
+    "zip_in_and_ood",
+]
