@@ -27,7 +27,7 @@ console.quiet_logs()  # before the experiment modules import TensorFlow: no INFO
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from uqmix import options, runs
+from uqmix import options, runs  # noqa: E402
 
 EXIT_BAD_FLAGS, EXIT_BAD_DATA_OR_OUTPUT, EXIT_DIVERGED = 1, 2, 3
 OUTPUT_PATH_OPTIONS = ("output_dir", "export_dir")

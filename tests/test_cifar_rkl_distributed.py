@@ -45,7 +45,7 @@ def test_one_epoch_under_mirrored_strategy_matches_one_device(tmp_path):
     result = subprocess.run([sys.executable, "-c", _SCRIPT, str(tmp_path)], cwd=REPO_ROOT,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    line = next(l for l in result.stdout.splitlines() if l.startswith("RESULT "))
+    line = next(text for text in result.stdout.splitlines() if text.startswith("RESULT "))
     results = json.loads(line[len("RESULT "):])
     single, mirrored = results["default"], results["mirrored"]
     assert single["num_replicas"] == 1 and mirrored["num_replicas"] == 2

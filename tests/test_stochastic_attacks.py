@@ -150,8 +150,10 @@ def test_new_draws_and_batches_do_not_retrace():
     from uqmix.attacks import gradient_attacks
     model = _mixture()
     fn = attacks.stochastic_model_fn(model, 2, noise="frozen", combine="mean_loss", seed=3)
-    run = lambda x: attacks.projected_gradient_descent(  # noqa: E731
-        fn, x, 0.1, 0.05, 2, np.inf, fn.loss(), 0.0, 1.0, Y[:len(x)])
+    def run(x):
+        return attacks.projected_gradient_descent(
+            fn, x, 0.1, 0.05, 2, np.inf, fn.loss(), 0.0, 1.0, Y[:len(x)])
+
     run(X)
     before = gradient_attacks._compiled_pgd.experimental_get_tracing_count()
     for key in (1, 2):

@@ -59,21 +59,25 @@ def test_sweep_reports_failures_and_bad_plans(tmp_path):
         sweep.plan([bad, bad], [0], "x")
 
 
+def _run_module(*args):
+    """``python -m *args`` from the repository root, output captured."""
+    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+
+
 def test_sweep_binaries_end_to_end(tmp_path):
     a = _flagfile(tmp_path, "a", "--scale=3.0\n")
     root = str(tmp_path / "out")
-    run = lambda *args: subprocess.run([sys.executable, "-m", *args], cwd=REPO,
-                                       capture_output=True, text=True, timeout=120)
-    result = run("experiments.sweep", "--binary=tests.fake_experiment", f"--flagfiles={a}",
+    result = _run_module("experiments.sweep", "--binary=tests.fake_experiment", f"--flagfiles={a}",
                  "--seeds=1,2", f"--output_root={root}")
     assert result.returncode == 0, result.stderr
-    result = run("experiments.aggregate", f"--output_root={root}", "--keys=test.accuracy")
+    result = _run_module("experiments.aggregate", f"--output_root={root}", "--keys=test.accuracy")
     assert result.returncode == 0, result.stderr
     assert "4.5000 ± 2.1213 (2)" in result.stdout
     assert os.path.exists(os.path.join(root, "aggregate.json"))
     # --extra_flag passes one flag whole, commas and all; --extra_flags splits at commas
     shifted = str(tmp_path / "shifted")
-    result = run("experiments.sweep", "--binary=tests.fake_experiment", f"--flagfiles={a}",
+    result = _run_module("experiments.sweep", "--binary=tests.fake_experiment", f"--flagfiles={a}",
                  "--seeds=1,2", f"--output_root={shifted}", "--extra_flags=--scale=2.0",
                  "--extra_flag=--offsets=10,20", "--extra_flag=--offsets=1,2")
     assert result.returncode == 0, result.stderr
@@ -103,9 +107,7 @@ def test_print_commands_gives_the_local_runner_s_commands_for_unfinished_runs(tm
     root = str(folder / "out")
     common = ["experiments.sweep", "--binary=tests.fake_experiment", f"--flagfiles={a}",
               "--seeds=1,2", f"--output_root={root}", "--extra_flag=--offsets=10,20"]
-    run = lambda *args: subprocess.run([sys.executable, "-m", *args], cwd=REPO,
-                                       capture_output=True, text=True, timeout=120)
-    result = run(*common, "--print_commands")
+    result = _run_module(*common, "--print_commands")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     planned = sweep.plan([a], [1, 2], root)
@@ -121,7 +123,7 @@ def test_print_commands_gives_the_local_runner_s_commands_for_unfinished_runs(tm
     assert done.returncode == 0, done.stderr
     assert run(*common, "--print_commands").stdout.strip().splitlines() == lines[1:]
     # the local runner agrees: seed 1 is done, only seed 2 runs
-    result = run(*common)
+    result = _run_module(*common)
     assert result.returncode == 0 and "1 of 2 runs already done" in result.stdout
     assert run(*common, "--print_commands").stdout.strip() == ""
     table = sweep.aggregate(sweep.collect(root))

@@ -197,7 +197,7 @@ class PriorNetwork(keras.Model, PredictiveModelMixin):
             loss += self.ood_weight * tf.nn.compute_average_loss(terms["ood"])
             unscaled += self.ood_weight * tf.reduce_mean(terms["ood"])
         if self.losses:
-            regularization = tf.add_n([tf.cast(l, tf.float32) for l in self.losses])
+            regularization = tf.add_n([tf.cast(term, tf.float32) for term in self.losses])
             loss += tf.nn.scale_regularization_loss(regularization)
             unscaled += regularization
         return loss, unscaled, terms
