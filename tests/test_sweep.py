@@ -121,10 +121,10 @@ def test_print_commands_gives_the_local_runner_s_commands_for_unfinished_runs(tm
     # finish seed 1 with the printed command itself, in a shell
     done = subprocess.run(lines[0], shell=True, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert run(*common, "--print_commands").stdout.strip().splitlines() == lines[1:]
+    assert _run_module(*common, "--print_commands").stdout.strip().splitlines() == lines[1:]
     # the local runner agrees: seed 1 is done, only seed 2 runs
     result = _run_module(*common)
     assert result.returncode == 0 and "1 of 2 runs already done" in result.stdout
-    assert run(*common, "--print_commands").stdout.strip() == ""
+    assert _run_module(*common, "--print_commands").stdout.strip() == ""
     table = sweep.aggregate(sweep.collect(root))
     assert table["a"]["test.accuracy"]["mean"] == pytest.approx(2.0 * 1.5 + 30.0)
