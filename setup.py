@@ -32,6 +32,12 @@ setup(
     ],
     extras_require={
         # mpmath: the extreme-concentration Dirichlet KL check (tests/test_dirichlet_losses.py).
-        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "mpmath>=1.3,<2"],
+        "test": [
+            "pytest>=8,<10",
+            "pytest-xdist>=3.5,<4",
+            "mpmath>=1.3,<2",
+            # lint + format check in .ci/run; the minor version pinned: formatting rules change
+            "ruff>=0.17.6,<0.18",
+        ],
     },
 )
