@@ -1,0 +1,129 @@
+"""Every custom train/test step, the predictive and the attack loops under XLA (jit_compile=True).
+
+For each model the same weights are trained one step and evaluated once with
+``compile(jit_compile=False)`` and with ``compile(jit_compile=True)``; logs and updated weights
+must agree to float32 tolerance.  XLA's Philox maps counters to values differently from
+TensorFlow's kernels, so the stochastic parts are put in their zero-noise limit (weight
+variances e^-40, dropout rate 1e-7, FGSM step |N(0, 1e-7²)|) — the arithmetic of every step is
+still all there.  ``_assert_xla`` proves that the step really compiles under XLA: it lowers the
+step to HLO (``experimental_get_compiler_ir``), which fails on any op XLA cannot compile.
+"""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from uqmix.adversarial_training import AdversarialPriorNetwork
+from uqmix.attacks import momentum_iterative_method, projected_gradient_descent
+from uqmix.attacks import gradient_attacks
+from uqmix.layers import MatrixNormalDense
+from uqmix.models import (DeepEnsemble, Deterministic, InfiniteMixture, MCDropout, MixtureModel,
+                          PriorNetwork)
+from uqmix.models.backbones import mlp
+
+INPUT_SHAPE, K, B = (4, 3), 3, 6
+RTOL, ATOL = 2e-5, 2e-6
+
+
+def _batch(seed=0, n=B):
+    rng = np.random.default_rng(seed)
+    return (rng.random((n,) + INPUT_SHAPE).astype(np.float32),
+            rng.integers(0, K, n).astype(np.int32))
+
+
+def _silence_noise(model):
+    """Zero-noise limit of every MatrixNormalDense: log u = log v = -40 (std ≈ e^-40)."""
+    for layer in model._flatten_layers():
+        if isinstance(layer, MatrixNormalDense):
+            layer.log_row_variance.assign(tf.fill(layer.log_row_variance.shape, -40.0))
+            layer.log_column_variance.assign(tf.fill(layer.log_column_variance.shape, -40.0))
+
+
+def _mixture_network():
+    inputs = keras.Input(INPUT_SHAPE)
+    h = keras.layers.Flatten()(inputs)
+    h = MatrixNormalDense(8, activation="relu", seed=3)(h)
+    h = keras.layers.Dropout(1e-7)(h)
+    return keras.Model(inputs, keras.layers.Dense(K)(h))
+
+
+def _backbone():
+    return mlp(INPUT_SHAPE, K, hidden_units=(8,), weight_decay=1e-3)
+
+
+MODELS = {
+    "infinite_mixture_ml": lambda: InfiniteMixture(
+        K, hidden_units=(8, 8), objective="ml", num_train_samples=3, dataset_size=50, seed=1),
+    "infinite_mixture_vi_jit_sampling": lambda: InfiniteMixture(
+        K, hidden_units=(8,), objective="vi", num_train_samples=3, dataset_size=50, seed=1,
+        jit_sampling=True),
+    "mixture_model": lambda: MixtureModel(_mixture_network(), "ml", num_train_samples=3,
+                                          kl_weight=0.02),
+    "deterministic": lambda: Deterministic(INPUT_SHAPE, K, hidden_units=(8,), weight_decay=1e-3),
+    "mc_dropout": lambda: MCDropout(INPUT_SHAPE, K, hidden_units=(8,), dropout_rate=1e-7),
+    "deep_ensemble": lambda: DeepEnsemble(INPUT_SHAPE, K, hidden_units=(8,), num_members=2),
+    "prior_network_rkl": lambda: PriorNetwork(_backbone(), K, loss="reverse_kl"),
+    "prior_network_fkl": lambda: PriorNetwork(_backbone(), K, loss="forward_kl",
+                                              normalize_by_target=True),
+    "prior_network_ce": lambda: PriorNetwork(_backbone(), K, loss="cross_entropy"),
+    "adversarial_prior_network": lambda: AdversarialPriorNetwork(
+        _backbone(), K, loss="reverse_kl", epsilon_stddev=1e-7, seed=5),
+    "dnn_adv": lambda: AdversarialPriorNetwork(
+        _backbone(), K, loss="cross_entropy", epsilon_stddev=1e-7, seed=5),
+}
+WITH_OOD = {"prior_network_rkl", "prior_network_fkl", "prior_network_ce",
+            "adversarial_prior_network"}
+
+
+def _compiled(name, jit_compile, weights=None):
+    keras.utils.set_random_seed(7)
+    model = MODELS[name]()
+    model.build((None,) + INPUT_SHAPE)
+    if weights is not None:
+        model.set_weights(weights)
+    _silence_noise(model)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit_compile)
+    return model
+
+
+def _data(name):
+    x, y = _batch(0)
+    if name in WITH_OOD:
+        return ((x, _batch(1)[0]), y)
+    return (x, y)
+
+
+def _assert_xla(step, data):
+    """The step lowers to an XLA HLO module (raises if any op is not XLA-compilable)."""
+    data = tf.nest.map_structure(tf.convert_to_tensor, data)
+    hlo = tf.function(step, jit_compile=True).experimental_get_compiler_ir(data)(stage="hlo")
+    assert "HloModule" in hlo
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_steps_compile_under_xla_and_match(name):
+    plain = _compiled(name, jit_compile=False)
+    xla = _compiled(name, jit_compile=True, weights=plain.get_weights())
+    assert xla.jit_compile is True and plain.jit_compile is False
+    initial = [w.numpy() for w in plain.trainable_weights]
+    data = _data(name)
+    for model in (plain, xla):
+        model.train_on_batch(*data)   # builds the optimizer and runs one step
+    logs_plain = plain.train_on_batch(*data, return_dict=True)
+    logs_xla = xla.train_on_batch(*data, return_dict=True)
+    assert set(logs_plain) == set(logs_xla) and logs_plain
+    for key in logs_plain:
+        np.testing.assert_allclose(logs_xla[key], logs_plain[key], rtol=RTOL, atol=ATOL,
+                                   err_msg=key)
+    moved = False
+    for a, b, start in zip(plain.trainable_weights, xla.trainable_weights, initial):
+        moved |= not np.allclose(a.numpy(), start)
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=RTOL, atol=ATOL, err_msg=a.path)
+    assert moved, "the training steps changed no weight"
+    test_plain = plain.test_on_batch(*data, return_dict=True)
+    test_xla = xla.test_on_batch(*data, return_dict=True)
+    for key in test_plain:
+        np.testing.assert_allclose(test_xla[key], test_plain[key], rtol=RTOL, atol=ATOL,
+                                   err_msg=key)
+    _assert_xla(xla.train_step, data)
+    _assert_xla(xla.test_step, data)
