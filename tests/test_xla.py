@@ -14,7 +14,8 @@ import pytest
 import tensorflow as tf
 
 from uqmix.adversarial_training import AdversarialPriorNetwork
-from uqmix.attacks import momentum_iterative_method, projected_gradient_descent
+from uqmix.attacks import (momentum_iterative_method, predictive_logits_fn,
+                           projected_gradient_descent)
 from uqmix.attacks import gradient_attacks
 from uqmix.layers import MatrixNormalDense
 from uqmix.models import (DeepEnsemble, Deterministic, InfiniteMixture, MCDropout, MixtureModel,
@@ -127,3 +128,64 @@ def test_steps_compile_under_xla_and_match(name):
                                    err_msg=key)
     _assert_xla(xla.train_step, data)
     _assert_xla(xla.test_step, data)
+
+
+@pytest.mark.parametrize("name", ["infinite_mixture_ml", "mixture_model", "prior_network_rkl"])
+def test_predictive_runs_under_xla_when_the_model_is_jit_compiled(name):
+    plain = _compiled(name, jit_compile=False)
+    xla = _compiled(name, jit_compile=True, weights=plain.get_weights())
+    x = _batch(2, n=7)[0]
+    expected = plain.predictive(x, num_samples=4, batch_size=3)
+    got = xla.predictive(x, num_samples=4, batch_size=3)
+    np.testing.assert_allclose(got.mean(), expected.mean(), rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(got.total_uncertainty(), expected.total_uncertainty(),
+                               rtol=1e-4, atol=1e-5)
+    assert set(xla._uqmix_predict_fns) == {(4, True)}
+    assert set(plain._uqmix_predict_fns) == {(4, False)}
+    compiled = xla._uqmix_predict_fns[(4, True)]
+    assert "HloModule" in compiled.experimental_get_compiler_ir(tf.constant(x[:3]))(stage="hlo")
+
+
+@pytest.fixture
+def attacks_under_xla():
+    gradient_attacks.set_jit_compile(True)
+    yield
+    gradient_attacks.set_jit_compile(False)
+
+
+def _attack_victim():
+    model = _compiled("infinite_mixture_vi_jit_sampling", jit_compile=False)
+    return predictive_logits_fn(model, num_samples=3)
+
+
+@pytest.mark.parametrize("method", ["pgd", "mim"])
+def test_attack_loops_under_xla_match(method, request):
+    model_fn = _attack_victim()
+    x = _batch(3, n=5)[0]
+    attack = projected_gradient_descent if method == "pgd" else momentum_iterative_method
+    extra = {"rand_init": False} if method == "pgd" else {}
+    kwargs = dict(eps=0.2, eps_iter=0.05, nb_iter=6, norm=np.inf, clip_min=0.0, clip_max=1.0,
+                  **extra)
+    expected = attack(model_fn, x, **kwargs).numpy()
+    request.getfixturevalue("attacks_under_xla")
+    xla_fn = gradient_attacks._compiled_pgd_xla if method == "pgd" else (
+        gradient_attacks._compiled_mim_xla)
+    traces = xla_fn.experimental_get_tracing_count()
+    got = attack(model_fn, x, **kwargs).numpy()
+    assert xla_fn.experimental_get_tracing_count() == traces + 1   # ran the XLA program
+    assert np.abs(expected - x).max() > 0.1                          # the attack moved
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+
+
+def test_pgd_random_start_under_xla_stays_in_the_ball(attacks_under_xla):
+    model_fn = _attack_victim()
+    x = _batch(4, n=5)[0]
+    adv = projected_gradient_descent(model_fn, x, 0.1, 0.03, 3, np.inf, clip_min=0.0,
+                                     clip_max=1.0, rand_init=True, seed=3).numpy()
+    assert np.abs(adv - x).max() <= 0.1 + 1e-6 and adv.min() >= 0.0 and adv.max() <= 1.0
+    assert np.abs(adv - x).max() > 0.05
+
+
+def test_set_jit_compile_refuses_non_bools():
+    with pytest.raises(ValueError, match="jit_compile must be True or False"):
+        gradient_attacks.set_jit_compile("yes")
