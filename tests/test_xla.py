@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from uqmix import mixture_experiment, pn_experiment, synthetic_experiment
 from uqmix.adversarial_training import AdversarialPriorNetwork
 from uqmix.attacks import (momentum_iterative_method, predictive_logits_fn,
                            projected_gradient_descent)
@@ -189,3 +190,32 @@ def test_pgd_random_start_under_xla_stays_in_the_ball(attacks_under_xla):
 def test_set_jit_compile_refuses_non_bools():
     with pytest.raises(ValueError, match="jit_compile must be True or False"):
         gradient_attacks.set_jit_compile("yes")
+
+
+# -- the experiments' --jit_compile flag ------------------------------------------------------
+EXPERIMENTS = {"mixture": mixture_experiment, "pn": pn_experiment,
+               "synthetic": synthetic_experiment}
+
+
+@pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
+def test_jit_compile_with_determinism_is_refused_naming_both_flags(experiment, tmp_path):
+    module = EXPERIMENTS[experiment]
+    with pytest.raises(ValueError, match="--jit_compile needs --nodeterministic"):
+        module.validate_config({"jit_compile": True, "output_dir": str(tmp_path)})
+    config = module.validate_config({"jit_compile": True, "deterministic": False,
+                                     "output_dir": str(tmp_path)})
+    assert config["jit_compile"] is True
+    assert module.default_config()["jit_compile"] is False
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_experiments_compile_their_models_with_the_flag(jit_compile, tmp_path):
+    common = {"jit_compile": jit_compile, "deterministic": False, "output_dir": str(tmp_path)}
+    config = mixture_experiment.validate_config({**common, "hidden_units": ["4"]})
+    assert mixture_experiment.build_model(config, (3, 3), 10).jit_compile is jit_compile
+    config = synthetic_experiment.validate_config({**common, "hidden_units": ["4"]})
+    assert synthetic_experiment.build_model("reverse_kl", config).jit_compile is jit_compile
+    config = pn_experiment.validate_config({**common, "backbone": "mlp", "hidden_units": ["4"],
+                                            "augment": False, "normalize_inputs": False})
+    model = pn_experiment.build_model(config, (3, 3, 1), 10, None, 0, 10)
+    assert model.jit_compile is jit_compile

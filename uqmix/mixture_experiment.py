@@ -61,6 +61,7 @@ from uqmix import plotting
 from uqmix import runs
 from uqmix import tensorboard_logging
 from uqmix import training
+from uqmix.attacks import gradient_attacks
 from uqmix.data import hold_out, load_arrays, make_dataset
 from uqmix.layers import SAMPLING_MODES
 from uqmix.models import DeepEnsemble, Deterministic, InfiniteMixture, MCDropout
@@ -110,6 +111,7 @@ OPTIONS = (
     ("steps_per_epoch", 1000, "Steps between checkpoints / TensorBoard points."),
     ("seed", 0, "Seed of initialisation, noise, batch order and attacks."),
     ("deterministic", True, "TensorFlow op determinism."),
+    options.JIT_COMPILE_OPTION,
     ("strategy", "default", "tf.distribute strategy: default | mirrored | multi_worker | tpu."),
     ("tpu_address", "", "TPU address for strategy=tpu."),
     ("verbose", 2, "Keras fit verbosity (0, 1, 2)."),
@@ -206,6 +208,7 @@ def validate_config(config):
     ]
     options.check_rules(config, rules)
     options.check_run_options(config)
+    options.check_jit_compile(config)
     return config
 
 
@@ -256,7 +259,8 @@ def build_model(config, input_shape, dataset_size):
         model = DeepEnsemble(input_shape, 10, hidden, num_members=config["ensemble_size"],
                              weight_decay=weight_decay)
     model.build((None, *input_shape))
-    model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]))
+    model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]),
+                  jit_compile=config["jit_compile"])
     return model
 
 
@@ -477,6 +481,7 @@ def run(config):
     runs.prepare_output_dir(config["output_dir"], config, resume=config["resume"],
                             overwrite=config["overwrite"])
     set_seed(config["seed"], deterministic=config["deterministic"])
+    gradient_attacks.set_jit_compile(config["jit_compile"])
     input_shape = tuple(int(s) for s in data["x_train"].shape[1:])
     strategy = make_strategy(config["strategy"], tpu_address=config["tpu_address"] or None)
     with strategy.scope():

@@ -98,3 +98,19 @@ def check_run_options(config):
 def first(array, count):
     """The first ``count`` entries of ``array`` (all of them when ``count`` is 0)."""
     return array[:count] if count else array
+
+
+# XLA (issue 16): shared by the experiment binaries' option tables.
+JIT_COMPILE_OPTION = (
+    "jit_compile", False,
+    "Compile every training/evaluation step, the predictive and the attack loops with XLA "
+    "(jit_compile=True: fused kernels, the GPU-ready form; needs --nodeterministic).")
+
+
+def check_jit_compile(config):
+    """--jit_compile needs --nodeterministic: Keras runs the steps without XLA (a mere warning)
+    when TensorFlow op determinism is on, so the pair is refused instead."""
+    if config["jit_compile"] and config["deterministic"]:
+        raise ValueError("--jit_compile needs --nodeterministic (under TensorFlow op determinism "
+                         "Keras silently runs without XLA); pass --nodeterministic, or drop "
+                         "--jit_compile.")

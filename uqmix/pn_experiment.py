@@ -54,6 +54,7 @@ from uqmix import runs
 from uqmix import tensorboard_logging
 from uqmix import training
 from uqmix.adversarial_training import AdversarialPriorNetwork
+from uqmix.attacks import gradient_attacks
 from uqmix.augment import augment_dataset
 from uqmix.data import check_same_image_shape, get_spec, known_names, load_arrays
 from uqmix.data import hold_out, make_dataset, zip_in_and_ood
@@ -129,6 +130,7 @@ OPTIONS = (
     # run
     ("seed", 0, "Seed of initialisation, batch order, augmentation and attacks."),
     ("deterministic", True, "TensorFlow op determinism."),
+    options.JIT_COMPILE_OPTION,
     ("strategy", "default", "default | mirrored | multi_worker | tpu."),
     ("tpu_address", "", "TPU address for strategy=tpu."),
     ("output_dir", os.path.join("runs", "cifar_rkl"), "Where the run writes its files."),
@@ -244,6 +246,7 @@ def validate_config(config):
         ("attack_examples", config["attack_examples"] >= 1, ">= 1"),
     ]
     options.check_rules(config, rules)
+    options.check_jit_compile(config)
     kind = config["model_kind"]
     if kind in ("ensemble", "mc_dropout") and config["loss"] != "cross_entropy":
         raise ValueError(f"--model_kind={kind} is a mixture of cross-entropy networks: set "
@@ -355,7 +358,8 @@ def build_model(config, input_shape, num_classes, normalization, seed, steps_per
         nesterov=config["nesterov"], schedule=config["lr_schedule"],
         decay_every_steps=config["lr_decay_epochs"] * steps_per_epoch,
         decay_rate=config["lr_decay_rate"], clip_norm=config["clip_norm"] or None,
-        decoupled_weight_decay=config["decoupled_weight_decay"] or None))
+        decoupled_weight_decay=config["decoupled_weight_decay"] or None),
+        jit_compile=config["jit_compile"])
     return model
 
 
@@ -528,6 +532,7 @@ def run(config):
     runs.prepare_output_dir(config["output_dir"], config, resume=config["resume"],
                             overwrite=config["overwrite"])
     set_seed(config["seed"], deterministic=config["deterministic"])
+    gradient_attacks.set_jit_compile(config["jit_compile"])
     strategy = make_strategy(config["strategy"], tpu_address=config["tpu_address"] or None)
     networks, seconds = train_networks(config, data, strategy)
     seconds = runs.add_seconds(config["output_dir"], "train_seconds", seconds)  # over resumes

@@ -68,6 +68,7 @@ OPTIONS = (
                          "--resume)."),
     ("seed", 0, "Seed of initialisation and batch order."),
     ("deterministic", True, "Enable TensorFlow op determinism."),
+    options.JIT_COMPILE_OPTION,
     ("losses", ["forward_kl", "reverse_kl"], "Models to train: any of forward_kl, reverse_kl, "
                                              "cross_entropy."),
     ("target_concentration", 100.0, "β_in of the in-domain target."),
@@ -133,6 +134,7 @@ def validate_config(config):
                              f"--{name} ({config[name]}).")
     if not config["output_dir"]:
         raise ValueError("--output_dir must be set.")
+    options.check_jit_compile(config)
     return config
 
 
@@ -168,7 +170,8 @@ def build_model(loss, config):
                          concentration=config["concentration"], ood_weight=config["ood_weight"],
                          normalize_by_target=config["normalize_by_target"], name=loss)
     model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]),
-                  steps_per_execution=config["steps_per_execution"])
+                  steps_per_execution=config["steps_per_execution"],
+                  jit_compile=config["jit_compile"])
     return model
 
 
