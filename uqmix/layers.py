@@ -82,6 +82,19 @@ _UNACCOUNTED_KL_MESSAGE = (
 )
 
 
+LOW_PRECISION = (tf.float16, tf.bfloat16)
+
+
+def full_precision(tensor):
+    """``tensor`` cast to float32 when it is float16 / bfloat16 (mixed precision), else as is.
+
+    Variances, noise, KL, losses and uncertainty measures are computed in full precision;
+    only the matmuls run in the policy's low-precision compute dtype.
+    """
+    tensor = tf.convert_to_tensor(tensor)
+    return tf.cast(tensor, tf.float32) if tensor.dtype in LOW_PRECISION else tensor
+
+
 # The layers' noise generators, plain TF ops or one XLA kernel (module globals
 # so that bench/mixture_step.py can swap them to attribute the step's time).
 _noise_generator = box_muller
@@ -287,28 +300,33 @@ class MatrixNormalDense(keras.layers.Layer):
         return _xla_noise_generator if self.jit_sampling else _noise_generator
 
     def _local_reparameterization(self, inputs, num_samples, seed):
+        """a·M in the compute dtype (low precision under mixed precision), the variance
+        a²·u, its square root and the noise in full precision; outputs in the compute dtype."""
         dtype = inputs.dtype
         kernel, bias = tf.split(tf.cast(self.mean, dtype), [-1, 1], axis=0)
         flat = tf.reshape(inputs, [-1, tf.shape(inputs)[-1]])
         mean = tf.matmul(flat, kernel) + bias                                  # a·M, once
         noise_shape = tf.shape(mean) if num_samples is None else tf.concat(
             [tf.reshape(num_samples, [1]), tf.shape(mean)], axis=0)
+        work = full_precision(mean).dtype
         outputs = _local_reparameterization_sample(
-            mean, flat, tf.cast(self.log_row_variance, dtype),
-            tf.cast(self.log_column_variance, dtype), noise_shape, seed, self._noise())
+            tf.cast(mean, work), tf.cast(flat, work), tf.cast(self.log_row_variance, work),
+            tf.cast(self.log_column_variance, work), noise_shape, seed, self._noise())
+        outputs = tf.cast(outputs, dtype)
         if num_samples is None:
             return tf.reshape(outputs, tf.concat([tf.shape(inputs)[:-1], [self.units]], 0))
         return outputs
 
     def _shared_weights(self, inputs, num_samples, seed):
         dtype = inputs.dtype
+        work = full_precision(inputs).dtype                # W_s drawn in full precision
         per_sample_inputs = inputs.shape.rank == 3
         draws = tf.shape(inputs)[0] if per_sample_inputs else (
             1 if num_samples is None else num_samples)
-        weights = _weight_draws(
-            tf.cast(self.mean, dtype), tf.cast(self.log_row_variance, dtype),
-            tf.cast(self.log_column_variance, dtype), tf.cast(draws, tf.int32), seed,
-            self._noise())
+        weights = tf.cast(_weight_draws(
+            tf.cast(self.mean, work), tf.cast(self.log_row_variance, work),
+            tf.cast(self.log_column_variance, work), tf.cast(draws, tf.int32), seed,
+            self._noise()), dtype)
         kernels, biases = tf.split(weights, [-1, 1], axis=1)                   # W_s, [S, d+1, c]
         if per_sample_inputs:
             return tf.matmul(inputs, kernels) + biases

@@ -19,6 +19,7 @@ From it the mixin derives
 import numpy as np
 import tensorflow as tf
 
+from uqmix.layers import full_precision
 from uqmix.predictive import DirichletPredictive, SampledPredictive
 
 _KINDS = {
@@ -49,8 +50,9 @@ class PredictiveModelMixin:
         return self.predictive_from_parameters(params)
 
     def predictive_from_parameters(self, params):
-        """Wraps the output of ``predictive_parameters`` in its ``Predictive`` type."""
-        return _KINDS[self.predictive_kind](params)
+        """Wraps the output of ``predictive_parameters`` in its ``Predictive`` type (float32
+        under mixed precision: the measures are computed in full precision)."""
+        return _KINDS[self.predictive_kind](full_precision(params))
 
     def _predictive_jit_compile(self):
         """XLA for ``predictive``: the model's ``compile(jit_compile=...)`` setting (False
