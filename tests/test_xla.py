@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_config
 
 from uqmix import mixture_experiment, pn_experiment, synthetic_experiment
 from uqmix.adversarial_training import AdversarialPriorNetwork
@@ -25,6 +26,18 @@ from uqmix.models.backbones import mlp
 
 INPUT_SHAPE, K, B = (4, 3), 3, 6
 RTOL, ATOL = 2e-5, 2e-6
+
+
+@pytest.fixture(autouse=True)
+def _no_op_determinism():
+    """Keras drops jit_compile=True when op determinism is on (other tests enable it)."""
+    was_enabled = tf_config.is_op_determinism_enabled()
+    tf_config.disable_op_determinism()
+    yield
+    if was_enabled:
+        tf.config.experimental.enable_op_determinism()
+    else:
+        tf_config.disable_op_determinism()
 
 
 def _batch(seed=0, n=B):
@@ -219,3 +232,12 @@ def test_experiments_compile_their_models_with_the_flag(jit_compile, tmp_path):
                                             "augment": False, "normalize_inputs": False})
     model = pn_experiment.build_model(config, (3, 3, 1), 10, None, 0, 10)
     assert model.jit_compile is jit_compile
+
+
+def test_experiments_refuse_a_model_keras_compiled_without_xla(tmp_path):
+    config = mixture_experiment.validate_config({"jit_compile": True, "deterministic": False,
+                                                 "output_dir": str(tmp_path),
+                                                 "hidden_units": ["4"]})
+    tf.config.experimental.enable_op_determinism()   # e.g. left on by an earlier run
+    with pytest.raises(ValueError, match="--jit_compile: Keras would run this model without XLA"):
+        mixture_experiment.build_model(config, (3, 3), 10)

@@ -261,7 +261,7 @@ def build_model(config, input_shape, dataset_size):
     model.build((None, *input_shape))
     model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]),
                   jit_compile=config["jit_compile"])
-    return model
+    return options.check_compiled_with_xla(model, config)
 
 
 def weight_variance_histograms(model):

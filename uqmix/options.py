@@ -114,3 +114,14 @@ def check_jit_compile(config):
         raise ValueError("--jit_compile needs --nodeterministic (under TensorFlow op determinism "
                          "Keras silently runs without XLA); pass --nodeterministic, or drop "
                          "--jit_compile.")
+
+
+def check_compiled_with_xla(model, config):
+    """After ``compile``: --jit_compile must really have given an XLA model (Keras drops it with
+    only a warning when op determinism is on in this process or a layer does not support XLA)."""
+    if config["jit_compile"] and model.jit_compile is not True:
+        raise ValueError("--jit_compile: Keras would run this model without XLA (TensorFlow op "
+                         "determinism is enabled in this process, or a layer does not support "
+                         "XLA); run with --nodeterministic in a fresh process, or drop "
+                         "--jit_compile.")
+    return model

@@ -360,7 +360,7 @@ def build_model(config, input_shape, num_classes, normalization, seed, steps_per
         decay_rate=config["lr_decay_rate"], clip_norm=config["clip_norm"] or None,
         decoupled_weight_decay=config["decoupled_weight_decay"] or None),
         jit_compile=config["jit_compile"])
-    return model
+    return options.check_compiled_with_xla(model, config)
 
 
 def steps_per_epoch_of(config, num_train):

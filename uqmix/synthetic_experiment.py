@@ -172,7 +172,7 @@ def build_model(loss, config):
     model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]),
                   steps_per_execution=config["steps_per_execution"],
                   jit_compile=config["jit_compile"])
-    return model
+    return options.check_compiled_with_xla(model, config)
 
 
 def train_model(loss, config, data):
