@@ -19,6 +19,7 @@ from uqmix.adversarial_training import AdversarialPriorNetwork
 from uqmix.attacks import (momentum_iterative_method, predictive_logits_fn,
                            projected_gradient_descent)
 from uqmix.attacks import gradient_attacks
+from uqmix import layers as uqmix_layers
 from uqmix.layers import MatrixNormalDense
 from uqmix.models import (DeepEnsemble, Deterministic, InfiniteMixture, MCDropout, MixtureModel,
                           PriorNetwork)
@@ -241,3 +242,43 @@ def test_experiments_refuse_a_model_keras_compiled_without_xla(tmp_path):
     tf.config.experimental.enable_op_determinism()   # e.g. left on by an earlier run
     with pytest.raises(ValueError, match="--jit_compile: Keras would run this model without XLA"):
         mixture_experiment.build_model(config, (3, 3), 10)
+
+
+# -- one noise draw for all layers (jit_sampling) ----------------------------------------------
+def _pattern_noise(shape, seed, dtype=tf.float32):
+    """Replayable stand-in for N(0, 1): sin(1 + 0.37 i) over the flattened shape."""
+    size = tf.reduce_prod(shape)
+    return tf.reshape(tf.sin(1.0 + 0.37 * tf.cast(tf.range(size), dtype)), shape)
+
+
+def test_jit_sampling_draws_all_layers_noise_at_once_and_splits_it(monkeypatch):
+    calls = []
+
+    def recording(shape, seed, dtype=tf.float32):
+        calls.append(int(tf.reduce_prod(shape)))
+        return _pattern_noise(shape, seed, dtype)
+
+    monkeypatch.setattr(uqmix_layers, "_xla_noise_generator", recording)
+    model = InfiniteMixture(K, hidden_units=(8, 6), seed=1, jit_sampling=True)
+    model.build((None,) + INPUT_SHAPE)
+    x, num_samples = _batch(5)[0], 3
+    logits = model(x, num_samples=num_samples).numpy()
+    rows, widths = num_samples * B, (8, 6, K)
+    assert calls == [rows * sum(widths)]                          # one draw for the 3 layers
+    z = np.sin(1.0 + np.float32(0.37) * np.arange(calls[0], dtype=np.float32)).astype(np.float64)
+    h = x.reshape(B, -1).astype(np.float64)
+    offset = 0
+    for i, layer in enumerate(model.dense_layers):                # float64 NumPy forward pass
+        m = layer.mean.numpy().astype(np.float64)
+        u = np.exp(layer.log_row_variance.numpy().astype(np.float64))
+        v = np.exp(layer.log_column_variance.numpy().astype(np.float64))
+        mean = h @ m[:-1] + m[-1]
+        std = np.sqrt(h ** 2 @ u[:-1] + u[-1] + 1e-8)[:, None] * np.sqrt(v)[None]
+        noise = z[offset:offset + rows * widths[i]]
+        offset += rows * widths[i]
+        if i == 0:
+            out = (mean[None] + std[None] * noise.reshape(num_samples, B, -1)).reshape(rows, -1)
+        else:
+            out = mean + std * noise.reshape(rows, -1)
+        h = np.maximum(out, 0.0) if i < 2 else out
+    np.testing.assert_allclose(logits, h.reshape(num_samples, B, K), rtol=1e-4, atol=1e-5)

@@ -115,6 +115,13 @@ def _local_reparameterization_sample(mean, inputs, log_row_variance, log_column_
     return mean + std * noise_generator(noise_shape, seed, mean.dtype)
 
 
+def _given_noise(noise):
+    """A noise generator (shape, seed, dtype) ↦ the given values reshaped to ``shape``."""
+    def generator(shape, seed, dtype):
+        return tf.reshape(tf.cast(noise, dtype), shape)
+    return generator
+
+
 def _weight_draws(mean, log_row_variance, log_column_variance, num_draws, seed, noise_generator):
     """S weight matrices W_s = M + sqrt(u) ⊗ sqrt(v) ⊙ Z_s, [S, d + 1, c]."""
     std = tf.exp(0.5 * (log_row_variance[:, None] + log_column_variance[None, :]))
@@ -274,7 +281,10 @@ class MatrixNormalDense(keras.layers.Layer):
         return tfd.kl_divergence(self.posterior(), self.prior())
 
     # -- sampling ----------------------------------------------------------
-    def call(self, inputs, num_samples=None, sampling=None, training=None):
+    def call(self, inputs, num_samples=None, sampling=None, training=None, noise=None):
+        """noise: optional N(0, 1) values for local reparameterisation, as many as the
+        pre-activations drawn (any shape; ``InfiniteMixture`` draws all its layers' noise in
+        one call and hands each layer its part); None: drawn from this layer's generator."""
         if training is True and not self.kl_accounted:
             raise UnaccountedKLError(_UNACCOUNTED_KL_MESSAGE.format(name=self.name))
         if self.kl_weight is not None:
@@ -289,9 +299,14 @@ class MatrixNormalDense(keras.layers.Layer):
         if sampling == "shared_weights" and rank not in (2, 3):
             raise ValueError(
                 f"shared_weights sampling takes [batch, d] or [samples, batch, d], got {inputs.shape}.")
-        seed = stateless_seed(self.seed_generator)
+        if noise is not None and sampling != "local_reparameterization":
+            raise ValueError("noise= is for local_reparameterization sampling only.")
+        if noise is not None:
+            seed, generator = None, _given_noise(noise)
+        else:
+            seed, generator = stateless_seed(self.seed_generator), self._noise()
         if sampling == "local_reparameterization":
-            outputs = self._local_reparameterization(inputs, num_samples, seed)
+            outputs = self._local_reparameterization(inputs, num_samples, seed, generator)
         else:
             outputs = self._shared_weights(inputs, num_samples, seed)
         return self.activation(outputs) if self.activation is not None else outputs
@@ -299,7 +314,7 @@ class MatrixNormalDense(keras.layers.Layer):
     def _noise(self):
         return _xla_noise_generator if self.jit_sampling else _noise_generator
 
-    def _local_reparameterization(self, inputs, num_samples, seed):
+    def _local_reparameterization(self, inputs, num_samples, seed, noise_generator):
         """a·M in the compute dtype (low precision under mixed precision), the variance
         a²·u, its square root and the noise in full precision; outputs in the compute dtype."""
         dtype = inputs.dtype
@@ -311,7 +326,7 @@ class MatrixNormalDense(keras.layers.Layer):
         work = full_precision(mean).dtype
         outputs = _local_reparameterization_sample(
             tf.cast(mean, work), tf.cast(flat, work), tf.cast(self.log_row_variance, work),
-            tf.cast(self.log_column_variance, work), noise_shape, seed, self._noise())
+            tf.cast(self.log_column_variance, work), noise_shape, seed, noise_generator)
         outputs = tf.cast(outputs, dtype)
         if num_samples is None:
             return tf.reshape(outputs, tf.concat([tf.shape(inputs)[:-1], [self.units]], 0))
