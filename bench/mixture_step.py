@@ -13,6 +13,9 @@ compiled ``tf.function`` step each (forward, backward, optimizer update):
 * ``mixture_shared[_jit]`` shared weights (S weight draws per step)
 * ``det_200`` / ``det_1000``  uqmix ``Deterministic`` (L2 1/60000) train_step
                            at batch 200 / 1,000 (metrics included)
+* ``..._xla``              the whole train_step compiled by XLA (``jit_compile=True``,
+                           what ``compile(jit_compile=True)`` / ``--jit_compile`` run);
+                           mixtures with ``jit_sampling`` (its polynomial cosine)
 * ``tfp_reparam``          the same ML objective from ``tfp.layers.DenseReparameterization``
                            on tf-keras: S = 5 calls of the network (one weight draw each)
 * ``tfp_flipout``          ``tfp.layers.DenseFlipout`` on the batch tiled S = 5 times
@@ -25,7 +28,12 @@ Diagnostics (where the time goes):
 Every case is traced and warmed up first, then the cases run round-robin
 ``--rounds`` times ``--steps`` steps each (the CPU is shared, so
 interleaving spreads the load evenly).  Reported: median and minimum ms per
-step over rounds, and ratios to ``det_1000`` and to ``tfp_reparam``.
+step over rounds, and ratios to ``det_1000`` and to ``tfp_reparam``; then the
+floor of the mixture step, measured in the same run: the deterministic step at
+batch 200 plus the noise draw alone (``det_200 + noise[uqmix box-muller xla]``;
+with XLA: ``det_200_xla`` + the same noise), and every mixture case as ratios
+to ``det_1000`` and to that floor, with the load average (the machine is
+shared: compare ratios, and only runs with a load average near 0).
 """
 import argparse
 import os
@@ -81,21 +89,22 @@ def _data(batch, seed=0):
     return x, y
 
 
-def _uqmix_step(model, batch):
+def _uqmix_step(model, batch, jit_compile=False):
+    """The model's train_step as one tf.function (one XLA program with ``jit_compile``)."""
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     model.build((None, INPUT_DIM))
     model.optimizer.build(model.trainable_variables)
     data = _data(batch)
-    return tf.function(lambda: model.train_step(data)["loss"])
+    return tf.function(lambda: model.train_step(data)["loss"], jit_compile=jit_compile)
 
 
-def mixture_step(sampling, jit_sampling, noise_fn=None):
-    """The ML mixture's train step; ``noise_fn`` temporarily replaces the layers' noise."""
-    model = InfiniteMixture(num_classes=NUM_CLASSES, hidden_units=HIDDEN, objective="ml",
+def mixture_step(sampling, jit_sampling, noise_fn=None, jit_compile=False, objective="ml"):
+    """The mixture's train step; ``noise_fn`` temporarily replaces the layers' noise."""
+    model = InfiniteMixture(num_classes=NUM_CLASSES, hidden_units=HIDDEN, objective=objective,
                             num_train_samples=NUM_SAMPLES, kl_weight=1.0,
                             dataset_size=DATASET_SIZE, sampling=sampling, seed=1,
                             jit_sampling=jit_sampling)
-    step = _uqmix_step(model, BATCH)
+    step = _uqmix_step(model, BATCH, jit_compile)
     name = "_xla_noise_generator" if jit_sampling else "_noise_generator"
     original = getattr(uqmix.layers, name)
     if noise_fn is not None:
@@ -107,9 +116,9 @@ def mixture_step(sampling, jit_sampling, noise_fn=None):
     return step
 
 
-def deterministic_step(batch):
+def deterministic_step(batch, jit_compile=False):
     return _uqmix_step(Deterministic(input_shape=(INPUT_DIM,), num_classes=NUM_CLASSES,
-                                     hidden_units=HIDDEN), batch)
+                                     hidden_units=HIDDEN), batch, jit_compile)
 
 
 def tfp_step(layer_name):
@@ -200,8 +209,14 @@ def main(argv=None):
     cases = {
         "det_1000": deterministic_step(1000),
         "det_200": deterministic_step(200),
+        "det_1000_xla": deterministic_step(1000, jit_compile=True),
+        "det_200_xla": deterministic_step(200, jit_compile=True),
         "mixture_local": mixture_step(local, False),
         "mixture_local_jit": mixture_step(local, True),
+        "mixture_local_xla": mixture_step(local, True, jit_compile=True),
+        "vi_local_xla": mixture_step(local, True, jit_compile=True, objective="vi"),
+        "mixture_local_xla[no_noise]": mixture_step(local, True, _constant_fill,
+                                                    jit_compile=True),
         "mixture_shared": mixture_step(shared, False),
         "mixture_shared_jit": mixture_step(shared, True),
         "tfp_reparam": tfp_step("DenseReparameterization"),
@@ -222,14 +237,28 @@ def main(argv=None):
           f"load avg {os.getloadavg()[0]:.1f}")
     times = time_round_robin(cases, args.rounds, args.steps, clock)
     report(times, "det_1000", peer="tfp_reparam")
-    med = {k: statistics.median(v) for k, v in times.items()}
-    low = {k: min(v) for k, v in times.items()}
-    for case in ("mixture_local", "mixture_local_jit"):
-        print(f"targets for {case}: / det_1000 = {med[case] / med['det_1000']:.2f}× "
-              f"(min {low[case] / low['det_1000']:.2f}×; target ≤ 1.3×); "
-              f"tfp_reparam / it = {med['tfp_reparam'] / med[case]:.2f}× "
-              f"(min {low['tfp_reparam'] / low[case]:.2f}×; target ≥ 2×)")
+    report_floor(times)
     print(f"load avg after: {os.getloadavg()[0]:.1f}")
+
+
+def report_floor(times, out=sys.stdout):
+    """The floor (deterministic step at batch 200 + the noise draw alone) and every mixture
+    case against det_1000, its floor and the TFP peers (issue 16's targets)."""
+    med = {k: statistics.median(v) for k, v in times.items()}
+    noise = med["noise[uqmix box-muller xla]"]
+    floors = {"plain": med["det_200"] + noise, "xla": med["det_200_xla"] + noise}
+    print(f"floor = det_200 + noise[uqmix box-muller xla] = {floors['plain']:.2f} ms "
+          f"({floors['plain'] / med['det_1000']:.2f}× det_1000); with XLA: det_200_xla + noise = "
+          f"{floors['xla']:.2f} ms", file=out)
+    print(f"{'case':28s} {'/det_1000':>10s} {'/floor':>8s} {'reparam/case':>13s} "
+          f"{'flipout/case':>13s}   (targets ≤ 1.0×, ≤ 1.25×, ≥ 2.5×, ≥ 4×)", file=out)
+    for case in med:
+        if not case.startswith(("mixture_local", "vi_local")) or "[" in case:
+            continue
+        floor = floors["xla" if case.endswith("_xla") else "plain"]
+        print(f"{case:28s} {med[case] / med['det_1000']:9.2f}× {med[case] / floor:7.2f}× "
+              f"{med['tfp_reparam'] / med[case]:12.2f}× {med['tfp_flipout'] / med[case]:12.2f}×",
+              file=out)
 
 
 if __name__ == "__main__":

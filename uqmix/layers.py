@@ -82,6 +82,19 @@ _UNACCOUNTED_KL_MESSAGE = (
 )
 
 
+LOW_PRECISION = (tf.float16, tf.bfloat16)
+
+
+def full_precision(tensor):
+    """``tensor`` cast to float32 when it is float16 / bfloat16 (mixed precision), else as is.
+
+    Variances, noise, KL, losses and uncertainty measures are computed in full precision;
+    only the matmuls run in the policy's low-precision compute dtype.
+    """
+    tensor = tf.convert_to_tensor(tensor)
+    return tf.cast(tensor, tf.float32) if tensor.dtype in LOW_PRECISION else tensor
+
+
 # The layers' noise generators, plain TF ops or one XLA kernel (module globals
 # so that bench/mixture_step.py can swap them to attribute the step's time).
 _noise_generator = box_muller
@@ -100,6 +113,13 @@ def _local_reparameterization_sample(mean, inputs, log_row_variance, log_column_
     row_factor = tf.sqrt(tf.linalg.matvec(tf.square(inputs), u[:-1]) + (u[-1] + VARIANCE_FLOOR))
     std = row_factor[:, None] * tf.exp(0.5 * log_column_variance)[None, :]
     return mean + std * noise_generator(noise_shape, seed, mean.dtype)
+
+
+def _given_noise(noise):
+    """A noise generator (shape, seed, dtype) ↦ the given values reshaped to ``shape``."""
+    def generator(shape, seed, dtype):
+        return tf.reshape(tf.cast(noise, dtype), shape)
+    return generator
 
 
 def _weight_draws(mean, log_row_variance, log_column_variance, num_draws, seed, noise_generator):
@@ -261,7 +281,10 @@ class MatrixNormalDense(keras.layers.Layer):
         return tfd.kl_divergence(self.posterior(), self.prior())
 
     # -- sampling ----------------------------------------------------------
-    def call(self, inputs, num_samples=None, sampling=None, training=None):
+    def call(self, inputs, num_samples=None, sampling=None, training=None, noise=None):
+        """noise: optional N(0, 1) values for local reparameterisation, as many as the
+        pre-activations drawn (any shape; ``InfiniteMixture`` draws all its layers' noise in
+        one call and hands each layer its part); None: drawn from this layer's generator."""
         if training is True and not self.kl_accounted:
             raise UnaccountedKLError(_UNACCOUNTED_KL_MESSAGE.format(name=self.name))
         if self.kl_weight is not None:
@@ -276,9 +299,14 @@ class MatrixNormalDense(keras.layers.Layer):
         if sampling == "shared_weights" and rank not in (2, 3):
             raise ValueError(
                 f"shared_weights sampling takes [batch, d] or [samples, batch, d], got {inputs.shape}.")
-        seed = stateless_seed(self.seed_generator)
+        if noise is not None and sampling != "local_reparameterization":
+            raise ValueError("noise= is for local_reparameterization sampling only.")
+        if noise is not None:
+            seed, generator = None, _given_noise(noise)
+        else:
+            seed, generator = stateless_seed(self.seed_generator), self._noise()
         if sampling == "local_reparameterization":
-            outputs = self._local_reparameterization(inputs, num_samples, seed)
+            outputs = self._local_reparameterization(inputs, num_samples, seed, generator)
         else:
             outputs = self._shared_weights(inputs, num_samples, seed)
         return self.activation(outputs) if self.activation is not None else outputs
@@ -286,29 +314,34 @@ class MatrixNormalDense(keras.layers.Layer):
     def _noise(self):
         return _xla_noise_generator if self.jit_sampling else _noise_generator
 
-    def _local_reparameterization(self, inputs, num_samples, seed):
+    def _local_reparameterization(self, inputs, num_samples, seed, noise_generator):
+        """a·M in the compute dtype (low precision under mixed precision), the variance
+        a²·u, its square root and the noise in full precision; outputs in the compute dtype."""
         dtype = inputs.dtype
         kernel, bias = tf.split(tf.cast(self.mean, dtype), [-1, 1], axis=0)
         flat = tf.reshape(inputs, [-1, tf.shape(inputs)[-1]])
         mean = tf.matmul(flat, kernel) + bias                                  # a·M, once
         noise_shape = tf.shape(mean) if num_samples is None else tf.concat(
             [tf.reshape(num_samples, [1]), tf.shape(mean)], axis=0)
+        work = full_precision(mean).dtype
         outputs = _local_reparameterization_sample(
-            mean, flat, tf.cast(self.log_row_variance, dtype),
-            tf.cast(self.log_column_variance, dtype), noise_shape, seed, self._noise())
+            tf.cast(mean, work), tf.cast(flat, work), tf.cast(self.log_row_variance, work),
+            tf.cast(self.log_column_variance, work), noise_shape, seed, noise_generator)
+        outputs = tf.cast(outputs, dtype)
         if num_samples is None:
             return tf.reshape(outputs, tf.concat([tf.shape(inputs)[:-1], [self.units]], 0))
         return outputs
 
     def _shared_weights(self, inputs, num_samples, seed):
         dtype = inputs.dtype
+        work = full_precision(inputs).dtype                # W_s drawn in full precision
         per_sample_inputs = inputs.shape.rank == 3
         draws = tf.shape(inputs)[0] if per_sample_inputs else (
             1 if num_samples is None else num_samples)
-        weights = _weight_draws(
-            tf.cast(self.mean, dtype), tf.cast(self.log_row_variance, dtype),
-            tf.cast(self.log_column_variance, dtype), tf.cast(draws, tf.int32), seed,
-            self._noise())
+        weights = tf.cast(_weight_draws(
+            tf.cast(self.mean, work), tf.cast(self.log_row_variance, work),
+            tf.cast(self.log_column_variance, work), tf.cast(draws, tf.int32), seed,
+            self._noise()), dtype)
         kernels, biases = tf.split(weights, [-1, 1], axis=1)                   # W_s, [S, d+1, c]
         if per_sample_inputs:
             return tf.matmul(inputs, kernels) + biases

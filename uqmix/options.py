@@ -105,3 +105,30 @@ def check_run_options(config):
 def first(array, count):
     """The first ``count`` entries of ``array`` (all of them when ``count`` is 0)."""
     return array[:count] if count else array
+
+
+# XLA (issue 16): shared by the experiment binaries' option tables.
+JIT_COMPILE_OPTION = (
+    "jit_compile", False,
+    "Compile every training/evaluation step, the predictive and the attack loops with XLA "
+    "(jit_compile=True: fused kernels, the GPU-ready form; needs --nodeterministic).")
+
+
+def check_jit_compile(config):
+    """--jit_compile needs --nodeterministic: Keras runs the steps without XLA (a mere warning)
+    when TensorFlow op determinism is on, so the pair is refused instead."""
+    if config["jit_compile"] and config["deterministic"]:
+        raise ValueError("--jit_compile needs --nodeterministic (under TensorFlow op determinism "
+                         "Keras silently runs without XLA); pass --nodeterministic, or drop "
+                         "--jit_compile.")
+
+
+def check_compiled_with_xla(model, config):
+    """After ``compile``: --jit_compile must really have given an XLA model (Keras drops it with
+    only a warning when op determinism is on in this process or a layer does not support XLA)."""
+    if config["jit_compile"] and model.jit_compile is not True:
+        raise ValueError("--jit_compile: Keras would run this model without XLA (TensorFlow op "
+                         "determinism is enabled in this process, or a layer does not support "
+                         "XLA); run with --nodeterministic in a fresh process, or drop "
+                         "--jit_compile.")
+    return model

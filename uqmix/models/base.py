@@ -19,6 +19,7 @@ From it the mixin derives
 import numpy as np
 import tensorflow as tf
 
+from uqmix.layers import full_precision
 from uqmix.predictive import DirichletPredictive, SampledPredictive
 
 _KINDS = {
@@ -49,20 +50,32 @@ class PredictiveModelMixin:
         return self.predictive_from_parameters(params)
 
     def predictive_from_parameters(self, params):
-        """Wraps the output of ``predictive_parameters`` in its ``Predictive`` type."""
-        return _KINDS[self.predictive_kind](params)
+        """Wraps the output of ``predictive_parameters`` in its ``Predictive`` type (float32
+        under mixed precision: the measures are computed in full precision)."""
+        return _KINDS[self.predictive_kind](full_precision(params))
+
+    def _predictive_jit_compile(self):
+        """XLA for ``predictive``: the model's ``compile(jit_compile=...)`` setting (False
+        for a model never compiled, and for Keras' "auto" on a CPU-only machine)."""
+        setting = getattr(self, "_jit_compile", None)
+        return bool(setting) if isinstance(setting, bool) else False
 
     def _compiled_predictive_parameters(self, num_samples):
+        jit_compile = self._predictive_jit_compile()
         cache = self.__dict__.setdefault("_uqmix_predict_fns", {})
-        if num_samples not in cache:
-            cache[num_samples] = tf.function(
+        key = (num_samples, jit_compile)
+        if key not in cache:
+            cache[key] = tf.function(
                 lambda x: self.predictive_parameters(x, num_samples, training=False),
-                reduce_retracing=True,
+                reduce_retracing=True, jit_compile=jit_compile,
             )
-        return cache[num_samples]
+        return cache[key]
 
     def predictive(self, x, num_samples=None, batch_size=500, validate=True):
         """``Predictive`` of all of ``x``, computed in batches of ``batch_size``.
+
+        Each batch is one ``tf.function`` call, compiled with XLA when the model was
+        compiled with ``jit_compile=True``.
 
         x: array or tensor [N, ...] of inputs (images in [0, 1]).
         num_samples: S for stochastic models (ignored by closed-form ones).

@@ -21,11 +21,19 @@ example and draws only noise per sample (local reparameterisation).
 import math
 
 import keras
+import tensorflow as tf
 
+from uqmix import layers as uqmix_layers
+from uqmix.gaussian_noise import stateless_seed
 from uqmix.layers import SAMPLING_MODES, MatrixNormalDense
 from uqmix.models.base import PredictiveModelMixin
 from uqmix.models.mixture_model import MixtureObjectiveMixin, check_num_train_samples
 from uqmix.objectives import mixture_losses
+
+
+def _xla_noise(shape, seed):
+    """The layers' XLA noise generator (looked up at call time, so benchmarks can swap it)."""
+    return uqmix_layers._xla_noise_generator(shape, seed, tf.float32)
 
 
 @keras.saving.register_keras_serializable(package="uqmix")
@@ -44,10 +52,11 @@ class InfiniteMixture(MixtureObjectiveMixin, PredictiveModelMixin, keras.Model):
       reparameterisation, the faster one on CPU; see bench/predict.py).
     seed: int; layer i's SeedGenerator starts from seed + i (None: from
       Keras' global seed).
-    jit_sampling: compile every layer's sampling step into one XLA kernel
-      (``MatrixNormalDense``): the fast setting for long training runs and
-      large evaluations on CPU; off by default because each new input shape
-      costs an XLA compilation.
+    jit_sampling: draw the noise of all layers (local reparameterisation) in
+      one XLA kernel per call, split over the layers (with shared weights:
+      one XLA kernel per layer, ``MatrixNormalDense``): the fast setting for long training runs and
+      large evaluations on CPU, and inside ``compile(jit_compile=True)``; off
+      by default because each new input shape costs an XLA compilation.
     """
 
     default_num_samples = 100
@@ -108,10 +117,26 @@ class InfiniteMixture(MixtureObjectiveMixin, PredictiveModelMixin, keras.Model):
     def call(self, inputs, num_samples=None, sampling=None, training=None):
         """Logits: [B, K] for one sample per example, [S, B, K] with ``num_samples=S``."""
         h = self.flatten(inputs)
-        h = self.dense_layers[0](h, num_samples=num_samples, sampling=sampling)
-        for layer in self.dense_layers[1:]:
-            h = layer(h, sampling=sampling)
+        noise = self._one_noise_draw(tf.shape(h)[0], num_samples, sampling)
+        h = self.dense_layers[0](h, num_samples=num_samples, sampling=sampling, noise=noise[0])
+        for layer, layer_noise in zip(self.dense_layers[1:], noise[1:]):
+            h = layer(h, sampling=sampling, noise=layer_noise)
         return h
+
+    def _one_noise_draw(self, batch_size, num_samples, sampling):
+        """With ``jit_sampling`` and local reparameterisation: the N(0, 1) noise of every
+        layer from ONE draw (one XLA kernel, seeded by the first layer's generator), split
+        into the layers' [rows · width] parts — inside a jit-compiled step one RNG call costs
+        about a third of one per layer (bench/RESULTS.md, issue 16).  Otherwise [None] × L:
+        each layer draws its own."""
+        mode = self.sampling if sampling is None else sampling
+        if not self.jit_sampling or mode != "local_reparameterization":
+            return [None] * len(self.dense_layers)
+        rows = batch_size if num_samples is None else batch_size * num_samples
+        widths = [layer.units for layer in self.dense_layers]
+        draw = _xla_noise(tf.reshape(rows * sum(widths), [1]),
+                          stateless_seed(self.dense_layers[0].seed_generator))
+        return tf.split(draw, [rows * w for w in widths])
 
     # -- objective (``MixtureObjectiveMixin``, shared with ``MixtureModel``) ----
     def stochastic_layers(self):

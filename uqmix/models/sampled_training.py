@@ -25,6 +25,7 @@ import keras
 import tensorflow as tf
 
 from uqmix import uncertainty
+from uqmix.layers import full_precision
 
 
 class SampledTrainingMixin:
@@ -62,7 +63,7 @@ class SampledTrainingMixin:
         return x, y
 
     def _objective_terms(self, x, y, training):
-        logits = self.training_logits(x, training=training)
+        logits = full_precision(self.training_logits(x, training=training))
         data_loss = self.per_example_data_loss(y, logits)                 # [B]
         term, reported = self.regularization_loss()
         term = tf.cast(term, data_loss.dtype)
@@ -84,6 +85,7 @@ class SampledTrainingMixin:
         x, y = self._unpack(data)
         with tf.GradientTape() as tape:
             logits, data_loss, regularizer, scaled_loss = self._objective_terms(x, y, training=True)
+            scaled_loss = self.optimizer.scale_loss(scaled_loss)   # mixed_float16: loss scaling
         gradients = tape.gradient(scaled_loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
         return self._update_trackers(y, logits, data_loss, regularizer)

@@ -68,6 +68,7 @@ from uqmix import plotting
 from uqmix import runs
 from uqmix import tensorboard_logging
 from uqmix import training
+from uqmix.attacks import gradient_attacks
 from uqmix.data import hold_out, load_arrays, make_dataset
 from uqmix.layers import SAMPLING_MODES
 from uqmix.models import DeepEnsemble, Deterministic, InfiniteMixture, MCDropout
@@ -117,6 +118,7 @@ OPTIONS = (
     ("steps_per_epoch", 1000, "Steps between checkpoints / TensorBoard points."),
     ("seed", 0, "Seed of initialisation, noise, batch order and attacks."),
     ("deterministic", True, "TensorFlow op determinism."),
+    options.JIT_COMPILE_OPTION,
     ("strategy", "default", "tf.distribute strategy: default | mirrored | multi_worker | tpu."),
     ("tpu_address", "", "TPU address for strategy=tpu."),
     ("verbose", 2, "Keras fit verbosity (0, 1, 2)."),
@@ -228,6 +230,7 @@ def validate_config(config):
     options.check_rules(config, rules)
     _check_attack_options(config)
     options.check_run_options(config)
+    options.check_jit_compile(config)
     return config
 
 
@@ -320,8 +323,9 @@ def build_model(config, input_shape, dataset_size):
         model = DeepEnsemble(input_shape, 10, hidden, num_members=config["ensemble_size"],
                              weight_decay=weight_decay)
     model.build((None, *input_shape))
-    model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]))
-    return model
+    model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]),
+                  jit_compile=config["jit_compile"])
+    return options.check_compiled_with_xla(model, config)
 
 
 def weight_variance_histograms(model):
@@ -531,6 +535,7 @@ def run(config):
     """Runs the whole job for a configuration dict; returns the metrics dict (module doc)."""
     config = validate_config(config)
     set_seed(config["seed"], deterministic=config["deterministic"])
+    gradient_attacks.set_jit_compile(config["jit_compile"])
     # Before any other TF op (multi_worker); then every worker runs the same steps.
     strategy = make_strategy(config["strategy"], tpu_address=config["tpu_address"] or None)
     data = load_data(config)

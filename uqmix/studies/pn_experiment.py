@@ -57,6 +57,7 @@ from uqmix import runs
 from uqmix import tensorboard_logging
 from uqmix import training
 from uqmix.adversarial_training import AdversarialPriorNetwork
+from uqmix.attacks import gradient_attacks
 from uqmix.augment import augment_dataset
 from uqmix.data import check_same_image_shape, get_spec, known_names, load_arrays
 from uqmix.data import hold_out, make_dataset, zip_in_and_ood
@@ -134,6 +135,7 @@ OPTIONS = (
     # run
     ("seed", 0, "Seed of initialisation, batch order, augmentation and attacks."),
     ("deterministic", True, "TensorFlow op determinism."),
+    options.JIT_COMPILE_OPTION,
     ("strategy", "default", "default | mirrored | multi_worker | tpu."),
     ("tpu_address", "", "TPU address for strategy=tpu."),
     ("output_dir", os.path.join("runs", "cifar_rkl"), "Where the run writes its files."),
@@ -268,6 +270,7 @@ def validate_config(config):
         ("attack_cw_learning_rate", config["attack_cw_learning_rate"] > 0, "> 0"),
     ]
     options.check_rules(config, rules)
+    options.check_jit_compile(config)
     kind = config["model_kind"]
     if kind in ("ensemble", "mc_dropout") and config["loss"] != "cross_entropy":
         raise ValueError(f"--model_kind={kind} is a mixture of cross-entropy networks: set "
@@ -384,8 +387,9 @@ def build_model(config, input_shape, num_classes, normalization, seed, steps_per
         nesterov=config["nesterov"], schedule=config["lr_schedule"],
         decay_every_steps=config["lr_decay_epochs"] * steps_per_epoch,
         decay_rate=config["lr_decay_rate"], clip_norm=config["clip_norm"] or None,
-        decoupled_weight_decay=config["decoupled_weight_decay"] or None))
-    return model
+        decoupled_weight_decay=config["decoupled_weight_decay"] or None),
+        jit_compile=config["jit_compile"])
+    return options.check_compiled_with_xla(model, config)
 
 
 def steps_per_epoch_of(config, num_train):
@@ -554,6 +558,7 @@ def run(config):
     config = validate_config(config)
 
     set_seed(config["seed"], deterministic=config["deterministic"])
+    gradient_attacks.set_jit_compile(config["jit_compile"])
     # Before any other TF op (multi_worker); then every worker runs the same steps.
     strategy = make_strategy(config["strategy"], tpu_address=config["tpu_address"] or None)
     data = load_data(config)  # every data problem is raised here, before any training

@@ -70,6 +70,7 @@ OPTIONS = (
                          "--resume)."),
     ("seed", 0, "Seed of initialisation and batch order."),
     ("deterministic", True, "Enable TensorFlow op determinism."),
+    options.JIT_COMPILE_OPTION,
     ("losses", ["forward_kl", "reverse_kl"], "Models to train: any of forward_kl, reverse_kl, "
                                              "cross_entropy."),
     ("target_concentration", 100.0, "β_in of the in-domain target."),
@@ -147,6 +148,7 @@ def validate_config(config):
     # --resume is on by default here and --overwrite takes precedence, so the shared
     # resume-xor-overwrite rule is not applied; the strategy rules are.
     options.check_run_options(dict(config, resume=False))
+    options.check_jit_compile(config)
     return config
 
 
@@ -182,8 +184,9 @@ def build_model(loss, config):
                          concentration=config["concentration"], ood_weight=config["ood_weight"],
                          normalize_by_target=config["normalize_by_target"], name=loss)
     model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]),
-                  steps_per_execution=config["steps_per_execution"])
-    return model
+                  steps_per_execution=config["steps_per_execution"],
+                  jit_compile=config["jit_compile"])
+    return options.check_compiled_with_xla(model, config)
 
 
 def train_model(loss, config, data, strategy):
