@@ -1,4 +1,5 @@
 """uqmix: uncertainty quantification with mixture models (TF2 / Keras 3 / TFP)."""
+
 from setuptools import find_packages, setup
 
 setup(

@@ -34,6 +34,7 @@ round-robin ``repeats`` (``mixture_repeats``) times (the CPU is shared, so inter
 the noise evenly); the median wall time gives images/s.  Requires cleverhans
 4.0 (``pip install --no-deps cleverhans==4.0.0``; not a uqmix dependency).
 """
+
 import argparse
 import os
 import statistics
@@ -53,8 +54,14 @@ from uqmix.models.backbones import mlp  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PGD = dict(eps=0.3, eps_iter=0.01, nb_iter=40, norm=np.inf, clip_min=0.0, clip_max=1.0)
-CW = dict(binary_search_steps=3, max_iterations=100, learning_rate=0.01, initial_const=0.1,
-          clip_min=0.0, clip_max=1.0)
+CW = dict(
+    binary_search_steps=3,
+    max_iterations=100,
+    learning_rate=0.01,
+    initial_const=0.1,
+    clip_min=0.0,
+    clip_max=1.0,
+)
 
 
 def parse_args():
@@ -103,9 +110,11 @@ def report(title, timings, num_images, ours, baselines):
 def deterministic_mlp(x_train, y_train):
     keras.utils.set_random_seed(0)
     model = mlp(x_train.shape[1:], 10)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     model.fit(x_train, y_train, batch_size=200, epochs=1, verbose=0)
     return model
 
@@ -118,9 +127,11 @@ def bench_deterministic(model, x, y, repeats):
     ch_compiled = tf.function(lambda images: ch(model, images, **PGD, rand_init=False))
     contenders = {
         "uqmix projected_gradient_descent": lambda: attacks.projected_gradient_descent(
-            model, x_tensor, **PGD, rand_init=False),
-        "cleverhans 4.0 as shipped (eager loop)": lambda: ch(model, x_tensor, **PGD,
-                                                             rand_init=False),
+            model, x_tensor, **PGD, rand_init=False
+        ),
+        "cleverhans 4.0 as shipped (eager loop)": lambda: ch(
+            model, x_tensor, **PGD, rand_init=False
+        ),
         "cleverhans 4.0 in tf.function by hand": lambda: ch_compiled(x_tensor),
     }
     timings = time_round_robin(contenders, repeats)
@@ -128,13 +139,21 @@ def bench_deterministic(model, x, y, repeats):
     print(f"\nDeterministic MLP (1 epoch, clean accuracy on these images {accuracy:.3f})")
     for name in list(contenders)[1:]:
         diff = np.max(np.abs(ours - timings[name][1]))
-        print(f"  max |uqmix − {name}| = {diff:.2e}   ({'identical' if diff <= 1e-5 else 'DIFFERENT'})")
+        print(
+            f"  max |uqmix − {name}| = {diff:.2e}   ({'identical' if diff <= 1e-5 else 'DIFFERENT'})"
+        )
     adv_accuracy = np.mean(np.argmax(model.predict(ours, verbose=0), 1) == y)
     print(f"  accuracy under PGD: {adv_accuracy:.3f}")
-    report("PGD L∞ on the deterministic MLP", timings, len(x),
-           "uqmix projected_gradient_descent",
-           [("cleverhans 4.0 as shipped (eager loop)", 2.0),
-            ("cleverhans 4.0 in tf.function by hand", 1.0)])
+    report(
+        "PGD L∞ on the deterministic MLP",
+        timings,
+        len(x),
+        "uqmix projected_gradient_descent",
+        [
+            ("cleverhans 4.0 as shipped (eager loop)", 2.0),
+            ("cleverhans 4.0 in tf.function by hand", 1.0),
+        ],
+    )
 
 
 def bench_carlini_wagner(model, x, y, repeats):
@@ -143,8 +162,9 @@ def bench_carlini_wagner(model, x, y, repeats):
     names = ["uqmix carlini_wagner_l2 (compiled)", "same algorithm, eager (compiled=False)"]
     contenders = {
         names[0]: lambda: attacks.carlini_wagner_l2_run(model, x_tensor, batch_size=len(x), **CW),
-        names[1]: lambda: attacks.carlini_wagner_l2_run(model, x_tensor, batch_size=len(x),
-                                                        compiled=False, **CW),
+        names[1]: lambda: attacks.carlini_wagner_l2_run(
+            model, x_tensor, batch_size=len(x), compiled=False, **CW
+        ),
     }
     results = {name: fn() for name, fn in contenders.items()}  # warm-up (traces), kept
     seconds = {name: [] for name in contenders}
@@ -157,10 +177,12 @@ def bench_carlini_wagner(model, x, y, repeats):
     diff = np.max(np.abs(ours.adversarial - eager.adversarial))
     same = np.array_equal(ours.success, eager.success) and diff <= 1e-5
     print(f"\nC&W L2 {CW} on {len(x)} images of the deterministic MLP")
-    print(f"  success rate {ours.success.mean():.3f}, median L2 of successes "
-          f"{np.median(np.sqrt(ours.l2_squared[ours.success])):.3f}; max |compiled − eager| = "
-          f"{diff:.2e}, same success flags: {np.array_equal(ours.success, eager.success)} "
-          f"({'identical' if same else 'DIFFERENT'})")
+    print(
+        f"  success rate {ours.success.mean():.3f}, median L2 of successes "
+        f"{np.median(np.sqrt(ours.l2_squared[ours.success])):.3f}; max |compiled − eager| = "
+        f"{diff:.2e}, same success flags: {np.array_equal(ours.success, eager.success)} "
+        f"({'identical' if same else 'DIFFERENT'})"
+    )
     timings = {name: (statistics.median(seconds[name]), None) for name in contenders}
     report("C&W L2 compiled vs eager", timings, len(x), names[0], [(names[1], 1.0)])
 
@@ -184,35 +206,48 @@ def bench_mixture(model, x, y, num_samples, repeats):
 
     def one_call_at_a_time(images):
         """log of the mean of num_samples single-sample predictions, one model call each."""
-        log_probs = [tf.nn.log_softmax(model.predictive_parameters(images, 1)[0])
-                     for _ in range(num_samples)]
+        log_probs = [
+            tf.nn.log_softmax(model.predictive_parameters(images, 1)[0]) for _ in range(num_samples)
+        ]
         return tf.reduce_logsumexp(tf.stack(log_probs), axis=0) - log_s
 
     ours_fn = attacks.predictive_logits_fn(model, num_samples)
     x_tensor = tf.constant(x)
-    names = [f"uqmix PGD, predictive_logits_fn(S={num_samples})",
-             f"cleverhans 4.0 PGD, {num_samples} calls per gradient"]
+    names = [
+        f"uqmix PGD, predictive_logits_fn(S={num_samples})",
+        f"cleverhans 4.0 PGD, {num_samples} calls per gradient",
+    ]
 
     def ours(nb_iter):
-        return attacks.projected_gradient_descent(ours_fn, x_tensor, **dict(PGD, nb_iter=nb_iter),
-                                                  rand_init=False)
+        return attacks.projected_gradient_descent(
+            ours_fn, x_tensor, **dict(PGD, nb_iter=nb_iter), rand_init=False
+        )
 
     def theirs(nb_iter):
         return ch(one_call_at_a_time, x_tensor, **dict(PGD, nb_iter=nb_iter), rand_init=False)
 
     # Warm-up with one iteration: neither program bakes the iteration count into
     # its trace (uqmix passes it as a tensor; cleverhans compiles only the gradient).
-    timings = time_round_robin({names[0]: lambda: ours(PGD["nb_iter"]),
-                                names[1]: lambda: theirs(PGD["nb_iter"])}, repeats,
-                               warmups={names[0]: lambda: ours(1), names[1]: lambda: theirs(1)})
+    timings = time_round_robin(
+        {names[0]: lambda: ours(PGD["nb_iter"]), names[1]: lambda: theirs(PGD["nb_iter"])},
+        repeats,
+        warmups={names[0]: lambda: ours(1), names[1]: lambda: theirs(1)},
+    )
     mean_probs = model.predictive(x, num_samples=num_samples).mean().numpy()
-    print(f"\nML infinite mixture ({num_samples} samples: clean accuracy "
-          f"{np.mean(mean_probs.argmax(1) == y):.3f})")
+    print(
+        f"\nML infinite mixture ({num_samples} samples: clean accuracy "
+        f"{np.mean(mean_probs.argmax(1) == y):.3f})"
+    )
     for name, (_, adv) in timings.items():
         adv_probs = model.predictive(adv, num_samples=num_samples).mean().numpy()
         print(f"  accuracy under PGD ({name}): {np.mean(adv_probs.argmax(1) == y):.3f}")
-    report(f"PGD L∞ on the ML mixture with {num_samples} gradient samples", timings, len(x),
-           names[0], [(names[1], 1.5)])
+    report(
+        f"PGD L∞ on the ML mixture with {num_samples} gradient samples",
+        timings,
+        len(x),
+        names[0],
+        [(names[1], 1.5)],
+    )
 
 
 def main():
@@ -221,16 +256,21 @@ def main():
         try:
             import cleverhans  # noqa: F401
         except ImportError:
-            sys.exit("cleverhans is needed for this benchmark: pip install --no-deps "
-                     "cleverhans==4.0.0 (or run only the C&W part: --only_cw)")
+            sys.exit(
+                "cleverhans is needed for this benchmark: pip install --no-deps "
+                "cleverhans==4.0.0 (or run only the C&W part: --only_cw)"
+            )
     x_train, y_train = load_arrays("mnist", "train", data_dir=args.data_dir, use_tfds=False)
     x_test, y_test = load_arrays("mnist", "test", data_dir=args.data_dir, use_tfds=False)
-    x, y = x_test[:args.num_images], y_test[:args.num_images]
-    print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, "
-          f"{os.cpu_count()} CPU cores, {len(x)} MNIST test images, PGD {PGD}")
+    x, y = x_test[: args.num_images], y_test[: args.num_images]
+    print(
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}, "
+        f"{os.cpu_count()} CPU cores, {len(x)} MNIST test images, PGD {PGD}"
+    )
     mlp_model = deterministic_mlp(x_train, y_train)
-    bench_carlini_wagner(mlp_model, x_test[:args.cw_images], y_test[:args.cw_images],
-                         args.cw_repeats)
+    bench_carlini_wagner(
+        mlp_model, x_test[: args.cw_images], y_test[: args.cw_images], args.cw_repeats
+    )
     if args.only_cw:
         return
     bench_deterministic(mlp_model, x, y, args.repeats)

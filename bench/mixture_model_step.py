@@ -18,6 +18,7 @@ Flatten → head → 10 logits, Adam 1e-3, random MNIST-shaped data, one compile
 Cases run round-robin (``time_round_robin`` of bench/mixture_step.py) after warm-up;
 reported: median ms per step and the ratio mixture / deterministic (target ≤ 1.15×).
 """
+
 import argparse
 import os
 import statistics
@@ -31,8 +32,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-
 from mixture_step import time_round_robin  # noqa: E402
+
 from uqmix.layers import MatrixNormalDense  # noqa: E402
 from uqmix.models import MixtureModel  # noqa: E402
 
@@ -60,8 +61,10 @@ def convnet(head, seed=0):
 
 def _data(batch, seed=0):
     rng = np.random.default_rng(seed)
-    return (tf.constant(rng.random((batch, 28, 28, 1), dtype=np.float32)),
-            tf.constant(rng.integers(0, NUM_CLASSES, batch), tf.int32))
+    return (
+        tf.constant(rng.random((batch, 28, 28, 1), dtype=np.float32)),
+        tf.constant(rng.integers(0, NUM_CLASSES, batch), tf.int32),
+    )
 
 
 def _step(model, data):
@@ -70,8 +73,12 @@ def _step(model, data):
 
 
 def mixture_step(head, batch, samples):
-    model = MixtureModel(convnet(head), objective="ml", num_train_samples=samples,
-                         kl_weight=1.0 / 60000 if head == "matrix_normal" else None)
+    model = MixtureModel(
+        convnet(head),
+        objective="ml",
+        num_train_samples=samples,
+        kl_weight=1.0 / 60000 if head == "matrix_normal" else None,
+    )
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     return _step(model, _data(batch))
 
@@ -79,9 +86,11 @@ def mixture_step(head, batch, samples):
 def deterministic_step(head, batch, samples):
     """The same network (Dense for matrix-normal layers) on the S·B tiled batch."""
     model = convnet("dropout" if head == "dropout" else "dense")
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     x, y = _data(batch)
     return _step(model, (tf.tile(x, [samples, 1, 1, 1]), tf.tile(y, [samples])))
 
@@ -96,21 +105,26 @@ def main():
     cases = {}
     for head in ("dropout", "matrix_normal"):
         cases[f"{head} mixture S={args.samples} B={args.batch}"] = mixture_step(
-            head, args.batch, args.samples)
+            head, args.batch, args.samples
+        )
         cases[f"{head} deterministic {args.samples}B={args.samples * args.batch}"] = (
-            deterministic_step(head, args.batch, args.samples))
+            deterministic_step(head, args.batch, args.samples)
+        )
     times = time_round_robin(cases, args.rounds, args.steps)
     medians = {name: statistics.median(t) for name, t in times.items()}
     print(f"small convnet, median of {args.rounds} rounds x {args.steps} steps")
     for name, ms in medians.items():
         print(f"  {name:40s} {ms:8.1f} ms/step")
     names = list(medians)
-    for head, (mixture, deterministic) in zip(("dropout", "matrix_normal"),
-                                              (names[0:2], names[2:4])):
+    for head, (mixture, deterministic) in zip(
+        ("dropout", "matrix_normal"), (names[0:2], names[2:4])
+    ):
         ratio = medians[mixture] / medians[deterministic]
         verdict = "ok" if ratio <= TARGET else "ABOVE TARGET"
-        print(f"  {head}: mixture / deterministic on the tiled batch  {ratio:.2f}x  "
-              f"(target <= {TARGET:.2f}x: {verdict})")
+        print(
+            f"  {head}: mixture / deterministic on the tiled batch  {ratio:.2f}x  "
+            f"(target <= {TARGET:.2f}x: {verdict})"
+        )
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ with XLA: ``det_200_xla`` + the same noise), and every mixture case as ratios
 to ``det_1000`` and to that floor, with the load average (the machine is
 shared: compare ratios, and only runs with a load average near 0).
 """
+
 import argparse
 import os
 import statistics
@@ -100,10 +101,17 @@ def _uqmix_step(model, batch, jit_compile=False):
 
 def mixture_step(sampling, jit_sampling, noise_fn=None, jit_compile=False, objective="ml"):
     """The mixture's train step; ``noise_fn`` temporarily replaces the layers' noise."""
-    model = InfiniteMixture(num_classes=NUM_CLASSES, hidden_units=HIDDEN, objective=objective,
-                            num_train_samples=NUM_SAMPLES, kl_weight=1.0,
-                            dataset_size=DATASET_SIZE, sampling=sampling, seed=1,
-                            jit_sampling=jit_sampling)
+    model = InfiniteMixture(
+        num_classes=NUM_CLASSES,
+        hidden_units=HIDDEN,
+        objective=objective,
+        num_train_samples=NUM_SAMPLES,
+        kl_weight=1.0,
+        dataset_size=DATASET_SIZE,
+        sampling=sampling,
+        seed=1,
+        jit_sampling=jit_sampling,
+    )
     step = _uqmix_step(model, BATCH, jit_compile)
     name = "_xla_noise_generator" if jit_sampling else "_noise_generator"
     original = getattr(uqmix.layers, name)
@@ -117,8 +125,11 @@ def mixture_step(sampling, jit_sampling, noise_fn=None, jit_compile=False, objec
 
 
 def deterministic_step(batch, jit_compile=False):
-    return _uqmix_step(Deterministic(input_shape=(INPUT_DIM,), num_classes=NUM_CLASSES,
-                                     hidden_units=HIDDEN), batch, jit_compile)
+    return _uqmix_step(
+        Deterministic(input_shape=(INPUT_DIM,), num_classes=NUM_CLASSES, hidden_units=HIDDEN),
+        batch,
+        jit_compile,
+    )
 
 
 def tfp_step(layer_name):
@@ -130,7 +141,8 @@ def tfp_step(layer_name):
     divergence = lambda q, p, _: tfp.distributions.kl_divergence(q, p)  # noqa: E731
     model = tf_keras.Sequential(
         [layer_cls(units, activation="relu", kernel_divergence_fn=divergence) for units in HIDDEN]
-        + [layer_cls(NUM_CLASSES, kernel_divergence_fn=divergence)])
+        + [layer_cls(NUM_CLASSES, kernel_divergence_fn=divergence)]
+    )
     model.build((None, INPUT_DIM))
     optimizer = tf_keras.optimizers.Adam(1e-3)
     x, y = _data(BATCH)
@@ -140,13 +152,16 @@ def tfp_step(layer_name):
     def step():
         with tf.GradientTape() as tape:
             if flipout:  # one call on the tiled batch: per-example pseudo-independent weights
-                logits = tf.reshape(model(tf.tile(x, [NUM_SAMPLES, 1]), training=True),
-                                    [NUM_SAMPLES, BATCH, NUM_CLASSES])
-            else:        # S calls: one weight draw per call, shared by the batch
+                logits = tf.reshape(
+                    model(tf.tile(x, [NUM_SAMPLES, 1]), training=True),
+                    [NUM_SAMPLES, BATCH, NUM_CLASSES],
+                )
+            else:  # S calls: one weight draw per call, shared by the batch
                 logits = tf.stack([model(x, training=True) for _ in range(NUM_SAMPLES)])
             log_lik = mixture_losses.sample_log_likelihoods(y, logits)
-            loss = mixture_losses.mixture_loss(log_lik, tf.add_n(model.losses), "ml",
-                                               1.0, DATASET_SIZE)
+            loss = mixture_losses.mixture_loss(
+                log_lik, tf.add_n(model.losses), "ml", 1.0, DATASET_SIZE
+            )
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss
@@ -155,8 +170,11 @@ def tfp_step(layer_name):
 
 
 def noise_only(fn):
-    shapes = [(NUM_SAMPLES, BATCH, HIDDEN[0]), (NUM_SAMPLES * BATCH, HIDDEN[1]),
-              (NUM_SAMPLES * BATCH, NUM_CLASSES)]
+    shapes = [
+        (NUM_SAMPLES, BATCH, HIDDEN[0]),
+        (NUM_SAMPLES * BATCH, HIDDEN[1]),
+        (NUM_SAMPLES * BATCH, NUM_CLASSES),
+    ]
     generator = keras.random.SeedGenerator(3)
     return tf.function(lambda: [fn(s, gaussian_noise.stateless_seed(generator)) for s in shapes])
 
@@ -173,8 +191,11 @@ def _constant_fill(shape, seed, dtype=tf.float32):
 def keras_normal_only():
     """keras.random.normal with a SeedGenerator, as a Keras layer would draw its noise."""
     generator = keras.random.SeedGenerator(4)
-    shapes = [(NUM_SAMPLES, BATCH, HIDDEN[0]), (NUM_SAMPLES * BATCH, HIDDEN[1]),
-              (NUM_SAMPLES * BATCH, NUM_CLASSES)]
+    shapes = [
+        (NUM_SAMPLES, BATCH, HIDDEN[0]),
+        (NUM_SAMPLES * BATCH, HIDDEN[1]),
+        (NUM_SAMPLES * BATCH, NUM_CLASSES),
+    ]
     return tf.function(lambda: [keras.random.normal(s, seed=generator) for s in shapes])
 
 
@@ -196,9 +217,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=0,
-                        help="TF intra- and inter-op threads (0: TF's default, all cores); with 1, "
-                             "the CPU time of the process is reported instead of wall time")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="TF intra- and inter-op threads (0: TF's default, all cores); with 1, "
+        "the CPU time of the process is reported instead of wall time",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
@@ -215,8 +240,7 @@ def main(argv=None):
         "mixture_local_jit": mixture_step(local, True),
         "mixture_local_xla": mixture_step(local, True, jit_compile=True),
         "vi_local_xla": mixture_step(local, True, jit_compile=True, objective="vi"),
-        "mixture_local_xla[no_noise]": mixture_step(local, True, _constant_fill,
-                                                    jit_compile=True),
+        "mixture_local_xla[no_noise]": mixture_step(local, True, _constant_fill, jit_compile=True),
         "mixture_shared": mixture_step(shared, False),
         "mixture_shared_jit": mixture_step(shared, True),
         "tfp_reparam": tfp_step("DenseReparameterization"),
@@ -229,12 +253,14 @@ def main(argv=None):
         "noise[keras.random.normal]": keras_normal_only(),
         "noise[constant fill]": noise_only(_constant_fill),
     }
-    print(f"ML mixture S={NUM_SAMPLES}, batch {BATCH}, 784-128-128-10; "
-          f"{args.rounds} rounds × {args.steps} steps; TF {tf.__version__}, "
-          f"Keras {keras.__version__}, {os.cpu_count()} CPUs, "
-          f"{args.threads or 'default'} TF threads, "
-          f"{'CPU' if clock is time.process_time else 'wall'} time, "
-          f"load avg {os.getloadavg()[0]:.1f}")
+    print(
+        f"ML mixture S={NUM_SAMPLES}, batch {BATCH}, 784-128-128-10; "
+        f"{args.rounds} rounds × {args.steps} steps; TF {tf.__version__}, "
+        f"Keras {keras.__version__}, {os.cpu_count()} CPUs, "
+        f"{args.threads or 'default'} TF threads, "
+        f"{'CPU' if clock is time.process_time else 'wall'} time, "
+        f"load avg {os.getloadavg()[0]:.1f}"
+    )
     times = time_round_robin(cases, args.rounds, args.steps, clock)
     report(times, "det_1000", peer="tfp_reparam")
     report_floor(times)
@@ -247,18 +273,26 @@ def report_floor(times, out=sys.stdout):
     med = {k: statistics.median(v) for k, v in times.items()}
     noise = med["noise[uqmix box-muller xla]"]
     floors = {"plain": med["det_200"] + noise, "xla": med["det_200_xla"] + noise}
-    print(f"floor = det_200 + noise[uqmix box-muller xla] = {floors['plain']:.2f} ms "
-          f"({floors['plain'] / med['det_1000']:.2f}× det_1000); with XLA: det_200_xla + noise = "
-          f"{floors['xla']:.2f} ms", file=out)
-    print(f"{'case':28s} {'/det_1000':>10s} {'/floor':>8s} {'reparam/case':>13s} "
-          f"{'flipout/case':>13s}   (targets ≤ 1.0×, ≤ 1.25×, ≥ 2.5×, ≥ 4×)", file=out)
+    print(
+        f"floor = det_200 + noise[uqmix box-muller xla] = {floors['plain']:.2f} ms "
+        f"({floors['plain'] / med['det_1000']:.2f}× det_1000); with XLA: det_200_xla + noise = "
+        f"{floors['xla']:.2f} ms",
+        file=out,
+    )
+    print(
+        f"{'case':28s} {'/det_1000':>10s} {'/floor':>8s} {'reparam/case':>13s} "
+        f"{'flipout/case':>13s}   (targets ≤ 1.0×, ≤ 1.25×, ≥ 2.5×, ≥ 4×)",
+        file=out,
+    )
     for case in med:
         if not case.startswith(("mixture_local", "vi_local")) or "[" in case:
             continue
         floor = floors["xla" if case.endswith("_xla") else "plain"]
-        print(f"{case:28s} {med[case] / med['det_1000']:9.2f}× {med[case] / floor:7.2f}× "
-              f"{med['tfp_reparam'] / med[case]:12.2f}× {med['tfp_flipout'] / med[case]:12.2f}×",
-              file=out)
+        print(
+            f"{case:28s} {med[case] / med['det_1000']:9.2f}× {med[case] / floor:7.2f}× "
+            f"{med['tfp_reparam'] / med[case]:12.2f}× {med['tfp_flipout'] / med[case]:12.2f}×",
+            file=out,
+        )
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ of one ``mixture_local`` prediction is measured in fresh processes for 2,000
 and ``--num_images`` images: it grows only by the inputs and the [S, N, K]
 result, not by the per-batch working set.
 """
+
 import argparse
 import os
 import resource
@@ -63,22 +64,28 @@ def _mixture(sampling, jit_sampling, jit_compile=False):
     model = InfiniteMixture(predictive_sampling=sampling, jit_sampling=jit_sampling, seed=1)
     model.build((None,) + INPUT_SHAPE)
     if jit_compile:
-        model.compile(optimizer="adam", jit_compile=True)   # predictive follows jit_compile
+        model.compile(optimizer="adam", jit_compile=True)  # predictive follows jit_compile
     return model
 
 
 def _noise_only(num_images, num_samples, batch_size):
     """The normals of one S-sample prediction of every batch (layer widths 128, 128, 10)."""
     generator = keras.random.SeedGenerator(3)
-    draw = tf.function(lambda shapes: [gaussian_noise.standard_normal_xla(
-        s, gaussian_noise.stateless_seed(generator)) for s in shapes])
+    draw = tf.function(
+        lambda shapes: [
+            gaussian_noise.standard_normal_xla(s, gaussian_noise.stateless_seed(generator))
+            for s in shapes
+        ]
+    )
 
     def run():
         for start in range(0, num_images, batch_size):
             rows = min(batch_size, num_images - start)
-            out = draw([(num_samples, rows, 128), (num_samples * rows, 128),
-                        (num_samples * rows, 10)])
+            out = draw(
+                [(num_samples, rows, 128), (num_samples * rows, 128), (num_samples * rows, 10)]
+            )
         return out[-1]
+
     return run
 
 
@@ -101,12 +108,14 @@ def make_cases(x, num_samples, batch_size):
 
     def batched_deterministic(jit_compile):
         fn = tf.function(copies_in_one_batch, reduce_retracing=True, jit_compile=jit_compile)
-        return lambda: [fn(tf.constant(x[i:i + batch_size]))
-                        for i in range(0, len(x), batch_size)][-1]
+        return lambda: [
+            fn(tf.constant(x[i : i + batch_size])) for i in range(0, len(x), batch_size)
+        ][-1]
 
     def sampled(model):
-        return lambda: model.predictive(x, num_samples=num_samples, batch_size=batch_size,
-                                        validate=False)
+        return lambda: model.predictive(
+            x, num_samples=num_samples, batch_size=batch_size, validate=False
+        )
 
     local, shared = "local_reparameterization", "shared_weights"
     return {
@@ -164,9 +173,11 @@ def main(argv=None):
         return
     x = _images(args.num_images)
     cases = make_cases(x, args.num_samples, args.batch_size)
-    print(f"{args.num_samples}-sample prediction on {args.num_images} images, batch "
-          f"{args.batch_size}; {args.rounds} rounds; {os.cpu_count()} CPUs, "
-          f"load avg {os.getloadavg()[0]:.1f}")
+    print(
+        f"{args.num_samples}-sample prediction on {args.num_images} images, batch "
+        f"{args.batch_size}; {args.rounds} rounds; {os.cpu_count()} CPUs, "
+        f"load avg {os.getloadavg()[0]:.1f}"
+    )
     for fn in cases.values():
         _block(fn())  # trace / compile every batch shape
     times = {name: [] for name in cases}
@@ -175,27 +186,36 @@ def main(argv=None):
             start = time.perf_counter()
             _block(fn())
             times[name].append(time.perf_counter() - start)
-    baseline = f"det_x{args.num_samples}_tiled"          # 100 tiled passes without XLA
+    baseline = f"det_x{args.num_samples}_tiled"  # 100 tiled passes without XLA
     base_med, base_min = statistics.median(times[baseline]), min(times[baseline])
     floor = statistics.median(times["det_x1"]) + statistics.median(times["noise"])
-    print(f"{'case':22s} {'median s':>9s} {'min s':>7s} {'/' + baseline + ' (med, min)':>24s} "
-          f"{'/floor':>7s}")
+    print(
+        f"{'case':22s} {'median s':>9s} {'min s':>7s} {'/' + baseline + ' (med, min)':>24s} "
+        f"{'/floor':>7s}"
+    )
     for name, values in times.items():
         med, low = statistics.median(values), min(values)
-        print(f"{name:22s} {med:9.2f} {low:7.2f} {med / base_med:12.2f}× {low / base_min:9.2f}× "
-              f"{med / floor:6.2f}×")
-    best = min((k for k in times if k.startswith("mixture")),
-               key=lambda k: statistics.median(times[k]))
+        print(
+            f"{name:22s} {med:9.2f} {low:7.2f} {med / base_med:12.2f}× {low / base_min:9.2f}× "
+            f"{med / floor:6.2f}×"
+        )
+    best = min(
+        (k for k in times if k.startswith("mixture")), key=lambda k: statistics.median(times[k])
+    )
     best_med = statistics.median(times[best])
-    print(f"floor = det_x1 + noise = {floor:.2f} s ({floor / base_med:.2f}× {baseline}); "
-          f"target: best mixture mode ≤ 0.7× {baseline} (best: {best}, "
-          f"{best_med / base_med:.2f}×, {best_med / floor:.2f}× the floor)")
+    print(
+        f"floor = det_x1 + noise = {floor:.2f} s ({floor / base_med:.2f}× {baseline}); "
+        f"target: best mixture mode ≤ 0.7× {baseline} (best: {best}, "
+        f"{best_med / base_med:.2f}×, {best_med / floor:.2f}× the floor)"
+    )
     if not args.skip_memory:
         result_mb = args.num_samples * args.num_images * 10 * 4 / 2**20
         for n in (2000, args.num_images):
-            print(f"peak RSS growth during mixture_local.predictive on {n} images: "
-                  f"{peak_memory_mb(n, args.num_samples, args.batch_size):.0f} MB "
-                  f"(the [S, N, K] float32 result alone: {result_mb * n / args.num_images:.0f} MB)")
+            print(
+                f"peak RSS growth during mixture_local.predictive on {n} images: "
+                f"{peak_memory_mb(n, args.num_samples, args.batch_size):.0f} MB "
+                f"(the [S, N, K] float32 result alone: {result_mb * n / args.num_images:.0f} MB)"
+            )
     print(f"load avg after: {os.getloadavg()[0]:.1f}")
 
 

@@ -19,6 +19,7 @@ runs), traced and warmed up first; the contenders then run round-robin
 ``--rounds`` times ``--steps`` steps each (the CPU is shared: interleaving
 spreads the noise evenly) and the median time per step is reported.
 """
+
 import argparse
 import os
 import statistics
@@ -36,8 +37,11 @@ from uqmix.models import PriorNetwork  # noqa: E402
 from uqmix.models.backbones import BACKBONES, build_backbone  # noqa: E402
 
 SHAPES = {"vgg16": (32, 32, 3), "small_convnet": (28, 28, 1), "mlp": (28, 28, 1)}
-TARGETS = {"reverse_kl / cross_entropy": 1.10, "with OOD batch / cross_entropy on 2B": 1.10,
-           "adversarial training / cross_entropy": 2.2}
+TARGETS = {
+    "reverse_kl / cross_entropy": 1.10,
+    "with OOD batch / cross_entropy on 2B": 1.10,
+    "adversarial training / cross_entropy": 2.2,
+}
 
 
 def parse_args():
@@ -55,8 +59,13 @@ def parse_args():
 def make_model(args, model_cls, loss, **kwargs):
     keras.utils.set_random_seed(args.seed)
     shape = SHAPES[args.backbone]
-    backbone = build_backbone(args.backbone, shape, args.num_classes,
-                              width_multiplier=args.width, normalization=(0.5, 0.25))
+    backbone = build_backbone(
+        args.backbone,
+        shape,
+        args.num_classes,
+        width_multiplier=args.width,
+        normalization=(0.5, 0.25),
+    )
     model = model_cls(backbone, args.num_classes, loss=loss, **kwargs)
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True))
     model.build((None, *shape))
@@ -96,8 +105,10 @@ def main():
     b = args.batch_size
 
     def batch(n):
-        return (tf.constant(rng.random((n, *shape), dtype=np.float32)),
-                tf.constant(rng.integers(0, args.num_classes, n)))
+        return (
+            tf.constant(rng.random((n, *shape), dtype=np.float32)),
+            tf.constant(rng.integers(0, args.num_classes, n)),
+        )
 
     x, y = batch(b)
     x2, y2 = batch(2 * b)
@@ -107,8 +118,12 @@ def main():
         "cross_entropy 2B": (make_step(args, PriorNetwork, "cross_entropy"), (x2, y2)),
         "reverse_kl B": (make_step(args, PriorNetwork, "reverse_kl"), (x, y)),
         "reverse_kl B + OOD B": (make_step(args, PriorNetwork, "reverse_kl"), ((x, x_ood), y)),
-        "adversarial reverse_kl B": (make_step(args, AdversarialPriorNetwork, "reverse_kl",
-                                               epsilon_stddev=0.05, seed=args.seed), (x, y)),
+        "adversarial reverse_kl B": (
+            make_step(
+                args, AdversarialPriorNetwork, "reverse_kl", epsilon_stddev=0.05, seed=args.seed
+            ),
+            (x, y),
+        ),
     }
     forward, input_gradient = make_pieces(args)
     contenders["[forward B]"] = (forward, (x, y))
@@ -125,17 +140,19 @@ def main():
             float(logs["loss"])
             times[name].append((time.perf_counter() - start) / args.steps)
     per_step = {name: statistics.median(values) for name, values in times.items()}
-    print(f"backbone {args.backbone} (width {args.width}), input {shape}, batch B = {b}, "
-          f"median of {args.rounds} rounds x {args.steps} steps, "
-          f"{tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()} threads")
+    print(
+        f"backbone {args.backbone} (width {args.width}), input {shape}, batch B = {b}, "
+        f"median of {args.rounds} rounds x {args.steps} steps, "
+        f"{tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()} threads"
+    )
     for name, seconds in per_step.items():
         print(f"  {name:<26} {1000 * seconds:8.1f} ms/step")
     ratios = {
         "reverse_kl / cross_entropy": per_step["reverse_kl B"] / per_step["cross_entropy B"],
-        "with OOD batch / cross_entropy on 2B":
-            per_step["reverse_kl B + OOD B"] / per_step["cross_entropy 2B"],
-        "adversarial training / cross_entropy":
-            per_step["adversarial reverse_kl B"] / per_step["cross_entropy B"],
+        "with OOD batch / cross_entropy on 2B": per_step["reverse_kl B + OOD B"]
+        / per_step["cross_entropy 2B"],
+        "adversarial training / cross_entropy": per_step["adversarial reverse_kl B"]
+        / per_step["cross_entropy B"],
     }
     for name, ratio in ratios.items():
         verdict = "ok" if ratio <= TARGETS[name] else "ABOVE TARGET"
@@ -145,10 +162,12 @@ def main():
     # minus its forward), and a training step on the B crafted inputs.
     crafting = per_step["[input gradient B]"] - per_step["[forward B]"]
     floor = 2 * per_step["cross_entropy B"] + crafting
-    print(f"  arithmetic floor of the adversarial step = 2 x cross_entropy B + (input gradient "
-          f"- forward) = {1000 * floor:.1f} ms = {floor / per_step['cross_entropy B']:.2f}x "
-          f"cross_entropy; adversarial step / floor = "
-          f"{per_step['adversarial reverse_kl B'] / floor:.2f}x")
+    print(
+        f"  arithmetic floor of the adversarial step = 2 x cross_entropy B + (input gradient "
+        f"- forward) = {1000 * floor:.1f} ms = {floor / per_step['cross_entropy B']:.2f}x "
+        f"cross_entropy; adversarial step / floor = "
+        f"{per_step['adversarial reverse_kl B'] / floor:.2f}x"
+    )
 
 
 if __name__ == "__main__":

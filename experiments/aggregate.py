@@ -8,6 +8,7 @@ Exit codes: 1 bad flags; 2 bad data (no finished run, a metrics.json that is
 not a JSON object, a ``seed_*`` folder without an integer, seeds of one folder
 made with different configurations) or an output root that cannot be written.
 """
+
 import sys
 
 from absl import app, flags

@@ -13,6 +13,7 @@ JSON object, a ``seed_*`` folder without an integer, seeds of one folder made
 with different configurations) or an output folder that cannot be written;
 all outputs are written or none.
 """
+
 import sys
 
 from absl import app, flags
@@ -23,9 +24,12 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("sweep_root", None, "The sweep's output_root (one folder per configuration).")
 flags.DEFINE_string("output_dir", None, "Folder that receives tables.md, figures, summary.json.")
 flags.DEFINE_string("figures_dir", None, "Folder for the figures (default: --output_dir).")
-flags.DEFINE_list("weight_variance_configs", [],
-                  "Configuration folders shown in weight_variance_bars.png (default: ML/VI at "
-                  "λ = 1 with σ² ∈ {0.5, 1, 3} and at σ² = 1 with λ = 0.1).")
+flags.DEFINE_list(
+    "weight_variance_configs",
+    [],
+    "Configuration folders shown in weight_variance_bars.png (default: ML/VI at "
+    "λ = 1 with σ² ∈ {0.5, 1, 3} and at σ² = 1 with λ = 0.1).",
+)
 flags.mark_flags_as_required(["sweep_root", "output_dir"])
 
 
@@ -33,9 +37,12 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
-        report = mixture_report.write_report(FLAGS.sweep_root, FLAGS.output_dir,
-                                             FLAGS.weight_variance_configs or None,
-                                             figures_dir=FLAGS.figures_dir)
+        report = mixture_report.write_report(
+            FLAGS.sweep_root,
+            FLAGS.output_dir,
+            FLAGS.weight_variance_configs or None,
+            figures_dir=FLAGS.figures_dir,
+        )
     except mixture_report.UnknownConfigurations as error:
         raise app.UsageError(str(error)) from None
     except (ValueError, OSError) as error:

@@ -24,8 +24,7 @@ from uqmix import console
 
 console.quiet_logs()  # before the experiment modules import TensorFlow: no INFO lines
 
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 from uqmix import options, runs  # noqa: E402
 

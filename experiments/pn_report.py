@@ -11,6 +11,7 @@ finished run, a metrics.json that is not a JSON object, a ``seed_*`` folder
 without an integer, seeds of one folder made with different configurations) or
 an output folder that cannot be written; all outputs are written or none.
 """
+
 import sys
 
 from absl import app, flags

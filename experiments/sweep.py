@@ -21,6 +21,7 @@ per run still to do (``cd CWD && <the command the local runner issues, with
 Exit codes: 0 done; 1 bad flags (of the sweep, or of a run's flagfile);
 2 stale runs, or an output root that cannot be written; 4 some runs failed.
 """
+
 import sys
 
 from absl import app, flags
@@ -34,13 +35,25 @@ flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to run every flagfile with.")
 flags.DEFINE_string("output_root", None, "Folder that receives one sub-folder per run.")
 flags.DEFINE_integer("parallel", 1, "Runs at a time (processes).", lower_bound=1)
 flags.DEFINE_list("extra_flags", [], "Flags added to every run, e.g. --data_dir=DIR.")
-flags.DEFINE_multi_string("extra_flag", [], "One flag added to every run, taken whole (a value "
-                          "may hold commas), e.g. --extra_flag=--attack_iterations=1,10,100; "
-                          "repeatable; added after --extra_flags.")
-flags.DEFINE_bool("print_commands", False, "Print one shell command per run still to do "
-                  "(finished runs with the requested record skipped) instead of running them.")
-flags.DEFINE_bool("redo_stale", False, "Delete finished runs whose record (binary, uqmix "
-                  "version, flags) differs from the requested one, and redo them.")
+flags.DEFINE_multi_string(
+    "extra_flag",
+    [],
+    "One flag added to every run, taken whole (a value "
+    "may hold commas), e.g. --extra_flag=--attack_iterations=1,10,100; "
+    "repeatable; added after --extra_flags.",
+)
+flags.DEFINE_bool(
+    "print_commands",
+    False,
+    "Print one shell command per run still to do "
+    "(finished runs with the requested record skipped) instead of running them.",
+)
+flags.DEFINE_bool(
+    "redo_stale",
+    False,
+    "Delete finished runs whose record (binary, uqmix "
+    "version, flags) differs from the requested one, and redo them.",
+)
 flags.mark_flags_as_required(["binary", "flagfiles", "output_root"])
 
 
@@ -57,8 +70,11 @@ def main(argv):
         sweep.experiment_of(FLAGS.binary)
     except ValueError as error:
         raise app.UsageError(str(error))
-    log = (lambda line: print(line, file=sys.stderr, flush=True)) if FLAGS.print_commands else (
-        lambda line: print(line, flush=True))
+    log = (
+        (lambda line: print(line, file=sys.stderr, flush=True))
+        if FLAGS.print_commands
+        else (lambda line: print(line, flush=True))
+    )
     try:
         runs.check_output_dir(FLAGS.output_root, flag="output_root")
         if FLAGS.print_commands:
@@ -66,16 +82,25 @@ def main(argv):
             print("\n".join(sweep.shell_commands(FLAGS.binary, todo, extra_flags)))
             return 0
         log(f"sweep: {len(planned)} runs of {FLAGS.binary} into {FLAGS.output_root}")
-        failures = sweep.run_sweep(FLAGS.binary, planned, parallel=FLAGS.parallel,
-                                   extra_flags=extra_flags, log=log, redo_stale=FLAGS.redo_stale)
+        failures = sweep.run_sweep(
+            FLAGS.binary,
+            planned,
+            parallel=FLAGS.parallel,
+            extra_flags=extra_flags,
+            log=log,
+            redo_stale=FLAGS.redo_stale,
+        )
     except (sweep.StaleRunsError, runs.OutputPathError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except ValueError as error:  # a run's flags
         raise app.UsageError(str(error))
     if failures:
-        print(f"{len(failures)} runs failed: " +
-              ", ".join(f"{r.name}/seed_{r.seed}" for r in failures), file=sys.stderr)
+        print(
+            f"{len(failures)} runs failed: "
+            + ", ".join(f"{r.name}/seed_{r.seed}" for r in failures),
+            file=sys.stderr,
+        )
         return 4
     return 0
 

@@ -1,4 +1,5 @@
 """Shared test fixtures: quiet TF, deterministic seeds, the real-data folder."""
+
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

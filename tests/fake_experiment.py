@@ -3,6 +3,7 @@
 It is its own library module (``EXPERIMENT``), run through ``experiments.options_binary``,
 so the sweep parses its flags and compares run records exactly as for the real binaries.
 """
+
 import sys
 
 from uqmix import options, runs
@@ -29,10 +30,15 @@ def validate_config(config):
 def run(config):
     if config["fail"]:
         raise ValueError("asked to fail")
-    runs.prepare_output_dir(config["output_dir"], config, resume=config["resume"],
-                            overwrite=config["overwrite"])
-    metrics = {"test": {"accuracy": config["scale"] * config["seed"]
-                        + sum(float(o) for o in config["offsets"])}, "name": "x"}
+    runs.prepare_output_dir(
+        config["output_dir"], config, resume=config["resume"], overwrite=config["overwrite"]
+    )
+    metrics = {
+        "test": {
+            "accuracy": config["scale"] * config["seed"] + sum(float(o) for o in config["offsets"])
+        },
+        "name": "x",
+    }
     runs.atomic_write_json(f"{config['output_dir']}/{runs.METRICS_FILE}", metrics)
     return metrics
 

@@ -1,12 +1,17 @@
 """Generalised adversarial training: draws, targeted FGSM, and one training step vs an oracle."""
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from uqmix.adversarial_training import (AdversarialPriorNetwork, random_other_classes,
-                                        random_step_sizes, targeted_fgsm)
+from uqmix.adversarial_training import (
+    AdversarialPriorNetwork,
+    random_other_classes,
+    random_step_sizes,
+    targeted_fgsm,
+)
 from uqmix.data import make_dataset, zip_in_and_ood
 from uqmix.models.backbones import mlp
 
@@ -40,8 +45,15 @@ def test_targeted_fgsm_against_closed_form_gradient_of_a_linear_model():
     def cross_entropy(logits, t):
         return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=t, logits=logits)
 
-    out = targeted_fgsm(lambda v: tf.matmul(v, tf.constant(w)), cross_entropy,
-                        tf.constant(x), targets, eps, 0.0, 1.0).numpy()
+    out = targeted_fgsm(
+        lambda v: tf.matmul(v, tf.constant(w)),
+        cross_entropy,
+        tf.constant(x),
+        targets,
+        eps,
+        0.0,
+        1.0,
+    ).numpy()
     z = x @ w
     p = np.exp(z - z.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
@@ -73,9 +85,17 @@ def test_training_step_matches_independent_computation(loss, normalize):
     keras.utils.set_random_seed(4)
     beta_in, beta_adv, gamma, gamma_adv, sigma = 10.0, 1.0, 0.5, 0.7, 0.1
     model = AdversarialPriorNetwork(
-        mlp((6,), 3, hidden_units=(5,)), 3, loss=loss, target_concentration=beta_in,
-        ood_weight=gamma, normalize_by_target=normalize, epsilon_stddev=sigma,
-        adversarial_weight=gamma_adv, adversarial_target_concentration=beta_adv, seed=11)
+        mlp((6,), 3, hidden_units=(5,)),
+        3,
+        loss=loss,
+        target_concentration=beta_in,
+        ood_weight=gamma,
+        normalize_by_target=normalize,
+        epsilon_stddev=sigma,
+        adversarial_weight=gamma_adv,
+        adversarial_target_concentration=beta_adv,
+        seed=11,
+    )
     model.compile(optimizer=keras.optimizers.SGD(1.0))
     rng = np.random.default_rng(5)
     x = rng.uniform(0.1, 0.9, (8, 6)).astype(np.float32)
@@ -102,8 +122,13 @@ def test_training_step_matches_independent_computation(loss, normalize):
     with tf.GradientTape() as tape:
         clean = tf.reduce_mean(_oracle_loss(loss, _mlp_forward(weights, xd), y, beta_in)) / scale
         ood = tf.reduce_mean(_oracle_loss(loss, _mlp_forward(weights, x_oodd), None, 0.0)) / scale
-        adv = gamma_adv * tf.reduce_mean(
-            _oracle_loss(loss, _mlp_forward(weights, tf.constant(x_adv)), y, beta_adv)) / scale
+        adv = (
+            gamma_adv
+            * tf.reduce_mean(
+                _oracle_loss(loss, _mlp_forward(weights, tf.constant(x_adv)), y, beta_adv)
+            )
+            / scale
+        )
         total = clean + gamma * ood + adv
     expected_weights = [w - g for w, g in zip(weights, tape.gradient(total, weights))]
 
@@ -116,14 +141,16 @@ def test_training_step_matches_independent_computation(loss, normalize):
 
 def test_fit_with_ood_batches_reports_the_term_and_round_trips(tmp_path):
     keras.utils.set_random_seed(6)
-    model = AdversarialPriorNetwork(mlp((4, 4, 1), 3, hidden_units=(8,)), 3, seed=3,
-                                    epsilon_stddev=0.05)
+    model = AdversarialPriorNetwork(
+        mlp((4, 4, 1), 3, hidden_units=(8,)), 3, seed=3, epsilon_stddev=0.05
+    )
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     rng = np.random.default_rng(0)
     x, y = rng.random((32, 4, 4, 1), np.float32), rng.integers(0, 3, 32)
-    data = zip_in_and_ood(make_dataset(x, y, batch_size=8, seed=0),
-                          make_dataset(rng.random((16, 4, 4, 1), np.float32), batch_size=8,
-                                       seed=1))
+    data = zip_in_and_ood(
+        make_dataset(x, y, batch_size=8, seed=0),
+        make_dataset(rng.random((16, 4, 4, 1), np.float32), batch_size=8, seed=1),
+    )
     history = model.fit(data, epochs=1, verbose=0)
     assert np.isfinite(history.history["adversarial_loss"][0])
     state_paths = [v.path for v in model.variables]

@@ -1,4 +1,5 @@
 """Augmentation: per-example crop + flip against NumPy, seeding, and dataset resumability."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -12,7 +13,7 @@ def _numpy_crop_and_flip(images, offsets, flips, padding):
     out = np.empty_like(images)
     for b in range(len(images)):
         r, c = offsets[b]
-        window = padded[b, r:r + height, c:c + width]
+        window = padded[b, r : r + height, c : c + width]
         out[b] = window[:, ::-1] if flips[b] else window
     return out
 
@@ -34,9 +35,13 @@ def test_random_crop_and_flip_is_seeded_and_per_example():
     # Recover each example's (offset, flip) by brute force: all 9x9x2 candidates.
     found = set()
     for b in range(len(images)):
-        matches = [(r, c, f) for r in range(9) for c in range(9) for f in (False, True)
-                   if np.array_equal(_numpy_crop_and_flip(images[b:b + 1], [(r, c)], [f], 4)[0],
-                                     a[b])]
+        matches = [
+            (r, c, f)
+            for r in range(9)
+            for c in range(9)
+            for f in (False, True)
+            if np.array_equal(_numpy_crop_and_flip(images[b : b + 1], [(r, c)], [f], 4)[0], a[b])
+        ]
         assert matches, f"example {b} is not a padded crop (+flip) of its input"
         found.add(matches[0])
     assert len(found) > 20  # independent draws per example, not one crop for the batch

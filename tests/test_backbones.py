@@ -1,10 +1,18 @@
 """Backbones: shapes, the normalisation layer, weight decay, dropout, batch norm, serialisation."""
+
 import keras
 import numpy as np
 import pytest
 
-from uqmix.models.backbones import (BACKBONES, VGG16_LAYERS, build_backbone, input_normalization,
-                                    mlp, small_convnet, vgg16)
+from uqmix.models.backbones import (
+    BACKBONES,
+    VGG16_LAYERS,
+    build_backbone,
+    input_normalization,
+    mlp,
+    small_convnet,
+    vgg16,
+)
 
 
 def _rng_images(shape, n=4, seed=0):
@@ -38,15 +46,20 @@ def test_vgg16_has_thirteen_convs_five_pools_and_scaled_widths():
 def test_normalization_layer_is_x_minus_mean_over_std_inside_the_model():
     mean, std = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
     keras.utils.set_random_seed(3)
-    with_norm = vgg16((32, 32, 3), 10, width_multiplier=0.0625, normalization=(mean, std),
-                      batchnorm=False)
+    with_norm = vgg16(
+        (32, 32, 3), 10, width_multiplier=0.0625, normalization=(mean, std), batchnorm=False
+    )
     keras.utils.set_random_seed(3)
     without = vgg16((32, 32, 3), 10, width_multiplier=0.0625, batchnorm=False)
     without.set_weights(_weights_without_normalization(with_norm))
     x = _rng_images((32, 32, 3), n=3)
     expected_input = (x.astype(np.float64) - np.array(mean)) / np.array(std)
-    np.testing.assert_allclose(without(expected_input.astype(np.float32)).numpy(),
-                               with_norm(x).numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        without(expected_input.astype(np.float32)).numpy(),
+        with_norm(x).numpy(),
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 def _weights_without_normalization(model):
@@ -84,14 +97,21 @@ def test_dropout_samples_in_training_and_not_in_inference():
 
 
 def test_build_backbone_by_name_and_errors():
-    for name, shape in (("mlp", (28, 28, 1)), ("small_convnet", (28, 28, 1)),
-                        ("vgg16", (32, 32, 3))):
+    for name, shape in (
+        ("mlp", (28, 28, 1)),
+        ("small_convnet", (28, 28, 1)),
+        ("vgg16", (32, 32, 3)),
+    ):
         model = build_backbone(name, shape, 10, width_multiplier=0.0625, hidden_units=(16,))
         assert model.output_shape == (None, 10) and name in BACKBONES
-    assert _layers_of(build_backbone("vgg16", (32, 32, 3), 10, width_multiplier=0.0625),
-                      keras.layers.BatchNormalization)
-    assert not _layers_of(build_backbone("vgg16", (32, 32, 3), 10, width_multiplier=0.0625,
-                                         batchnorm=False), keras.layers.BatchNormalization)
+    assert _layers_of(
+        build_backbone("vgg16", (32, 32, 3), 10, width_multiplier=0.0625),
+        keras.layers.BatchNormalization,
+    )
+    assert not _layers_of(
+        build_backbone("vgg16", (32, 32, 3), 10, width_multiplier=0.0625, batchnorm=False),
+        keras.layers.BatchNormalization,
+    )
     with pytest.raises(ValueError, match="Unknown backbone 'resnet'"):
         build_backbone("resnet", (32, 32, 3), 10)
     with pytest.raises(ValueError, match="at least 32x32"):
@@ -107,12 +127,16 @@ def test_build_backbone_by_name_and_errors():
 def test_mlp_is_unchanged_and_flattens_images():
     model = mlp((28, 28, 1), 10, hidden_units=(16, 16))
     assert [layer.name for layer in model.layers if isinstance(layer, keras.layers.Dense)] == [
-        "hidden_0", "hidden_1", "logits"]
+        "hidden_0",
+        "hidden_1",
+        "logits",
+    ]
 
 
 def test_vgg16_with_normalization_saves_and_loads(tmp_path):
-    model = vgg16((32, 32, 3), 10, width_multiplier=0.0625, normalization=(0.5, 0.3),
-                  dropout_rate=0.2)
+    model = vgg16(
+        (32, 32, 3), 10, width_multiplier=0.0625, normalization=(0.5, 0.3), dropout_rate=0.2
+    )
     x = _rng_images((32, 32, 3))
     path = str(tmp_path / "vgg.keras")
     model.save(path)

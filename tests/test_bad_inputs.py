@@ -12,6 +12,7 @@ All three experiment binaries (``cifar_rkl`` = ``uqmix.studies.pn_experiment``,
 ``mixture_mnist`` = ``uqmix.studies.mixture_experiment``, ``synthetic_rkl`` =
 ``uqmix.studies.synthetic_experiment``) run through ``experiments.options_binary``.
 """
+
 import gzip
 import io
 import json
@@ -29,14 +30,18 @@ from scipy import special
 
 from experiments import options_binary
 from tests import fake_experiment
-from uqmix import dirichlet
-from uqmix.studies import mixture_experiment, mixture_report, pn_experiment, pn_report
-from uqmix import runs, sweep
-from uqmix.studies import synthetic_experiment
+from uqmix import dirichlet, runs, sweep
 from uqmix.data import cifar, files, idx
 from uqmix.data.errors import DataFileError
 from uqmix.objectives import dirichlet_losses, mixture_losses
 from uqmix.predictive import SampledPredictive
+from uqmix.studies import (
+    mixture_experiment,
+    mixture_report,
+    pn_experiment,
+    pn_report,
+    synthetic_experiment,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNWRITABLE = "/proc/uqmix-no-such-run"  # /proc refuses new files, even to root
@@ -62,11 +67,17 @@ FLAG_CASES = [
     (pn_experiment, ["--attack_eps=inf"], "--attack_eps must be a finite number"),
     (pn_experiment, ["--attack_eps=nan"], "--attack_eps must be a finite number"),
     (pn_experiment, ["--attack_eps=2"], r"--attack_eps must be in \[0, 1\]"),
-    (pn_experiment, ["--attack_eps=0.1", "--attack_eps_iter=0.2"],
-     r"--attack_eps_iter must be in \[0, --attack_eps=0.1\]"),
+    (
+        pn_experiment,
+        ["--attack_eps=0.1", "--attack_eps_iter=0.2"],
+        r"--attack_eps_iter must be in \[0, --attack_eps=0.1\]",
+    ),
     (pn_experiment, ["--learning_rate=inf"], "--learning_rate must be a finite number"),
-    (pn_experiment, ["--target_concentration=inf"],
-     "--target_concentration must be a finite number"),
+    (
+        pn_experiment,
+        ["--target_concentration=inf"],
+        "--target_concentration must be a finite number",
+    ),
     (pn_experiment, ["--adv_epsilon_stddev=inf"], "--adv_epsilon_stddev must be a finite"),
     (pn_experiment, ["--clip_norm=inf"], "--clip_norm must be a finite number"),
     (pn_experiment, ["--width_multiplier=nan"], "--width_multiplier must be a finite number"),
@@ -76,21 +87,33 @@ FLAG_CASES = [
     (mixture_experiment, ["--weight_decay=inf"], "--weight_decay must be a finite number"),
     (mixture_experiment, ["--prior_variance=nan"], "--prior_variance must be a finite number"),
     (mixture_experiment, ["--pgd_eps_iter_ratio=inf"], "--pgd_eps_iter_ratio must be a finite"),
-    (mixture_experiment, ["--robustness_epsilons=0,2"],
-     r"--robustness_epsilons must be in \[0, 1\]"),
-    (synthetic_experiment, ["--target_concentration=inf"],
-     "--target_concentration must be a finite number"),
+    (
+        mixture_experiment,
+        ["--robustness_epsilons=0,2"],
+        r"--robustness_epsilons must be in \[0, 1\]",
+    ),
+    (
+        synthetic_experiment,
+        ["--target_concentration=inf"],
+        "--target_concentration must be a finite number",
+    ),
     (synthetic_experiment, ["--learning_rate=nan"], "--learning_rate must be a finite number"),
     (synthetic_experiment, ["--losses=reverse_kl,reverse_kl"], "--losses lists a loss twice"),
-    (synthetic_experiment, ["--strategy=multi_worker"],
-     "--strategy=multi_worker needs --steps_per_execution=1"),
+    (
+        synthetic_experiment,
+        ["--strategy=multi_worker"],
+        "--strategy=multi_worker needs --steps_per_execution=1",
+    ),
     (synthetic_experiment, ["--strategy=gpu"], "Unknown --strategy 'gpu'"),
     (fake_experiment, ["--scale=inf"], "--scale must be a finite number"),
 ]
 
 
-@pytest.mark.parametrize("experiment, args, message", FLAG_CASES,
-                         ids=[f"{e.__name__.split('.')[-1]}{a}" for e, a, _ in FLAG_CASES])
+@pytest.mark.parametrize(
+    "experiment, args, message",
+    FLAG_CASES,
+    ids=[f"{e.__name__.split('.')[-1]}{a}" for e, a, _ in FLAG_CASES],
+)
 def test_bad_flag_exits_1_naming_it(experiment, args, message, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(app.UsageError, match=message):
@@ -113,13 +136,17 @@ PATH_CASES = [  # (option, path maker, message)
 ]
 
 
-@pytest.mark.parametrize("experiment", [pn_experiment, mixture_experiment, synthetic_experiment,
-                                        fake_experiment],
-                         ids=["cifar_rkl", "mixture_mnist", "synthetic_rkl", "fake"])
-@pytest.mark.parametrize("option, make_path, message", PATH_CASES,
-                         ids=[f"{o}-{m}" for o, _, m in PATH_CASES])
-def test_unusable_output_path_exits_2_in_one_line(experiment, option, make_path, message,
-                                                  tmp_path, capsys):
+@pytest.mark.parametrize(
+    "experiment",
+    [pn_experiment, mixture_experiment, synthetic_experiment, fake_experiment],
+    ids=["cifar_rkl", "mixture_mnist", "synthetic_rkl", "fake"],
+)
+@pytest.mark.parametrize(
+    "option, make_path, message", PATH_CASES, ids=[f"{o}-{m}" for o, _, m in PATH_CASES]
+)
+def test_unusable_output_path_exits_2_in_one_line(
+    experiment, option, make_path, message, tmp_path, capsys
+):
     if option not in {name for name, _, _ in experiment.OPTIONS}:
         pytest.skip(f"{experiment.__name__} has no --{option}")
     path = make_path(tmp_path)
@@ -148,14 +175,16 @@ def test_read_only_output_folder_exits_2(tmp_path, capsys):
 def test_output_path_message_names_the_flag(tmp_path, capsys):
     path = _file(tmp_path)
     assert _main(fake_experiment, f"--output_dir={path}") == 2
-    assert _one_error_line(capsys) == (f"error: --output_dir={path} is a file, not a folder; "
-                                       "choose another path.")
+    assert _one_error_line(capsys) == (
+        f"error: --output_dir={path} is a file, not a folder; choose another path."
+    )
 
 
 # -- 3. --overwrite never deletes what is not a uqmix run -----------------------------------------
 @pytest.fixture
 def no_rmtree(monkeypatch):
     """Fails the test instead of deleting anything, should a guard not hold."""
+
     def refuse(path, *args, **kwargs):
         raise AssertionError(f"rmtree({path}) was called")
 
@@ -180,17 +209,21 @@ def test_overwrite_refuses_a_folder_without_a_run(tmp_path, capsys, no_rmtree):
 
 PROTECTED_CASES = [  # (name, how to point at the run folder, expected reason)
     ("cwd", lambda run, mp: (mp.chdir(run), ".")[1], "the working directory"),
-    ("ancestor of cwd", lambda run, mp: (mp.chdir(run / "sub"), str(run))[1],
-     "a folder containing the working directory"),
+    (
+        "ancestor of cwd",
+        lambda run, mp: (mp.chdir(run / "sub"), str(run))[1],
+        "a folder containing the working directory",
+    ),
     ("home", lambda run, mp: (mp.setenv("HOME", str(run)), str(run))[1], "the home directory"),
 ]
 
 
-@pytest.mark.parametrize("name, target, reason", PROTECTED_CASES,
-                         ids=[n for n, _, _ in PROTECTED_CASES])
-def test_overwrite_never_deletes_cwd_home_or_ancestors_even_of_a_run(name, target, reason,
-                                                                     tmp_path, monkeypatch,
-                                                                     capsys, no_rmtree):
+@pytest.mark.parametrize(
+    "name, target, reason", PROTECTED_CASES, ids=[n for n, _, _ in PROTECTED_CASES]
+)
+def test_overwrite_never_deletes_cwd_home_or_ancestors_even_of_a_run(
+    name, target, reason, tmp_path, monkeypatch, capsys, no_rmtree
+):
     run = _run_folder(tmp_path / "run")
     (run / "sub").mkdir()
     output_dir = target(run, monkeypatch)
@@ -228,8 +261,11 @@ def test_run_record_has_binary_every_flag_and_version(tmp_path):
     record = runs.read_record(str(run))
     assert record["uqmix_version"] == __import__("uqmix").__version__
     assert record["binary"] == runs.main_binary()
-    expected = {k: v for k, v in fake_experiment.validate_config(
-        {"output_dir": str(run)}).items() if k not in runs.VOLATILE_KEYS}
+    expected = {
+        k: v
+        for k, v in fake_experiment.validate_config({"output_dir": str(run)}).items()
+        if k not in runs.VOLATILE_KEYS
+    }
     assert record["flags"] == expected
 
 
@@ -252,9 +288,16 @@ def test_divergence_exits_3_in_one_line(tmp_path, capsys):
 
 def test_synthetic_rkl_divergence_exits_3_in_one_line(tmp_path, capsys):
     """A real divergence (learning rate 1e30) of the default job: exit 3, not a traceback."""
-    code = _main(synthetic_experiment, f"--output_dir={tmp_path / 'run'}", "--losses=reverse_kl",
-                 "--learning_rate=1e30", "--train_steps=20", "--steps_per_epoch=10",
-                 "--steps_per_execution=5", "--verbose=0")
+    code = _main(
+        synthetic_experiment,
+        f"--output_dir={tmp_path / 'run'}",
+        "--losses=reverse_kl",
+        "--learning_rate=1e30",
+        "--train_steps=20",
+        "--steps_per_epoch=10",
+        "--steps_per_execution=5",
+        "--verbose=0",
+    )
     assert code == 3
     assert "Training diverged" in _one_error_line(capsys)
     assert not (tmp_path / "run" / runs.METRICS_FILE).exists()
@@ -265,16 +308,18 @@ def _sweep(tmp_path, text, **kwargs):
     flagfile = tmp_path / "cfg.cfg"
     flagfile.write_text(text)
     planned = sweep.plan([str(flagfile)], [0, 1], str(tmp_path / "root"))
-    return planned, sweep.triage("tests.fake_experiment", planned, log=lambda line: None,
-                                 **kwargs)
+    return planned, sweep.triage("tests.fake_experiment", planned, log=lambda line: None, **kwargs)
 
 
 def _finish(planned, monkeypatch):
     """Finishes the runs in-process, recorded as made by the sweep's binary."""
     monkeypatch.setattr(runs, "main_binary", lambda: "tests.fake_experiment")
     for run in planned:
-        fake_experiment.run(fake_experiment.validate_config(
-            {"output_dir": run.output_dir, "seed": run.seed, "resume": True}))
+        fake_experiment.run(
+            fake_experiment.validate_config(
+                {"output_dir": run.output_dir, "seed": run.seed, "resume": True}
+            )
+        )
 
 
 SWEEP_CASES = [  # (name, flagfile text of the finished runs, of the request, expected)
@@ -283,10 +328,12 @@ SWEEP_CASES = [  # (name, flagfile text of the finished runs, of the request, ex
 ]
 
 
-@pytest.mark.parametrize("name, before, after, message", SWEEP_CASES,
-                         ids=[c[0] for c in SWEEP_CASES])
-def test_sweep_refuses_a_finished_run_of_another_record(name, before, after, message, tmp_path,
-                                                        monkeypatch):
+@pytest.mark.parametrize(
+    "name, before, after, message", SWEEP_CASES, ids=[c[0] for c in SWEEP_CASES]
+)
+def test_sweep_refuses_a_finished_run_of_another_record(
+    name, before, after, message, tmp_path, monkeypatch
+):
     planned, todo = _sweep(tmp_path, before)
     assert len(todo) == 2
     _finish(planned, monkeypatch)
@@ -306,9 +353,14 @@ def test_sweep_treats_metrics_without_a_record_as_stale(tmp_path):
         _sweep(tmp_path, "")
 
 
-@pytest.mark.parametrize("text, message", [("--scale=abc\n", "bad flags"),
-                                           ("--no_such_flag=1\n", "bad flags"),
-                                           ("--scale=inf\n", "--scale must be a finite")])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("--scale=abc\n", "bad flags"),
+        ("--no_such_flag=1\n", "bad flags"),
+        ("--scale=inf\n", "--scale must be a finite"),
+    ],
+)
 def test_sweep_checks_every_run_s_flags_before_running(text, message, tmp_path):
     with pytest.raises(ValueError, match=message):
         _sweep(tmp_path, text)
@@ -322,8 +374,15 @@ def test_sweep_refuses_an_unknown_binary():
 
 # -- 6. aggregate and reports: bad data named, outputs all or none --------------------------------
 def _metrics(seed=0):
-    return {"dataset": "mnist", "model": "ml", "label": "ML λ=1 σ²=1", "kl_weight": 1.0,
-            "prior_variance": 1.0, "test": {"accuracy": 0.9 + 0.01 * seed}, "error": 0.1}
+    return {
+        "dataset": "mnist",
+        "model": "ml",
+        "label": "ML λ=1 σ²=1",
+        "kl_weight": 1.0,
+        "prior_variance": 1.0,
+        "test": {"accuracy": 0.9 + 0.01 * seed},
+        "error": 0.1,
+    }
 
 
 def _study(tmp_path, *seeds):
@@ -349,22 +408,24 @@ def _seed_abc(root):
 
 def _mixed(root):
     for seed, scale in ((0, 1.0), (1, 2.0)):
-        runs.prepare_output_dir(str(root / "cfg" / f"seed_{seed}"),
-                                {"seed": seed, "scale": scale}, resume=True)
+        runs.prepare_output_dir(
+            str(root / "cfg" / f"seed_{seed}"), {"seed": seed, "scale": scale}, resume=True
+        )
 
 
 COLLECT_CASES = [  # (name, how to spoil the study, message)
     ("JSON list", _json_list, r"seed_0/metrics\.json: expected a JSON object, got a JSON list"),
     ("corrupt JSON", _corrupt, r"seed_0/metrics\.json: corrupt JSON"),
     ("seed_abc", _seed_abc, r"seed_abc: a run folder must be named seed_<integer>"),
-    ("mixed configurations", _mixed,
-     r"mixes runs of different configurations: .*scale: 1\.0 → 2"),
+    ("mixed configurations", _mixed, r"mixes runs of different configurations: .*scale: 1\.0 → 2"),
 ]
 
 
-@pytest.mark.parametrize("reader", [sweep.collect, mixture_report.load_study,
-                                    pn_report.load_study], ids=["aggregate", "mixture_report",
-                                                                "pn_report"])
+@pytest.mark.parametrize(
+    "reader",
+    [sweep.collect, mixture_report.load_study, pn_report.load_study],
+    ids=["aggregate", "mixture_report", "pn_report"],
+)
 @pytest.mark.parametrize("name, spoil, message", COLLECT_CASES, ids=[c[0] for c in COLLECT_CASES])
 def test_sweep_readers_name_the_bad_file(reader, name, spoil, message, tmp_path):
     root = _study(tmp_path, 0, 1)
@@ -376,28 +437,51 @@ def test_sweep_readers_name_the_bad_file(reader, name, spoil, message, tmp_path)
 def test_seeds_differing_only_in_seed_are_one_configuration(tmp_path):
     root = _study(tmp_path, 0, 1)
     for seed in (0, 1):
-        runs.prepare_output_dir(str(root / "cfg" / f"seed_{seed}"),
-                                {"seed": seed, "scale": 1.0, "output_dir": f"x{seed}"},
-                                resume=True)
+        runs.prepare_output_dir(
+            str(root / "cfg" / f"seed_{seed}"),
+            {"seed": seed, "scale": 1.0, "output_dir": f"x{seed}"},
+            resume=True,
+        )
     assert sorted(sweep.collect(str(root))["cfg"]) == [0, 1]
 
 
 REPORT_OUTPUT_CASES = [  # (name, report writer, how to spoil the outputs, message)
-    ("mixture figures_dir is a file", mixture_report.write_report,
-     lambda out, tmp: {"figures_dir": _file(tmp)}, "--figures_dir=.* is a file"),
-    ("pn figures_dir is a file", pn_report.write_report,
-     lambda out, tmp: {"figures_dir": _file(tmp)}, "--figures_dir=.* is a file"),
-    ("mixture output_dir unwritable", mixture_report.write_report,
-     lambda out, tmp: {"output_dir": UNWRITABLE}, "not writable"),
-    ("pn summary.json is a folder", pn_report.write_report,
-     lambda out, tmp: (os.makedirs(os.path.join(out, "summary.json")), {})[1], "is a folder"),
-    ("mixture summary.json is a folder", mixture_report.write_report,
-     lambda out, tmp: (os.makedirs(os.path.join(out, "summary.json")), {})[1], "is a folder"),
+    (
+        "mixture figures_dir is a file",
+        mixture_report.write_report,
+        lambda out, tmp: {"figures_dir": _file(tmp)},
+        "--figures_dir=.* is a file",
+    ),
+    (
+        "pn figures_dir is a file",
+        pn_report.write_report,
+        lambda out, tmp: {"figures_dir": _file(tmp)},
+        "--figures_dir=.* is a file",
+    ),
+    (
+        "mixture output_dir unwritable",
+        mixture_report.write_report,
+        lambda out, tmp: {"output_dir": UNWRITABLE},
+        "not writable",
+    ),
+    (
+        "pn summary.json is a folder",
+        pn_report.write_report,
+        lambda out, tmp: (os.makedirs(os.path.join(out, "summary.json")), {})[1],
+        "is a folder",
+    ),
+    (
+        "mixture summary.json is a folder",
+        mixture_report.write_report,
+        lambda out, tmp: (os.makedirs(os.path.join(out, "summary.json")), {})[1],
+        "is a folder",
+    ),
 ]
 
 
-@pytest.mark.parametrize("name, write, spoil, message", REPORT_OUTPUT_CASES,
-                         ids=[c[0] for c in REPORT_OUTPUT_CASES])
+@pytest.mark.parametrize(
+    "name, write, spoil, message", REPORT_OUTPUT_CASES, ids=[c[0] for c in REPORT_OUTPUT_CASES]
+)
 def test_reports_write_all_outputs_or_none(name, write, spoil, message, tmp_path):
     root = _study(tmp_path, 0, 1)
     out = str(tmp_path / "out")
@@ -439,9 +523,14 @@ def test_idx_of_the_declared_size_still_reads(tmp_path):
     assert images.shape == (1, 28, 28, 1)
 
 
-_TINY_CIFAR = cifar.CifarFormat(folder="tiny", archive="tiny.tar.gz",
-                                split_files={"test": (("test.bin", 2),)}, label_classes=(10,),
-                                label_index=0, pickled_folder="tiny-py")
+_TINY_CIFAR = cifar.CifarFormat(
+    folder="tiny",
+    archive="tiny.tar.gz",
+    split_files={"test": (("test.bin", 2),)},
+    label_classes=(10,),
+    label_index=0,
+    pickled_folder="tiny-py",
+)
 
 
 def _records(count):
@@ -462,10 +551,14 @@ def _bin_with(root, data):
     (root / "tiny" / "test.bin").write_bytes(data)
 
 
-@pytest.mark.parametrize("write, message", [
-    (_tar_with, r"tiny.tar.gz:tiny/test.bin: tar header says 9219 bytes, more than the 6146"),
-    (_bin_with, r"test.bin: holds more than the 6146 bytes"),
-], ids=["tar member", "extracted file"])
+@pytest.mark.parametrize(
+    "write, message",
+    [
+        (_tar_with, r"tiny.tar.gz:tiny/test.bin: tar header says 9219 bytes, more than the 6146"),
+        (_bin_with, r"test.bin: holds more than the 6146 bytes"),
+    ],
+    ids=["tar member", "extracted file"],
+)
 def test_cifar_reading_stops_at_the_published_record_count(write, message, tmp_path):
     write(tmp_path, _records(3))
     with pytest.raises(DataFileError, match=message):
@@ -510,9 +603,13 @@ def _reverse_kl_float64(log_alpha, target):
     """KL(Dir(α) ‖ Dir(β)) in float64 (closed form)."""
     alpha = np.exp(np.asarray(log_alpha, np.float64))
     a0, b0 = alpha.sum(), np.sum(target)
-    return (special.gammaln(a0) - special.gammaln(alpha).sum() - special.gammaln(b0)
-            + special.gammaln(target).sum()
-            + np.sum((alpha - target) * (special.digamma(alpha) - special.digamma(a0))))
+    return (
+        special.gammaln(a0)
+        - special.gammaln(alpha).sum()
+        - special.gammaln(b0)
+        + special.gammaln(target).sum()
+        + np.sum((alpha - target) * (special.digamma(alpha) - special.digamma(a0)))
+    )
 
 
 @pytest.mark.parametrize("z", [1e9, 1e30, F32_MAX, -1e9])
@@ -534,10 +631,14 @@ def test_nan_logits_are_a_clear_error():
         dirichlet.log_alpha_from_logits([0.0, np.nan])
 
 
-@pytest.mark.parametrize("make", [
-    lambda: SampledPredictive(np.zeros([0, 2, 3], np.float32)),
-    lambda: SampledPredictive.from_logits(np.zeros([0, 2, 3], np.float32)),
-], ids=["probs", "from_logits"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: SampledPredictive(np.zeros([0, 2, 3], np.float32)),
+        lambda: SampledPredictive.from_logits(np.zeros([0, 2, 3], np.float32)),
+    ],
+    ids=["probs", "from_logits"],
+)
 def test_sampled_predictive_needs_a_sample(make):
     with pytest.raises(ValueError, match="at least one sample"):
         make()
@@ -558,8 +659,10 @@ def test_mixture_loss_in_range_labels_unchanged():
     labels = [0, 3, 1]
     expected = tf.nn.log_softmax(logits).numpy()[:, np.arange(3), labels]
     np.testing.assert_allclose(
-        mixture_losses.sample_log_likelihoods(tf.constant(labels), logits).numpy(), expected,
-        rtol=1e-6)
+        mixture_losses.sample_log_likelihoods(tf.constant(labels), logits).numpy(),
+        expected,
+        rtol=1e-6,
+    )
 
 
 # -- 9. result files: modes, atomic model, time over resumes --------------------------------------
@@ -605,14 +708,15 @@ def test_model_keras_is_written_atomically(tmp_path):
 def test_train_seconds_add_up_over_resumes(tmp_path):
     spent = [12.5, 3.25, 0.5]
     totals = [runs.add_seconds(str(tmp_path), "train_seconds", s) for s in spent]
-    assert totals == [sum(spent[:k + 1]) for k in range(len(spent))]
+    assert totals == [sum(spent[: k + 1]) for k in range(len(spent))]
     assert json.loads((tmp_path / runs.TIMING_FILE).read_text()) == {"train_seconds": 16.25}
 
 
 # -- 10. real processes: the exit codes -----------------------------------------------------------
 def _run(*args, cwd=REPO):
-    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=240)
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=240
+    )
 
 
 def _no_traceback(result):
@@ -620,15 +724,17 @@ def _no_traceback(result):
 
 
 def test_subprocess_mixture_mnist_exit_codes(tmp_path):
-    result = _run("experiments.mixture_mnist", "--detection_eps=inf",
-                  f"--output_dir={tmp_path / 'run'}")
+    result = _run(
+        "experiments.mixture_mnist", "--detection_eps=inf", f"--output_dir={tmp_path / 'run'}"
+    )
     assert result.returncode == 1 and "--detection_eps must be a finite number" in result.stderr
     _no_traceback(result)
     path = _file(tmp_path)
     result = _run("experiments.mixture_mnist", f"--output_dir={path}")
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1] == (
-        f"error: --output_dir={path} is a file, not a folder; choose another path.")
+        f"error: --output_dir={path} is a file, not a folder; choose another path."
+    )
     _no_traceback(result)
 
 
@@ -642,8 +748,12 @@ def test_subprocess_aggregate_and_report_exit_codes(tmp_path):
     _no_traceback(result)
     root = _study(tmp_path / "b", 0, 1)
     out = tmp_path / "out"
-    result = _run("experiments.mixture_report", f"--sweep_root={root}", f"--output_dir={out}",
-                  f"--figures_dir={_file(tmp_path)}")
+    result = _run(
+        "experiments.mixture_report",
+        f"--sweep_root={root}",
+        f"--output_dir={out}",
+        f"--figures_dir={_file(tmp_path)}",
+    )
     assert result.returncode == 2 and "--figures_dir" in result.stderr
     assert not out.exists()
     _no_traceback(result)
@@ -652,8 +762,12 @@ def test_subprocess_aggregate_and_report_exit_codes(tmp_path):
 def test_subprocess_sweep_exit_codes(tmp_path):
     flagfile = tmp_path / "cfg.cfg"
     flagfile.write_text("--scale=1.0\n")
-    common = ["experiments.sweep", "--binary=tests.fake_experiment", f"--flagfiles={flagfile}",
-              "--seeds=0"]
+    common = [
+        "experiments.sweep",
+        "--binary=tests.fake_experiment",
+        f"--flagfiles={flagfile}",
+        "--seeds=0",
+    ]
     result = _run(*common, f"--output_root={UNWRITABLE}")
     assert result.returncode == 2 and "--output_root" in result.stderr
     _no_traceback(result)
@@ -665,5 +779,7 @@ def test_subprocess_sweep_exit_codes(tmp_path):
     _no_traceback(result)
     assert _run(*common, f"--output_root={root}", "--redo_stale").returncode == 0
     metrics = json.loads((root / "cfg" / "seed_0" / runs.METRICS_FILE).read_text())
-    assert metrics["test"]["accuracy"] == 0.0 and runs.read_record(
-        str(root / "cfg" / "seed_0"))["flags"]["scale"] == 2.0
+    assert (
+        metrics["test"]["accuracy"] == 0.0
+        and runs.read_record(str(root / "cfg" / "seed_0"))["flags"]["scale"] == 2.0
+    )

@@ -1,4 +1,5 @@
 """Deterministic / MC dropout / deep ensemble: objectives vs NumPy, predictives, saving, tf.distribute."""
+
 import os
 import subprocess
 import sys
@@ -18,8 +19,10 @@ INPUT_SHAPE, K, HIDDEN = (3, 4), 3, (8, 8)
 
 def _batch(n=6, seed=0):
     rng = np.random.default_rng(seed)
-    return (rng.random((n,) + INPUT_SHAPE).astype(np.float32),
-            rng.integers(0, K, n).astype(np.int32))
+    return (
+        rng.random((n,) + INPUT_SHAPE).astype(np.float32),
+        rng.integers(0, K, n).astype(np.int32),
+    )
 
 
 def _numpy_logits(network, x):
@@ -39,13 +42,17 @@ def _cross_entropy(logits, y):
 
 
 def _l2(network, weight_decay):
-    return weight_decay * sum((layer.kernel.numpy().astype(np.float64) ** 2).sum()
-                              for layer in network.layers if isinstance(layer, keras.layers.Dense))
+    return weight_decay * sum(
+        (layer.kernel.numpy().astype(np.float64) ** 2).sum()
+        for layer in network.layers
+        if isinstance(layer, keras.layers.Dense)
+    )
 
 
 def test_deterministic_objective_and_predictive_match_numpy():
-    model = Deterministic(input_shape=INPUT_SHAPE, num_classes=K, hidden_units=HIDDEN,
-                          weight_decay=0.01)
+    model = Deterministic(
+        input_shape=INPUT_SHAPE, num_classes=K, hidden_units=HIDDEN, weight_decay=0.01
+    )
     model.compile(optimizer="sgd")
     x, y = _batch()
     logits = _numpy_logits(model.network, x)
@@ -66,7 +73,7 @@ def test_mc_dropout_predictive_has_the_law_of_full_dropout_passes():
     model = MCDropout(input_shape=INPUT_SHAPE, num_classes=K, hidden_units=HIDDEN)
     x, _ = _batch(n=2)
     samples = 4000
-    ours = model.predictive_parameters(tf.constant(x), samples).numpy()          # [S, 2, K]
+    ours = model.predictive_parameters(tf.constant(x), samples).numpy()  # [S, 2, K]
     tiled = np.broadcast_to(x, (samples,) + x.shape).reshape((-1,) + INPUT_SHAPE)
     naive = model.network(tiled, training=True).numpy().reshape(samples, 2, K)
     assert ours.shape == naive.shape
@@ -81,22 +88,29 @@ def test_mc_dropout_predictive_has_the_law_of_full_dropout_passes():
 
 
 def test_ensemble_members_are_independent_and_each_gets_its_own_gradient():
-    model = DeepEnsemble(input_shape=INPUT_SHAPE, num_classes=K, hidden_units=HIDDEN,
-                         num_members=3, weight_decay=0.001)
+    model = DeepEnsemble(
+        input_shape=INPUT_SHAPE,
+        num_classes=K,
+        hidden_units=HIDDEN,
+        num_members=3,
+        weight_decay=0.001,
+    )
     model.compile(optimizer=keras.optimizers.SGD(0.5))
     first_kernels = [m.layers[2].kernel.numpy() for m in model.members]
     assert not np.allclose(first_kernels[0], first_kernels[1])
     x, y = _batch()
     pred = model.predictive(x, num_samples=100)
     assert pred.log_probs.shape == (3, 6, K)
-    np.testing.assert_allclose(pred.log_probs.numpy()[1],
-                               log_softmax(_numpy_logits(model.members[1], x), -1), atol=1e-5)
+    np.testing.assert_allclose(
+        pred.log_probs.numpy()[1], log_softmax(_numpy_logits(model.members[1], x), -1), atol=1e-5
+    )
     # One ensemble step == one SGD step of a member alone on CE + its own L2 term.
     alone = mlp(INPUT_SHAPE, K, hidden_units=HIDDEN, weight_decay=0.001)
     alone.set_weights(model.members[1].get_weights())
     with tf.GradientTape() as tape:
-        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
-            y, alone(x), from_logits=True)) + tf.add_n(alone.losses)
+        loss = tf.reduce_mean(
+            keras.losses.sparse_categorical_crossentropy(y, alone(x), from_logits=True)
+        ) + tf.add_n(alone.losses)
     grads = tape.gradient(loss, alone.trainable_variables)
     expected = [w.numpy() - 0.5 * g.numpy() for w, g in zip(alone.trainable_variables, grads)]
     summed_ce = sum(_cross_entropy(_numpy_logits(m, x), y).mean() for m in model.members)
@@ -119,8 +133,9 @@ def test_keras_round_trip(cls, tmp_path):
     for a, b in zip(model.weights, loaded.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     if cls is not MCDropout:
-        np.testing.assert_array_equal(loaded.predictive(x).log_probs.numpy(),
-                                      model.predictive(x).log_probs.numpy())
+        np.testing.assert_array_equal(
+            loaded.predictive(x).log_probs.numpy(), model.predictive(x).log_probs.numpy()
+        )
 
 
 _DISTRIBUTED_SCRIPT = textwrap.dedent("""
@@ -158,10 +173,14 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent("""
 
 def test_train_step_scales_correctly_under_mirrored_strategy():
     """Two replicas: per-example losses / global batch + regularizer / replicas == one device."""
-    result = subprocess.run([sys.executable, "-c", _DISTRIBUTED_SCRIPT], capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", _DISTRIBUTED_SCRIPT], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = dict(line.split() for line in result.stdout.splitlines()
-                 if line.startswith(("MAXDIFF", "MIXTURE_LOSS")))
+    lines = dict(
+        line.split()
+        for line in result.stdout.splitlines()
+        if line.startswith(("MAXDIFF", "MIXTURE_LOSS"))
+    )
     assert float(lines["MAXDIFF"]) < 1e-6
     assert np.isfinite(float(lines["MIXTURE_LOSS"]))

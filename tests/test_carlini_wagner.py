@@ -6,17 +6,29 @@ over steps and examples, Adam written out, gradients of the small tanh MLP of
 constants, the margin success criterion, the input returned where no example
 was found, abort-early compared with the previous check (no 1e6 start).
 """
+
 import numpy as np
 import pytest
 
+from tests.test_attacks import BATCH, K, X, np_input_grad, np_mlp, tf_mlp
 from uqmix import attacks
 from uqmix.attacks import carlini_wagner
-from tests.test_attacks import BATCH, K, X, np_input_grad, np_mlp, tf_mlp
 
 
-def np_carlini_wagner_l2(x, labels, targeted, lo=0.0, hi=1.0, steps=5, iterations=1000,
-                         abort_early=True, confidence=0.0, initial_const=1e-2, lr=5e-3,
-                         criterion=None):
+def np_carlini_wagner_l2(
+    x,
+    labels,
+    targeted,
+    lo=0.0,
+    hi=1.0,
+    steps=5,
+    iterations=1000,
+    abort_early=True,
+    confidence=0.0,
+    initial_const=1e-2,
+    lr=5e-3,
+    criterion=None,
+):
     """Reference algorithm; criterion = (f(labels, logits) [B], ∂f/∂logits [B, K]) or None."""
     scale = hi - lo
     w0 = np.arctanh((np.clip((x - lo) / scale, 0, 1) * 2 - 1) * 0.999999)
@@ -63,10 +75,11 @@ def np_carlini_wagner_l2(x, labels, targeted, lo=0.0, hi=1.0, steps=5, iteration
             f, f_logit_grad = f_and_grad(z)
             loss = (l2 + const * f).sum()
             d_xnew = 2 * (x_new - x_ref) + const[:, None] * np_input_grad(
-                x_new, labels, lambda _, __: f_logit_grad)
+                x_new, labels, lambda _, __: f_logit_grad
+            )
             grad = d_xnew * (1 - np.tanh(modifier + w0) ** 2) / 2 * scale
             m = 0.9 * m + 0.1 * grad
-            v = 0.999 * v + 0.001 * grad ** 2
+            v = 0.999 * v + 0.001 * grad**2
             rate = lr * np.sqrt(1 - 0.999 ** (it + 1)) / (1 - 0.9 ** (it + 1))
             modifier = modifier - rate * m / (np.sqrt(v) + 1e-8)
             if abort_early and it % period == 0:
@@ -94,17 +107,37 @@ CLEAN = np.argmax(np_mlp(X), 1)
 TARGETS = np.argsort(np_mlp(X), axis=1)[:, -2]  # (class 0 dominates the fixture)
 
 
-@pytest.mark.parametrize("targeted, steps, abort, confidence", [
-    (False, 4, True, 0.0), (True, 3, False, 0.5), (True, 10, True, 0.0)])
+@pytest.mark.parametrize(
+    "targeted, steps, abort, confidence",
+    [(False, 4, True, 0.0), (True, 3, False, 0.5), (True, 10, True, 0.0)],
+)
 def test_matches_numpy_reference(targeted, steps, abort, confidence):
     labels = TARGETS if targeted else CLEAN
-    kwargs = dict(binary_search_steps=steps, max_iterations=60, abort_early=abort,
-                  confidence=confidence, initial_const=0.1, learning_rate=0.05)
-    result = attacks.carlini_wagner_l2_run(tf_mlp, X, y=labels if targeted else None,
-                                           batch_size=5, **kwargs)
-    chunks = [np_carlini_wagner_l2(  # abort-early looks at the loss of a whole batch
-        X[i:i + 5], labels[i:i + 5], targeted, steps=steps, iterations=60, abort_early=abort,
-        confidence=confidence, initial_const=0.1, lr=0.05) for i in range(0, BATCH, 5)]
+    kwargs = dict(
+        binary_search_steps=steps,
+        max_iterations=60,
+        abort_early=abort,
+        confidence=confidence,
+        initial_const=0.1,
+        learning_rate=0.05,
+    )
+    result = attacks.carlini_wagner_l2_run(
+        tf_mlp, X, y=labels if targeted else None, batch_size=5, **kwargs
+    )
+    chunks = [
+        np_carlini_wagner_l2(  # abort-early looks at the loss of a whole batch
+            X[i : i + 5],
+            labels[i : i + 5],
+            targeted,
+            steps=steps,
+            iterations=60,
+            abort_early=abort,
+            confidence=confidence,
+            initial_const=0.1,
+            lr=0.05,
+        )
+        for i in range(0, BATCH, 5)
+    ]
     adv, l2, found, const = (np.concatenate([c[j] for c in chunks]) for j in range(4))
     assert 0 < found.sum()  # the fixture is non-trivial: some succeed …
     if not abort:
@@ -118,8 +151,9 @@ def test_matches_numpy_reference(targeted, steps, abort, confidence):
 def test_properties_box_success_and_more_search_steps():
     """Box constraints; success exactly where the margin criterion holds; x unchanged elsewhere;
     more binary-search steps never give a larger distance."""
-    kwargs = dict(clip_min=0.0, clip_max=1.0, max_iterations=80, learning_rate=0.05,
-                  initial_const=0.01)
+    kwargs = dict(
+        clip_min=0.0, clip_max=1.0, max_iterations=80, learning_rate=0.05, initial_const=0.01
+    )
     short = attacks.carlini_wagner_l2_run(tf_mlp, X, binary_search_steps=2, **kwargs)
     long = attacks.carlini_wagner_l2_run(tf_mlp, X, binary_search_steps=6, **kwargs)
     for result in (short, long):
@@ -139,6 +173,7 @@ def test_properties_box_success_and_more_search_steps():
 def test_adaptive_criterion_replaces_the_margin_loss():
     """KL-PMF at the second most likely class: the oracle with f = KL and ∂f/∂z = softmax − π."""
     from scipy.special import softmax
+
     probs = softmax(np_mlp(X), axis=1)
     target = np.argsort(probs, axis=1)[:, -2]
     swapped = attacks.swap_top_and_target(probs, target).numpy()
@@ -148,10 +183,19 @@ def test_adaptive_criterion_replaces_the_margin_loss():
         return (swapped * np.log(swapped / q)).sum(1), q - swapped
 
     result = attacks.carlini_wagner_l2_run(
-        tf_mlp, X, y=target, targeted=True, loss_fn=attacks.kl_pmf_loss(probs),
-        binary_search_steps=3, max_iterations=50, learning_rate=0.05, initial_const=1.0)
-    adv, l2, found, _ = np_carlini_wagner_l2(X, target, True, steps=3, iterations=50,
-                                             initial_const=1.0, lr=0.05, criterion=kl)
+        tf_mlp,
+        X,
+        y=target,
+        targeted=True,
+        loss_fn=attacks.kl_pmf_loss(probs),
+        binary_search_steps=3,
+        max_iterations=50,
+        learning_rate=0.05,
+        initial_const=1.0,
+    )
+    adv, l2, found, _ = np_carlini_wagner_l2(
+        X, target, True, steps=3, iterations=50, initial_const=1.0, lr=0.05, criterion=kl
+    )
     assert found.any()
     np.testing.assert_array_equal(result.success, found)
     np.testing.assert_allclose(result.adversarial, adv, rtol=0, atol=1e-6)
@@ -162,8 +206,14 @@ def test_float32_eager_equals_compiled_and_no_retrace():
     kwargs = dict(binary_search_steps=2, max_iterations=20, learning_rate=0.05)
     compiled = attacks.carlini_wagner_l2_run(tf_mlp, x, **kwargs)
     before = carlini_wagner._compiled_cw_batch.experimental_get_tracing_count()
-    attacks.carlini_wagner_l2_run(tf_mlp, x[::-1].copy(), binary_search_steps=3,
-                                  max_iterations=25, learning_rate=0.01, initial_const=0.5)
+    attacks.carlini_wagner_l2_run(
+        tf_mlp,
+        x[::-1].copy(),
+        binary_search_steps=3,
+        max_iterations=25,
+        learning_rate=0.01,
+        initial_const=0.5,
+    )
     assert carlini_wagner._compiled_cw_batch.experimental_get_tracing_count() == before
     eager = attacks.carlini_wagner_l2_run(tf_mlp, x, compiled=False, **kwargs)
     assert compiled.adversarial.dtype == np.float32
@@ -179,14 +229,17 @@ def test_cleverhans_rules_for_y_and_targeted():
     np.testing.assert_array_equal(implicit, explicit)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(clip_max=None), "both clip_min and clip_max"),
-    (dict(binary_search_steps=0), "binary_search_steps must be >= 1"),
-    (dict(learning_rate=0.0), "learning_rate must be"),
-    (dict(targeted=True), "targeted=True needs y"),
-    (dict(loss_fn=lambda labels, logits: logits[:, 0]), "needs targeted=True"),
-    (dict(y=np.full(BATCH, K)), "out of range"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(clip_max=None), "both clip_min and clip_max"),
+        (dict(binary_search_steps=0), "binary_search_steps must be >= 1"),
+        (dict(learning_rate=0.0), "learning_rate must be"),
+        (dict(targeted=True), "targeted=True needs y"),
+        (dict(loss_fn=lambda labels, logits: logits[:, 0]), "needs targeted=True"),
+        (dict(y=np.full(BATCH, K)), "out of range"),
+    ],
+)
 def test_bad_input(kwargs, message):
     with pytest.raises(ValueError, match=message):
         attacks.carlini_wagner_l2(tf_mlp, X, **kwargs)

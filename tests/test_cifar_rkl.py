@@ -1,6 +1,6 @@
 """experiments.cifar_rkl: the smoke flagfile end to end, CIFAR binary files, bad input, NaN stop."""
+
 import gzip
-import json
 import os
 import re
 import struct
@@ -13,20 +13,32 @@ import tensorflow as tf
 
 from tests.conftest import REPO_ROOT
 from uqmix import data_synthetic_images, runs, tensorboard_logging, training
-from uqmix.studies import pn_experiment
 from uqmix.data import DataSourceError
+from uqmix.studies import pn_experiment
 
 SMOKE = os.path.join(REPO_ROOT, "experiments", "configs", "smoke.cfg")
 
 
 def _tiny(tmp_path, **overrides):
     """A seconds-long configuration on the generated images."""
-    config = dict(dataset="synthetic_images", ood_train_dataset="synthetic_images_ood",
-                  ood_test_datasets=["synthetic_images_ood"], backbone="small_convnet",
-                  batch_size=32, epochs=1, steps_per_epoch=3, optimizer="adam",
-                  learning_rate=1e-3, lr_schedule="constant", augment=False, verbose=0,
-                  histogram_examples=0, test_examples=64, ood_test_examples=64,
-                  output_dir=str(tmp_path / "run"))
+    config = dict(
+        dataset="synthetic_images",
+        ood_train_dataset="synthetic_images_ood",
+        ood_test_datasets=["synthetic_images_ood"],
+        backbone="small_convnet",
+        batch_size=32,
+        epochs=1,
+        steps_per_epoch=3,
+        optimizer="adam",
+        learning_rate=1e-3,
+        lr_schedule="constant",
+        augment=False,
+        verbose=0,
+        histogram_examples=0,
+        test_examples=64,
+        ood_test_examples=64,
+        output_dir=str(tmp_path / "run"),
+    )
     config.update(overrides)
     return pn_experiment.default_config(**config)
 
@@ -47,16 +59,29 @@ def _event_tags(folder):
 def test_smoke_flagfile_end_to_end(tmp_path):
     out = tmp_path / "smoke"
     result = subprocess.run(
-        [sys.executable, "-m", "experiments.cifar_rkl", f"--flagfile={SMOKE}",
-         f"--output_dir={out}", "--verbose=2"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-        env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
+        [
+            sys.executable,
+            "-m",
+            "experiments.cifar_rkl",
+            f"--flagfile={SMOKE}",
+            f"--output_dir={out}",
+            "--verbose=2",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test error" in result.stdout
     assert "Training model" in result.stdout.splitlines()
     assert "attacking the first 100 test images" in result.stdout
-    noise = [line for line in (result.stdout + result.stderr).splitlines()
-             if re.match(r"I\d{4} ", line) or "INFO" in line]
+    noise = [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if re.match(r"I\d{4} ", line) or "INFO" in line
+    ]
     assert not noise, noise
     metrics = runs.read_json(out / "metrics.json")
     assert metrics["error"] < 0.5  # a learnable set: far better than chance (0.9)
@@ -71,16 +96,26 @@ def test_smoke_flagfile_end_to_end(tmp_path):
     assert 0 < metrics["attack_seconds"] and 0 < metrics["eval_seconds"]
     for figure in metrics["figures"]:
         assert os.path.getsize(out / figure) > 1000
-    assert {"figures/alpha0_histogram.png", "figures/mi_histogram.png",
-            "figures/roc_mutual_information.png", "figures/attack_curves.png"} <= set(
-                metrics["figures"])
+    assert {
+        "figures/alpha0_histogram.png",
+        "figures/mi_histogram.png",
+        "figures/roc_mutual_information.png",
+        "figures/attack_curves.png",
+    } <= set(metrics["figures"])
     config = runs.read_json(out / "config.json")
     assert config["dataset"] == "synthetic_images" and config["epochs"] == 4
     assert "--loss=reverse_kl" in (out / "flags.cfg").read_text()
     assert tf.train.latest_checkpoint(str(out / "model" / "checkpoints")).endswith("-4")
     scalars, histograms = _event_tags(out / "tensorboard")
-    for tag in ("loss", "in_domain_loss", "ood_loss", "accuracy", "mean_alpha0_in",
-                "mean_alpha0_ood", "learning_rate"):
+    for tag in (
+        "loss",
+        "in_domain_loss",
+        "ood_loss",
+        "accuracy",
+        "mean_alpha0_in",
+        "mean_alpha0_ood",
+        "learning_rate",
+    ):
         assert f"epoch_{tag}" in scalars, (tag, scalars)
     assert {"log10_alpha0/in_domain", "log10_alpha0/ood"} <= histograms
     # One axis, the optimizer step: 500 training images (100 held out) / 64 = 8 steps per epoch.
@@ -90,11 +125,16 @@ def test_smoke_flagfile_end_to_end(tmp_path):
     assert [step for step, _ in events[("train", "log10_alpha0/in_domain")]] == epochs
     assert [step for step, _ in events[("validation", "epoch_accuracy")]] == epochs
     evaluation = tensorboard_logging.read_events(out / "tensorboard" / "evaluation")
-    for tag, value in (("error", metrics["error"]), ("nll", metrics["nll"]),
-                       ("ood_detection/synthetic_images_ood/mutual_information/auroc",
-                        ood["mutual_information"]["auroc"]),
-                       ("attacks/white_box/success_rate/iter=10", curves["success_rate"][2]),
-                       ("attacks/white_box/jsr/iter=2", curves["jsr"][0])):
+    for tag, value in (
+        ("error", metrics["error"]),
+        ("nll", metrics["nll"]),
+        (
+            "ood_detection/synthetic_images_ood/mutual_information/auroc",
+            ood["mutual_information"]["auroc"],
+        ),
+        ("attacks/white_box/success_rate/iter=10", curves["success_rate"][2]),
+        ("attacks/white_box/jsr/iter=2", curves["jsr"][0]),
+    ):
         assert evaluation[(".", f"evaluation/{tag}")] == [(32, pytest.approx(value, rel=1e-6))]
     for figure in metrics["figures"]:
         name = os.path.splitext(os.path.basename(figure))[0]
@@ -106,7 +146,7 @@ def _write_cifar(folder, subfolder, files, records):
     start = 0
     for name, count in files:
         with open(os.path.join(folder, subfolder, name), "wb") as handle:
-            handle.write(records[start:start + count].tobytes())
+            handle.write(records[start : start + count].tobytes())
         start += count
 
 
@@ -120,19 +160,45 @@ def test_cifar_binary_files_train_and_evaluate(tmp_path):
     x_test, y_test = data_synthetic_images.load("synthetic_images", "test")
     x_ood, _ = data_synthetic_images.load("synthetic_images_ood", "train")
     data_dir = tmp_path / "data"
-    _write_cifar(str(data_dir / "cifar10"), "cifar-10-batches-bin",
-                 [(f"data_batch_{i}.bin", 40) for i in range(1, 6)], _cifar_records(x[:200], [y[:200]]))
-    _write_cifar(str(data_dir / "cifar10"), "cifar-10-batches-bin", [("test_batch.bin", 50)],
-                 _cifar_records(x_test[:50], [y_test[:50]]))
+    _write_cifar(
+        str(data_dir / "cifar10"),
+        "cifar-10-batches-bin",
+        [(f"data_batch_{i}.bin", 40) for i in range(1, 6)],
+        _cifar_records(x[:200], [y[:200]]),
+    )
+    _write_cifar(
+        str(data_dir / "cifar10"),
+        "cifar-10-batches-bin",
+        [("test_batch.bin", 50)],
+        _cifar_records(x_test[:50], [y_test[:50]]),
+    )
     fine = np.arange(100) % 100
-    _write_cifar(str(data_dir / "cifar100"), "cifar-100-binary", [("train.bin", 100)],
-                 _cifar_records(x_ood[:100], [fine // 5, fine]))
-    _write_cifar(str(data_dir / "cifar100"), "cifar-100-binary", [("test.bin", 60)],
-                 _cifar_records(x_ood[100:160], [fine[:60] // 5, fine[:60]]))
-    config = _tiny(tmp_path, dataset="cifar10", ood_train_dataset="cifar100",
-                   ood_test_datasets=["cifar100"], data_dir=str(data_dir), use_tfds=False,
-                   check_counts=False, backbone="vgg16", width_multiplier=0.0625, augment=True,
-                   test_examples=0, ood_test_examples=0)
+    _write_cifar(
+        str(data_dir / "cifar100"),
+        "cifar-100-binary",
+        [("train.bin", 100)],
+        _cifar_records(x_ood[:100], [fine // 5, fine]),
+    )
+    _write_cifar(
+        str(data_dir / "cifar100"),
+        "cifar-100-binary",
+        [("test.bin", 60)],
+        _cifar_records(x_ood[100:160], [fine[:60] // 5, fine[:60]]),
+    )
+    config = _tiny(
+        tmp_path,
+        dataset="cifar10",
+        ood_train_dataset="cifar100",
+        ood_test_datasets=["cifar100"],
+        data_dir=str(data_dir),
+        use_tfds=False,
+        check_counts=False,
+        backbone="vgg16",
+        width_multiplier=0.0625,
+        augment=True,
+        test_examples=0,
+        ood_test_examples=0,
+    )
     data = pn_experiment.load_data(pn_experiment.validate_config(config))
     np.testing.assert_allclose(data["x_train"], np.round(x[:200] * 255) / 255, atol=1e-6)
     np.testing.assert_array_equal(data["y_train"], y[:200])
@@ -154,23 +220,30 @@ def _write_idx(folder, prefix, images):
         handle.write(struct.pack(">II", 0x801, n) + (np.arange(n) % 10).astype(np.uint8).tobytes())
 
 
-@pytest.mark.parametrize("overrides,message", [
-    ({"dataset": "imagenet"}, "Unknown --dataset 'imagenet'"),
-    ({"ood_test_datasets": ["cifar10", "places"]}, "Unknown dataset 'places'"),
-    ({"backbone": "resnet50"}, "Unknown --backbone 'resnet50'"),
-    ({"target_concentration": 0.0}, "--target_concentration must be > 0"),
-    ({"ood_weight": -0.5}, "--ood_weight must be >= 0"),
-    ({"loss": "hinge"}, "Unknown --loss 'hinge'"),
-    ({"model_kind": "ensemble"}, "--loss=cross_entropy"),
-    ({"strategy": "horovod"}, "Unknown --strategy"),
-    ({"loss": "cross_entropy", "attack_measure": "mutual_information"},
-     "0.5 by construction; use --attack_measure=total_uncertainty"),
-    ({"model_kind": "ensemble", "loss": "cross_entropy", "attack_measure": "precision"},
-     "--attack_measure=precision needs a Prior Network"),
-    ({"attack_noise": "fixed"}, "Unknown --attack_noise 'fixed'"),
-    ({"attack_noise": "frozen"}, "a Prior Network has no sampled noise"),
-    ({"attack_cw_binary_steps": 0}, "--attack_cw_binary_steps must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"dataset": "imagenet"}, "Unknown --dataset 'imagenet'"),
+        ({"ood_test_datasets": ["cifar10", "places"]}, "Unknown dataset 'places'"),
+        ({"backbone": "resnet50"}, "Unknown --backbone 'resnet50'"),
+        ({"target_concentration": 0.0}, "--target_concentration must be > 0"),
+        ({"ood_weight": -0.5}, "--ood_weight must be >= 0"),
+        ({"loss": "hinge"}, "Unknown --loss 'hinge'"),
+        ({"model_kind": "ensemble"}, "--loss=cross_entropy"),
+        ({"strategy": "horovod"}, "Unknown --strategy"),
+        (
+            {"loss": "cross_entropy", "attack_measure": "mutual_information"},
+            "0.5 by construction; use --attack_measure=total_uncertainty",
+        ),
+        (
+            {"model_kind": "ensemble", "loss": "cross_entropy", "attack_measure": "precision"},
+            "--attack_measure=precision needs a Prior Network",
+        ),
+        ({"attack_noise": "fixed"}, "Unknown --attack_noise 'fixed'"),
+        ({"attack_noise": "frozen"}, "a Prior Network has no sampled noise"),
+        ({"attack_cw_binary_steps": 0}, "--attack_cw_binary_steps must be >= 1"),
+    ],
+)
 def test_bad_flags_are_refused_before_anything_runs(tmp_path, overrides, message):
     config = _tiny(tmp_path, **overrides)
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
@@ -179,19 +252,35 @@ def test_bad_flags_are_refused_before_anything_runs(tmp_path, overrides, message
 
 
 def test_adaptive_cw_on_mc_dropout_with_frozen_noise_is_recorded(tmp_path):
-    config = _tiny(tmp_path, model_kind="mc_dropout", loss="cross_entropy", dropout_rate=0.3,
-                   ood_train_dataset="", eval_samples=3, attack=True, attack_method="cw",
-                   attack_iterations=["3", "6"], attack_examples=12,
-                   attack_measure="total_uncertainty", attack_noise="frozen",
-                   attack_combine="mean_loss", attack_gradient_samples=2,
-                   attack_cw_binary_steps=2, attack_cw_learning_rate=0.05)
+    config = _tiny(
+        tmp_path,
+        model_kind="mc_dropout",
+        loss="cross_entropy",
+        dropout_rate=0.3,
+        ood_train_dataset="",
+        eval_samples=3,
+        attack=True,
+        attack_method="cw",
+        attack_iterations=["3", "6"],
+        attack_examples=12,
+        attack_measure="total_uncertainty",
+        attack_noise="frozen",
+        attack_combine="mean_loss",
+        attack_gradient_samples=2,
+        attack_cw_binary_steps=2,
+        attack_cw_learning_rate=0.05,
+    )
     metrics = pn_experiment.run(config)
     attacks = metrics["attacks"]
     assert attacks["method"] == "cw" and attacks["iterations"] == [3, 6]
     recorded = attacks["attack_options"]
-    assert (recorded["noise"], recorded["combine"], recorded["num_gradient_samples"],
-            recorded["binary_search_steps"], recorded["learning_rate"]) == (
-        "frozen", "mean_loss", 2, 2, 0.05)
+    assert (
+        recorded["noise"],
+        recorded["combine"],
+        recorded["num_gradient_samples"],
+        recorded["binary_search_steps"],
+        recorded["learning_rate"],
+    ) == ("frozen", "mean_loss", 2, 2, 0.05)
     curves = attacks["white_box"]
     assert all(len(curves[k]) == 2 for k in ("success_rate", "auroc", "jsr", "median_l2"))
     assert all(0 <= v <= 1 for v in curves["success_rate"])
@@ -201,18 +290,27 @@ def test_bad_data_is_refused_before_training(tmp_path):
     # Missing files: a data_dir without the set, downloads off.
     empty = tmp_path / "empty"
     empty.mkdir()
-    config = _tiny(tmp_path, dataset="cifar10", ood_train_dataset="", data_dir=str(empty),
-                   use_tfds=False)
+    config = _tiny(
+        tmp_path, dataset="cifar10", ood_train_dataset="", data_dir=str(empty), use_tfds=False
+    )
     with pytest.raises(DataSourceError, match="cifar10"):
         pn_experiment.run(config)
     # OOD images of another shape (28x28x1 IDX files vs 32x32x3 images).
     data_dir = tmp_path / "data"
     images = np.random.default_rng(0).integers(0, 256, (20, 28, 28), dtype=np.uint8)
     _write_idx(str(data_dir / "fashion_mnist"), "train", images)
-    config = _tiny(tmp_path, ood_train_dataset="fashion_mnist", data_dir=str(data_dir),
-                   check_counts=False, use_tfds=False)
-    with pytest.raises(ValueError, match=r"\(32, 32, 3\) per example but OOD training set "
-                                         r"fashion_mnist inputs have \(28, 28, 1\)"):
+    config = _tiny(
+        tmp_path,
+        ood_train_dataset="fashion_mnist",
+        data_dir=str(data_dir),
+        check_counts=False,
+        use_tfds=False,
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"\(32, 32, 3\) per example but OOD training set "
+        r"fashion_mnist inputs have \(28, 28, 1\)",
+    ):
         pn_experiment.run(config)
     assert not os.path.exists(config["output_dir"])
 
@@ -226,9 +324,19 @@ def test_output_dir_of_another_configuration_is_refused(tmp_path):
         pn_experiment.run(dict(config, resume=True))
     assert not os.path.exists(os.path.join(config["output_dir"], "model"))
     result = subprocess.run(
-        [sys.executable, "-m", "experiments.cifar_rkl", "--dataset=synthetic_images",
-         "--backbone=resnet", f"--output_dir={tmp_path / 'cli'}"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "experiments.cifar_rkl",
+            "--dataset=synthetic_images",
+            "--backbone=resnet",
+            f"--output_dir={tmp_path / 'cli'}",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1 and "Unknown --backbone 'resnet'" in result.stderr
 
 
@@ -249,8 +357,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     with pytest.raises(training.TrainingDivergedError, match="ckpt-1") as info:
         pn_experiment.run(config)
     assert "nan" in str(info.value).lower() or "inf" in str(info.value).lower()
-    checkpoint = tf.train.latest_checkpoint(os.path.join(config["output_dir"], "model",
-                                                         "checkpoints"))
+    checkpoint = tf.train.latest_checkpoint(
+        os.path.join(config["output_dir"], "model", "checkpoints")
+    )
     assert checkpoint.endswith("ckpt-1")
     reader = tf.train.load_checkpoint(checkpoint)
     for name in reader.get_variable_to_shape_map():
@@ -288,6 +397,7 @@ def test_non_finite_weights_under_a_finite_loss_stop_training(tmp_path, monkeypa
     with pytest.raises(training.TrainingDivergedError, match="non-finite weights") as info:
         pn_experiment.run(config)
     assert "epoch 2, the end" in str(info.value) and "ckpt-1" in str(info.value)
-    checkpoint = tf.train.latest_checkpoint(os.path.join(config["output_dir"], "model",
-                                                         "checkpoints"))
+    checkpoint = tf.train.latest_checkpoint(
+        os.path.join(config["output_dir"], "model", "checkpoints")
+    )
     assert checkpoint.endswith("ckpt-1")

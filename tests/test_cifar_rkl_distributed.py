@@ -1,4 +1,5 @@
 """experiments.cifar_rkl under MirroredStrategy on two logical CPU devices equals one device."""
+
 import json
 import subprocess
 import sys
@@ -42,11 +43,16 @@ def _leaves(tree, prefix=""):
 
 
 def test_one_epoch_under_mirrored_strategy_matches_one_device(tmp_path):
-    result = subprocess.run([sys.executable, "-c", _SCRIPT, str(tmp_path)], cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", _SCRIPT, str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     line = next(text for text in result.stdout.splitlines() if text.startswith("RESULT "))
-    results = json.loads(line[len("RESULT "):])
+    results = json.loads(line[len("RESULT ") :])
     single, mirrored = results["default"], results["mirrored"]
     assert single["num_replicas"] == 1 and mirrored["num_replicas"] == 2
     compared = 0

@@ -1,4 +1,5 @@
 """Every flagfile in experiments/configs/ names only flags its binary has and passes validation."""
+
 import glob
 import os
 

@@ -1,4 +1,5 @@
 """uqmix.console: the INFO-line filter, "Training <model> (i/n)" and progress lines."""
+
 import io
 
 import pytest

@@ -1,4 +1,5 @@
 """uqmix.data: published file formats (written here, tiny), sources, registry, pipelines."""
+
 import gzip
 import io
 import os
@@ -21,6 +22,7 @@ RNG = np.random.default_rng(0)
 # ---------------------------------------------------------------- file writers
 # Independent encoders of the published formats (struct / raw bytes), not uqmix code.
 
+
 def idx_bytes(array, magic_type=0x08):
     array = np.asarray(array, np.uint8)
     header = struct.pack(">BBBB", 0, 0, magic_type, array.ndim)
@@ -31,7 +33,7 @@ def idx_bytes(array, magic_type=0x08):
 def write(path, payload, compress=None):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     compress = path.endswith(".gz") if compress is None else compress
-    with (gzip.open(path, "wb") if compress else open(path, "wb")) as handle:
+    with gzip.open(path, "wb") if compress else open(path, "wb") as handle:
         handle.write(payload)
     return path
 
@@ -72,6 +74,7 @@ def assert_file_error(excinfo, *fragments):
 
 # ------------------------------------------------------------------------ IDX
 
+
 def test_idx_round_trip_gz_and_plain(idx_dir, tmp_path):
     root, images, labels = idx_dir
     x, y = data.load_arrays("mnist", "train", str(root), check_counts=False)
@@ -90,17 +93,25 @@ def test_idx_published_counts_are_enforced(idx_dir):
     root, _, _ = idx_dir
     with pytest.raises(DataFileError) as excinfo:
         data.load_arrays("mnist", "train", str(root))
-    assert_file_error(excinfo, "train-images-idx3-ubyte.gz", "holds 7 images, expected 60000",
-                      "Expected layout", "yann.lecun.com")
+    assert_file_error(
+        excinfo,
+        "train-images-idx3-ubyte.gz",
+        "holds 7 images, expected 60000",
+        "Expected layout",
+        "yann.lecun.com",
+    )
 
 
-@pytest.mark.parametrize("damage, fragment", [
-    ("magic", "bad IDX magic number 0x00000903"),
-    ("truncate_gzip", "truncated or corrupt"),
-    ("short_payload", "truncated or corrupt"),
-    ("not_gzip", "not a readable gzip file"),
-    ("image_size", "images are (27, 28), expected (28, 28)"),
-])
+@pytest.mark.parametrize(
+    "damage, fragment",
+    [
+        ("magic", "bad IDX magic number 0x00000903"),
+        ("truncate_gzip", "truncated or corrupt"),
+        ("short_payload", "truncated or corrupt"),
+        ("not_gzip", "not a readable gzip file"),
+        ("image_size", "images are (27, 28), expected (28, 28)"),
+    ],
+)
 def test_corrupt_idx_images_name_the_file(idx_dir, damage, fragment):
     root, images, _ = idx_dir
     path = str(root / "mnist" / "train-images-idx3-ubyte.gz")
@@ -143,11 +154,16 @@ def test_missing_idx_file(idx_dir):
     root, _, _ = idx_dir
     with pytest.raises(DataFileError) as excinfo:
         data.load_arrays("mnist", "test", str(root))
-    assert_file_error(excinfo, os.path.join(str(root), "mnist", "t10k-images-idx3-ubyte.gz"),
-                      "file not found", "t10k-labels-idx1-ubyte.gz")
+    assert_file_error(
+        excinfo,
+        os.path.join(str(root), "mnist", "t10k-images-idx3-ubyte.gz"),
+        "file not found",
+        "t10k-labels-idx1-ubyte.gz",
+    )
 
 
 # ---------------------------------------------------------------------- CIFAR
+
 
 def _write_cifar10(folder, per_file=3):
     """Extracted cifar-10-batches-bin/ with tiny files; returns the expected arrays."""
@@ -156,8 +172,10 @@ def _write_cifar10(folder, per_file=3):
         xs, ys = [], []
         for name, _ in files:
             images, labels = random_images(per_file, (32, 32, 3)), RNG.integers(0, 10, per_file)
-            write(os.path.join(folder, "cifar-10-batches-bin", name),
-                  cifar_record_bytes(images, [labels]))
+            write(
+                os.path.join(folder, "cifar-10-batches-bin", name),
+                cifar_record_bytes(images, [labels]),
+            )
             xs.append(images)
             ys.append(labels)
         expected[split] = (np.concatenate(xs), np.concatenate(ys))
@@ -178,16 +196,20 @@ def test_cifar10_binary_folder_and_archive_round_trip(tmp_path):
         np.testing.assert_array_equal(y, expected[split][1])
     # The published .tar.gz, read in memory without extracting.
     os.makedirs(tmp_path / "archived" / "cifar10")
-    _tar_folder(str(tmp_path / "extracted" / "cifar10"), "cifar-10-batches-bin",
-                str(tmp_path / "archived" / "cifar10" / "cifar-10-binary.tar.gz"))
+    _tar_folder(
+        str(tmp_path / "extracted" / "cifar10"),
+        "cifar-10-batches-bin",
+        str(tmp_path / "archived" / "cifar10" / "cifar-10-binary.tar.gz"),
+    )
     x, y = data.load_arrays("cifar10", "train", str(tmp_path / "archived"), check_counts=False)
     np.testing.assert_array_equal(np.round(x * 255).astype(np.uint8), expected["train"][0])
     np.testing.assert_array_equal(y, expected["train"][1])
     assert os.listdir(tmp_path / "archived" / "cifar10") == ["cifar-10-binary.tar.gz"]
     with pytest.raises(DataFileError) as excinfo:
         data.load_arrays("cifar10", "train", str(tmp_path / "archived"))
-    assert_file_error(excinfo, "data_batch_1.bin", "holds 3 records, expected 10000",
-                      "cs.toronto.edu")
+    assert_file_error(
+        excinfo, "data_batch_1.bin", "holds 3 records, expected 10000", "cs.toronto.edu"
+    )
 
 
 def test_cifar100_fine_labels_and_coarse_validation(tmp_path):
@@ -223,8 +245,9 @@ def test_cifar_corrupt_truncated_missing_and_pickled(tmp_path):
     (pickled / "data_batch_1").write_bytes(b"\x80\x04not a real pickle")
     with pytest.raises(DataFileError) as excinfo:
         data.load_arrays("cifar10", "train", str(tmp_path / "pickled"))
-    assert_file_error(excinfo, "cifar-10-batches-py/ is the pickled Python version",
-                      "cifar-10-binary.tar.gz")
+    assert_file_error(
+        excinfo, "cifar-10-batches-py/ is the pickled Python version", "cifar-10-binary.tar.gz"
+    )
     # A broken archive, and an archive lacking a member.
     archive = tmp_path / "badtar" / "cifar10" / "cifar-10-binary.tar.gz"
     write(str(archive), b"this is not a tar stream" * 10)
@@ -241,6 +264,7 @@ def test_cifar_corrupt_truncated_missing_and_pickled(tmp_path):
 
 
 # ----------------------------------------------------------------------- SVHN
+
 
 def test_svhn_mat_round_trip_and_errors(tmp_path):
     import scipy.io
@@ -277,6 +301,7 @@ def test_svhn_mat_round_trip_and_errors(tmp_path):
 
 # ------------------------------------------------------------- image folders
 
+
 def _save_png(path, array):
     from PIL import Image
 
@@ -298,8 +323,9 @@ def test_notmnist_letter_folders_skip_broken_pngs(tmp_path):
         x, y = data.load_arrays("notmnist", "test", str(tmp_path))
     assert x.shape == (20, 28, 28, 1)
     ordered = sorted(expected)
-    np.testing.assert_array_equal(np.round(x[..., 0] * 255).astype(np.uint8),
-                                  np.stack([expected[p][0] for p in ordered]))
+    np.testing.assert_array_equal(
+        np.round(x[..., 0] * 255).astype(np.uint8), np.stack([expected[p][0] for p in ordered])
+    )
     np.testing.assert_array_equal(y, [expected[p][1] for p in ordered])
     with pytest.raises(ValueError, match="notmnist has splits test"):
         data.load_arrays("notmnist", "train", str(tmp_path))
@@ -314,8 +340,9 @@ def test_notmnist_idx_form_and_missing_layout(tmp_path):
     os.makedirs(tmp_path / "empty" / "notmnist" / "A")
     with pytest.raises(DataFileError) as excinfo:
         data.load_arrays("notmnist", "test", str(tmp_path / "empty"))
-    assert_file_error(excinfo, "t10k-images-idx3-ubyte.gz", "no letter folders A..J",
-                      "notMNIST_small.tar.gz")
+    assert_file_error(
+        excinfo, "t10k-images-idx3-ubyte.gz", "no letter folders A..J", "notMNIST_small.tar.gz"
+    )
 
 
 def test_ood_image_folder_labels_splits_and_sizes(tmp_path):
@@ -339,8 +366,9 @@ def test_ood_image_folder_labels_splits_and_sizes(tmp_path):
     gray = random_images(1, (32, 32))[0]
     _save_png(str(root / "img3_gray.png"), gray)
     x, _ = data.load_arrays("lsun_resize", "test", str(tmp_path))
-    np.testing.assert_array_equal(np.round(x[3] * 255).astype(np.uint8),
-                                  np.repeat(gray[..., None], 3, axis=-1))
+    np.testing.assert_array_equal(
+        np.round(x[3] * 255).astype(np.uint8), np.repeat(gray[..., None], 3, axis=-1)
+    )
     _save_png(str(root / "img4_big.png"), random_images(1, (36, 36, 3))[0])
     with pytest.raises(DataFileError) as excinfo:
         data.load_arrays("lsun_resize", "test", str(tmp_path))
@@ -362,6 +390,7 @@ def test_empty_image_folder(tmp_path):
 
 # ------------------------------------------------------------ tfds and sources
 
+
 def test_tfds_dict_conversion():
     images = random_images(6, (32, 32, 3))
     labels = np.array([0, 1, 2, 3, 4, 9])
@@ -372,7 +401,9 @@ def test_tfds_dict_conversion():
     with pytest.raises(DataSourceError, match="'image' and 'label'"):
         tfds_source.tfds_to_arrays({"image": images}, "svhn", 10)
     with pytest.raises(DataSourceError, match="uint8 images"):
-        tfds_source.tfds_to_arrays({"image": images.astype(np.float32), "label": labels}, "svhn", 10)
+        tfds_source.tfds_to_arrays(
+            {"image": images.astype(np.float32), "label": labels}, "svhn", 10
+        )
     with pytest.raises(DataSourceError, match="labels outside 0..9"):
         tfds_source.tfds_to_arrays({"image": images, "label": labels + 1}, "svhn", 10)
     with pytest.raises(DataSourceError, match="6 integer labels"):
@@ -393,8 +424,9 @@ def _fake_tfds(monkeypatch, load):
 
 def test_tfds_source_used_without_local_copy(monkeypatch, tmp_path):
     images = random_images(4, (32, 32, 3))
-    calls = _fake_tfds(monkeypatch, lambda name, **kw: {"image": images,
-                                                        "label": np.array([1, 2, 3, 0])})
+    calls = _fake_tfds(
+        monkeypatch, lambda name, **kw: {"image": images, "label": np.array([1, 2, 3, 0])}
+    )
     x, y = data.load_arrays("svhn", "extra", check_counts=False)
     assert calls == [("svhn_cropped", {"split": "extra", "batch_size": -1})]
     np.testing.assert_array_equal(np.round(x * 255).astype(np.uint8), images)
@@ -415,16 +447,25 @@ def test_failing_tfds_download_asks_for_data_dir(monkeypatch, tmp_path):
     assert_file_error(excinfo, "tensorflow-datasets", "no network", "pass data_dir")
     with pytest.raises(DataSourceError) as excinfo:
         data.load_arrays("fashion_mnist", "test", str(tmp_path))
-    assert_file_error(excinfo, os.path.join(str(tmp_path), "fashion_mnist"), "does not exist",
-                      "no network", "t10k-images-idx3-ubyte.gz")
+    assert_file_error(
+        excinfo,
+        os.path.join(str(tmp_path), "fashion_mnist"),
+        "does not exist",
+        "no network",
+        "t10k-images-idx3-ubyte.gz",
+    )
 
 
 def test_sources_that_need_local_files(monkeypatch, tmp_path):
     _fake_tfds(monkeypatch, lambda name, **kw: pytest.fail("tfds must not be called"))
     with pytest.raises(DataSourceError) as excinfo:
         data.load_arrays("notmnist", "test")
-    assert_file_error(excinfo, "needs local files", "tensorflow-datasets does not have it",
-                      "notMNIST_small.tar.gz")
+    assert_file_error(
+        excinfo,
+        "needs local files",
+        "tensorflow-datasets does not have it",
+        "notMNIST_small.tar.gz",
+    )
     with pytest.raises(DataSourceError, match="download disabled"):
         data.load_arrays("mnist", "test", str(tmp_path), use_tfds=False)
     with pytest.raises(DataSourceError, match="does not exist or is not a folder"):
@@ -434,8 +475,18 @@ def test_sources_that_need_local_files(monkeypatch, tmp_path):
 def test_unknown_name_and_split_list_the_known_ones():
     with pytest.raises(ValueError) as excinfo:
         data.load_arrays("imagenet", "train")
-    for name in ("mnist", "fashion_mnist", "notmnist", "cifar10", "cifar100", "svhn",
-                 "synthetic3", "synthetic3_ood", "lsun_resize", "tim_resize"):
+    for name in (
+        "mnist",
+        "fashion_mnist",
+        "notmnist",
+        "cifar10",
+        "cifar100",
+        "svhn",
+        "synthetic3",
+        "synthetic3_ood",
+        "lsun_resize",
+        "tim_resize",
+    ):
         assert name in str(excinfo.value)
         assert name in data.known_names()
     with pytest.raises(ValueError, match="cifar10 has splits train, test; got 'validation'"):
@@ -479,10 +530,12 @@ def test_real_files_load_with_published_counts(shared_data_dir, name, split):
 
 # ------------------------------------------------------------------ pipeline
 
+
 def _batches(dataset, count=None):
     items = dataset if count is None else dataset.take(count)
-    return [tuple(np.asarray(t) for t in b) if isinstance(b, tuple) else np.asarray(b)
-            for b in items]
+    return [
+        tuple(np.asarray(t) for t in b) if isinstance(b, tuple) else np.asarray(b) for b in items
+    ]
 
 
 def test_make_dataset_seeded_order_across_epochs_and_resume():
@@ -529,14 +582,17 @@ def test_make_dataset_single_epoch_options():
     np.testing.assert_array_equal(np.sort(unseeded_a[:, 0]), np.arange(10))
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(batch_size=0), "batch_size must be an integer >= 1"),
-    (dict(batch_size=2, y=np.zeros(3)), "x has 4 examples but y has 3"),
-    (dict(batch_size=2, seed=-1), "seed must be an integer >= 0"),
-    (dict(batch_size=8, drop_remainder=True), "leaves no batch"),
-    (dict(batch_size=2, x=np.array([[0.0], [np.nan], [1.0], [2.0]])), "NaN or Inf"),
-    (dict(batch_size=2, x=np.zeros((0, 2))), "non-empty"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(batch_size=0), "batch_size must be an integer >= 1"),
+        (dict(batch_size=2, y=np.zeros(3)), "x has 4 examples but y has 3"),
+        (dict(batch_size=2, seed=-1), "seed must be an integer >= 0"),
+        (dict(batch_size=8, drop_remainder=True), "leaves no batch"),
+        (dict(batch_size=2, x=np.array([[0.0], [np.nan], [1.0], [2.0]])), "NaN or Inf"),
+        (dict(batch_size=2, x=np.zeros((0, 2))), "non-empty"),
+    ],
+)
 def test_make_dataset_bad_input(kwargs, message):
     kwargs = dict(kwargs)
     x = kwargs.pop("x", np.zeros((4, 2), np.float32))
@@ -568,11 +624,15 @@ def test_zip_in_and_ood_repeats_the_shorter():
 
 
 def test_zip_and_shape_checks_give_clear_errors():
-    in_ds = data.make_dataset(np.zeros((4, 28, 28, 1), np.float32), np.zeros(4, np.int64),
-                              batch_size=2)
+    in_ds = data.make_dataset(
+        np.zeros((4, 28, 28, 1), np.float32), np.zeros(4, np.int64), batch_size=2
+    )
     rgb = data.make_dataset(np.zeros((4, 32, 32, 3), np.float32), batch_size=2)
-    with pytest.raises(ValueError, match=r"in-domain inputs have shape \(28, 28, 1\).*OOD.*"
-                                         r"\(32, 32, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"in-domain inputs have shape \(28, 28, 1\).*OOD.*"
+        r"\(32, 32, 3\)",
+    ):
         data.zip_in_and_ood(in_ds, rgb)
     with pytest.raises(ValueError, match="must yield \\(x, y\\)"):
         data.zip_in_and_ood(rgb, rgb)
@@ -580,8 +640,9 @@ def test_zip_and_shape_checks_give_clear_errors():
         data.zip_in_and_ood(in_ds, in_ds.filter(lambda x, y: True))
     assert data.check_same_image_shape(np.zeros((2, 28, 28, 1)), in_ds) == (28, 28, 1)
     with pytest.raises(ValueError, match=r"mnist inputs have shape \(28, 28, 1\).*cifar10"):
-        data.check_same_image_shape(np.zeros((2, 28, 28, 1)), np.zeros((2, 32, 32, 3)),
-                                    "mnist", "cifar10")
+        data.check_same_image_shape(
+            np.zeros((2, 28, 28, 1)), np.zeros((2, 32, 32, 3)), "mnist", "cifar10"
+        )
 
 
 def test_hold_out_splits_off_the_last_examples():

@@ -1,4 +1,5 @@
 """Dirichlet KL and Prior Network losses vs TFP, Monte-Carlo and float64 NumPy oracles."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -37,8 +38,7 @@ def test_dirichlet_kl_matches_tfp(dtype):
 
 
 def _log_dirichlet_pdf(x, alpha):
-    return (gammaln(alpha.sum(-1)) - gammaln(alpha).sum(-1)
-            + ((alpha - 1.0) * np.log(x)).sum(-1))
+    return gammaln(alpha.sum(-1)) - gammaln(alpha).sum(-1) + ((alpha - 1.0) * np.log(x)).sum(-1)
 
 
 def test_dirichlet_kl_matches_monte_carlo():
@@ -94,8 +94,18 @@ def test_losses_vanish_at_target(loss_fn):
 @pytest.mark.parametrize("labels", [np.array([0, 1, 2, 0, 1, 2, 0, 1]), None])
 def test_values_and_gradients_finite_for_extreme_logits(loss_fn, labels):
     rng = np.random.default_rng(3)
-    extremes = np.array([[100, -100, 0], [-100, -100, -100], [100, 100, 100], [-100, 100, 100],
-                         [0, 0, 0], [100, -100, -100], [-100, -100, 100], [50, -50, 30]])
+    extremes = np.array(
+        [
+            [100, -100, 0],
+            [-100, -100, -100],
+            [100, 100, 100],
+            [-100, 100, 100],
+            [0, 0, 0],
+            [100, -100, -100],
+            [-100, -100, 100],
+            [50, -50, 30],
+        ]
+    )
     for logits in (extremes, rng.uniform(-100, 100, size=(8, 3))):
         z = tf.Variable(logits.astype(np.float32))
         for normalize in (False, True):
@@ -111,15 +121,29 @@ def test_values_and_gradients_finite_for_extreme_logits(loss_fn, labels):
 def _kl64(a, b):
     """Textbook closed form in float64 (SciPy)."""
     a0, b0 = a.sum(-1), b.sum(-1)
-    return (gammaln(a0) - gammaln(b0) - (gammaln(a) - gammaln(b)).sum(-1)
-            + ((a - b) * (digamma(a) - digamma(a0)[:, None])).sum(-1))
+    return (
+        gammaln(a0)
+        - gammaln(b0)
+        - (gammaln(a) - gammaln(b)).sum(-1)
+        + ((a - b) * (digamma(a) - digamma(a0)[:, None])).sum(-1)
+    )
 
 
 def _extreme_problem():
     rng = np.random.default_rng(5)
-    logits = np.concatenate([rng.uniform(-100, 100, (200, 3)),
-                             [[100, -100, 0], [-100, -100, -100], [100, 100, 100], [60, -60, 0],
-                              [29, 31, -5], [9, 11, 10]]])
+    logits = np.concatenate(
+        [
+            rng.uniform(-100, 100, (200, 3)),
+            [
+                [100, -100, 0],
+                [-100, -100, -100],
+                [100, 100, 100],
+                [60, -60, 0],
+                [29, 31, -5],
+                [9, 11, 10],
+            ],
+        ]
+    )
     labels = rng.integers(0, 3, len(logits))
     alpha = np.exp(np.clip(logits, -30, 30))  # the documented guard of uqmix.dirichlet
     target = np.ones_like(alpha)
@@ -141,9 +165,12 @@ def test_float32_losses_accurate_at_extreme_logits():
     def kl_mp(a, b):
         a, b = [mp.mpf(float(v)) for v in a], [mp.mpf(float(v)) for v in b]
         a0, b0 = sum(a), sum(b)
-        return float(mp.loggamma(a0) - mp.loggamma(b0)
-                     - sum(mp.loggamma(x) - mp.loggamma(y) for x, y in zip(a, b))
-                     + sum((x - y) * (mp.digamma(x) - mp.digamma(a0)) for x, y in zip(a, b)))
+        return float(
+            mp.loggamma(a0)
+            - mp.loggamma(b0)
+            - sum(mp.loggamma(x) - mp.loggamma(y) for x, y in zip(a, b))
+            + sum((x - y) * (mp.digamma(x) - mp.digamma(a0)) for x, y in zip(a, b))
+        )
 
     exact = np.array([kl_mp(a, t) for a, t in zip(alpha[::5], target[::5])])
     np.testing.assert_allclose(reverse[::5], exact, rtol=2e-5, atol=1e-3)
@@ -156,8 +183,8 @@ def test_float32_gradients_match_float64_closed_form():
     logits, labels, alpha, target = _extreme_problem()
     a0, t0 = alpha.sum(-1, keepdims=True), target.sum(-1, keepdims=True)
     expected = {
-        reverse_kl_loss: alpha * ((alpha - target) * polygamma(1, alpha)
-                                  - (a0 - t0) * polygamma(1, a0)),
+        reverse_kl_loss: alpha
+        * ((alpha - target) * polygamma(1, alpha) - (a0 - t0) * polygamma(1, a0)),
         forward_kl_loss: alpha * (digamma(alpha) - digamma(a0) - digamma(target) + digamma(t0)),
     }
     for loss_fn, oracle in expected.items():
@@ -166,8 +193,9 @@ def test_float32_gradients_match_float64_closed_form():
             loss = tf.reduce_sum(loss_fn(z, labels, 100.0))
         grad = tape.gradient(loss, z).numpy()
         scale = np.abs(oracle).max(axis=1, keepdims=True)
-        assert np.all(np.abs(grad - oracle) <= 2e-3 * np.abs(oracle) + 1e-5 * scale + 1e-6), \
+        assert np.all(np.abs(grad - oracle) <= 2e-3 * np.abs(oracle) + 1e-5 * scale + 1e-6), (
             loss_fn.__name__
+        )
 
 
 def test_gradient_points_towards_target():

@@ -1,4 +1,5 @@
 """SavedModel export: loads with TensorFlow alone and reproduces the model's outputs."""
+
 import json
 import subprocess
 import sys
@@ -25,8 +26,12 @@ _LOADER = textwrap.dedent("""
 
 
 def _load_in_fresh_process(path, x, num_samples):
-    result = subprocess.run([sys.executable, "-c", _LOADER, path, json.dumps(x.tolist()),
-                             str(num_samples)], capture_output=True, text=True, timeout=240)
+    result = subprocess.run(
+        [sys.executable, "-c", _LOADER, path, json.dumps(x.tolist()), str(num_samples)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return {k: np.array(v) for k, v in json.loads(result.stdout.strip().splitlines()[-1]).items()}
 
@@ -42,8 +47,9 @@ def test_export_sampled_and_dirichlet_models(tmp_path):
         expected = serving_outputs(model.predictive_on_batch(x, num_samples=samples))
         assert set(served) == set(expected)
         for name, value in expected.items():
-            np.testing.assert_allclose(served[name], value.numpy(), rtol=1e-5, atol=1e-6,
-                                       err_msg=name)
+            np.testing.assert_allclose(
+                served[name], value.numpy(), rtol=1e-5, atol=1e-6, err_msg=name
+            )
 
 
 def test_export_of_trained_infinite_mixture_and_prior_network(tmp_path):
@@ -55,10 +61,18 @@ def test_export_of_trained_infinite_mixture_and_prior_network(tmp_path):
 
     rng = np.random.default_rng(1)
     x_train = rng.random((64, 4, 4, 1)).astype(np.float32)
-    y_train = (x_train.reshape(64, -1).mean(-1) > 0.5).astype(np.int64) + (x_train[:, 0, 0, 0] > 0.5)
+    y_train = (x_train.reshape(64, -1).mean(-1) > 0.5).astype(np.int64) + (
+        x_train[:, 0, 0, 0] > 0.5
+    )
     x = x_train[:6]
-    mixture = InfiniteMixture(num_classes=3, hidden_units=(8,), objective="ml", dataset_size=64,
-                              seed=3, jit_sampling=False)
+    mixture = InfiniteMixture(
+        num_classes=3,
+        hidden_units=(8,),
+        objective="ml",
+        dataset_size=64,
+        seed=3,
+        jit_sampling=False,
+    )
     network = PriorNetwork(mlp((4, 4, 1), 3, hidden_units=(8,)), 3)
     for model in (mixture, network):
         model.compile(optimizer=keras.optimizers.Adam(1e-2))
@@ -72,6 +86,7 @@ def test_export_of_trained_infinite_mixture_and_prior_network(tmp_path):
         expected = serving_outputs(model.predictive_on_batch(x, num_samples=samples))
         assert set(served) == set(expected)
         for name, value in expected.items():
-            np.testing.assert_allclose(served[name], value.numpy(), rtol=1e-5, atol=1e-6,
-                                       err_msg=f"{model.name}: {name}")
+            np.testing.assert_allclose(
+                served[name], value.numpy(), rtol=1e-5, atol=1e-6, err_msg=f"{model.name}: {name}"
+            )
     assert served["alpha"].shape == (6, 3)

@@ -1,4 +1,5 @@
 """Mixture objectives vs float64 NumPy; InfiniteMixture steps, ML = VI at S = 1, predictive, saving."""
+
 import os
 
 import keras
@@ -25,8 +26,10 @@ def _model(seed=1, **kwargs):
 
 def _batch(n=6, seed=0):
     rng = np.random.default_rng(seed)
-    return (rng.random((n,) + INPUT_SHAPE).astype(np.float32),
-            rng.integers(0, K, n).astype(np.int32))
+    return (
+        rng.random((n,) + INPUT_SHAPE).astype(np.float32),
+        rng.integers(0, K, n).astype(np.int32),
+    )
 
 
 def _seed_states(model):
@@ -52,19 +55,26 @@ def test_objectives_match_float64_numpy(objective):
     expected = per_example.mean() + kl_weight / n * kl
     ours_ell = mixture_losses.sample_log_likelihoods(labels, tf.constant(logits))
     np.testing.assert_allclose(ours_ell.numpy(), ell, rtol=1e-12)
-    np.testing.assert_allclose(mixture_losses.per_example_nll(ours_ell, objective).numpy(),
-                               per_example, rtol=1e-12)
-    loss = mixture_losses.mixture_loss(ours_ell, tf.constant(kl, tf.float64), objective,
-                                       kl_weight, n)
+    np.testing.assert_allclose(
+        mixture_losses.per_example_nll(ours_ell, objective).numpy(), per_example, rtol=1e-12
+    )
+    loss = mixture_losses.mixture_loss(
+        ours_ell, tf.constant(kl, tf.float64), objective, kl_weight, n
+    )
     np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-12)
 
 
 def test_ml_and_vi_coincide_at_one_sample():
     ell = tf.constant(np.random.default_rng(2).normal(size=(1, 7)) - 2.0, tf.float32)
-    np.testing.assert_array_equal(mixture_losses.per_example_nll(ell, "ml").numpy(),
-                                  mixture_losses.per_example_nll(ell, "vi").numpy())
+    np.testing.assert_array_equal(
+        mixture_losses.per_example_nll(ell, "ml").numpy(),
+        mixture_losses.per_example_nll(ell, "vi").numpy(),
+    )
     x, y = _batch()
-    ml, vi = _model(objective="ml", num_train_samples=1), _model(objective="vi", num_train_samples=1)
+    ml, vi = (
+        _model(objective="ml", num_train_samples=1),
+        _model(objective="vi", num_train_samples=1),
+    )
     vi.set_weights(ml.get_weights())
     ml_logs, vi_logs = ml.train_step((x, y)), vi.train_step((x, y))
     for name in ("loss", "nll", "kl", "accuracy"):
@@ -81,7 +91,7 @@ def test_step_metrics_match_numpy_on_the_same_samples(objective):
     states = _seed_states(model)
     logs = model.test_step((x, y))
     _restore_seed_states(model, states)
-    logits = model(x, num_samples=5).numpy().astype(np.float64)        # the same draws
+    logits = model(x, num_samples=5).numpy().astype(np.float64)  # the same draws
     ell = np.take_along_axis(log_softmax(logits, -1), y[None, :, None], -1)[..., 0]
     nll = (-ell.mean(0) if objective == "vi" else -(logsumexp(ell, 0) - np.log(5))).mean()
     kl = sum(layer.kl_divergence().numpy() for layer in model.dense_layers)
@@ -119,8 +129,9 @@ def test_predictive_is_vectorised_batched_and_reproducible(sampling):
     twin = _model(predictive_sampling=sampling)  # same seed, same initial weights and noise
     twin.set_weights(model.get_weights())
     _restore_seed_states(twin, states)
-    np.testing.assert_array_equal(twin.predictive(x, num_samples=30, batch_size=4)
-                                  .log_probs.numpy(), pred.log_probs.numpy())
+    np.testing.assert_array_equal(
+        twin.predictive(x, num_samples=30, batch_size=4).log_probs.numpy(), pred.log_probs.numpy()
+    )
     # Graph-safe with a tensor sample count (as the SavedModel signature passes it).
     fn = tf.function(lambda t, s: model.predictive_parameters(t, s))
     assert fn(tf.constant(x), tf.constant(7)).shape == (7, 11, K)
@@ -138,20 +149,25 @@ def test_keras_round_trip_reproduces_predictions(tmp_path):
     loaded = keras.models.load_model(path)
     assert isinstance(loaded, InfiniteMixture)
     assert loaded.get_config() == model.get_config()
-    np.testing.assert_array_equal(loaded.predictive(x, num_samples=9).log_probs.numpy(),
-                                  model.predictive(x, num_samples=9).log_probs.numpy())
+    np.testing.assert_array_equal(
+        loaded.predictive(x, num_samples=9).log_probs.numpy(),
+        model.predictive(x, num_samples=9).log_probs.numpy(),
+    )
     assert set(loaded.weight_variances()) == {"hidden_0", "hidden_1", "logits"}
     assert loaded.weight_variances()["hidden_0"].shape == (13, 8)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(kl_weight=-1.0), "kl_weight"),
-    (dict(prior_variance=0.0), "prior_variance"),
-    (dict(num_train_samples=0), "num_train_samples"),
-    (dict(objective="map"), "objective"),
-    (dict(dataset_size=0), "dataset_size"),
-    (dict(sampling="flipout"), "sampling"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(kl_weight=-1.0), "kl_weight"),
+        (dict(prior_variance=0.0), "prior_variance"),
+        (dict(num_train_samples=0), "num_train_samples"),
+        (dict(objective="map"), "objective"),
+        (dict(dataset_size=0), "dataset_size"),
+        (dict(sampling="flipout"), "sampling"),
+    ],
+)
 def test_bad_arguments_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
         InfiniteMixture(**kwargs)
@@ -161,7 +177,9 @@ def test_non_integer_float_labels_are_refused_not_truncated():
     logits = tf.zeros([2, 3, 4])
     np.testing.assert_allclose(  # whole-number floats are class indices
         mixture_losses.sample_log_likelihoods(np.array([1.0, 0.0, 3.0]), logits).numpy(),
-        np.full((2, 3), -np.log(4.0)), rtol=1e-6)
+        np.full((2, 3), -np.log(4.0)),
+        rtol=1e-6,
+    )
     with pytest.raises(ValueError, match="integer class indices"):
         mixture_losses.sample_log_likelihoods(np.array([2.7, 0.2, 1.0]), logits)
     graph = tf.function(mixture_losses.sample_log_likelihoods)

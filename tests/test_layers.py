@@ -1,4 +1,5 @@
 """MatrixNormalDense: sampling moments vs analytic and brute-force weight draws; seeds; saving."""
+
 import os
 
 import keras
@@ -16,11 +17,15 @@ D, C, DRAWS = 4, 3, 20000
 def _layer(seed=5, sampling="local_reparameterization", jit_sampling=False):
     """A built layer with random, clearly non-trivial M, log u, log v (float64 copies returned)."""
     rng = np.random.default_rng(seed)
-    layer = MatrixNormalDense(C, prior_variance=1.5, sampling=sampling, seed=seed,
-                              jit_sampling=jit_sampling)
+    layer = MatrixNormalDense(
+        C, prior_variance=1.5, sampling=sampling, seed=seed, jit_sampling=jit_sampling
+    )
     layer.build((None, D))
-    params = (rng.normal(size=(D + 1, C)), rng.normal(-0.5, 0.4, size=D + 1),
-              rng.normal(-0.3, 0.4, size=C))
+    params = (
+        rng.normal(size=(D + 1, C)),
+        rng.normal(-0.5, 0.4, size=D + 1),
+        rng.normal(-0.3, 0.4, size=C),
+    )
     for var, value in zip((layer.mean, layer.log_row_variance, layer.log_column_variance), params):
         var.assign(value.astype(np.float32))
     return layer, params
@@ -29,7 +34,7 @@ def _layer(seed=5, sampling="local_reparameterization", jit_sampling=False):
 def _analytic_moments(a, params):
     m, lu, lv = params
     a1 = np.concatenate([a, np.ones((a.shape[0], 1))], axis=1)
-    return a1 @ m, (a1 ** 2 @ np.exp(lu))[:, None] * np.exp(lv)[None, :]
+    return a1 @ m, (a1**2 @ np.exp(lu))[:, None] * np.exp(lv)[None, :]
 
 
 def _inputs():
@@ -43,14 +48,19 @@ def _assert_moments(samples, mean, var):
     np.testing.assert_allclose(samples.var(0), var, rtol=5 * np.sqrt(2 / n))
 
 
-@pytest.mark.parametrize("sampling, jit_sampling", [
-    ("local_reparameterization", False), ("shared_weights", False),
-    ("local_reparameterization", True)])
+@pytest.mark.parametrize(
+    "sampling, jit_sampling",
+    [
+        ("local_reparameterization", False),
+        ("shared_weights", False),
+        ("local_reparameterization", True),
+    ],
+)
 def test_sample_moments_match_analytic(sampling, jit_sampling):
     layer, params = _layer(sampling=sampling, jit_sampling=jit_sampling)
     a = _inputs()
     mean, var = _analytic_moments(a.astype(np.float64), params)
-    shared_input = layer(a, num_samples=DRAWS).numpy()                  # [S, B, C]
+    shared_input = layer(a, num_samples=DRAWS).numpy()  # [S, B, C]
     per_sample_input = layer(np.broadcast_to(a, (DRAWS,) + a.shape)).numpy()
     assert shared_input.shape == per_sample_input.shape == (DRAWS, 2, C)
     _assert_moments(shared_input, mean, var)
@@ -65,8 +75,11 @@ def test_cross_example_covariance_distinguishes_the_modes():
         layer, (m, lu, lv) = _layer(sampling=sampling)
         out = layer(a.astype(np.float32), num_samples=DRAWS).numpy()
         cov = ((out[:, 0] - out[:, 0].mean(0)) * (out[:, 1] - out[:, 1].mean(0))).mean(0)
-        expected = (a1[0] * a1[1] * np.exp(lu)).sum() * np.exp(lv) if sampling == "shared_weights" \
+        expected = (
+            (a1[0] * a1[1] * np.exp(lu)).sum() * np.exp(lv)
+            if sampling == "shared_weights"
             else np.zeros(C)
+        )
         scale = np.sqrt(out[:, 0].var(0) * out[:, 1].var(0) / DRAWS)
         np.testing.assert_array_less(np.abs(cov - expected), 6 * scale)
 
@@ -78,7 +91,8 @@ def test_local_reparameterization_equals_independent_weight_draws():
     ours = layer(a, num_samples=DRAWS).numpy()
     rng = np.random.default_rng(123)
     weights = m + np.sqrt(np.exp(lu)[:, None] * np.exp(lv)[None, :]) * rng.normal(
-        size=(DRAWS, D + 1, C))
+        size=(DRAWS, D + 1, C)
+    )
     brute = np.einsum("bi,sij->sbj", np.concatenate([a, np.ones((2, 1))], axis=1), weights)
     for b in range(2):
         for j in range(C):
@@ -103,8 +117,14 @@ def test_kl_and_weight_variance_accessors():
     sigma2 = layer.prior_variance
     u, v = np.exp(lu), np.exp(lv)
     r, c = m.shape
-    expected = 0.5 * (u.sum() * v.sum() / sigma2 + (m ** 2).sum() / sigma2 - r * c
-                      + r * c * np.log(sigma2) - c * lu.sum() - r * lv.sum())
+    expected = 0.5 * (
+        u.sum() * v.sum() / sigma2
+        + (m**2).sum() / sigma2
+        - r * c
+        + r * c * np.log(sigma2)
+        - c * lu.sum()
+        - r * lv.sum()
+    )
     np.testing.assert_allclose(layer.kl_divergence().numpy(), expected, rtol=1e-5)
     np.testing.assert_allclose(layer.weight_variance().numpy(), np.outer(u, v), rtol=1e-5)
     np.testing.assert_allclose(layer.kernel_mean.numpy(), m[:-1], rtol=1e-6)
@@ -121,9 +141,14 @@ def test_initialisation():
 
 
 def test_config_and_keras_round_trip(tmp_path):
-    model = keras.Sequential([keras.Input((D,)),
-                              MatrixNormalDense(C, prior_variance=0.5, activation="relu",
-                                                sampling="shared_weights", seed=8)])
+    model = keras.Sequential(
+        [
+            keras.Input((D,)),
+            MatrixNormalDense(
+                C, prior_variance=0.5, activation="relu", sampling="shared_weights", seed=8
+            ),
+        ]
+    )
     x = _inputs()
     model(x)  # advance the seed generator: the saved state must be the current one
     path = os.path.join(tmp_path, "m.keras")
@@ -168,19 +193,25 @@ def test_standard_normal_statistics(jit_compile):
     assert abs(stats.kurtosis(z)) < 5 * np.sqrt(24 / n)
     assert stats.kstest(z, "norm").pvalue > 1e-3
     half = n // 2  # the two members of a Box–Muller pair sit half the array apart
-    for x, y in ((z[:half], z[half:2 * half]), (z[:-1], z[1:])):
+    for x, y in ((z[:half], z[half : 2 * half]), (z[:-1], z[1:])):
         assert abs(np.corrcoef(x, y)[0, 1]) < 5 / np.sqrt(half)
-        assert abs(np.corrcoef(x ** 2, y ** 2)[0, 1]) < 5 / np.sqrt(half)
+        assert abs(np.corrcoef(x**2, y**2)[0, 1]) < 5 / np.sqrt(half)
     if not jit_compile:
         z64 = standard_normal([7], tf.constant([1, 2], tf.int32), tf.float64)
         assert z64.dtype == tf.float64 and z64.shape == (7,)
-    other_seed = standard_normal([1001, 999], tf.constant([5, 7], tf.int32),
-                                 jit_compile=jit_compile).numpy().ravel()
+    other_seed = (
+        standard_normal([1001, 999], tf.constant([5, 7], tf.int32), jit_compile=jit_compile)
+        .numpy()
+        .ravel()
+    )
     assert abs(np.corrcoef(z, other_seed)[0, 1]) < 5 / np.sqrt(n)
 
 
 def test_cos_two_pi_polynomial_matches_float64():
     t = np.linspace(-3.0, 3.0, 200001)
-    np.testing.assert_allclose(cos_two_pi(tf.constant(t, tf.float32)).numpy(),
-                               np.cos(2 * np.pi * t.astype(np.float32).astype(np.float64)),
-                               atol=4e-7, rtol=0)
+    np.testing.assert_allclose(
+        cos_two_pi(tf.constant(t, tf.float32)).numpy(),
+        np.cos(2 * np.pi * t.astype(np.float32).astype(np.float64)),
+        atol=4e-7,
+        rtol=0,
+    )

@@ -1,4 +1,5 @@
 """The boundary between the library and the studies, and the packages' public API."""
+
 import ast
 import importlib
 import os
@@ -30,14 +31,23 @@ def _library_files():
 def test_the_library_never_imports_the_studies():
     files = list(_library_files())
     assert len(files) > 30  # the walk found the library
-    offenders = {os.path.relpath(f, REPO_ROOT): m for f in files for m in _imported_modules(f)
-                 if m == "uqmix.studies" or m.startswith("uqmix.studies.")}
+    offenders = {
+        os.path.relpath(f, REPO_ROOT): m
+        for f in files
+        for m in _imported_modules(f)
+        if m == "uqmix.studies" or m.startswith("uqmix.studies.")
+    }
     assert not offenders, offenders
 
 
 def test_the_studies_are_under_uqmix_studies():
-    for name in ("pn_experiment", "mixture_experiment", "synthetic_experiment",
-                 "mixture_report", "pn_report"):
+    for name in (
+        "pn_experiment",
+        "mixture_experiment",
+        "synthetic_experiment",
+        "mixture_report",
+        "pn_report",
+    ):
         assert os.path.isfile(os.path.join(LIBRARY, "studies", f"{name}.py"))
         assert not os.path.exists(os.path.join(LIBRARY, f"{name}.py"))
 

@@ -4,6 +4,7 @@ Oracles: scikit-learn (roc_auc_score, average_precision_score, roc_curve,
 log_loss), brute-force enumeration of thresholds and pairs written out from
 the definitions, bisection on the interpolated JSR curves, and hand cases.
 """
+
 import itertools
 import json
 from fractions import Fraction
@@ -42,7 +43,9 @@ def _brute_jsr_curves(natural, adversarial, success):
     fpr, joint = [], []
     for t in thresholds:
         fpr.append(sum(1 for s in natural if s >= t) / len(natural))
-        joint.append(sum(1 for s, ok in zip(adversarial, success) if ok and s < t) / len(adversarial))
+        joint.append(
+            sum(1 for s, ok in zip(adversarial, success) if ok and s < t) / len(adversarial)
+        )
     return np.array(thresholds), np.array(fpr), np.array(joint)
 
 
@@ -76,9 +79,17 @@ def _tied_scores(rng, n_neg, n_pos, levels):
 
 
 # -- detection scores -----------------------------------------------------------------------------
-@pytest.mark.parametrize("seed,n_neg,n_pos,levels", [
-    (0, 50, 30, 3), (1, 200, 17, 6), (2, 13, 90, 2), (3, 1, 5, 4), (4, 7, 1, 3), (5, 300, 300, 1000),
-])
+@pytest.mark.parametrize(
+    "seed,n_neg,n_pos,levels",
+    [
+        (0, 50, 30, 3),
+        (1, 200, 17, 6),
+        (2, 13, 90, 2),
+        (3, 1, 5, 4),
+        (4, 7, 1, 3),
+        (5, 300, 300, 1000),
+    ],
+)
 def test_detection_scores_match_sklearn_and_brute_force_with_ties(seed, n_neg, n_pos, levels):
     rng = np.random.default_rng(seed)
     neg, pos = _tied_scores(rng, n_neg, n_pos, levels)
@@ -139,7 +150,9 @@ def test_detection_swapping_roles_and_monotone_transform():
 def test_detection_accepts_tensors():
     rng = np.random.default_rng(4)
     neg, pos = rng.normal(size=30).astype(np.float32), rng.normal(size=20).astype(np.float32)
-    assert metrics.detection_scores(tf.constant(neg), tf.constant(pos)) == metrics.detection_scores(neg, pos)
+    assert metrics.detection_scores(tf.constant(neg), tf.constant(pos)) == metrics.detection_scores(
+        neg, pos
+    )
 
 
 def test_roc_curve_points_match_sklearn():
@@ -154,14 +167,17 @@ def test_roc_curve_points_match_sklearn():
     assert got["thresholds"][0] == np.inf
 
 
-@pytest.mark.parametrize("neg,pos,match", [
-    ([], [1.0], "negative_scores is empty"),
-    ([1.0], [], "positive_scores is empty"),
-    ([np.nan, 1.0], [1.0], "NaN"),
-    ([1.0], [np.inf], "Inf"),
-    ([[1.0, 2.0]], [1.0], "1-D"),
-    (["a"], [1.0], "numeric"),
-])
+@pytest.mark.parametrize(
+    "neg,pos,match",
+    [
+        ([], [1.0], "negative_scores is empty"),
+        ([1.0], [], "positive_scores is empty"),
+        ([np.nan, 1.0], [1.0], "NaN"),
+        ([1.0], [np.inf], "Inf"),
+        ([[1.0, 2.0]], [1.0], "1-D"),
+        (["a"], [1.0], "numeric"),
+    ],
+)
 def test_detection_bad_input(neg, pos, match):
     with pytest.raises(ValueError, match=match):
         metrics.detection_scores(neg, pos)
@@ -182,14 +198,20 @@ def test_accuracy_nll_brier_match_definitions(sampled_case):
     pred, mean, labels = sampled_case
     n = labels.size
     assert metrics.accuracy(pred, labels) == pytest.approx(
-        sum(int(np.argmax(mean[i]) == labels[i]) for i in range(n)) / n, abs=1e-12)
+        sum(int(np.argmax(mean[i]) == labels[i]) for i in range(n)) / n, abs=1e-12
+    )
     assert metrics.nll(pred, labels) == pytest.approx(
-        skm.log_loss(labels, mean, labels=range(4)), rel=1e-6)
+        skm.log_loss(labels, mean, labels=range(4)), rel=1e-6
+    )
     brier = sum(sum((mean[i, k] - (k == labels[i])) ** 2 for k in range(4)) for i in range(n)) / n
     assert metrics.brier_score(pred, labels) == pytest.approx(brier, rel=1e-6)
     # Probability arrays [B, K] give the same answers as the S = 1 predictive.
-    assert metrics.nll(mean, labels) == pytest.approx(metrics.nll(SampledPredictive(mean[None]), labels))
-    assert metrics.accuracy(tf.constant(mean), tf.constant(labels)) == metrics.accuracy(pred, labels)
+    assert metrics.nll(mean, labels) == pytest.approx(
+        metrics.nll(SampledPredictive(mean[None]), labels)
+    )
+    assert metrics.accuracy(tf.constant(mean), tf.constant(labels)) == metrics.accuracy(
+        pred, labels
+    )
 
 
 def test_dirichlet_predictive_metrics_use_its_mean():
@@ -199,7 +221,9 @@ def test_dirichlet_predictive_metrics_use_its_mean():
     p = alpha / alpha.sum(-1, keepdims=True)
     pred = DirichletPredictive(alpha)
     assert metrics.accuracy(pred, labels) == pytest.approx(np.mean(p.argmax(-1) == labels))
-    assert metrics.nll(pred, labels) == pytest.approx(-np.mean(np.log(p[np.arange(50), labels])), rel=1e-6)
+    assert metrics.nll(pred, labels) == pytest.approx(
+        -np.mean(np.log(p[np.arange(50), labels])), rel=1e-6
+    )
 
 
 def test_nll_uses_stable_log_mean():
@@ -215,8 +239,11 @@ def _brute_ece(mean, labels, num_bins):
     conf, pred = mean.max(-1), mean.argmax(-1)
     total = 0.0
     for m in range(num_bins):
-        members = [i for i in range(len(conf))
-                   if (edges[m] < conf[i] or (m == 0 and conf[i] == 0)) and conf[i] <= edges[m + 1]]
+        members = [
+            i
+            for i in range(len(conf))
+            if (edges[m] < conf[i] or (m == 0 and conf[i] == 0)) and conf[i] <= edges[m + 1]
+        ]
         if members:
             acc = np.mean([pred[i] == labels[i] for i in members])
             total += len(members) / len(conf) * abs(acc - np.mean(conf[members]))
@@ -226,15 +253,19 @@ def _brute_ece(mean, labels, num_bins):
 @pytest.mark.parametrize("num_bins", [1, 5, 15])
 def test_ece_matches_brute_force(sampled_case, num_bins):
     pred, mean, labels = sampled_case
-    assert metrics.ece(pred, labels, num_bins) == pytest.approx(_brute_ece(mean, labels, num_bins), abs=1e-12)
+    assert metrics.ece(pred, labels, num_bins) == pytest.approx(
+        _brute_ece(mean, labels, num_bins), abs=1e-12
+    )
     if num_bins == 1:
         acc = np.mean(mean.argmax(-1) == labels)
-        assert metrics.ece(pred, labels, 1) == pytest.approx(abs(acc - mean.max(-1).mean()), abs=1e-12)
+        assert metrics.ece(pred, labels, 1) == pytest.approx(
+            abs(acc - mean.max(-1).mean()), abs=1e-12
+        )
 
 
 def test_ece_hand_cases_and_bins():
     probs = np.array([[0.9, 0.1], [0.9, 0.1]])
-    assert metrics.ece(probs, [0, 1]) == pytest.approx(0.4)   # one bin: |0.5 − 0.9|
+    assert metrics.ece(probs, [0, 1]) == pytest.approx(0.4)  # one bin: |0.5 − 0.9|
     probs = np.array([[0.7, 0.3], [0.05, 0.95]])
     assert metrics.ece(probs, [0, 1], num_bins=10) == pytest.approx(0.5 * 0.3 + 0.5 * 0.05)
     # Confidence on a bin edge (0.6 with 5 bins) belongs to the lower bin (0.4, 0.6].
@@ -245,17 +276,20 @@ def test_ece_hand_cases_and_bins():
         metrics.ece(probs, [0, 1], num_bins=0)
 
 
-@pytest.mark.parametrize("probs,labels,match", [
-    (np.full((3, 2), 0.5), [0, 1], "labels has 2 entries but predictive has 3"),
-    (np.full((2, 2), 0.5), [0, 2], r"\[0, 2\)"),
-    (np.full((2, 2), 0.5), [0, -1], r"\[0, 2\)"),
-    (np.full((2, 2), 0.5), [0.0, 1.0], "integer"),
-    (np.full((2, 2), 0.5), [[0, 1]], "1-D"),
-    (np.full((1, 2, 2), 0.5), [0, 1], "SampledPredictive"),
-    (np.full((2, 2), 0.7), [0, 1], "sum to 1"),
-    (np.array([[np.nan, 1.0]]), [0], "NaN"),
-    (np.zeros((0, 2)), np.zeros(0, int), "empty"),
-])
+@pytest.mark.parametrize(
+    "probs,labels,match",
+    [
+        (np.full((3, 2), 0.5), [0, 1], "labels has 2 entries but predictive has 3"),
+        (np.full((2, 2), 0.5), [0, 2], r"\[0, 2\)"),
+        (np.full((2, 2), 0.5), [0, -1], r"\[0, 2\)"),
+        (np.full((2, 2), 0.5), [0.0, 1.0], "integer"),
+        (np.full((2, 2), 0.5), [[0, 1]], "1-D"),
+        (np.full((1, 2, 2), 0.5), [0, 1], "SampledPredictive"),
+        (np.full((2, 2), 0.7), [0, 1], "sum to 1"),
+        (np.array([[np.nan, 1.0]]), [0], "NaN"),
+        (np.zeros((0, 2)), np.zeros(0, int), "empty"),
+    ],
+)
 def test_classification_bad_input(probs, labels, match):
     for fn in (metrics.accuracy, metrics.nll, metrics.ece, metrics.brier_score):
         with pytest.raises(ValueError, match=match):
@@ -278,16 +312,22 @@ def test_misclassification_detection_matches_sklearn(sampled_case):
 # -- attacks ------------------------------------------------------------------------------------
 def test_attack_success_rate_definitions():
     eye = np.eye(3) * 0.9 + (1 - np.eye(3)) * 0.05  # row k predicts class k
-    clean = eye[[0, 1, 2, 0]]             # predictions 0 1 2 0
-    labels = np.array([0, 1, 1, 0])        # inputs 0, 1, 3 correct; 2 wrong
-    adversarial = eye[[1, 1, 0, 2]]        # predictions 1 1 0 2
-    np.testing.assert_array_equal(metrics.attack_success(adversarial, labels), [True, False, True, True])
+    clean = eye[[0, 1, 2, 0]]  # predictions 0 1 2 0
+    labels = np.array([0, 1, 1, 0])  # inputs 0, 1, 3 correct; 2 wrong
+    adversarial = eye[[1, 1, 0, 2]]  # predictions 1 1 0 2
+    np.testing.assert_array_equal(
+        metrics.attack_success(adversarial, labels), [True, False, True, True]
+    )
     assert metrics.attack_success_rate(adversarial, labels) == 0.75
     # Among the originally correct inputs 0, 1, 3: 0 and 3 succeed.
     assert metrics.attack_success_rate(adversarial, labels, clean=clean) == pytest.approx(2 / 3)
     targets = np.array([1, 2, 0, 2])
-    np.testing.assert_array_equal(metrics.attack_success(adversarial, targets=targets), [True, False, True, True])
-    assert metrics.attack_success_rate(adversarial, labels, targets=targets, clean=clean) == pytest.approx(2 / 3)
+    np.testing.assert_array_equal(
+        metrics.attack_success(adversarial, targets=targets), [True, False, True, True]
+    )
+    assert metrics.attack_success_rate(
+        adversarial, labels, targets=targets, clean=clean
+    ) == pytest.approx(2 / 3)
     # An ε = 0 "attack" succeeds nowhere on the originally correct inputs.
     assert metrics.attack_success_rate(clean, labels, clean=clean) == 0.0
     with pytest.raises(ValueError, match="no input was classified correctly"):
@@ -321,7 +361,9 @@ def test_jsr_hand_cases():
     # Chance-like symmetric case: curves cross exactly at t = 2.
     assert metrics.joint_success_rate([0, 1, 2, 3.0], [0, 1, 2, 3.0], [True] * 4) == 0.5
     # Crossing between thresholds: FPR 1, 1, 0, 0 and JS 0, .75, .75, 1 → segment meets diagonal at .75.
-    assert metrics.joint_success_rate([2.0] * 4, [1, 1, 1, 3.0], [1, 1, 1, 1]) == pytest.approx(0.75)
+    assert metrics.joint_success_rate([2.0] * 4, [1, 1, 1, 3.0], [1, 1, 1, 1]) == pytest.approx(
+        0.75
+    )
     # Between thresholds with unequal steps: natural [1], adversarial [0, 2] → 0.5.
     assert metrics.joint_success_rate([1.0], [0.0, 2.0], [True, True]) == pytest.approx(0.5)
 
@@ -348,12 +390,15 @@ def test_jsr_of_a_chance_detector(rate):
     assert jsr <= 0.5 + 0.01
 
 
-@pytest.mark.parametrize("success,match", [
-    ([True, False], "2 entries"),
-    ([0.0, 1.0, 1.0], "boolean"),
-    ([0, 2, 1], "boolean"),
-    ([[True, True, True]], "1-D"),
-])
+@pytest.mark.parametrize(
+    "success,match",
+    [
+        ([True, False], "2 entries"),
+        ([0.0, 1.0, 1.0], "boolean"),
+        ([0, 2, 1], "boolean"),
+        ([[True, True, True]], "1-D"),
+    ],
+)
 def test_jsr_bad_input(success, match):
     with pytest.raises(ValueError, match=match):
         metrics.joint_success_rate([0.0, 1.0], [0.0, 1.0, 2.0], success)

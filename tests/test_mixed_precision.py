@@ -7,6 +7,7 @@ and output, so a loss of a few matmul layers agrees to a few per cent; 5 % is as
 logits ±100 nothing becomes NaN/Inf (losses, gradients, uncertainty measures).  Variables,
 variances, KL, losses and measures stay float32; only the layers compute in bfloat16.
 """
+
 import keras
 import numpy as np
 import pytest
@@ -30,8 +31,10 @@ def bfloat16_policy():
 
 def _batch(seed=0, n=B):
     rng = np.random.default_rng(seed)
-    return (rng.random((n,) + INPUT_SHAPE).astype(np.float32),
-            rng.integers(0, K, n).astype(np.int32))
+    return (
+        rng.random((n,) + INPUT_SHAPE).astype(np.float32),
+        rng.integers(0, K, n).astype(np.int32),
+    )
 
 
 def _mixture_network():
@@ -43,17 +46,25 @@ def _mixture_network():
 
 MODELS = {
     "infinite_mixture_ml": lambda: InfiniteMixture(
-        K, hidden_units=(16, 16), objective="ml", num_train_samples=4, dataset_size=50, seed=1),
+        K, hidden_units=(16, 16), objective="ml", num_train_samples=4, dataset_size=50, seed=1
+    ),
     "infinite_mixture_vi_shared_weights": lambda: InfiniteMixture(
-        K, hidden_units=(16,), objective="vi", num_train_samples=4, dataset_size=50, seed=1,
-        sampling="shared_weights"),
-    "mixture_model": lambda: MixtureModel(_mixture_network(), "ml", num_train_samples=4,
-                                          kl_weight=0.02),
+        K,
+        hidden_units=(16,),
+        objective="vi",
+        num_train_samples=4,
+        dataset_size=50,
+        seed=1,
+        sampling="shared_weights",
+    ),
+    "mixture_model": lambda: MixtureModel(
+        _mixture_network(), "ml", num_train_samples=4, kl_weight=0.02
+    ),
     "prior_network_rkl": lambda: PriorNetwork(mlp(INPUT_SHAPE, K, (16,)), K),
-    "prior_network_fkl": lambda: PriorNetwork(mlp(INPUT_SHAPE, K, (16,)), K,
-                                              loss="forward_kl"),
+    "prior_network_fkl": lambda: PriorNetwork(mlp(INPUT_SHAPE, K, (16,)), K, loss="forward_kl"),
     "adversarial_prior_network": lambda: AdversarialPriorNetwork(
-        mlp(INPUT_SHAPE, K, (16,)), K, epsilon_stddev=1e-7, seed=2),
+        mlp(INPUT_SHAPE, K, (16,)), K, epsilon_stddev=1e-7, seed=2
+    ),
 }
 PRIOR_NETWORKS = {"prior_network_rkl", "prior_network_fkl", "adversarial_prior_network"}
 
@@ -74,8 +85,11 @@ def _data(name):
 
 
 def _matmul_layers(model):
-    return [layer for layer in model._flatten_layers()
-            if isinstance(layer, (keras.layers.Dense, MatrixNormalDense))]
+    return [
+        layer
+        for layer in model._flatten_layers()
+        if isinstance(layer, (keras.layers.Dense, MatrixNormalDense))
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -92,14 +106,13 @@ def test_bfloat16_losses_match_float32(name, request):
     got = model.test_on_batch(*data, return_dict=True)
     for key in ("loss", "nll", "kl", "in_domain_loss", "ood_loss"):
         if key in expected:
-            assert got[key] != expected[key] or key == "kl"      # bfloat16 really ran
+            assert got[key] != expected[key] or key == "kl"  # bfloat16 really ran
             np.testing.assert_allclose(got[key], expected[key], rtol=LOSS_RTOL, err_msg=key)
-    if "kl" in expected:      # the KL of float32 variables is computed in float32
+    if "kl" in expected:  # the KL of float32 variables is computed in float32
         np.testing.assert_allclose(got["kl"], expected["kl"], rtol=1e-6)
     logs = model.train_on_batch(*data, return_dict=True)
     assert all(np.isfinite(value) for value in logs.values())
-    predictive = model.predictive(data[0][0] if name in PRIOR_NETWORKS else data[0],
-                                  num_samples=4)
+    predictive = model.predictive(data[0][0] if name in PRIOR_NETWORKS else data[0], num_samples=4)
     assert predictive.mean().dtype == tf.float32
 
 
@@ -116,17 +129,22 @@ def _saturate(layer, value):
         layer.bias.assign(bias)
 
 
-@pytest.mark.parametrize("name", ["infinite_mixture_ml", "prior_network_rkl",
-                                  "prior_network_fkl", "adversarial_prior_network"])
+@pytest.mark.parametrize(
+    "name",
+    ["infinite_mixture_ml", "prior_network_rkl", "prior_network_fkl", "adversarial_prior_network"],
+)
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_bfloat16_is_finite_at_logits_100(name, sign, bfloat16_policy):
     model = _model(name)
-    _saturate(next(l for l in _matmul_layers(model) if l.name == "logits"), 100.0 * sign)
+    _saturate(
+        next(layer for layer in _matmul_layers(model) if layer.name == "logits"), 100.0 * sign
+    )
     data = _data(name)
     x = data[0][0] if name in PRIOR_NETWORKS else data[0]
     logits = model.predictive_parameters(x, 2)
-    np.testing.assert_allclose(np.abs(np.asarray(tf.cast(logits, tf.float32)))[..., :2], 100.0,
-                               rtol=1e-2)
+    np.testing.assert_allclose(
+        np.abs(np.asarray(tf.cast(logits, tf.float32)))[..., :2], 100.0, rtol=1e-2
+    )
     logs = model.test_on_batch(*data, return_dict=True)
     assert all(np.isfinite(value) for value in logs.values()), logs
     with tf.GradientTape() as tape:
@@ -145,6 +163,7 @@ def test_bfloat16_is_finite_at_logits_100(name, sign, bfloat16_policy):
 @pytest.mark.parametrize("sampling", ["local_reparameterization", "shared_weights"])
 def test_noise_and_variances_are_drawn_in_float32(sampling, bfloat16_policy, monkeypatch):
     from uqmix import layers as uqmix_layers
+
     requested = []
 
     def recording_noise(shape, seed, dtype=tf.float32):
@@ -177,5 +196,5 @@ def test_float16_trained_down_variances_keep_finite_gradients(float16_policy):
     gradients = tape.gradient(loss, model.trainable_variables)
     assert np.isfinite(float(loss))
     assert all(np.all(np.isfinite(g.numpy())) for g in gradients)
-    logs = model.train_on_batch(x, y, return_dict=True)   # with Keras' loss scaling
+    logs = model.train_on_batch(x, y, return_dict=True)  # with Keras' loss scaling
     assert all(np.isfinite(value) for value in logs.values()), logs

@@ -1,4 +1,5 @@
 """experiments.mixture_mnist / uqmix.studies.mixture_experiment on small generated IDX files."""
+
 import os
 import re
 import subprocess
@@ -11,9 +12,9 @@ import tensorflow as tf
 from tests.conftest import REPO_ROOT
 from tests.test_data import write_idx_set
 from uqmix import runs, tensorboard_logging
-
-
 from uqmix.studies import mixture_experiment, pn_experiment
+
+
 def _digits(n, seed):
     """Learnable 28×28 'digits': class c lights a 6×6 square at its own place, plus noise."""
     rng = np.random.default_rng(seed)
@@ -21,7 +22,7 @@ def _digits(n, seed):
     images = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
     for i, c in enumerate(labels):
         row, col = 2 + 8 * (c // 4), 2 + 6 * (c % 4)
-        images[i, row:row + 6, col:col + 6] = 230
+        images[i, row : row + 6, col : col + 6] = 230
     noisy = rng.random(n) < 0.1  # 10 % wrong labels: some errors are certain
     labels = np.where(noisy, (labels + 1 + rng.integers(0, 9, n)) % 10, labels)
     return images, labels.astype(np.uint8)
@@ -38,9 +39,19 @@ def data_dir(tmp_path_factory):
 
 
 def _config(data_dir, out, **overrides):
-    config = dict(data_dir=data_dir, check_counts=False, use_tfds=False, steps=60,
-                  steps_per_epoch=30, batch_size=40, learning_rate=3e-3, test_samples=8,
-                  hidden_units=["32", "32"], verbose=0, output_dir=str(out))
+    config = dict(
+        data_dir=data_dir,
+        check_counts=False,
+        use_tfds=False,
+        steps=60,
+        steps_per_epoch=30,
+        batch_size=40,
+        learning_rate=3e-3,
+        test_samples=8,
+        hidden_units=["32", "32"],
+        verbose=0,
+        output_dir=str(out),
+    )
     config.update(overrides)
     return mixture_experiment.default_config(**config)
 
@@ -52,21 +63,45 @@ def _without_times(result):
 def test_binary_runs_every_evaluation_and_writes_its_outputs(data_dir, tmp_path):
     out = tmp_path / "ml"
     result = subprocess.run(
-        [sys.executable, "-m", "experiments.mixture_mnist", f"--data_dir={data_dir}",
-         "--nocheck_counts", "--nouse_tfds", "--steps=60", "--steps_per_epoch=30",
-         "--batch_size=40", "--learning_rate=0.003", "--hidden_units=32,32",
-         "--test_samples=8", "--verbose=2", f"--output_dir={out}", "--validation_examples=40",
-         "--evaluations=classification,weight_variances,misclassification,ood,robustness,"
-         "adversarial_detection", "--robustness_examples=30", "--robustness_epsilons=0,0.2",
-         "--robustness_gradient_samples=1,3", "--pgd_iterations=3", "--detection_examples=30"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-        env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
+        [
+            sys.executable,
+            "-m",
+            "experiments.mixture_mnist",
+            f"--data_dir={data_dir}",
+            "--nocheck_counts",
+            "--nouse_tfds",
+            "--steps=60",
+            "--steps_per_epoch=30",
+            "--batch_size=40",
+            "--learning_rate=0.003",
+            "--hidden_units=32,32",
+            "--test_samples=8",
+            "--verbose=2",
+            f"--output_dir={out}",
+            "--validation_examples=40",
+            "--evaluations=classification,weight_variances,misclassification,ood,robustness,"
+            "adversarial_detection",
+            "--robustness_examples=30",
+            "--robustness_epsilons=0,0.2",
+            "--robustness_gradient_samples=1,3",
+            "--pgd_iterations=3",
+            "--detection_examples=30",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test accuracy" in result.stdout
     assert "Training ML λ=1 σ²=1" in result.stdout.splitlines()
     assert "adversarial detection: PGD at eps 0.25 on 30 test images" in result.stdout
-    noise = [line for line in (result.stdout + result.stderr).splitlines()
-             if re.match(r"I\d{4} ", line) or "INFO" in line]
+    noise = [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if re.match(r"I\d{4} ", line) or "INFO" in line
+    ]
     assert not noise, noise
     m = runs.read_json(out / "metrics.json")
     assert m["test"]["accuracy"] > 0.5  # learnable: far above chance (0.1)
@@ -87,7 +122,9 @@ def test_binary_runs_every_evaluation_and_writes_its_outputs(data_dir, tmp_path)
     assert m["robustness"]["S=1"]["attack_options"]["noise"] == "redraw"
     assert m["robustness"]["S=1"]["success_rate"][0] == 0.0
     adv = m["adversarial_detection"]
-    assert adv["num_examples"] == 30 and set(adv["all"]) == set(mixture_experiment.DETECTION_MEASURES)
+    assert adv["num_examples"] == 30 and set(adv["all"]) == set(
+        mixture_experiment.DETECTION_MEASURES
+    )
     assert adv["attack_options"]["preset"] == "cleverhans4" and 0 <= adv["success_rate"] <= 1
     for figure in ("uncertainty_hist.png", "weight_variance.png", "robustness.png"):
         assert os.path.getsize(out / "figures" / figure) > 1000
@@ -103,49 +140,85 @@ def test_binary_runs_every_evaluation_and_writes_its_outputs(data_dir, tmp_path)
     # One axis, the optimizer step: scalars, histograms and validation at the epoch ends 30, 60;
     # the evaluation (metrics.json's numbers, curve points, figures) at the final step 60.
     events = tensorboard_logging.read_events(out / "tensorboard")
-    for key in (("train", "epoch_loss"), ("train", "log10_weight_variance/hidden_1"),
-                ("validation", "epoch_loss"), ("validation", "epoch_accuracy")):
+    for key in (
+        ("train", "epoch_loss"),
+        ("train", "log10_weight_variance/hidden_1"),
+        ("validation", "epoch_loss"),
+        ("validation", "epoch_accuracy"),
+    ):
         assert [step for step, _ in events[key]] == [30, 60], key
-    for tag, value in (("test/accuracy", m["test"]["accuracy"]), ("test/ece", m["test"]["ece"]),
-                       ("ood/total_uncertainty/auroc", m["ood"]["total_uncertainty"]["auroc"]),
-                       ("misclassification/predictive_variance/auroc",
-                        m["misclassification"]["predictive_variance"]["auroc"]),
-                       ("robustness/S=3/accuracy/eps=0.2", m["robustness"]["S=3"]["accuracy"][1]),
-                       ("weight_variances/logits/median",
-                        m["weight_variances"]["logits"]["median"]),
-                       ("adversarial_detection/all/mutual_information/auroc",
-                        adv["all"]["mutual_information"]["auroc"])):
+    for tag, value in (
+        ("test/accuracy", m["test"]["accuracy"]),
+        ("test/ece", m["test"]["ece"]),
+        ("ood/total_uncertainty/auroc", m["ood"]["total_uncertainty"]["auroc"]),
+        (
+            "misclassification/predictive_variance/auroc",
+            m["misclassification"]["predictive_variance"]["auroc"],
+        ),
+        ("robustness/S=3/accuracy/eps=0.2", m["robustness"]["S=3"]["accuracy"][1]),
+        ("weight_variances/logits/median", m["weight_variances"]["logits"]["median"]),
+        (
+            "adversarial_detection/all/mutual_information/auroc",
+            adv["all"]["mutual_information"]["auroc"],
+        ),
+    ):
         assert events[("evaluation", f"evaluation/{tag}")] == [(60, pytest.approx(value))], tag
     for figure in ("uncertainty_hist", "weight_variance", "robustness"):
         assert [step for step, _ in events[("evaluation", f"figures/{figure}")]] == [60]
 
 
 def test_attack_flags_are_applied_and_recorded(data_dir, tmp_path):
-    config = _config(data_dir, tmp_path / "frozen", model="ml", steps=5, steps_per_epoch=5,
-                     evaluations=["robustness", "adversarial_detection"],
-                     robustness_examples=20, robustness_epsilons=["0", "0.1"],
-                     detection_examples=20, detection_eps=0.1, attack_preset="cleverhans3_pgd",
-                     attack_noise="frozen", attack_combine="mean_loss", attack_labels="true",
-                     attack_evaluation="per_sample", attack_evaluation_attacks=2)
+    config = _config(
+        data_dir,
+        tmp_path / "frozen",
+        model="ml",
+        steps=5,
+        steps_per_epoch=5,
+        evaluations=["robustness", "adversarial_detection"],
+        robustness_examples=20,
+        robustness_epsilons=["0", "0.1"],
+        detection_examples=20,
+        detection_eps=0.1,
+        attack_preset="cleverhans3_pgd",
+        attack_noise="frozen",
+        attack_combine="mean_loss",
+        attack_labels="true",
+        attack_evaluation="per_sample",
+        attack_evaluation_attacks=2,
+    )
     result = mixture_experiment.run(config)
     record = result["robustness"]["S=1"]["attack_options"]
     assert (record["preset"], record["eps_iter"], record["nb_iter"], record["rand_init"]) == (
-        "cleverhans3_pgd", 0.05, 10, True)
-    assert (record["noise"], record["frozen_scope"], record["combine"], record["labels"],
-            record["evaluation"], record["eval_attacks"]) == (
-        "frozen", "batch", "mean_loss", "true", "per_sample", 2)
+        "cleverhans3_pgd",
+        0.05,
+        10,
+        True,
+    )
+    assert (
+        record["noise"],
+        record["frozen_scope"],
+        record["combine"],
+        record["labels"],
+        record["evaluation"],
+        record["eval_attacks"],
+    ) == ("frozen", "batch", "mean_loss", "true", "per_sample", 2)
     assert result["adversarial_detection"]["attack_options"] == record
     assert result["robustness"]["S=1"]["success_rate"][0] == 0.0
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(attack_preset="cleverhans3_pgd", pgd_iterations=7), "--pgd_iterations apply to"),
-    (dict(attack_preset="cleverhans3_pgd", robustness_epsilons=["0", "0.02"]),
-     "eps_iter=0.05 > eps=0.02"),
-    (dict(attack_noise="fixed"), "noise must be one of"),
-    (dict(attack_evaluation="cdn"), "evaluation must be one of"),
-    (dict(attack_label_samples=-1), "--attack_label_samples must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(attack_preset="cleverhans3_pgd", pgd_iterations=7), "--pgd_iterations apply to"),
+        (
+            dict(attack_preset="cleverhans3_pgd", robustness_epsilons=["0", "0.02"]),
+            "eps_iter=0.05 > eps=0.02",
+        ),
+        (dict(attack_noise="fixed"), "noise must be one of"),
+        (dict(attack_evaluation="cdn"), "evaluation must be one of"),
+        (dict(attack_label_samples=-1), "--attack_label_samples must be >= 0"),
+    ],
+)
 def test_bad_attack_flags_fail_before_any_work(data_dir, tmp_path, overrides, message):
     config = _config(data_dir, tmp_path / "bad", evaluations=["robustness"], **overrides)
     with pytest.raises(ValueError, match=message):
@@ -156,9 +229,15 @@ def test_metrics_match_a_direct_evaluation_of_the_saved_model(data_dir, tmp_path
     """Deterministic net: every number recomputed from model.keras with uqmix.metrics / numpy."""
     import keras
 
-    config = _config(data_dir, tmp_path / "det", model="deterministic",
-                     evaluations=["classification", "misclassification", "ood", "robustness"],
-                     robustness_examples=40, robustness_epsilons=["0"], pgd_iterations=2)
+    config = _config(
+        data_dir,
+        tmp_path / "det",
+        model="deterministic",
+        evaluations=["classification", "misclassification", "ood", "robustness"],
+        robustness_examples=40,
+        robustness_epsilons=["0"],
+        pgd_iterations=2,
+    )
     result = mixture_experiment.run(config)
     model = keras.saving.load_model(tmp_path / "det" / "model.keras")
     data = mixture_experiment.load_data(config)
@@ -167,7 +246,8 @@ def test_metrics_match_a_direct_evaluation_of_the_saved_model(data_dir, tmp_path
     assert result["test"]["accuracy"] == pytest.approx(accuracy, abs=1e-9)
     # ε = 0: PGD cannot move the inputs, so the accuracy is the clean one on those examples.
     assert result["robustness"]["S=1"]["accuracy"][0] == pytest.approx(
-        float(np.mean(logits[:40].argmax(-1) == data["y_test"][:40])))
+        float(np.mean(logits[:40].argmax(-1) == data["y_test"][:40]))
+    )
     from sklearn.metrics import roc_auc_score
 
     probs = tf.nn.softmax(logits).numpy()
@@ -176,16 +256,24 @@ def test_metrics_match_a_direct_evaluation_of_the_saved_model(data_dir, tmp_path
     scores = np.concatenate([entropy(probs), entropy(ood_probs)])
     truth = np.r_[np.zeros(len(probs)), np.ones(len(ood_probs))]
     assert result["ood"]["total_uncertainty"]["auroc"] == pytest.approx(
-        roc_auc_score(truth, scores), abs=1e-4)
+        roc_auc_score(truth, scores), abs=1e-4
+    )
     wrong = logits.argmax(-1) != data["y_test"]
     if 0 < wrong.sum() < len(wrong):
         assert result["misclassification"]["total_uncertainty"]["auroc"] == pytest.approx(
-            roc_auc_score(wrong, entropy(probs)), abs=1e-4)
+            roc_auc_score(wrong, entropy(probs)), abs=1e-4
+        )
 
 
 def test_weight_variance_summary_matches_numpy(data_dir, tmp_path):
-    config = _config(data_dir, tmp_path / "vi", model="vi", steps=5, steps_per_epoch=5,
-                     evaluations=["weight_variances"])
+    config = _config(
+        data_dir,
+        tmp_path / "vi",
+        model="vi",
+        steps=5,
+        steps_per_epoch=5,
+        evaluations=["weight_variances"],
+    )
     model = mixture_experiment.build_model(config, (28, 28, 1), 400)
     summary = mixture_experiment.weight_variance_summary(model, bins=10)
     for layer in model.dense_layers:
@@ -197,8 +285,9 @@ def test_weight_variance_summary_matches_numpy(data_dir, tmp_path):
         assert sum(summary[layer.name]["log10_histogram"]["counts"]) == variance.size
 
 
-def test_same_seed_same_metrics_and_resume_after_a_crash(data_dir, tmp_path,
-                                                         interrupted_after_first_epoch):
+def test_same_seed_same_metrics_and_resume_after_a_crash(
+    data_dir, tmp_path, interrupted_after_first_epoch
+):
     config = dict(model="ml", evaluations=["classification", "misclassification", "ood"])
     uninterrupted = mixture_experiment.run(_config(data_dir, tmp_path / "a", **config))
     again = mixture_experiment.run(_config(data_dir, tmp_path / "b", **config))
@@ -210,27 +299,43 @@ def test_same_seed_same_metrics_and_resume_after_a_crash(data_dir, tmp_path,
     assert _without_times(resumed) == _without_times(uninterrupted)
 
 
-@pytest.mark.parametrize("flag, message", [
-    ("--kl_weight=-1", "--kl_weight must be >= 0"),
-    ("--prior_variance=0", "--prior_variance must be > 0"),
-    ("--train_samples=0", "--train_samples must be >= 1"),
-    ("--dataset=cifar10", "Unknown --dataset 'cifar10'"),
-    ("--model=bnn", "Unknown --model 'bnn'"),
-    ("--evaluations=accuracy", "Unknown --evaluations"),
-])
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--kl_weight=-1", "--kl_weight must be >= 0"),
+        ("--prior_variance=0", "--prior_variance must be > 0"),
+        ("--train_samples=0", "--train_samples must be >= 1"),
+        ("--dataset=cifar10", "Unknown --dataset 'cifar10'"),
+        ("--model=bnn", "Unknown --model 'bnn'"),
+        ("--evaluations=accuracy", "Unknown --evaluations"),
+    ],
+)
 def test_bad_flags_fail_before_training(flag, message, tmp_path):
     with pytest.raises(ValueError, match=re.escape(message)):
         name, value = flag[2:].split("=")
-        overrides = {name: value.split(",") if name == "evaluations" else
-                     type(mixture_experiment.default_config()[name])(value)}
+        overrides = {
+            name: value.split(",")
+            if name == "evaluations"
+            else type(mixture_experiment.default_config()[name])(value)
+        }
         mixture_experiment.validate_config(mixture_experiment.default_config(**overrides))
 
 
 def test_bad_flag_exits_with_code_1_and_writes_nothing(tmp_path):
     out = tmp_path / "never"
     result = subprocess.run(
-        [sys.executable, "-m", "experiments.mixture_mnist", "--kl_weight=-0.5",
-         f"--output_dir={out}"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "experiments.mixture_mnist",
+            "--kl_weight=-0.5",
+            f"--output_dir={out}",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1 and "--kl_weight must be >= 0" in result.stderr
     assert not out.exists()
 
@@ -246,20 +351,31 @@ def test_missing_data_is_one_clear_error(tmp_path):
 def test_real_mnist_short_run(shared_data_dir, tmp_path):
     """The binary's data path on the real files (skips without ../shared/data)."""
     config = mixture_experiment.default_config(
-        data_dir=shared_data_dir, use_tfds=False, steps=30, steps_per_epoch=30, test_samples=4,
-        test_examples=500, ood_examples=500, verbose=0, output_dir=str(tmp_path / "real"),
-        evaluations=["classification", "ood"])
+        data_dir=shared_data_dir,
+        use_tfds=False,
+        steps=30,
+        steps_per_epoch=30,
+        test_samples=4,
+        test_examples=500,
+        ood_examples=500,
+        verbose=0,
+        output_dir=str(tmp_path / "real"),
+        evaluations=["classification", "ood"],
+    )
     result = mixture_experiment.run(config)
     assert result["num_train_examples"] == 60000 and result["ood"]["num_examples"] == 500
     assert result["test"]["accuracy"] > 0.5
 
 
 @pytest.mark.parametrize("experiment", [mixture_experiment, pn_experiment])
-@pytest.mark.parametrize("overrides, message", [
-    (dict(output_dir=""), "--output_dir must be set"),
-    (dict(resume=True, overwrite=True), "--resume and --overwrite contradict each other"),
-    (dict(strategy="tpu", deterministic=True), "--deterministic is not supported on TPU"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(output_dir=""), "--output_dir must be set"),
+        (dict(resume=True, overwrite=True), "--resume and --overwrite contradict each other"),
+        (dict(strategy="tpu", deterministic=True), "--deterministic is not supported on TPU"),
+    ],
+)
 def test_run_options_shared_by_every_experiment(experiment, overrides, message, tmp_path):
     config = experiment.default_config(**{"output_dir": str(tmp_path), **overrides})
     with pytest.raises(ValueError, match=re.escape(message)):

@@ -3,6 +3,7 @@
 The noise of every MatrixNormalDense is replaced by a fixed pattern (``_pattern_noise``), so
 the objective and one SGD step can be recomputed independently in float64.
 """
+
 import os
 import subprocess
 import sys
@@ -40,9 +41,14 @@ def _closed_form_kl(layer, prior_variance=1.0):
     log_u = layer.log_row_variance.numpy().astype(np.float64)
     log_v = layer.log_column_variance.numpy().astype(np.float64)
     r, c = mean.shape
-    return 0.5 * (np.exp(log_u).sum() * np.exp(log_v).sum() / prior_variance
-                  + (mean ** 2).sum() / prior_variance - r * c + r * c * np.log(prior_variance)
-                  - c * log_u.sum() - r * log_v.sum())
+    return 0.5 * (
+        np.exp(log_u).sum() * np.exp(log_v).sum() / prior_variance
+        + (mean**2).sum() / prior_variance
+        - r * c
+        + r * c * np.log(prior_variance)
+        - c * log_u.sum()
+        - r * log_v.sum()
+    )
 
 
 def _objective(logits, labels, objective):
@@ -62,11 +68,12 @@ def _randomise_variances(network, rng):
 
 def _convnet(input_shape=(6, 6, 1), dropout=0.0, regularizer=None):
     inputs = keras.Input(input_shape)
-    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu",
-                            kernel_regularizer=regularizer)(inputs)
+    h = keras.layers.Conv2D(
+        4, 3, padding="same", activation="relu", kernel_regularizer=regularizer
+    )(inputs)
     h = keras.layers.BatchNormalization()(h)
     r = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(h)
-    h = keras.layers.Flatten()(keras.layers.Add()([h, r]))          # a residual connection
+    h = keras.layers.Flatten()(keras.layers.Add()([h, r]))  # a residual connection
     if dropout:
         h = keras.layers.Dropout(dropout)(h)
     h = MatrixNormalDense(8, activation="relu")(h)
@@ -88,8 +95,9 @@ def test_objective_equals_design_formula_on_fixed_batch_and_noise(objective, rep
     # Independent: S·B rows in one inference call, grouped [S, B, K] by hand.
     rows = network(np.concatenate([x] * 4), training=False).numpy().astype(np.float64)
     logits = rows.reshape(4, len(x), K)
-    kl = sum(_closed_form_kl(layer) for layer in network.layers
-             if isinstance(layer, MatrixNormalDense))
+    kl = sum(
+        _closed_form_kl(layer) for layer in network.layers if isinstance(layer, MatrixNormalDense)
+    )
     l2 = 0.01 * float(np.sum(network.layers[1].kernel.numpy().astype(np.float64) ** 2))
     data_term = _objective(logits, y, objective)
     np.testing.assert_allclose(float(logs["nll"]), data_term, rtol=1e-5)
@@ -105,8 +113,13 @@ def _reference_sgd_step(layers, x, y, num_samples, objective, kl_coefficient, le
     Returns the updated [mean, log u, log v] of every layer.
     """
     batch = len(x)
-    params = [[tf.Variable(w.numpy().astype(np.float64)) for w in
-               (layer.mean, layer.log_row_variance, layer.log_column_variance)] for layer in layers]
+    params = [
+        [
+            tf.Variable(w.numpy().astype(np.float64))
+            for w in (layer.mean, layer.log_row_variance, layer.log_column_variance)
+        ]
+        for layer in layers
+    ]
     with tf.GradientTape() as tape:
         h = tf.constant(np.tile(x.reshape(batch, -1), (num_samples, 1)), tf.float64)
         kl = tf.constant(0.0, tf.float64)
@@ -119,8 +132,13 @@ def _reference_sgd_step(layers, x, y, num_samples, objective, kl_coefficient, le
             if i < len(params) - 1:
                 h = tf.nn.relu(h)
             r, c = mean.shape
-            kl += 0.5 * (tf.reduce_sum(u) * tf.reduce_sum(v) + tf.reduce_sum(mean ** 2) - r * c
-                         - c * tf.reduce_sum(log_u) - r * tf.reduce_sum(log_v))
+            kl += 0.5 * (
+                tf.reduce_sum(u) * tf.reduce_sum(v)
+                + tf.reduce_sum(mean**2)
+                - r * c
+                - c * tf.reduce_sum(log_u)
+                - r * tf.reduce_sum(log_v)
+            )
         log_p = tf.nn.log_softmax(tf.reshape(h, [num_samples, batch, -1]), -1)
         ell = tf.reduce_sum(log_p * tf.one_hot(y, log_p.shape[-1], dtype=tf.float64)[None], -1)
         if objective == "vi":
@@ -146,17 +164,28 @@ def test_one_training_step_equals_float64_gradient_step(objective, replayed_nois
     rng = np.random.default_rng(2)
     x, y = rng.random((6, 3, 4)).astype("float32"), rng.integers(0, K, 6)
     learning_rate, samples = 0.5, 3
-    mixture = InfiniteMixture(num_classes=K, hidden_units=(5,), objective=objective,
-                              num_train_samples=samples, kl_weight=2.0, dataset_size=50, seed=1)
+    mixture = InfiniteMixture(
+        num_classes=K,
+        hidden_units=(5,),
+        objective=objective,
+        num_train_samples=samples,
+        kl_weight=2.0,
+        dataset_size=50,
+        seed=1,
+    )
     mixture.build((None, 3, 4))
-    wrapped = MixtureModel(_mlp_network(), objective=objective, num_train_samples=samples,
-                           kl_weight=2.0 / 50)
+    wrapped = MixtureModel(
+        _mlp_network(), objective=objective, num_train_samples=samples, kl_weight=2.0 / 50
+    )
     for model, dense in ((mixture, mixture.dense_layers), (wrapped, wrapped.stochastic_layers())):
         _randomise_variances(model, rng)
 
         def weights():
-            return [w.numpy() for layer in dense for w in
-                    (layer.mean, layer.log_row_variance, layer.log_column_variance)]
+            return [
+                w.numpy()
+                for layer in dense
+                for w in (layer.mean, layer.log_row_variance, layer.log_column_variance)
+            ]
 
         before = weights()
         expected = _reference_sgd_step(dense, x, y, samples, objective, 2.0 / 50, learning_rate)
@@ -164,7 +193,7 @@ def test_one_training_step_equals_float64_gradient_step(objective, replayed_nois
         model.train_step((x, y))
         step = max(np.abs(e - w).max() for e, w in zip(expected, before))
         error = max(np.abs(a - e).max() for a, e in zip(weights(), expected))
-        assert step > 1e-2, (model.name, step)                  # the step moves the weights
+        assert step > 1e-2, (model.name, step)  # the step moves the weights
         assert error < 1e-5, (model.name, error, step)
 
 
@@ -188,10 +217,10 @@ def test_samples_are_one_tiled_call_of_a_subclassed_network():
     model(x)
     Net.calls.clear()
     model.train_step((x, y))
-    assert Net.calls == [20]                                    # one call on the 5·4 tiled rows
+    assert Net.calls == [20]  # one call on the 5·4 tiled rows
     logits = model.predictive_parameters(x, 7).numpy()
     assert logits.shape == (7, 4, K)
-    assert np.abs(logits[0] - logits[1]).max() > 0              # dropout and noise sample
+    assert np.abs(logits[0] - logits[1]).max() > 0  # dropout and noise sample
 
 
 def test_fit_evaluate_save_load_export_and_attack(tmp_path):
@@ -199,8 +228,9 @@ def test_fit_evaluate_save_load_export_and_attack(tmp_path):
     from uqmix.export import export_saved_model
 
     x, y = _data(n=32)
-    model = MixtureModel(_convnet(dropout=0.2), objective="ml", num_train_samples=3,
-                         kl_weight=1.0 / 32)
+    model = MixtureModel(
+        _convnet(dropout=0.2), objective="ml", num_train_samples=3, kl_weight=1.0 / 32
+    )
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     history = model.fit(x, y, batch_size=8, epochs=2, verbose=0).history
     assert set(history) == {"loss", "nll", "kl", "accuracy"}
@@ -221,20 +251,29 @@ def test_fit_evaluate_save_load_export_and_attack(tmp_path):
     export = export_saved_model(model, str(tmp_path / "export"), input_shape=(6, 6, 1))
     reloaded = tf.saved_model.load(export)
     served = reloaded.predict(images=tf.constant(x[:4]))
-    assert served["mean"].shape == (4, K)                       # S = default_num_samples = 100
+    assert served["mean"].shape == (4, K)  # S = default_num_samples = 100
 
-    adversarial = fast_gradient_method(model_fn=predictive_logits_fn(model, 4), x=x[:4],
-                                       eps=0.1, norm=np.inf, clip_min=0.0, clip_max=1.0)
+    adversarial = fast_gradient_method(
+        model_fn=predictive_logits_fn(model, 4),
+        x=x[:4],
+        eps=0.1,
+        norm=np.inf,
+        clip_min=0.0,
+        clip_max=1.0,
+    )
     assert adversarial.shape == x[:4].shape
     assert np.abs(adversarial.numpy() - x[:4]).max() <= 0.1 + 1e-6
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(objective="map"), "objective"),
-    (dict(num_train_samples=0), "num_train_samples"),
-    (dict(kl_weight=None), "kl_weight"),
-    (dict(kl_weight=-1.0), "kl_weight"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(objective="map"), "objective"),
+        (dict(num_train_samples=0), "num_train_samples"),
+        (dict(kl_weight=None), "kl_weight"),
+        (dict(kl_weight=-1.0), "kl_weight"),
+    ],
+)
 def test_bad_arguments_raise(kwargs, message):
     kwargs = {"kl_weight": 0.1, **kwargs}
     with pytest.raises(ValueError, match=message):
@@ -306,14 +345,23 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent("""
 
 
 def test_mirrored_strategy_weights_equal_single_device():
-    result = subprocess.run([sys.executable, "-c", _DISTRIBUTED_SCRIPT], capture_output=True,
-                            text=True, timeout=300, cwd=REPO_ROOT)
+    result = subprocess.run(
+        [sys.executable, "-c", _DISTRIBUTED_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    diffs = {line.split()[1]: float(line.split()[2]) for line in result.stdout.splitlines()
-             if line.startswith("MAXDIFF")}
+    diffs = {
+        line.split()[1]: float(line.split()[2])
+        for line in result.stdout.splitlines()
+        if line.startswith("MAXDIFF")
+    }
     assert set(diffs) == {"infinite_mixture", "mixture_model"}
-    moved = [float(line.split()[1]) for line in result.stdout.splitlines()
-             if line.startswith("MOVED")]
-    assert len(moved) == 4 and min(moved) > 1e-2, moved        # training changed the weights
+    moved = [
+        float(line.split()[1]) for line in result.stdout.splitlines() if line.startswith("MOVED")
+    ]
+    assert len(moved) == 4 and min(moved) > 1e-2, moved  # training changed the weights
     for name, diff in diffs.items():
         assert diff < 1e-5, (name, diff)

@@ -1,4 +1,5 @@
 """uqmix.studies.mixture_report / experiments.mixture_report on synthetic sweep trees (no training)."""
+
 import json
 import os
 import subprocess
@@ -9,8 +10,8 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 from uqmix import runs
-
 from uqmix.studies import mixture_report
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EPSILONS = [0.0, 0.1, 0.2, 0.3]
 LAYERS = ("hidden_0", "hidden_1", "logits")
@@ -28,50 +29,94 @@ FULL_STUDY = {
     "j_drop": ("mnist", "mc_dropout", 1.0, 1.0),
     "k_ens": ("mnist", "ensemble", 1.0, 1.0),
 }
-ALL_EVALUATIONS = ("classification", "weight_variances", "misclassification", "ood", "robustness",
-                   "adversarial_detection")
+ALL_EVALUATIONS = (
+    "classification",
+    "weight_variances",
+    "misclassification",
+    "ood",
+    "robustness",
+    "adversarial_detection",
+)
 
 
 def _detection(rng, measures=("predictive_variance", "total_uncertainty", "mutual_information")):
-    return {m: {"auroc": float(rng.uniform(0.5, 1.0)), "aupr_pos": 0.5, "aupr_neg": 0.5,
-                "fpr_at_95_tpr": 0.3} for m in measures}
+    return {
+        m: {
+            "auroc": float(rng.uniform(0.5, 1.0)),
+            "aupr_pos": 0.5,
+            "aupr_neg": 0.5,
+            "fpr_at_95_tpr": 0.3,
+        }
+        for m in measures
+    }
 
 
 def _histogram(rng, shared_edges):
     edges = np.linspace(0.0, 0.2 if shared_edges else rng.uniform(0.1, 0.3), 11)
     correct, wrong = rng.integers(0, 500, 10), rng.integers(0, 50, 10)
-    return {"bin_edges": edges.tolist(), "correct": correct.tolist(), "wrong": wrong.tolist(),
-            "mean_all": float(rng.uniform(0, 0.01)), "mean_correct": float(rng.uniform(0, 0.01)),
-            "mean_wrong": float(rng.uniform(0.01, 0.05))}
+    return {
+        "bin_edges": edges.tolist(),
+        "correct": correct.tolist(),
+        "wrong": wrong.tolist(),
+        "mean_all": float(rng.uniform(0, 0.01)),
+        "mean_correct": float(rng.uniform(0, 0.01)),
+        "mean_wrong": float(rng.uniform(0.01, 0.05)),
+    }
 
 
 def _robustness(rng, model, kl_weight, prior_variance):
     counts = [1, 5, 100] if model in ("ml", "vi") and kl_weight == prior_variance == 1.0 else [1]
-    return {f"S={s}": {"epsilons": EPSILONS, "accuracy": np.sort(rng.uniform(0, 1, 4))[::-1]
-                       .tolist(), "num_examples": 1000} for s in counts}
+    return {
+        f"S={s}": {
+            "epsilons": EPSILONS,
+            "accuracy": np.sort(rng.uniform(0, 1, 4))[::-1].tolist(),
+            "num_examples": 1000,
+        }
+        for s in counts
+    }
 
 
 def synthetic_metrics(dataset, model, kl_weight, prior_variance, seed, evaluations, rng):
     """A metrics.json of experiments.mixture_mnist (the real one's shape) with random values."""
-    metrics = {"dataset": dataset, "model": model, "label": f"{model.upper()} λ={kl_weight:g} "
-               f"σ²={prior_variance:g}" if model in ("ml", "vi") else model,
-               "kl_weight": kl_weight, "prior_variance": prior_variance, "seed": seed,
-               "steps": 100, "train_seconds": float(rng.uniform(10, 20)),
-               "eval_seconds": float(rng.uniform(1, 2))}
+    metrics = {
+        "dataset": dataset,
+        "model": model,
+        "label": f"{model.upper()} λ={kl_weight:g} σ²={prior_variance:g}"
+        if model in ("ml", "vi")
+        else model,
+        "kl_weight": kl_weight,
+        "prior_variance": prior_variance,
+        "seed": seed,
+        "steps": 100,
+        "train_seconds": float(rng.uniform(10, 20)),
+        "eval_seconds": float(rng.uniform(1, 2)),
+    }
     if "classification" in evaluations:
         accuracy = float(rng.uniform(0.9, 0.99))
-        metrics["test"] = {"accuracy": accuracy, "error": 1 - accuracy,
-                           "nll": float(rng.uniform(0.05, 0.3)), "ece": 0.01, "brier": 0.02}
+        metrics["test"] = {
+            "accuracy": accuracy,
+            "error": 1 - accuracy,
+            "nll": float(rng.uniform(0.05, 0.3)),
+            "ece": 0.01,
+            "brier": 0.02,
+        }
     if "weight_variances" in evaluations and model in ("ml", "vi"):
         metrics["weight_variances"] = {
-            layer: {"mean": float(10 ** rng.uniform(-5, -1)), "median": 1e-3, "q05": 1e-4,
-                    "q95": 1e-2, "log10_histogram": {"bin_edges": [-5, -3, -1],
-                                                     "counts": [3, 4]}} for layer in LAYERS}
+            layer: {
+                "mean": float(10 ** rng.uniform(-5, -1)),
+                "median": 1e-3,
+                "q05": 1e-4,
+                "q95": 1e-2,
+                "log10_histogram": {"bin_edges": [-5, -3, -1], "counts": [3, 4]},
+            }
+            for layer in LAYERS
+        }
     if "misclassification" in evaluations:
         metrics["misclassification"] = _detection(rng)
         shared = model == "vi"  # VI histograms pool; ML ones have per-seed edges
-        metrics["histograms"] = {m: _histogram(rng, shared)
-                                 for m in ("predictive_variance", "total_uncertainty")}
+        metrics["histograms"] = {
+            m: _histogram(rng, shared) for m in ("predictive_variance", "total_uncertainty")
+        }
     if "ood" in evaluations:
         metrics["ood"] = dict(_detection(rng), dataset="notmnist", num_examples=100)
         metrics["ood_measure_means"] = {"predictive_variance": 0.01, "total_uncertainty": 1.0}
@@ -79,9 +124,15 @@ def synthetic_metrics(dataset, model, kl_weight, prior_variance, seed, evaluatio
         metrics["robustness"] = _robustness(rng, model, kl_weight, prior_variance)
     if "adversarial_detection" in evaluations:
         metrics["adversarial_detection"] = {
-            "all": _detection(rng), "correct_vs_successful": _detection(rng), "eps": 0.25,
-            "gradient_samples": 1, "num_correct": 900, "num_successful": 400,
-            "num_subsampled": 400, "adversarial_accuracy": float(rng.uniform(0, 0.5))}
+            "all": _detection(rng),
+            "correct_vs_successful": _detection(rng),
+            "eps": 0.25,
+            "gradient_samples": 1,
+            "num_correct": 900,
+            "num_successful": 400,
+            "num_subsampled": 400,
+            "adversarial_accuracy": float(rng.uniform(0, 0.5)),
+        }
     return metrics
 
 
@@ -92,8 +143,9 @@ def write_study(root, study, seeds, evaluations=ALL_EVALUATIONS):
         for seed in seeds:
             rng = np.random.default_rng([index, seed])
             metrics = synthetic_metrics(*setting, seed, evaluations, rng)
-            runs.atomic_write_json(os.path.join(root, name, f"seed_{seed}", runs.METRICS_FILE),
-                                   metrics)
+            runs.atomic_write_json(
+                os.path.join(root, name, f"seed_{seed}", runs.METRICS_FILE), metrics
+            )
             written.setdefault(name, {})[seed] = metrics
     return written
 
@@ -121,14 +173,17 @@ def test_tables_and_summary_match_numpy(full_report):
     assert _cell(accuracy, ".4f") in tables
     hidden_1 = [m["weight_variances"]["hidden_1"]["mean"] for m in written["b_vi"].values()]
     assert _cell(hidden_1, ".3g") in tables
-    adv = [m["adversarial_detection"]["correct_vs_successful"]["total_uncertainty"]["auroc"]
-           for m in written["j_drop"].values()]
+    adv = [
+        m["adversarial_detection"]["correct_vs_successful"]["total_uncertainty"]["auroc"]
+        for m in written["j_drop"].values()
+    ]
     assert _cell(adv, ".4f") in tables
     wall = [m["train_seconds"] + m["eval_seconds"] for m in written["k_ens"].values()]
     assert _cell(wall, ".0f") in tables
     assert "## MNIST" in tables and "## Fashion-MNIST" in tables
-    det_row = next(line for line in tables.splitlines()
-                   if "`i_det`" in line and line.count("—") == len(LAYERS))
+    det_row = next(
+        line for line in tables.splitlines() if "`i_det`" in line and line.count("—") == len(LAYERS)
+    )
     assert det_row  # the weight-decay net has no mixing distribution: "—" per layer
 
     with open(os.path.join(out, mixture_report.SUMMARY_FILE), encoding="utf-8") as handle:
@@ -166,14 +221,25 @@ def test_figure_data_selects_by_metrics_not_names(full_report):
     assert "Fashion-MNIST (σ² = 1)" not in figures["accuracy_vs_lambda.png"]  # one λ only
     bars = figures["weight_variance_bars.png"]["MNIST"]
     assert bars["groups"] == list(LAYERS)
-    assert set(bars["series"]) == {"ML λ=1 σ²=1", "VI λ=1 σ²=1", "ML λ=1 σ²=3",
-                                   "VI λ=1 σ²=0.5", "ML λ=0.1 σ²=1", "VI λ=0.1 σ²=1"}
+    assert set(bars["series"]) == {
+        "ML λ=1 σ²=1",
+        "VI λ=1 σ²=1",
+        "ML λ=1 σ²=3",
+        "VI λ=1 σ²=0.5",
+        "ML λ=0.1 σ²=1",
+        "VI λ=0.1 σ²=1",
+    }
     hist = figures["predictive_variance_hist.png"]["MNIST, λ = 1, σ² = 1"]
     assert hist["VI"]["pooled"] and len(hist["VI"]["histograms"]) == 1
     assert not hist["ML"]["pooled"] and len(hist["ML"]["histograms"]) == 3
     samples = figures["robustness_samples.png"]
-    assert {"MNIST: ML λ=1 σ²=1, S=100", "MNIST: VI λ=1 σ²=1, S=5", "MNIST: deterministic",
-            "MNIST: mc_dropout, S=1", "MNIST: ensemble"} <= set(samples)
+    assert {
+        "MNIST: ML λ=1 σ²=1, S=100",
+        "MNIST: VI λ=1 σ²=1, S=5",
+        "MNIST: deterministic",
+        "MNIST: mc_dropout, S=1",
+        "MNIST: ensemble",
+    } <= set(samples)
 
 
 def test_pool_histograms_sums_equal_edges_and_keeps_different_ones():
@@ -189,15 +255,25 @@ def test_pool_histograms_sums_equal_edges_and_keeps_different_ones():
 def test_partial_sweep_writes_what_it_can(tmp_path):
     root, out = str(tmp_path / "sweep"), str(tmp_path / "report")
     study = {name: s for name, s in FULL_STUDY.items() if s[1] == "ml" and s[2] == 1.0}
-    written = write_study(root, study, seeds=[4], evaluations=("classification",
-                                                                "weight_variances",
-                                                                "misclassification"))
+    written = write_study(
+        root,
+        study,
+        seeds=[4],
+        evaluations=("classification", "weight_variances", "misclassification"),
+    )
     report = mixture_report.write_report(root, out)
-    assert set(report["skipped"]) == {"accuracy_vs_lambda.png", "robustness.png",
-                                      "robustness_samples.png"}
+    assert set(report["skipped"]) == {
+        "accuracy_vs_lambda.png",
+        "robustness.png",
+        "robustness_samples.png",
+    }
     assert all(reason.startswith("needs") for reason in report["skipped"].values())
-    for filename in ("accuracy_vs_prior.png", "weight_variance_bars.png",
-                     "predictive_variance_hist.png", "correct_vs_wrong_variance.png"):
+    for filename in (
+        "accuracy_vs_prior.png",
+        "weight_variance_bars.png",
+        "predictive_variance_hist.png",
+        "correct_vs_wrong_variance.png",
+    ):
         assert os.path.getsize(os.path.join(out, filename)) > 10_000
     accuracy = written["c_ml"][4]["test"]["accuracy"]
     assert f"{accuracy:.4f} (1)" in report["tables"] and "± 0.0000 (1)" not in report["tables"]
@@ -227,8 +303,13 @@ def test_bad_sweeps_are_clear_errors(tmp_path):
 
 
 def _run_binary(*args):
-    return subprocess.run([sys.executable, "-m", "experiments.mixture_report", *args],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.mixture_report", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_binary_end_to_end_and_empty_root(tmp_path):
@@ -243,7 +324,9 @@ def test_binary_end_to_end_and_empty_root(tmp_path):
     assert os.path.exists(os.path.join(out, "accuracy_vs_lambda.png"))
 
     figures = str(tmp_path / "figures")
-    result = _run_binary(f"--sweep_root={root}", f"--output_dir={out}_2", f"--figures_dir={figures}")
+    result = _run_binary(
+        f"--sweep_root={root}", f"--output_dir={out}_2", f"--figures_dir={figures}"
+    )
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(f"{out}_2")) == ["summary.json", "tables.md"]
     assert "accuracy_vs_lambda.png" in os.listdir(figures)

@@ -1,4 +1,5 @@
 """The PredictiveModelMixin: batched predictive equals the one-batch predictive."""
+
 import keras
 import numpy as np
 import pytest
@@ -20,7 +21,9 @@ class _NoisyLinear(keras.Model, PredictiveModelMixin):
 
     def predictive_parameters(self, x, num_samples, training=False):
         base = self.dense(x)
-        offsets = tf.range(num_samples, dtype=base.dtype)[:, None, None] * tf.constant([1.0, 0.0, -1.0])
+        offsets = tf.range(num_samples, dtype=base.dtype)[:, None, None] * tf.constant(
+            [1.0, 0.0, -1.0]
+        )
         return base[None] + offsets
 
 
@@ -40,8 +43,9 @@ def test_batched_predictive_equals_single_batch():
     assert isinstance(batched, SampledPredictive)
     assert batched.log_probs.shape == (5, 23, 3)
     for name, value in whole.measures().items():
-        np.testing.assert_allclose(batched.measures()[name].numpy(), value.numpy(), rtol=1e-5,
-                                   atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(
+            batched.measures()[name].numpy(), value.numpy(), rtol=1e-5, atol=1e-6, err_msg=name
+        )
 
 
 def test_dirichlet_kind_and_errors():

@@ -7,6 +7,7 @@ every global batch, on one machine (replicas 0 and 1 = the two devices) and on t
 = worker r).  The gradient all-reduce sums the same two per-replica gradients (a sum of two
 floats does not depend on the order), so the metrics agree to float round-off.
 """
+
 import json
 import os
 import signal
@@ -26,10 +27,22 @@ SMOKE = os.path.join(REPO_ROOT, "experiments", "configs", "smoke.cfg")
 # SGD at 0.01 without clipping instead of Adam at 0.003, whose first steps drive α0 to the
 # 1e13 clip, where any round-off difference between the two arrangements grows to 1e-4 in
 # the weights (see _assert_same_metrics).
-FLAGS = [f"--flagfile={SMOKE}", "--backbone=small_convnet", "--epochs=2", "--steps_per_epoch=3",
-         "--batch_size=32", "--learning_rate=0.0003", "--clip_norm=0",
-         "--lr_schedule=constant", "--attack=false", "--test_examples=64",
-         "--ood_test_examples=64", "--histogram_examples=16", "--verbose=2", "--resume"]
+FLAGS = [
+    f"--flagfile={SMOKE}",
+    "--backbone=small_convnet",
+    "--epochs=2",
+    "--steps_per_epoch=3",
+    "--batch_size=32",
+    "--learning_rate=0.0003",
+    "--clip_norm=0",
+    "--lr_schedule=constant",
+    "--attack=false",
+    "--test_examples=64",
+    "--ood_test_examples=64",
+    "--histogram_examples=16",
+    "--verbose=2",
+    "--resume",
+]
 TIMEOUT = 240
 
 # Two logical CPU devices must be configured before TensorFlow initialises: run the binary's
@@ -55,8 +68,9 @@ def _free_ports(count):
 
 
 def _env(**extra):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("TF_CONFIG", "UQMIX_TEST_EXIT_AFTER_EPOCH")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("TF_CONFIG", "UQMIX_TEST_EXIT_AFTER_EPOCH")
+    }
     env.update(TF_CPP_MIN_LOG_LEVEL="3", **extra)
     return env
 
@@ -66,14 +80,29 @@ def _start_workers(out, ports, hook=None):
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     workers = []
     for index in range(len(ports)):
-        env = _env(TF_CONFIG=json.dumps({"cluster": cluster,
-                                         "task": {"type": "worker", "index": index}}))
+        env = _env(
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        )
         if hook:
             env["UQMIX_TEST_EXIT_AFTER_EPOCH"] = hook
-        workers.append(subprocess.Popen(
-            [sys.executable, "-m", "experiments.cifar_rkl", *FLAGS, "--strategy=multi_worker",
-             f"--output_dir={out}"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, start_new_session=True))
+        workers.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "experiments.cifar_rkl",
+                    *FLAGS,
+                    "--strategy=multi_worker",
+                    f"--output_dir={out}",
+                ],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+            )
+        )
     return workers
 
 
@@ -87,10 +116,15 @@ def _finish(process, timeout=TIMEOUT):
 
 
 def _start_mirrored(out):
-    return subprocess.Popen([sys.executable, "-c", _MIRRORED, *FLAGS, "--strategy=mirrored",
-                             f"--output_dir={out}"], cwd=REPO_ROOT, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", _MIRRORED, *FLAGS, "--strategy=mirrored", f"--output_dir={out}"],
+        cwd=REPO_ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _leaves(tree, prefix=""):
@@ -117,8 +151,11 @@ def _assert_same_metrics(multi, single):
 
 
 def _files(folder):
-    return sorted(os.path.relpath(os.path.join(root, name), folder)
-                  for root, _, names in os.walk(folder) for name in names)
+    return sorted(
+        os.path.relpath(os.path.join(root, name), folder)
+        for root, _, names in os.walk(folder)
+        for name in names
+    )
 
 
 def _check_run_folder(out, chief_pids):
@@ -143,8 +180,10 @@ def test_two_workers_equal_one_process_on_two_devices(tmp_path):
     assert code == 0, stderr[-3000:]
     _check_run_folder(tmp_path / "multi", [workers[0].pid])
     assert "metrics.json" not in _files(tmp_path / "multi" / "model")
-    _assert_same_metrics(runs.read_json(tmp_path / "multi" / runs.METRICS_FILE),
-                         runs.read_json(tmp_path / "single" / runs.METRICS_FILE))
+    _assert_same_metrics(
+        runs.read_json(tmp_path / "multi" / runs.METRICS_FILE),
+        runs.read_json(tmp_path / "single" / runs.METRICS_FILE),
+    )
 
 
 def test_worker_killed_after_first_epoch_resumes_with_the_same_command(tmp_path):
@@ -159,14 +198,18 @@ def test_worker_killed_after_first_epoch_resumes_with_the_same_command(tmp_path)
     # cluster manager would (it may also have failed on its own by then).
     checkpoints = out / "model" / "checkpoints"
     deadline = time.time() + 60
-    while time.time() < deadline and workers[0].poll() is None and not (
-            checkpoints / "checkpoint").exists():
+    while (
+        time.time() < deadline
+        and workers[0].poll() is None
+        and not (checkpoints / "checkpoint").exists()
+    ):
         time.sleep(0.5)
     if workers[0].poll() is None:
         os.killpg(workers[0].pid, signal.SIGKILL)
     _finish(workers[0])
-    assert sorted(p.name for p in checkpoints.iterdir() if p.name.startswith("ckpt-"))[0] \
-        .startswith("ckpt-1")
+    assert sorted(p.name for p in checkpoints.iterdir() if p.name.startswith("ckpt-"))[
+        0
+    ].startswith("ckpt-1")
     assert not (out / runs.METRICS_FILE).exists()
     # Restart both with the same command: they resume from the chief's epoch-1 checkpoint.
     restarted = _start_workers(out, _free_ports(2))
@@ -176,8 +219,10 @@ def test_worker_killed_after_first_epoch_resumes_with_the_same_command(tmp_path)
     code, _, stderr = _finish(reference)
     assert code == 0, stderr[-3000:]
     _check_run_folder(out, [workers[0].pid, restarted[0].pid])
-    _assert_same_metrics(runs.read_json(out / runs.METRICS_FILE),
-                         runs.read_json(tmp_path / "single" / runs.METRICS_FILE))
+    _assert_same_metrics(
+        runs.read_json(out / runs.METRICS_FILE),
+        runs.read_json(tmp_path / "single" / runs.METRICS_FILE),
+    )
 
 
 # -- fast checks of the pieces (one process) -------------------------------------------------------
@@ -186,15 +231,28 @@ def test_tf_config_is_checked_before_anything_runs(tmp_path):
 
     good = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}
     check_tf_config(json.dumps(good))
-    for bad, message in ((None, "needs the TF_CONFIG"), ("{", "not a valid cluster"),
-                         (json.dumps(dict(good, task={"type": "worker", "index": 2})),
-                          "index 2 is not in")):
+    for bad, message in (
+        (None, "needs the TF_CONFIG"),
+        ("{", "not a valid cluster"),
+        (json.dumps(dict(good, task={"type": "worker", "index": 2})), "index 2 is not in"),
+    ):
         with pytest.raises(ValueError, match=message):
             check_tf_config(bad)
     result = subprocess.run(
-        [sys.executable, "-m", "experiments.cifar_rkl", f"--flagfile={SMOKE}",
-         "--strategy=multi_worker", f"--output_dir={tmp_path / 'run'}"],
-        cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "experiments.cifar_rkl",
+            f"--flagfile={SMOKE}",
+            "--strategy=multi_worker",
+            f"--output_dir={tmp_path / 'run'}",
+        ],
+        cwd=REPO_ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1 and "TF_CONFIG" in result.stderr
     assert not (tmp_path / "run").exists()
 
@@ -209,8 +267,9 @@ def test_replica_slices_are_the_rows_of_a_numpy_split():
     ood = np.arange(4 * 3, dtype=np.float32).reshape(4, 3)
     for count in (1, 2, 4):
         for r in range(count):
-            (xs, os_), ys = distributed._replica_slice(((tf.constant(x), tf.constant(ood)),
-                                                        tf.constant(y)), r, count)
+            (xs, os_), ys = distributed._replica_slice(
+                ((tf.constant(x), tf.constant(ood)), tf.constant(y)), r, count
+            )
             np.testing.assert_array_equal(xs, np.split(x, count)[r])
             np.testing.assert_array_equal(os_, np.split(ood, count)[r])
             np.testing.assert_array_equal(ys, np.split(y, count)[r])
@@ -246,8 +305,14 @@ def test_a_worker_with_other_flags_is_refused(tmp_path):
         distributed.check_same_config(dict(config, output_dir=str(tmp_path / "elsewhere")))
 
 
-SYNTHETIC_FLAGS = ["--losses=reverse_kl", "--train_steps=40", "--steps_per_epoch=20",
-                   "--steps_per_execution=1", "--grid_resolution=20", "--verbose=0"]
+SYNTHETIC_FLAGS = [
+    "--losses=reverse_kl",
+    "--train_steps=40",
+    "--steps_per_epoch=20",
+    "--steps_per_execution=1",
+    "--grid_resolution=20",
+    "--verbose=0",
+]
 
 
 def test_synthetic_job_on_two_workers_equals_one_process(tmp_path):
@@ -256,16 +321,31 @@ def test_synthetic_job_on_two_workers_equals_one_process(tmp_path):
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     command = [sys.executable, "-m", "experiments.synthetic_rkl", *SYNTHETIC_FLAGS]
-    workers = [subprocess.Popen(
-        [*command, "--strategy=multi_worker", f"--output_dir={tmp_path / 'multi'}"],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    workers = [
+        subprocess.Popen(
+            [*command, "--strategy=multi_worker", f"--output_dir={tmp_path / 'multi'}"],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            env=_env(
+                TF_CONFIG=json.dumps(
+                    {"cluster": cluster, "task": {"type": "worker", "index": index}}
+                )
+            ),
+        )
+        for index in range(2)
+    ]
+    single = subprocess.Popen(
+        [*command, f"--output_dir={tmp_path / 'single'}"],
+        cwd=REPO_ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,
-        env=_env(TF_CONFIG=json.dumps({"cluster": cluster,
-                                       "task": {"type": "worker", "index": index}})))
-        for index in range(2)]
-    single = subprocess.Popen([*command, f"--output_dir={tmp_path / 'single'}"], cwd=REPO_ROOT,
-                              env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, start_new_session=True)
+    )
     for code, _, stderr in [_finish(p) for p in [*workers, single]]:
         assert code == 0, stderr[-3000:]
     files = _files(tmp_path / "multi")

@@ -1,10 +1,11 @@
 """Optimisers from flags: step decay, Nesterov SGD, global-norm clipping, decoupled decay."""
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from uqmix.optim import Adam, SGD, make_learning_rate, make_optimizer
+from uqmix.optim import SGD, Adam, make_learning_rate, make_optimizer
 
 
 def test_step_decay_schedule_values():
@@ -33,14 +34,16 @@ def test_sgd_nesterov_first_step_and_global_norm_clipping():
 
 
 def test_decoupled_weight_decay_and_adam():
-    out = _one_step(make_optimizer("sgd", 0.1, momentum=0.0, decoupled_weight_decay=0.5),
-                    [0.0, 0.0], [2.0, -2.0])
+    out = _one_step(
+        make_optimizer("sgd", 0.1, momentum=0.0, decoupled_weight_decay=0.5),
+        [0.0, 0.0],
+        [2.0, -2.0],
+    )
     np.testing.assert_allclose(out, [2.0 * (1 - 0.1 * 0.5), -2.0 * (1 - 0.1 * 0.5)], rtol=1e-6)
     adam = make_optimizer("adam", 0.01)
     assert isinstance(adam, Adam) and isinstance(make_optimizer("sgd", 0.01), SGD)
     # Adam's first step moves each coordinate by ≈ lr·sign(g).
-    np.testing.assert_allclose(_one_step(adam, [0.3, -2.0], [0.0, 0.0]), [-0.01, 0.01],
-                               rtol=1e-4)
+    np.testing.assert_allclose(_one_step(adam, [0.3, -2.0], [0.0, 0.0]), [-0.01, 0.01], rtol=1e-4)
 
 
 def test_bad_flags():

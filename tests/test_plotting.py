@@ -1,6 +1,7 @@
 """Figures a reader can trust: titles say how many seeds / examples, "± σ" only with > 1 seed,
 histograms are densities, compared rows share a colour scale, every axis is labelled.
 Checked on the matplotlib objects (titles, labels, drawn values), not on pixels."""
+
 import numpy as np
 import pytest
 
@@ -11,23 +12,32 @@ def _stats(means, n):
     return {"x": [1.0, 2.0, 3.0], "mean": means, "std": [0.01, 0.02, 0.03], "n": n}
 
 
-@pytest.mark.parametrize("seeds, examples, expected", [
-    ([3, 3], None, "mean ± 3σ over 3 seeds"),
-    ([1, 3], 10000, "mean ± 3σ over 1–3 seeds, 10,000 examples"),
-    ([1, 1], [500], "1 seed, 500 examples"),
-    ([1], [100, 200], "1 seed, 100–200 examples"),
-    ([0], None, "no seeds"),
-])
+@pytest.mark.parametrize(
+    "seeds, examples, expected",
+    [
+        ([3, 3], None, "mean ± 3σ over 3 seeds"),
+        ([1, 3], 10000, "mean ± 3σ over 1–3 seeds, 10,000 examples"),
+        ([1, 1], [500], "1 seed, 500 examples"),
+        ([1], [100, 200], "1 seed, 100–200 examples"),
+        ([0], None, "no seeds"),
+    ],
+)
 def test_averaging_text(seeds, examples, expected):
     assert plotting.averaging_text(seeds, 3.0, examples) == expected
 
 
 def test_errorbar_title_says_seeds_and_examples_and_sigma_only_with_several_seeds():
-    several = plotting.errorbar_panels({"p": {"ML": _stats([0.9, 0.8, 0.7], [3, 3, 2])}},
-                                       "λ", "test accuracy", title="Accuracy", examples=[10000])
+    several = plotting.errorbar_panels(
+        {"p": {"ML": _stats([0.9, 0.8, 0.7], [3, 3, 2])}},
+        "λ",
+        "test accuracy",
+        title="Accuracy",
+        examples=[10000],
+    )
     assert several._suptitle.get_text() == "Accuracy: mean ± 3σ over 2–3 seeds, 10,000 examples"
-    single = plotting.errorbar_panels({"p": {"ML": _stats([0.9, 0.8, 0.7], [1, 1, 1])}},
-                                      "λ", "test accuracy", title="Accuracy")
+    single = plotting.errorbar_panels(
+        {"p": {"ML": _stats([0.9, 0.8, 0.7], [1, 1, 1])}}, "λ", "test accuracy", title="Accuracy"
+    )
     assert single._suptitle.get_text() == "Accuracy: 1 seed"
     assert "±" not in single._suptitle.get_text()
     ax = single.axes[0]
@@ -35,10 +45,16 @@ def test_errorbar_title_says_seeds_and_examples_and_sigma_only_with_several_seed
 
 
 def test_grouped_bars_title_single_seed_has_no_sigma_and_panels_share_the_y_scale():
-    panels = {"p": {"groups": ["a", "b"],
-                    "series": {"ML": {"mean": [1.0, 2.0], "std": [0.0, 0.0], "n": [1, 1]}}},
-              "q": {"groups": ["a", "b"],
-                    "series": {"ML": {"mean": [10.0, 20.0], "std": [0.0, 0.0], "n": [1, 1]}}}}
+    panels = {
+        "p": {
+            "groups": ["a", "b"],
+            "series": {"ML": {"mean": [1.0, 2.0], "std": [0.0, 0.0], "n": [1, 1]}},
+        },
+        "q": {
+            "groups": ["a", "b"],
+            "series": {"ML": {"mean": [10.0, 20.0], "std": [0.0, 0.0], "n": [1, 1]}},
+        },
+    }
     figure = plotting.grouped_bars(panels, "mean weight variance", title="Weights")
     assert figure._suptitle.get_text() == "Weights: 1 seed"
     assert figure.axes[0].get_ylabel() == "mean weight variance"
@@ -48,20 +64,26 @@ def test_grouped_bars_title_single_seed_has_no_sigma_and_panels_share_the_y_scal
 
 
 def test_attack_curves_label_axes_and_state_seeds_and_examples():
-    figure = plotting.attack_curves([1, 10, 100], {"Success rate": {"a": [0.1, 0.5, 0.9]},
-                                                   "JSR": {"a": [0.0, 0.2, 0.3]}},
-                                    title="MIM", seeds=[1], examples=500)
+    figure = plotting.attack_curves(
+        [1, 10, 100],
+        {"Success rate": {"a": [0.1, 0.5, 0.9]}, "JSR": {"a": [0.0, 0.2, 0.3]}},
+        title="MIM",
+        seeds=[1],
+        examples=500,
+    )
     assert figure._suptitle.get_text() == "MIM: 1 seed, 500 examples"
     assert [ax.get_ylabel() for ax in figure.axes] == ["Success rate", "JSR"]
     assert all(ax.get_xlabel() == "attack iterations" for ax in figure.axes)
 
 
 def test_robustness_figure_title_counts_seeds_and_attacked_images():
-    one = attack_eval.robustness_figure({"ML": {"epsilons": [0, 0.1], "accuracy": [0.9, 0.5],
-                                                "num_examples": 1000}}, title="PGD")
+    one = attack_eval.robustness_figure(
+        {"ML": {"epsilons": [0, 0.1], "accuracy": [0.9, 0.5], "num_examples": 1000}}, title="PGD"
+    )
     assert one.axes[0].get_title() == "PGD\n1 seed, 1,000 attacked images"
-    three = attack_eval.robustness_figure({"ML": {"epsilons": [0, 0.1],
-                                                  "accuracy": [[0.9, 0.5]] * 3}})
+    three = attack_eval.robustness_figure(
+        {"ML": {"epsilons": [0, 0.1], "accuracy": [[0.9, 0.5]] * 3}}
+    )
     assert three.axes[0].get_title() == "PGD robustness\nmean ± 3σ over 3 seeds"
 
 
@@ -74,8 +96,10 @@ def test_weight_variance_histograms_are_densities_of_each_layer():
         values = rng.normal(-2.0, 0.5, size)
         counts, edges = np.histogram(values, bins=20)
         samples[layer] = (values, edges)
-        summaries[layer] = {"mean": 1.0, "log10_histogram": {"bin_edges": edges.tolist(),
-                                                             "counts": counts.tolist()}}
+        summaries[layer] = {
+            "mean": 1.0,
+            "log10_histogram": {"bin_edges": edges.tolist(), "counts": counts.tolist()},
+        }
     figure = plotting.weight_variance_histograms(summaries)
     ax = figure.axes[0]
     assert ax.get_ylabel() == "density" and ax.get_xlabel().startswith("log10")
@@ -84,7 +108,9 @@ def test_weight_variance_histograms_are_densities_of_each_layer():
         np.testing.assert_allclose(drawn, np.histogram(values, bins=edges, density=True)[0])
         assert np.sum(drawn * np.diff(edges)) == pytest.approx(1.0)
     assert [t.get_text().split(" (")[1].split(",")[0] for t in ax.get_legend().get_texts()] == [
-        "n=100", "n=10000"]
+        "n=100",
+        "n=10000",
+    ]
 
 
 def test_histogram_density_refuses_empty_or_mismatched_histograms():
@@ -96,8 +122,10 @@ def test_histogram_density_refuses_empty_or_mismatched_histograms():
 
 def test_uncertainty_maps_rows_share_each_columns_colour_scale_and_axes_are_labelled():
     grid = np.linspace(0, 1, 16).reshape(4, 4)
-    maps = {"Forward KL": {"total_uncertainty": grid, "mutual_information": grid * 0.1},
-            "Reverse KL": {"total_uncertainty": grid * 3, "mutual_information": grid * 0.5}}
+    maps = {
+        "Forward KL": {"total_uncertainty": grid, "mutual_information": grid * 0.1},
+        "Reverse KL": {"total_uncertainty": grid * 3, "mutual_information": grid * 0.5},
+    }
     figure = plotting.uncertainty_maps(maps, (-1, 1, -1, 1))
     axes = np.array(figure.axes[:4]).reshape(2, 2)
     for j, top in enumerate((3.0, 0.5)):
@@ -109,9 +137,12 @@ def test_uncertainty_maps_rows_share_each_columns_colour_scale_and_axes_are_labe
 
 def test_in_out_histograms_are_densities_with_counts_in_the_legend():
     rng = np.random.default_rng(1)
-    figure = plotting.in_out_histograms(rng.uniform(size=50), {"svhn": rng.uniform(size=400)},
-                                        "mutual_information")
+    figure = plotting.in_out_histograms(
+        rng.uniform(size=50), {"svhn": rng.uniform(size=400)}, "mutual_information"
+    )
     ax = figure.axes[0]
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["in-domain (n=50)",
-                                                                   "svhn (n=400)"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "in-domain (n=50)",
+        "svhn (n=400)",
+    ]
     assert ax.get_ylabel() == "density" and ax.get_xlabel() == "Mutual information"

@@ -1,4 +1,5 @@
 """uqmix.studies.pn_report / experiments.pn_report on hand-written sweep trees (no training)."""
+
 import json
 import os
 import subprocess
@@ -9,33 +10,52 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 from uqmix import plotting, runs
-
 from uqmix.studies import pn_report
+
 ITERATIONS = [1, 10, 100]
 
 
-def _metrics(rng, loss="reverse_kl", kind="prior_network", adversarial=False, attack=True,
-             iterations=ITERATIONS):
+def _metrics(
+    rng,
+    loss="reverse_kl",
+    kind="prior_network",
+    adversarial=False,
+    attack=True,
+    iterations=ITERATIONS,
+):
     dirichlet = loss != "cross_entropy"
     ood = {}
     for name in ("notmnist", "fashion_mnist"):
-        measures = {"mutual_information": {"auroc": float(rng.uniform(0.5, 1))},
-                    "total_uncertainty": {"auroc": float(rng.uniform(0.5, 1))}}
+        measures = {
+            "mutual_information": {"auroc": float(rng.uniform(0.5, 1))},
+            "total_uncertainty": {"auroc": float(rng.uniform(0.5, 1))},
+        }
         if dirichlet:
             measures["precision"] = {"auroc": float(rng.uniform(0.5, 1))}
         ood[name] = measures
-    metrics = {"model_kind": kind, "loss": loss, "adversarial_training": adversarial,
-               "num_networks": 5 if kind == "ensemble" else 1,
-               "error": float(rng.uniform(0, 0.05)), "train_seconds": float(rng.uniform(1, 9)),
-               "eval_seconds": float(rng.uniform(1, 9)), "ood_detection": ood}
+    metrics = {
+        "model_kind": kind,
+        "loss": loss,
+        "adversarial_training": adversarial,
+        "num_networks": 5 if kind == "ensemble" else 1,
+        "error": float(rng.uniform(0, 0.05)),
+        "train_seconds": float(rng.uniform(1, 9)),
+        "eval_seconds": float(rng.uniform(1, 9)),
+        "ood_detection": ood,
+    }
     if dirichlet:
         metrics["mean_alpha0_in"] = float(rng.uniform(50, 150))
         metrics["mean_alpha0_ood"] = {n: float(rng.uniform(9, 12)) for n in ood}
     if attack:
         metrics["attack_seconds"] = float(rng.uniform(10, 90))
-        metrics["attacks"] = {"iterations": iterations, "measure": "mutual_information",
-                              "white_box": {q: [float(v) for v in rng.uniform(0, 1, len(iterations))]
-                                            for q in ("success_rate", "auroc", "jsr")}}
+        metrics["attacks"] = {
+            "iterations": iterations,
+            "measure": "mutual_information",
+            "white_box": {
+                q: [float(v) for v in rng.uniform(0, 1, len(iterations))]
+                for q in ("success_rate", "auroc", "jsr")
+            },
+        }
     return metrics
 
 
@@ -54,9 +74,11 @@ def _cell(values, fmt):
 def study(tmp_path):
     rng = np.random.default_rng(0)
     root = str(tmp_path / "pn")
-    written = {"rkl": [_metrics(rng) for _ in range(3)],
-               "dnn": [_metrics(rng, loss="cross_entropy")],
-               "ens": [_metrics(rng, loss="cross_entropy", kind="ensemble", attack=False)]}
+    written = {
+        "rkl": [_metrics(rng) for _ in range(3)],
+        "dnn": [_metrics(rng, loss="cross_entropy")],
+        "ens": [_metrics(rng, loss="cross_entropy", kind="ensemble", attack=False)],
+    }
     for name, seeds in written.items():
         for seed, metrics in enumerate(seeds):
             _write(root, name, seed, metrics)
@@ -76,8 +98,10 @@ def test_tables_match_numpy_and_leave_gaps_empty(study, tmp_path):
     notmnist_mi = [m["ood_detection"]["notmnist"]["mutual_information"]["auroc"] for m in rkl]
     assert _cell(notmnist_mi, ".4f") in row
     assert _cell([m["mean_alpha0_in"] for m in rkl], ".1f") in row
-    seconds = [_cell([m[key] for m in rkl], ".0f")
-               for key in ("train_seconds", "eval_seconds", "attack_seconds")]
+    seconds = [
+        _cell([m[key] for m in rkl], ".0f")
+        for key in ("train_seconds", "eval_seconds", "attack_seconds")
+    ]
     assert row.endswith(" | ".join(seconds) + " |")
     jsr_100 = [m["attacks"]["white_box"]["jsr"][2] for m in rkl]
     jsr_section = tables.split("joint success rate")[1]
@@ -128,8 +152,13 @@ def test_attack_curves_refuses_a_spread_of_the_wrong_length():
 def test_binary_end_to_end_and_empty_root(study, tmp_path):
     root, _ = study
     out = str(tmp_path / "out")
-    command = [sys.executable, "-m", "experiments.pn_report", f"--sweep_root={root}",
-               f"--output_dir={out}"]
+    command = [
+        sys.executable,
+        "-m",
+        "experiments.pn_report",
+        f"--sweep_root={root}",
+        f"--output_dir={out}",
+    ]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "| `rkl` | PN-RKL |" in result.stdout

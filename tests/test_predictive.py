@@ -3,6 +3,7 @@
 Oracles: float64 NumPy/SciPy formulas written out here from the definitions,
 and Monte-Carlo estimates from sampling the Dirichlet.
 """
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -23,7 +24,7 @@ def _np_sampled_measures(p):
     mean = p.mean(0)
     total = -(mean * np.log(mean)).sum(-1)
     expected = (-(p * np.log(p)).sum(-1)).mean(0)
-    class_var = (p ** 2).mean(0) - mean ** 2
+    class_var = (p**2).mean(0) - mean**2
     s = p.shape[0]
     # EPKL by brute force over all ordered pairs (s, s'), s = s' included.
     epkl = np.zeros(p.shape[1])
@@ -50,8 +51,14 @@ def test_sampled_measures_match_float64_definitions(dtype):
     expected = _np_sampled_measures(p)
     pred = SampledPredictive(p.astype(dtype))
     tol = 1e-5 if dtype == np.float32 else 1e-10
-    for name in ("total_uncertainty", "expected_data_uncertainty", "mutual_information",
-                 "predictive_variance", "epkl", "max_probability"):
+    for name in (
+        "total_uncertainty",
+        "expected_data_uncertainty",
+        "mutual_information",
+        "predictive_variance",
+        "epkl",
+        "max_probability",
+    ):
         got = getattr(pred, name)()
         assert got.shape == (11,)
         assert got.dtype == tf.as_dtype(dtype)
@@ -69,8 +76,9 @@ def test_sampled_from_logits_is_stable_and_matches_probs():
     a = SampledPredictive.from_logits(logits)
     b = SampledPredictive(probs)
     for name in SampledPredictive.measure_names:
-        np.testing.assert_allclose(getattr(a, name)().numpy(), getattr(b, name)().numpy(),
-                                   atol=1e-9, err_msg=name)
+        np.testing.assert_allclose(
+            getattr(a, name)().numpy(), getattr(b, name)().numpy(), atol=1e-9, err_msg=name
+        )
     # Extreme logits: the mean's log stays finite and exact where probs underflow.
     extreme = np.array([[[0.0, -1000.0]], [[-1000.0, 0.0]]])
     pred = SampledPredictive.from_logits(extreme)
@@ -88,8 +96,9 @@ def test_deterministic_case_has_zero_knowledge_uncertainty():
     np.testing.assert_allclose(pred.mutual_information().numpy(), 0.0, atol=1e-12)
     np.testing.assert_allclose(pred.predictive_variance().numpy(), 0.0, atol=1e-12)
     np.testing.assert_allclose(pred.epkl().numpy(), 0.0, atol=1e-12)
-    np.testing.assert_allclose(pred.total_uncertainty().numpy(),
-                               pred.expected_data_uncertainty().numpy(), atol=1e-12)
+    np.testing.assert_allclose(
+        pred.total_uncertainty().numpy(), pred.expected_data_uncertainty().numpy(), atol=1e-12
+    )
 
 
 def _np_dirichlet(alpha):
@@ -97,8 +106,11 @@ def _np_dirichlet(alpha):
     p = alpha / a0[:, None]
     total = -(p * np.log(p)).sum(-1)
     expected = -(p * (special.digamma(alpha + 1) - special.digamma(a0 + 1)[:, None])).sum(-1)
-    diff_ent = (special.gammaln(alpha).sum(-1) - special.gammaln(a0)
-                - ((alpha - 1) * (special.digamma(alpha) - special.digamma(a0)[:, None])).sum(-1))
+    diff_ent = (
+        special.gammaln(alpha).sum(-1)
+        - special.gammaln(a0)
+        - ((alpha - 1) * (special.digamma(alpha) - special.digamma(a0)[:, None])).sum(-1)
+    )
     return {
         "total_uncertainty": total,
         "expected_data_uncertainty": expected,
@@ -118,13 +130,22 @@ def test_dirichlet_measures_match_closed_forms(dtype):
     expected = _np_dirichlet(alpha)
     pred = DirichletPredictive(alpha.astype(dtype))
     tol = 2e-4 if dtype == np.float32 else 1e-10
-    for name in ("total_uncertainty", "expected_data_uncertainty", "mutual_information", "epkl",
-                 "precision", "differential_entropy", "max_probability"):
-        np.testing.assert_allclose(getattr(pred, name)().numpy(), expected[name], rtol=tol,
-                                   atol=tol, err_msg=name)
+    for name in (
+        "total_uncertainty",
+        "expected_data_uncertainty",
+        "mutual_information",
+        "epkl",
+        "precision",
+        "differential_entropy",
+        "max_probability",
+    ):
+        np.testing.assert_allclose(
+            getattr(pred, name)().numpy(), expected[name], rtol=tol, atol=tol, err_msg=name
+        )
     np.testing.assert_allclose(pred.class_variance().numpy(), expected["class_variance"], rtol=tol)
-    np.testing.assert_allclose(pred.predictive_variance().numpy(),
-                               expected["class_variance"].max(-1), rtol=tol)
+    np.testing.assert_allclose(
+        pred.predictive_variance().numpy(), expected["class_variance"].max(-1), rtol=tol
+    )
     assert set(pred.measures()) == set(DirichletPredictive.measure_names)
 
 
@@ -137,17 +158,23 @@ def test_dirichlet_measures_match_monte_carlo_of_sampled_categoricals():
     samples /= samples.sum(-1, keepdims=True)
     mc = SampledPredictive(samples)
     closed = DirichletPredictive(alpha)
-    np.testing.assert_allclose(mc.expected_data_uncertainty().numpy(),
-                               closed.expected_data_uncertainty().numpy(), rtol=0.01)
-    np.testing.assert_allclose(mc.mutual_information().numpy(),
-                               closed.mutual_information().numpy(), rtol=0.03)
-    np.testing.assert_allclose(mc.class_variance().numpy(), closed.class_variance().numpy(),
-                               rtol=0.02)
+    np.testing.assert_allclose(
+        mc.expected_data_uncertainty().numpy(),
+        closed.expected_data_uncertainty().numpy(),
+        rtol=0.01,
+    )
+    np.testing.assert_allclose(
+        mc.mutual_information().numpy(), closed.mutual_information().numpy(), rtol=0.03
+    )
+    np.testing.assert_allclose(
+        mc.class_variance().numpy(), closed.class_variance().numpy(), rtol=0.02
+    )
     # Differential entropy: MC average of −log Dir(π; α).
     log_norm = special.gammaln(alpha.sum(-1)) - special.gammaln(alpha).sum(-1)
     log_pdf = log_norm + ((alpha - 1)[None] * np.log(samples)).sum(-1)
-    np.testing.assert_allclose(-log_pdf.mean(0), closed.differential_entropy().numpy(),
-                               rtol=0.01, atol=0.01)
+    np.testing.assert_allclose(
+        -log_pdf.mean(0), closed.differential_entropy().numpy(), rtol=0.01, atol=0.01
+    )
 
 
 def test_dirichlet_from_logits_guards_extremes():
@@ -159,18 +186,24 @@ def test_dirichlet_from_logits_guards_extremes():
     np.testing.assert_allclose(pred.alpha.numpy()[2], np.exp([1.0, 2.0, 3.0]), rtol=1e-6)
     with tf.GradientTape() as tape:
         tape.watch(z)
-        total = sum(tf.reduce_sum(v) for v in DirichletPredictive.from_logits(z).measures().values())
+        total = sum(
+            tf.reduce_sum(v) for v in DirichletPredictive.from_logits(z).measures().values()
+        )
     assert np.all(np.isfinite(tape.gradient(total, z).numpy()))
 
 
 def test_concatenate_and_take():
     p = _random_probs(np.random.default_rng(5), 3, 8, 4)
     whole = SampledPredictive(p)
-    joined = SampledPredictive.concatenate([SampledPredictive(p[:, :3]), SampledPredictive(p[:, 3:])])
+    joined = SampledPredictive.concatenate(
+        [SampledPredictive(p[:, :3]), SampledPredictive(p[:, 3:])]
+    )
     np.testing.assert_allclose(joined.mean().numpy(), whole.mean().numpy(), atol=1e-12)
     np.testing.assert_allclose(whole.take([1, 5]).epkl().numpy(), whole.epkl().numpy()[[1, 5]])
     alpha = np.random.default_rng(6).gamma(2.0, size=(6, 3)) + 0.1
-    d = DirichletPredictive.concatenate([DirichletPredictive(alpha[:2]), DirichletPredictive(alpha[2:])])
+    d = DirichletPredictive.concatenate(
+        [DirichletPredictive(alpha[:2]), DirichletPredictive(alpha[2:])]
+    )
     np.testing.assert_allclose(d.alpha.numpy(), alpha, rtol=1e-12)
     np.testing.assert_allclose(d.take([4]).precision().numpy(), alpha[4:5].sum(-1), rtol=1e-12)
 
@@ -230,12 +263,16 @@ def test_dirichlet_measures_keep_float32_precision_for_confident_predictions(top
     p = alpha / alpha0[:, None]
     total = -(p * np.log(p)).sum(-1)
     expected = -(p * (special.digamma(alpha + 1) - special.digamma(alpha0 + 1)[:, None])).sum(-1)
-    entropy = (special.gammaln(alpha).sum(-1) - special.gammaln(alpha0)
-               - ((alpha - 1) * (special.digamma(alpha) - special.digamma(alpha0)[:, None])).sum(-1))
+    entropy = (
+        special.gammaln(alpha).sum(-1)
+        - special.gammaln(alpha0)
+        - ((alpha - 1) * (special.digamma(alpha) - special.digamma(alpha0)[:, None])).sum(-1)
+    )
     pred = DirichletPredictive.from_logits(z.astype(np.float32))
     np.testing.assert_allclose(pred.mutual_information().numpy(), total - expected, rtol=2e-5)
-    np.testing.assert_allclose(pred.expected_data_uncertainty().numpy(), expected, rtol=2e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        pred.expected_data_uncertainty().numpy(), expected, rtol=2e-5, atol=1e-6
+    )
     np.testing.assert_allclose(pred.differential_entropy().numpy(), entropy, rtol=2e-5)
 
 
@@ -243,8 +280,14 @@ def test_dirichlet_stable_helpers_match_float64_across_the_threshold():
     from uqmix import dirichlet
 
     a = np.array([1e-6, 0.3, 1.0, 9.999, 10.0, 10.001, 123.0, 1e4, 1e8], np.float64)
-    np.testing.assert_allclose(dirichlet.log_minus_digamma_of_next(tf.constant(a)).numpy(),
-                               np.log(a) - special.digamma(a + 1), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        dirichlet.log_minus_digamma_of_next(tf.constant(a)).numpy(),
+        np.log(a) - special.digamma(a + 1),
+        rtol=1e-9,
+        atol=1e-12,
+    )
     np.testing.assert_allclose(
         dirichlet.lgamma_minus_a_digamma_plus_a(tf.constant(a[:-1])).numpy(),
-        special.gammaln(a[:-1]) - a[:-1] * special.digamma(a[:-1]) + a[:-1], rtol=1e-9)
+        special.gammaln(a[:-1]) - a[:-1] * special.digamma(a[:-1]) + a[:-1],
+        rtol=1e-9,
+    )

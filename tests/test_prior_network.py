@@ -1,4 +1,5 @@
 """PriorNetwork: its train/test steps against independently computed losses and gradients."""
+
 import keras
 import numpy as np
 import pytest
@@ -35,10 +36,14 @@ def _oracle_terms(model, x, y, x_ood, loss):
     target_ood = tf.ones_like(z_ood)
     model_in, model_ood = tfd.Dirichlet(tf.exp(z_in)), tfd.Dirichlet(tf.exp(z_ood))
     if loss == "reverse_kl":
-        return (tfd.kl_divergence(model_in, tfd.Dirichlet(target_in)),
-                tfd.kl_divergence(model_ood, tfd.Dirichlet(target_ood)))
-    return (tfd.kl_divergence(tfd.Dirichlet(target_in), model_in),
-            tfd.kl_divergence(tfd.Dirichlet(target_ood), model_ood))
+        return (
+            tfd.kl_divergence(model_in, tfd.Dirichlet(target_in)),
+            tfd.kl_divergence(model_ood, tfd.Dirichlet(target_ood)),
+        )
+    return (
+        tfd.kl_divergence(tfd.Dirichlet(target_in), model_in),
+        tfd.kl_divergence(tfd.Dirichlet(target_ood), model_ood),
+    )
 
 
 @pytest.mark.parametrize("loss", ["reverse_kl", "forward_kl", "cross_entropy"])
@@ -50,8 +55,9 @@ def test_test_step_matches_oracle(loss):
     in_terms, ood_terms = _oracle_terms(model, x, y, x_ood, loss)
     np.testing.assert_allclose(logs["in_domain_loss"], np.mean(in_terms), rtol=1e-4)
     np.testing.assert_allclose(logs["ood_loss"], np.mean(ood_terms), rtol=1e-4)
-    np.testing.assert_allclose(logs["loss"], np.mean(in_terms) + 0.5 * np.mean(ood_terms),
-                               rtol=1e-4)
+    np.testing.assert_allclose(
+        logs["loss"], np.mean(in_terms) + 0.5 * np.mean(ood_terms), rtol=1e-4
+    )
     z_in, z_ood = model.backbone(x).numpy(), model.backbone(x_ood).numpy()
     np.testing.assert_allclose(logs["mean_alpha0_in"], np.exp(z_in).sum(1).mean(), rtol=1e-5)
     np.testing.assert_allclose(logs["mean_alpha0_ood"], np.exp(z_ood).sum(1).mean(), rtol=1e-5)
@@ -63,11 +69,13 @@ def test_normalize_by_target_divides_by_beta():
     model = _network(ood_weight=1.0)
     model.compile(optimizer="adam")
     plain = model.test_on_batch((x, x_ood), y, return_dict=True)["loss"]
-    normalised = PriorNetwork(model.backbone, 3, target_concentration=100.0,
-                              normalize_by_target=True)
+    normalised = PriorNetwork(
+        model.backbone, 3, target_concentration=100.0, normalize_by_target=True
+    )
     normalised.compile(optimizer="adam")
-    np.testing.assert_allclose(normalised.test_on_batch((x, x_ood), y, return_dict=True)["loss"],
-                               plain / 100.0, rtol=1e-5)
+    np.testing.assert_allclose(
+        normalised.test_on_batch((x, x_ood), y, return_dict=True)["loss"], plain / 100.0, rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("loss", ["reverse_kl", "cross_entropy"])
@@ -80,16 +88,25 @@ def test_train_step_gradient_is_that_of_the_full_loss(loss):
     before = [v.numpy().astype(np.float64) for v in model.trainable_variables]
     with tf.GradientTape() as tape:
         in_terms, ood_terms = _oracle_terms(model, x, y, x_ood, loss)
-        penalty = decay * tf.add_n([tf.reduce_sum(tf.cast(v, tf.float64) ** 2)
-                                    for v in model.trainable_variables if "kernel" in v.path])
+        penalty = decay * tf.add_n(
+            [
+                tf.reduce_sum(tf.cast(v, tf.float64) ** 2)
+                for v in model.trainable_variables
+                if "kernel" in v.path
+            ]
+        )
         total = tf.reduce_mean(in_terms) + gamma * tf.reduce_mean(ood_terms) + penalty
     grads = tape.gradient(total, model.trainable_variables)
     model.train_on_batch((x, x_ood), y)
     for old, grad, variable in zip(before, grads, model.trainable_variables):
         step = (old - variable.numpy()) / lr
-        np.testing.assert_allclose(step, grad.numpy(), rtol=2e-3,
-                                   atol=2e-3 * np.abs(grad.numpy()).max() + 1e-6,
-                                   err_msg=variable.path)
+        np.testing.assert_allclose(
+            step,
+            grad.numpy(),
+            rtol=2e-3,
+            atol=2e-3 * np.abs(grad.numpy()).max() + 1e-6,
+            err_msg=variable.path,
+        )
 
 
 def test_trains_on_tiny_problem_with_zipped_ood_batches():
@@ -111,7 +128,8 @@ def test_trains_on_tiny_problem_with_zipped_ood_batches():
     precision_ood = predictive_ood.precision().numpy()
     assert np.median(precision_ood) < 0.2 * np.median(precision_in)
     assert np.median(predictive_ood.mutual_information().numpy()) > 2 * np.median(
-        predictive_in.mutual_information().numpy())
+        predictive_in.mutual_information().numpy()
+    )
 
 
 def test_extra_training_terms_hook():
@@ -133,19 +151,31 @@ def test_extra_training_terms_hook():
 
 def test_keras_round_trip(tmp_path):
     x, y, x_ood = _data(20)
-    model = _network("forward_kl", target_concentration=50.0, concentration=2.0,
-                     ood_weight=0.3, normalize_by_target=True)
+    model = _network(
+        "forward_kl",
+        target_concentration=50.0,
+        concentration=2.0,
+        ood_weight=0.3,
+        normalize_by_target=True,
+    )
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     model.fit((x, x_ood), y, batch_size=30, epochs=1, verbose=0)
     path = str(tmp_path / "prior_network.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
     assert isinstance(loaded, PriorNetwork)
-    for key in ("loss", "target_concentration", "concentration", "ood_weight",
-                "normalize_by_target", "num_classes"):
+    for key in (
+        "loss",
+        "target_concentration",
+        "concentration",
+        "ood_weight",
+        "normalize_by_target",
+        "num_classes",
+    ):
         assert loaded.get_config()[key] == model.get_config()[key]
-    np.testing.assert_array_equal(loaded.predictive(x).alpha.numpy(),
-                                  model.predictive(x).alpha.numpy())
+    np.testing.assert_array_equal(
+        loaded.predictive(x).alpha.numpy(), model.predictive(x).alpha.numpy()
+    )
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
     logs_a = model.evaluate((x, x_ood), y, batch_size=60, return_dict=True, verbose=0)
     logs_b = loaded.evaluate((x, x_ood), y, batch_size=60, return_dict=True, verbose=0)

@@ -1,4 +1,5 @@
 """Every ```python block of README.md runs, in order, in one namespace (the README cannot drift)."""
+
 import os
 import re
 
@@ -19,7 +20,7 @@ def test_every_readme_python_block_runs(tmp_path, monkeypatch):
     with open(README, encoding="utf-8") as f:
         blocks = python_blocks(f.read())
     assert len(blocks) >= 8
-    monkeypatch.chdir(tmp_path)                       # files the examples write land here
+    monkeypatch.chdir(tmp_path)  # files the examples write land here
     namespace = {"__name__": "__readme__"}
     for i, block in enumerate(blocks):
         exec(compile(block, f"README.md python block {i + 1}", "exec"), namespace)

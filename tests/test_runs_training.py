@@ -1,4 +1,5 @@
 """Run directories (config refusal, atomic JSON) and resumable, NaN-safe training."""
+
 import json
 import os
 
@@ -45,10 +46,17 @@ def _dataset():
 
 def _model(lr=1e-2):
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
-                              keras.layers.Dropout(0.5, seed=3), keras.layers.Dense(2)])
-    model.compile(keras.optimizers.Adam(lr),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dropout(0.5, seed=3),
+            keras.layers.Dense(2),
+        ]
+    )
+    model.compile(
+        keras.optimizers.Adam(lr), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     return model
 
 
@@ -65,16 +73,19 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, total_steps):
     training.fit_resumable(straight, _dataset, total_steps, 8, str(tmp_path / "a"), verbose=0)
     crashed = _model()
     with pytest.raises(KeyboardInterrupt):
-        training.fit_resumable(crashed, _dataset, total_steps, 8, str(tmp_path / "b"),
-                               callbacks=[_Crash()], verbose=0)
+        training.fit_resumable(
+            crashed, _dataset, total_steps, 8, str(tmp_path / "b"), callbacks=[_Crash()], verbose=0
+        )
     resumed = _model()
     training.fit_resumable(resumed, _dataset, total_steps, 8, str(tmp_path / "b"), verbose=0)
     assert int(resumed.optimizer.iterations.numpy()) == total_steps
     for a, b in zip(straight.get_weights(), resumed.get_weights()):
         np.testing.assert_array_equal(a, b)
     # A finished run has nothing left to do.
-    assert training.fit_resumable(resumed, _dataset, total_steps, 8, str(tmp_path / "b"),
-                                  verbose=0) is None
+    assert (
+        training.fit_resumable(resumed, _dataset, total_steps, 8, str(tmp_path / "b"), verbose=0)
+        is None
+    )
 
 
 def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path):
@@ -87,7 +98,8 @@ def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path):
                     w.assign(tf.fill(w.shape, np.nan))
 
     with pytest.raises(training.TrainingDivergedError, match="ckpt-2"):
-        training.fit_resumable(model, _dataset, 64, 8, str(tmp_path), callbacks=[_Poison()],
-                               verbose=0)
+        training.fit_resumable(
+            model, _dataset, 64, 8, str(tmp_path), callbacks=[_Poison()], verbose=0
+        )
     kept = tf.train.latest_checkpoint(os.path.join(str(tmp_path), training.CHECKPOINT_SUBDIR))
     assert kept.endswith("ckpt-2")

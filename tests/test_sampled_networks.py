@@ -1,4 +1,5 @@
 """mc_dropout / ensemble of any Keras network vs explicit computations; BN stays in inference."""
+
 import types
 
 import keras
@@ -26,8 +27,9 @@ class _ReplayDropout(keras.layers.Dropout):
     def call(self, inputs, training=False):
         if not training:
             return inputs
-        mask = tf.numpy_function(lambda s: _mask_pattern(tuple(s)).astype(np.float32),
-                                 [tf.shape(inputs)], tf.float32)
+        mask = tf.numpy_function(
+            lambda s: _mask_pattern(tuple(s)).astype(np.float32), [tf.shape(inputs)], tf.float32
+        )
         return inputs * tf.reshape(mask, tf.shape(inputs)) / (1.0 - self.rate)
 
 
@@ -52,8 +54,10 @@ def _residual_net(dropout_cls=_ReplayDropout, seed=0):
 
 def _reference_mc_logits(network, x, num_samples):
     """Explicit float64 loop over samples: BN with its moving statistics, sample s's mask rows."""
-    w = {name: [v.numpy().astype(np.float64) for v in network.get_layer(name).weights]
-         for name in ("stem", "bn", "branch", "head")}
+    w = {
+        name: [v.numpy().astype(np.float64) for v in network.get_layer(name).weights]
+        for name in ("stem", "bn", "branch", "head")
+    }
     batch = len(x)
     masks = _mask_pattern((num_samples * batch, 6))
     outputs = []
@@ -62,7 +66,7 @@ def _reference_mc_logits(network, x, num_samples):
         gamma, beta, moving_mean, moving_var = w["bn"]
         h = gamma * (h - moving_mean) / np.sqrt(moving_var + 1e-3) + beta
         h = h + np.maximum(h @ w["branch"][0] + w["branch"][1], 0.0)
-        h = h * masks[s * batch:(s + 1) * batch] / 0.5
+        h = h * masks[s * batch : (s + 1) * batch] / 0.5
         outputs.append(h @ w["head"][0] + w["head"][1])
     return np.stack(outputs)
 
@@ -72,14 +76,15 @@ def test_mc_dropout_of_a_residual_net_equals_the_explicit_loop_with_bn_in_infere
     x = np.random.default_rng(1).normal(size=(5, 4)).astype("float32")
     bn_stats = [v.numpy().copy() for v in network.get_layer("bn").weights]
     model = mc_dropout(network, num_samples=4)
-    predictive = model.predictive(x)                               # default S = 4
+    predictive = model.predictive(x)  # default S = 4
     expected = _reference_mc_logits(network, x, 4)
-    np.testing.assert_allclose(predictive.log_probs.numpy(), log_softmax(expected, -1),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        predictive.log_probs.numpy(), log_softmax(expected, -1), rtol=1e-5, atol=1e-5
+    )
     eager = model.predictive_parameters(tf.constant(x), 4).numpy()
     np.testing.assert_allclose(eager, expected, rtol=1e-5, atol=1e-5)
     for before, after in zip(bn_stats, network.get_layer("bn").weights):
-        np.testing.assert_array_equal(before, after.numpy())      # inference: no BN update
+        np.testing.assert_array_equal(before, after.numpy())  # inference: no BN update
     # Outside the predictive the network is untouched: inference mode drops no unit.
     no_dropout = network(x, training=False).numpy()
     np.testing.assert_allclose(no_dropout, network(x, training=False).numpy())
@@ -91,7 +96,7 @@ def test_mc_dropout_with_keras_dropout_samples_and_keeps_bn_frozen():
     x = np.random.default_rng(2).normal(size=(3, 4)).astype("float32")
     logits = mc_dropout(network).predictive_parameters(tf.constant(x), 6).numpy()
     assert logits.shape == (6, 3, K)
-    assert np.abs(logits[1:] - logits[:1]).max() > 1e-3          # masks differ between samples
+    assert np.abs(logits[1:] - logits[:1]).max() > 1e-3  # masks differ between samples
     # The head is linear after the dropout and dropout is unbiased, so the mean logits over
     # many masks are the inference-mode logits -- only if BN used its moving statistics (its
     # batch statistics here are far from the moving ones set by _residual_net).
@@ -103,8 +108,9 @@ def test_ensemble_equals_the_loop_over_members():
     members = [_residual_net(keras.layers.Dropout, seed=s) for s in range(3)]
     x = np.random.default_rng(3).normal(size=(4, 4)).astype("float32")
     predictive = ensemble(members).predictive(x, num_samples=50)  # num_samples is ignored
-    expected = np.stack([log_softmax(m.predict(x, verbose=0).astype(np.float64), -1)
-                         for m in members])
+    expected = np.stack(
+        [log_softmax(m.predict(x, verbose=0).astype(np.float64), -1) for m in members]
+    )
     np.testing.assert_allclose(predictive.log_probs.numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
@@ -131,8 +137,10 @@ def test_bad_networks_are_refused():
 
 
 def test_prior_network_study_uses_the_public_wrappers():
-    networks = [types.SimpleNamespace(backbone=_residual_net(keras.layers.Dropout, seed=s))
-                for s in range(2)]
+    networks = [
+        types.SimpleNamespace(backbone=_residual_net(keras.layers.Dropout, seed=s))
+        for s in range(2)
+    ]
     config = {"model_kind": "mc_dropout", "loss": "cross_entropy", "eval_samples": 7}
     model = evaluation_model(config, networks[:1])
     assert model.mc_dropout and model.default_num_samples == 7

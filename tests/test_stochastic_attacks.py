@@ -5,6 +5,7 @@ S weight draws are reconstructed from the layers' parameters and the frozen
 seeds, and the attack is compared with PGD / FGM written out in NumPy on
 those explicit networks (gradients by hand).
 """
+
 import numpy as np
 import pytest
 import scipy.special as sp
@@ -33,9 +34,18 @@ def _frozen_weights(model, fn):
     for layer, frozen in zip(model.dense_layers, fn._frozen):
         seed = frozen.value()
         seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
-        draws.append(layers._weight_draws(layer.mean, layer.log_row_variance,
-                                          layer.log_column_variance, fn.num_samples, seed,
-                                          layers._noise_generator).numpy().astype(np.float64))
+        draws.append(
+            layers._weight_draws(
+                layer.mean,
+                layer.log_row_variance,
+                layer.log_column_variance,
+                fn.num_samples,
+                seed,
+                layers._noise_generator,
+            )
+            .numpy()
+            .astype(np.float64)
+        )
     return draws
 
 
@@ -73,23 +83,33 @@ def np_pgd(x, y, weights, combine, eps, step, iterations):
     return adv
 
 
-@pytest.mark.parametrize("num_samples, combine", [(1, "log_mean"), (3, "log_mean"),
-                                                  (3, "mean_loss")])
+@pytest.mark.parametrize(
+    "num_samples, combine", [(1, "log_mean"), (3, "log_mean"), (3, "mean_loss")]
+)
 def test_frozen_noise_is_attacking_the_fixed_draws(num_samples, combine):
     model = _mixture()
     fn = attacks.stochastic_model_fn(model, num_samples, noise="frozen", combine=combine, seed=4)
-    assert fn.options == {"gradient_samples": num_samples, "noise": "frozen",
-                          "combine": combine, "frozen_scope": "batch", "noise_seed": 4}
+    assert fn.options == {
+        "gradient_samples": num_samples,
+        "noise": "frozen",
+        "combine": combine,
+        "frozen_scope": "batch",
+        "noise_seed": 4,
+    }
     weights = _frozen_weights(model, fn)
     first, again = fn(tf.constant(X)).numpy(), fn(tf.constant(X)).numpy()
     np.testing.assert_array_equal(first, again)  # constant over evaluations
     _, logits = np_forward(X.astype(np.float64), weights)
-    expected = (np.log(sp.softmax(logits, -1)) if combine == "mean_loss"
-                else np.log(sp.softmax(logits, -1).mean(0)))
+    expected = (
+        np.log(sp.softmax(logits, -1))
+        if combine == "mean_loss"
+        else np.log(sp.softmax(logits, -1).mean(0))
+    )
     np.testing.assert_allclose(first, expected, atol=2e-5)
     states = [g.state.numpy() for g in fn.generators]
-    adv = attacks.projected_gradient_descent(fn, X, 0.2, 0.05, 6, np.inf, fn.loss(), 0.0, 1.0,
-                                             Y).numpy()
+    adv = attacks.projected_gradient_descent(
+        fn, X, 0.2, 0.05, 6, np.inf, fn.loss(), 0.0, 1.0, Y
+    ).numpy()
     reference = np_pgd(X, Y, weights, combine, 0.2, 0.05, 6)
     assert np.mean(np.abs(adv - reference) < 1e-5) > 0.99  # (float32: a rare sign flip)
     assert np.abs(adv - X).max() > 0.1
@@ -137,10 +157,16 @@ def test_frozen_dropout_masks_per_example():
         attacks.stochastic_model_fn(model, 1, noise="frozen", frozen_scope="batch")
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(noise="fixed"), "noise must be one of"), (dict(combine="mean"), "combine must be"),
-    (dict(num_samples=0), "num_samples must be"), (dict(frozen_scope="x"), "frozen_scope"),
-    (dict(seed=1.5), "seed must be")])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(noise="fixed"), "noise must be one of"),
+        (dict(combine="mean"), "combine must be"),
+        (dict(num_samples=0), "num_samples must be"),
+        (dict(frozen_scope="x"), "frozen_scope"),
+        (dict(seed=1.5), "seed must be"),
+    ],
+)
 def test_bad_options(kwargs, message):
     with pytest.raises(ValueError, match=message):
         attacks.stochastic_model_fn(_mixture(), **kwargs)
@@ -148,11 +174,14 @@ def test_bad_options(kwargs, message):
 
 def test_new_draws_and_batches_do_not_retrace():
     from uqmix.attacks import gradient_attacks
+
     model = _mixture()
     fn = attacks.stochastic_model_fn(model, 2, noise="frozen", combine="mean_loss", seed=3)
+
     def run(x):
         return attacks.projected_gradient_descent(
-            fn, x, 0.1, 0.05, 2, np.inf, fn.loss(), 0.0, 1.0, Y[:len(x)])
+            fn, x, 0.1, 0.05, 2, np.inf, fn.loss(), 0.0, 1.0, Y[: len(x)]
+        )
 
     run(X)
     before = gradient_attacks._compiled_pgd.experimental_get_tracing_count()

@@ -1,4 +1,5 @@
 """Sweep runner and aggregator: resumable grid, mean ± std over seeds."""
+
 import os
 import statistics
 import subprocess
@@ -61,15 +62,21 @@ def test_sweep_reports_failures_and_bad_plans(tmp_path):
 
 def _run_module(*args):
     """``python -m *args`` from the repository root, output captured."""
-    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_sweep_binaries_end_to_end(tmp_path):
     a = _flagfile(tmp_path, "a", "--scale=3.0\n")
     root = str(tmp_path / "out")
-    result = _run_module("experiments.sweep", "--binary=tests.fake_experiment", f"--flagfiles={a}",
-                 "--seeds=1,2", f"--output_root={root}")
+    result = _run_module(
+        "experiments.sweep",
+        "--binary=tests.fake_experiment",
+        f"--flagfiles={a}",
+        "--seeds=1,2",
+        f"--output_root={root}",
+    )
     assert result.returncode == 0, result.stderr
     result = _run_module("experiments.aggregate", f"--output_root={root}", "--keys=test.accuracy")
     assert result.returncode == 0, result.stderr
@@ -77,9 +84,16 @@ def test_sweep_binaries_end_to_end(tmp_path):
     assert os.path.exists(os.path.join(root, "aggregate.json"))
     # --extra_flag passes one flag whole, commas and all; --extra_flags splits at commas
     shifted = str(tmp_path / "shifted")
-    result = _run_module("experiments.sweep", "--binary=tests.fake_experiment", f"--flagfiles={a}",
-                 "--seeds=1,2", f"--output_root={shifted}", "--extra_flags=--scale=2.0",
-                 "--extra_flag=--offsets=10,20", "--extra_flag=--offsets=1,2")
+    result = _run_module(
+        "experiments.sweep",
+        "--binary=tests.fake_experiment",
+        f"--flagfiles={a}",
+        "--seeds=1,2",
+        f"--output_root={shifted}",
+        "--extra_flags=--scale=2.0",
+        "--extra_flag=--offsets=10,20",
+        "--extra_flag=--offsets=1,2",
+    )
     assert result.returncode == 0, result.stderr
     table = sweep.aggregate(sweep.collect(shifted))
     assert table["a"]["test.accuracy"]["mean"] == pytest.approx(2.0 * 1.5 + 3.0)  # last wins
@@ -105,17 +119,35 @@ def test_print_commands_gives_the_local_runner_s_commands_for_unfinished_runs(tm
     folder.mkdir()
     a = _flagfile(folder, "a", "--scale=2.0\n")
     root = str(folder / "out")
-    common = ["experiments.sweep", "--binary=tests.fake_experiment", f"--flagfiles={a}",
-              "--seeds=1,2", f"--output_root={root}", "--extra_flag=--offsets=10,20"]
+    common = [
+        "experiments.sweep",
+        "--binary=tests.fake_experiment",
+        f"--flagfiles={a}",
+        "--seeds=1,2",
+        f"--output_root={root}",
+        "--extra_flag=--offsets=10,20",
+    ]
     result = _run_module(*common, "--print_commands")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     planned = sweep.plan([a], [1, 2], root)
-    expected = [f"cd {REPO} && " + " ".join(
-        __import__("shlex").quote(part) for part in
-        [sys.executable, "-m", "tests.fake_experiment", f"--flagfile={r.flagfile}",
-         f"--seed={r.seed}", f"--output_dir={r.output_dir}", "--resume", "--offsets=10,20"])
-        for r in planned]
+    expected = [
+        f"cd {REPO} && "
+        + " ".join(
+            __import__("shlex").quote(part)
+            for part in [
+                sys.executable,
+                "-m",
+                "tests.fake_experiment",
+                f"--flagfile={r.flagfile}",
+                f"--seed={r.seed}",
+                f"--output_dir={r.output_dir}",
+                "--resume",
+                "--offsets=10,20",
+            ]
+        )
+        for r in planned
+    ]
     assert lines == expected
     assert not os.path.exists(root)  # printing runs nothing
     # finish seed 1 with the printed command itself, in a shell

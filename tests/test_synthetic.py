@@ -1,4 +1,5 @@
 """synthetic3 against the generative model it claims (SciPy distributions, grid integration)."""
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -42,8 +43,9 @@ def test_ood_shell_is_uniform_on_the_annulus_outside_the_data():
     radius = np.linalg.norm(x_ood.astype(np.float64), axis=1)
     assert radius.min() >= config.ood_inner_radius - 1e-5
     assert radius.max() <= config.ood_outer_radius + 1e-5
-    r2 = (radius ** 2 - config.ood_inner_radius ** 2) / (
-        config.ood_outer_radius ** 2 - config.ood_inner_radius ** 2)
+    r2 = (radius**2 - config.ood_inner_radius**2) / (
+        config.ood_outer_radius**2 - config.ood_inner_radius**2
+    )
     assert stats.kstest(r2, "uniform").pvalue > 1e-3  # uniform in area
     angle = np.mod(np.arctan2(x_ood[:, 1], x_ood[:, 0]), 2 * np.pi) / (2 * np.pi)
     assert stats.kstest(angle, "uniform").pvalue > 1e-3
@@ -59,11 +61,15 @@ def test_class_posterior_matches_scipy_densities_and_bayes_error():
     config = synthetic.DEFAULT_CONFIG
     means = synthetic.class_means(config)
     points = np.random.default_rng(0).normal(scale=4.0, size=(200, 2))
-    densities = np.stack([stats.multivariate_normal(m, config.std ** 2 * np.eye(2)).pdf(points)
-                          for m in means], axis=1)
-    np.testing.assert_allclose(synthetic.class_posterior(points, config),
-                               densities / densities.sum(1, keepdims=True), rtol=1e-10,
-                               atol=1e-300)
+    densities = np.stack(
+        [stats.multivariate_normal(m, config.std**2 * np.eye(2)).pdf(points) for m in means], axis=1
+    )
+    np.testing.assert_allclose(
+        synthetic.class_posterior(points, config),
+        densities / densities.sum(1, keepdims=True),
+        rtol=1e-10,
+        atol=1e-300,
+    )
     # Bayes error by grid integration of 1 - ∫ max_k p(x, k) dx ...
     grid = np.linspace(-9.0, 9.0, 721)
     gx, gy = np.meshgrid(grid, grid)
@@ -92,12 +98,15 @@ def test_registry_splits():
         data.load_arrays("synthetic3", "extra")
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(num_per_class=0), "num_per_class must be an integer >= 1"),
-    (dict(num_per_class=2.5), "num_per_class must be an integer"),
-    (dict(seed=-1), "seed must be an integer >= 0"),
-    (dict(num_ood=-3), "num_ood must be an integer >= 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(num_per_class=0), "num_per_class must be an integer >= 1"),
+        (dict(num_per_class=2.5), "num_per_class must be an integer"),
+        (dict(seed=-1), "seed must be an integer >= 0"),
+        (dict(num_ood=-3), "num_ood must be an integer >= 0"),
+    ],
+)
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         synthetic.synthetic3(**kwargs)

@@ -1,5 +1,6 @@
 """End-to-end: experiments.synthetic_rkl (uqmix.studies.synthetic_experiment) with tiny settings,
 in process and as a CLI."""
+
 import os
 import re
 import subprocess
@@ -10,13 +11,19 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from experiments import options_binary
-from uqmix import runs
+from uqmix import runs, tensorboard_logging
 from uqmix.studies import synthetic_experiment
-from uqmix import tensorboard_logging
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(train_steps=40, steps_per_epoch=20, steps_per_execution=20, hidden_units=["16"],
-            grid_resolution=12, verbose=0, deterministic=False)
+TINY = dict(
+    train_steps=40,
+    steps_per_epoch=20,
+    steps_per_execution=20,
+    hidden_units=["16"],
+    grid_resolution=12,
+    verbose=0,
+    deterministic=False,
+)
 
 
 def test_run_writes_metrics_figure_events_and_resumes(tmp_path):
@@ -31,8 +38,13 @@ def test_run_writes_metrics_figure_events_and_resumes(tmp_path):
     assert set(on_disk["models"]) == {"forward_kl", "reverse_kl"}
     for loss in ("forward_kl", "reverse_kl"):
         result = on_disk["models"][loss]
-        for key in ("accuracy", "ood_auroc_mutual_information", "ood_auroc_total_uncertainty",
-                    "mean_alpha0_in", "mean_alpha0_ood"):
+        for key in (
+            "accuracy",
+            "ood_auroc_mutual_information",
+            "ood_auroc_total_uncertainty",
+            "mean_alpha0_in",
+            "mean_alpha0_ood",
+        ):
             assert np.isfinite(result[key]), key
         assert os.listdir(os.path.join(output_dir, "tensorboard", loss, "train"))
     with open(os.path.join(output_dir, synthetic_experiment.FIGURE_FILE), "rb") as handle:
@@ -53,7 +65,8 @@ def test_run_writes_metrics_figure_events_and_resumes(tmp_path):
     # Re-running the same configuration succeeds without retraining (same numbers) ...
     again = synthetic_experiment.run(config)
     assert again["models"]["reverse_kl"]["train_seconds"] == pytest.approx(
-        metrics["models"]["reverse_kl"]["train_seconds"])
+        metrics["models"]["reverse_kl"]["train_seconds"]
+    )
     assert again["models"]["reverse_kl"]["accuracy"] == metrics["models"]["reverse_kl"]["accuracy"]
     for measure, scores in metrics["models"]["forward_kl"]["ood_detection"].items():
         assert again["models"]["forward_kl"]["ood_detection"][measure] == pytest.approx(scores)
@@ -70,15 +83,18 @@ def test_non_empty_foreign_folder_is_refused(tmp_path):
         synthetic_experiment.run(config)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(losses=["reverse_kl", "kl"]), "unknown entries"),
-    (dict(losses=["reverse_kl", "reverse_kl"]), "twice"),
-    (dict(learning_rate=0.0), "learning_rate"),
-    (dict(hidden_units=["64", "x"]), "hidden_units"),
-    (dict(steps_per_execution=7), "must divide"),
-    (dict(ood_weight=-1.0), "ood_weight"),
-    (dict(grid_resolution=5), "grid_resolution"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(losses=["reverse_kl", "kl"]), "unknown entries"),
+        (dict(losses=["reverse_kl", "reverse_kl"]), "twice"),
+        (dict(learning_rate=0.0), "learning_rate"),
+        (dict(hidden_units=["64", "x"]), "hidden_units"),
+        (dict(steps_per_execution=7), "must divide"),
+        (dict(ood_weight=-1.0), "ood_weight"),
+        (dict(grid_resolution=5), "grid_resolution"),
+    ],
+)
 def test_bad_flags_are_rejected_before_training(overrides, message):
     with pytest.raises(ValueError, match=message):
         synthetic_experiment.validate_config(synthetic_experiment.default_config(**overrides))
@@ -89,8 +105,12 @@ def test_shipped_flagfile_matches_the_defaults():
 
     probe = flags.FlagValues()
     options_binary.define_flags(synthetic_experiment, probe)
-    probe(["synthetic_rkl", "--flagfile=" + os.path.join(REPO_ROOT, "experiments", "configs",
-                                                         "synthetic_rkl.cfg")])
+    probe(
+        [
+            "synthetic_rkl",
+            "--flagfile=" + os.path.join(REPO_ROOT, "experiments", "configs", "synthetic_rkl.cfg"),
+        ]
+    )
     assert {name: probe[name].value for name in probe} == synthetic_experiment.default_config()
 
 
@@ -120,11 +140,21 @@ def test_main_with_flagfile(tmp_path, capsys):
     from absl import app
 
     flagfile = tmp_path / "tiny.cfg"
-    flagfile.write_text("\n".join(f"--{k}={','.join(v) if isinstance(v, list) else v}"
-                                  for k, v in TINY.items() if k != "deterministic") + "\n")
+    flagfile.write_text(
+        "\n".join(
+            f"--{k}={','.join(v) if isinstance(v, list) else v}"
+            for k, v in TINY.items()
+            if k != "deterministic"
+        )
+        + "\n"
+    )
     output_dir = tmp_path / "out"
-    flag_values, argv = _parsed_flags(f"--flagfile={flagfile}", f"--output_dir={output_dir}",
-                                      "--losses=reverse_kl", "--nodeterministic")
+    flag_values, argv = _parsed_flags(
+        f"--flagfile={flagfile}",
+        f"--output_dir={output_dir}",
+        "--losses=reverse_kl",
+        "--nodeterministic",
+    )
     assert _main(argv, flag_values) == 0
     assert "reverse_kl: accuracy" in capsys.readouterr().out
     assert list(runs.read_json(str(output_dir / "metrics.json"))["models"]) == ["reverse_kl"]
@@ -137,9 +167,13 @@ def test_main_with_flagfile(tmp_path, capsys):
         _main(argv, flag_values)
     assert not (tmp_path / "bad").exists()
     # a different configuration into the finished run's folder: refused, exit code 2
-    flag_values, argv = _parsed_flags(f"--flagfile={flagfile}", f"--output_dir={output_dir}",
-                                      "--losses=reverse_kl", "--nodeterministic",
-                                      "--learning_rate=0.01")
+    flag_values, argv = _parsed_flags(
+        f"--flagfile={flagfile}",
+        f"--output_dir={output_dir}",
+        "--losses=reverse_kl",
+        "--nodeterministic",
+        "--learning_rate=0.01",
+    )
     assert _main(argv, flag_values) == 2
     assert "different configuration" in capsys.readouterr().err
 
@@ -151,8 +185,9 @@ def test_tensorboard_holds_training_validation_and_evaluation_on_the_global_step
     import keras
 
     output_dir = str(tmp_path / "run")
-    config = synthetic_experiment.default_config(output_dir=output_dir, losses=["reverse_kl"],
-                                                 **TINY)
+    config = synthetic_experiment.default_config(
+        output_dir=output_dir, losses=["reverse_kl"], **TINY
+    )
     metrics = synthetic_experiment.run(config)
     events = tensorboard_logging.read_events(os.path.join(output_dir, "tensorboard", "reverse_kl"))
     assert [step for step, _ in events[("train", "epoch_loss")]] == [20, 40]
@@ -163,43 +198,68 @@ def test_tensorboard_holds_training_validation_and_evaluation_on_the_global_step
 
     model = keras.models.load_model(os.path.join(output_dir, "reverse_kl", "model.keras"))
     data = synthetic_experiment.load_data()
-    expected = model.evaluate(synthetic_experiment._validation_dataset(data, 512), verbose=0,
-                              return_dict=True)
+    expected = model.evaluate(
+        synthetic_experiment._validation_dataset(data, 512), verbose=0, return_dict=True
+    )
     assert events[("validation", "epoch_loss")][-1][1] == pytest.approx(expected["loss"], rel=1e-4)
     assert events[("validation", "epoch_accuracy")][-1][1] == pytest.approx(
-        np.mean(model.predictive(data["x_val"]).predicted_class().numpy() == data["y_val"]))
+        np.mean(model.predictive(data["x_val"]).predicted_class().numpy() == data["y_val"])
+    )
 
     result = metrics["models"]["reverse_kl"]
-    for tag, value in (("evaluation/accuracy", result["accuracy"]),
-                       ("evaluation/nll", result["nll"]), ("evaluation/ece", result["ece"]),
-                       ("evaluation/ood_auroc_mutual_information",
-                        result["ood_auroc_mutual_information"]),
-                       ("evaluation/ood_detection/total_uncertainty/auroc",
-                        result["ood_detection"]["total_uncertainty"]["auroc"])):
+    for tag, value in (
+        ("evaluation/accuracy", result["accuracy"]),
+        ("evaluation/nll", result["nll"]),
+        ("evaluation/ece", result["ece"]),
+        ("evaluation/ood_auroc_mutual_information", result["ood_auroc_mutual_information"]),
+        (
+            "evaluation/ood_detection/total_uncertainty/auroc",
+            result["ood_detection"]["total_uncertainty"]["auroc"],
+        ),
+    ):
         assert events[("evaluation", tag)] == [(40, pytest.approx(value, rel=1e-6))], tag
     ((step, image),) = events[("evaluation", "figures/uncertainty_maps")]
     assert step == 40 and image.shape == (3,)  # width, height, PNG bytes
     import tensorflow as tf
 
     with open(os.path.join(output_dir, synthetic_experiment.FIGURE_FILE), "rb") as handle:
-        np.testing.assert_array_equal(tf.io.decode_png(image[2], channels=4).numpy(),
-                                      tf.io.decode_png(handle.read(), channels=4).numpy())
+        np.testing.assert_array_equal(
+            tf.io.decode_png(image[2], channels=4).numpy(),
+            tf.io.decode_png(handle.read(), channels=4).numpy(),
+        )
 
 
 def test_cli_names_the_model_that_trains_and_prints_no_info_lines(tmp_path):
     """``python -m experiments.synthetic_rkl``: "Training forward_kl (1/2)" before each fit,
     nothing from TF/absl INFO logging on stdout or stderr."""
-    args = [f"--{k}={','.join(v) if isinstance(v, list) else v}" for k, v in TINY.items()
-            if k not in ("deterministic", "verbose")]
+    args = [
+        f"--{k}={','.join(v) if isinstance(v, list) else v}"
+        for k, v in TINY.items()
+        if k not in ("deterministic", "verbose")
+    ]
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     result = subprocess.run(
-        [sys.executable, "-m", "experiments.synthetic_rkl", *args, "--verbose=2",
-         f"--output_dir={tmp_path / 'run'}"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env)
+        [
+            sys.executable,
+            "-m",
+            "experiments.synthetic_rkl",
+            *args,
+            "--verbose=2",
+            f"--output_dir={tmp_path / 'run'}",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert "Training forward_kl (1/2)" in lines and "Training reverse_kl (2/2)" in lines
     assert lines.index("Training forward_kl (1/2)") < lines.index("Training reverse_kl (2/2)")
-    noise = [line for line in (result.stdout + result.stderr).splitlines()
-             if re.match(r"I\d{4} ", line) or "INFO" in line]
+    noise = [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if re.match(r"I\d{4} ", line) or "INFO" in line
+    ]
     assert not noise, noise

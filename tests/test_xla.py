@@ -8,21 +8,31 @@ variances e^-40, dropout rate 1e-7, FGSM step |N(0, 1e-7²)|) — the arithmetic
 still all there.  ``_assert_xla`` proves that the step really compiles under XLA: it lowers the
 step to HLO (``experimental_get_compiler_ir``), which fails on any op XLA cannot compile.
 """
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.python.framework import config as tf_config
 
+from uqmix import layers as uqmix_layers
 from uqmix import mixture_experiment, pn_experiment, synthetic_experiment
 from uqmix.adversarial_training import AdversarialPriorNetwork
-from uqmix.attacks import (momentum_iterative_method, predictive_logits_fn,
-                           projected_gradient_descent)
-from uqmix.attacks import gradient_attacks
-from uqmix import layers as uqmix_layers
+from uqmix.attacks import (
+    gradient_attacks,
+    momentum_iterative_method,
+    predictive_logits_fn,
+    projected_gradient_descent,
+)
 from uqmix.layers import MatrixNormalDense
-from uqmix.models import (DeepEnsemble, Deterministic, InfiniteMixture, MCDropout, MixtureModel,
-                          PriorNetwork)
+from uqmix.models import (
+    DeepEnsemble,
+    Deterministic,
+    InfiniteMixture,
+    MCDropout,
+    MixtureModel,
+    PriorNetwork,
+)
 from uqmix.models.backbones import mlp
 
 INPUT_SHAPE, K, B = (4, 3), 3, 6
@@ -43,8 +53,10 @@ def _no_op_determinism():
 
 def _batch(seed=0, n=B):
     rng = np.random.default_rng(seed)
-    return (rng.random((n,) + INPUT_SHAPE).astype(np.float32),
-            rng.integers(0, K, n).astype(np.int32))
+    return (
+        rng.random((n,) + INPUT_SHAPE).astype(np.float32),
+        rng.integers(0, K, n).astype(np.int32),
+    )
 
 
 def _silence_noise(model):
@@ -69,26 +81,41 @@ def _backbone():
 
 MODELS = {
     "infinite_mixture_ml": lambda: InfiniteMixture(
-        K, hidden_units=(8, 8), objective="ml", num_train_samples=3, dataset_size=50, seed=1),
+        K, hidden_units=(8, 8), objective="ml", num_train_samples=3, dataset_size=50, seed=1
+    ),
     "infinite_mixture_vi_jit_sampling": lambda: InfiniteMixture(
-        K, hidden_units=(8,), objective="vi", num_train_samples=3, dataset_size=50, seed=1,
-        jit_sampling=True),
-    "mixture_model": lambda: MixtureModel(_mixture_network(), "ml", num_train_samples=3,
-                                          kl_weight=0.02),
+        K,
+        hidden_units=(8,),
+        objective="vi",
+        num_train_samples=3,
+        dataset_size=50,
+        seed=1,
+        jit_sampling=True,
+    ),
+    "mixture_model": lambda: MixtureModel(
+        _mixture_network(), "ml", num_train_samples=3, kl_weight=0.02
+    ),
     "deterministic": lambda: Deterministic(INPUT_SHAPE, K, hidden_units=(8,), weight_decay=1e-3),
     "mc_dropout": lambda: MCDropout(INPUT_SHAPE, K, hidden_units=(8,), dropout_rate=1e-7),
     "deep_ensemble": lambda: DeepEnsemble(INPUT_SHAPE, K, hidden_units=(8,), num_members=2),
     "prior_network_rkl": lambda: PriorNetwork(_backbone(), K, loss="reverse_kl"),
-    "prior_network_fkl": lambda: PriorNetwork(_backbone(), K, loss="forward_kl",
-                                              normalize_by_target=True),
+    "prior_network_fkl": lambda: PriorNetwork(
+        _backbone(), K, loss="forward_kl", normalize_by_target=True
+    ),
     "prior_network_ce": lambda: PriorNetwork(_backbone(), K, loss="cross_entropy"),
     "adversarial_prior_network": lambda: AdversarialPriorNetwork(
-        _backbone(), K, loss="reverse_kl", epsilon_stddev=1e-7, seed=5),
+        _backbone(), K, loss="reverse_kl", epsilon_stddev=1e-7, seed=5
+    ),
     "dnn_adv": lambda: AdversarialPriorNetwork(
-        _backbone(), K, loss="cross_entropy", epsilon_stddev=1e-7, seed=5),
+        _backbone(), K, loss="cross_entropy", epsilon_stddev=1e-7, seed=5
+    ),
 }
-WITH_OOD = {"prior_network_rkl", "prior_network_fkl", "prior_network_ce",
-            "adversarial_prior_network"}
+WITH_OOD = {
+    "prior_network_rkl",
+    "prior_network_fkl",
+    "prior_network_ce",
+    "adversarial_prior_network",
+}
 
 
 def _compiled(name, jit_compile, weights=None):
@@ -124,13 +151,14 @@ def test_steps_compile_under_xla_and_match(name):
     initial = [w.numpy() for w in plain.trainable_weights]
     data = _data(name)
     for model in (plain, xla):
-        model.train_on_batch(*data)   # builds the optimizer and runs one step
+        model.train_on_batch(*data)  # builds the optimizer and runs one step
     logs_plain = plain.train_on_batch(*data, return_dict=True)
     logs_xla = xla.train_on_batch(*data, return_dict=True)
     assert set(logs_plain) == set(logs_xla) and logs_plain
     for key in logs_plain:
-        np.testing.assert_allclose(logs_xla[key], logs_plain[key], rtol=RTOL, atol=ATOL,
-                                   err_msg=key)
+        np.testing.assert_allclose(
+            logs_xla[key], logs_plain[key], rtol=RTOL, atol=ATOL, err_msg=key
+        )
     moved = False
     for a, b, start in zip(plain.trainable_weights, xla.trainable_weights, initial):
         moved |= not np.allclose(a.numpy(), start)
@@ -139,8 +167,9 @@ def test_steps_compile_under_xla_and_match(name):
     test_plain = plain.test_on_batch(*data, return_dict=True)
     test_xla = xla.test_on_batch(*data, return_dict=True)
     for key in test_plain:
-        np.testing.assert_allclose(test_xla[key], test_plain[key], rtol=RTOL, atol=ATOL,
-                                   err_msg=key)
+        np.testing.assert_allclose(
+            test_xla[key], test_plain[key], rtol=RTOL, atol=ATOL, err_msg=key
+        )
     _assert_xla(xla.train_step, data)
     _assert_xla(xla.test_step, data)
 
@@ -153,8 +182,9 @@ def test_predictive_runs_under_xla_when_the_model_is_jit_compiled(name):
     expected = plain.predictive(x, num_samples=4, batch_size=3)
     got = xla.predictive(x, num_samples=4, batch_size=3)
     np.testing.assert_allclose(got.mean(), expected.mean(), rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(got.total_uncertainty(), expected.total_uncertainty(),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        got.total_uncertainty(), expected.total_uncertainty(), rtol=1e-4, atol=1e-5
+    )
     assert set(xla._uqmix_predict_fns) == {(4, True)}
     assert set(plain._uqmix_predict_fns) == {(4, False)}
     compiled = xla._uqmix_predict_fns[(4, True)]
@@ -179,24 +209,29 @@ def test_attack_loops_under_xla_match(method, request):
     x = _batch(3, n=5)[0]
     attack = projected_gradient_descent if method == "pgd" else momentum_iterative_method
     extra = {"rand_init": False} if method == "pgd" else {}
-    kwargs = dict(eps=0.2, eps_iter=0.05, nb_iter=6, norm=np.inf, clip_min=0.0, clip_max=1.0,
-                  **extra)
+    kwargs = dict(
+        eps=0.2, eps_iter=0.05, nb_iter=6, norm=np.inf, clip_min=0.0, clip_max=1.0, **extra
+    )
     expected = attack(model_fn, x, **kwargs).numpy()
     request.getfixturevalue("attacks_under_xla")
-    xla_fn = gradient_attacks._compiled_pgd_xla if method == "pgd" else (
-        gradient_attacks._compiled_mim_xla)
+    xla_fn = (
+        gradient_attacks._compiled_pgd_xla
+        if method == "pgd"
+        else (gradient_attacks._compiled_mim_xla)
+    )
     traces = xla_fn.experimental_get_tracing_count()
     got = attack(model_fn, x, **kwargs).numpy()
-    assert xla_fn.experimental_get_tracing_count() == traces + 1   # ran the XLA program
-    assert np.abs(expected - x).max() > 0.1                          # the attack moved
+    assert xla_fn.experimental_get_tracing_count() == traces + 1  # ran the XLA program
+    assert np.abs(expected - x).max() > 0.1  # the attack moved
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
 
 
 def test_pgd_random_start_under_xla_stays_in_the_ball(attacks_under_xla):
     model_fn = _attack_victim()
     x = _batch(4, n=5)[0]
-    adv = projected_gradient_descent(model_fn, x, 0.1, 0.03, 3, np.inf, clip_min=0.0,
-                                     clip_max=1.0, rand_init=True, seed=3).numpy()
+    adv = projected_gradient_descent(
+        model_fn, x, 0.1, 0.03, 3, np.inf, clip_min=0.0, clip_max=1.0, rand_init=True, seed=3
+    ).numpy()
     assert np.abs(adv - x).max() <= 0.1 + 1e-6 and adv.min() >= 0.0 and adv.max() <= 1.0
     assert np.abs(adv - x).max() > 0.05
 
@@ -207,8 +242,11 @@ def test_set_jit_compile_refuses_non_bools():
 
 
 # -- the experiments' --jit_compile flag ------------------------------------------------------
-EXPERIMENTS = {"mixture": mixture_experiment, "pn": pn_experiment,
-               "synthetic": synthetic_experiment}
+EXPERIMENTS = {
+    "mixture": mixture_experiment,
+    "pn": pn_experiment,
+    "synthetic": synthetic_experiment,
+}
 
 
 @pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
@@ -216,8 +254,9 @@ def test_jit_compile_with_determinism_is_refused_naming_both_flags(experiment, t
     module = EXPERIMENTS[experiment]
     with pytest.raises(ValueError, match="--jit_compile needs --nodeterministic"):
         module.validate_config({"jit_compile": True, "output_dir": str(tmp_path)})
-    config = module.validate_config({"jit_compile": True, "deterministic": False,
-                                     "output_dir": str(tmp_path)})
+    config = module.validate_config(
+        {"jit_compile": True, "deterministic": False, "output_dir": str(tmp_path)}
+    )
     assert config["jit_compile"] is True
     assert module.default_config()["jit_compile"] is False
 
@@ -229,17 +268,29 @@ def test_experiments_compile_their_models_with_the_flag(jit_compile, tmp_path):
     assert mixture_experiment.build_model(config, (3, 3), 10).jit_compile is jit_compile
     config = synthetic_experiment.validate_config({**common, "hidden_units": ["4"]})
     assert synthetic_experiment.build_model("reverse_kl", config).jit_compile is jit_compile
-    config = pn_experiment.validate_config({**common, "backbone": "mlp", "hidden_units": ["4"],
-                                            "augment": False, "normalize_inputs": False})
+    config = pn_experiment.validate_config(
+        {
+            **common,
+            "backbone": "mlp",
+            "hidden_units": ["4"],
+            "augment": False,
+            "normalize_inputs": False,
+        }
+    )
     model = pn_experiment.build_model(config, (3, 3, 1), 10, None, 0, 10)
     assert model.jit_compile is jit_compile
 
 
 def test_experiments_refuse_a_model_keras_compiled_without_xla(tmp_path):
-    config = mixture_experiment.validate_config({"jit_compile": True, "deterministic": False,
-                                                 "output_dir": str(tmp_path),
-                                                 "hidden_units": ["4"]})
-    tf.config.experimental.enable_op_determinism()   # e.g. left on by an earlier run
+    config = mixture_experiment.validate_config(
+        {
+            "jit_compile": True,
+            "deterministic": False,
+            "output_dir": str(tmp_path),
+            "hidden_units": ["4"],
+        }
+    )
+    tf.config.experimental.enable_op_determinism()  # e.g. left on by an earlier run
     with pytest.raises(ValueError, match="--jit_compile: Keras would run this model without XLA"):
         mixture_experiment.build_model(config, (3, 3), 10)
 
@@ -264,17 +315,17 @@ def test_jit_sampling_draws_all_layers_noise_at_once_and_splits_it(monkeypatch):
     x, num_samples = _batch(5)[0], 3
     logits = model(x, num_samples=num_samples).numpy()
     rows, widths = num_samples * B, (8, 6, K)
-    assert calls == [rows * sum(widths)]                          # one draw for the 3 layers
+    assert calls == [rows * sum(widths)]  # one draw for the 3 layers
     z = np.sin(1.0 + np.float32(0.37) * np.arange(calls[0], dtype=np.float32)).astype(np.float64)
     h = x.reshape(B, -1).astype(np.float64)
     offset = 0
-    for i, layer in enumerate(model.dense_layers):                # float64 NumPy forward pass
+    for i, layer in enumerate(model.dense_layers):  # float64 NumPy forward pass
         m = layer.mean.numpy().astype(np.float64)
         u = np.exp(layer.log_row_variance.numpy().astype(np.float64))
         v = np.exp(layer.log_column_variance.numpy().astype(np.float64))
         mean = h @ m[:-1] + m[-1]
-        std = np.sqrt(h ** 2 @ u[:-1] + u[-1] + 1e-8)[:, None] * np.sqrt(v)[None]
-        noise = z[offset:offset + rows * widths[i]]
+        std = np.sqrt(h**2 @ u[:-1] + u[-1] + 1e-8)[:, None] * np.sqrt(v)[None]
+        noise = z[offset : offset + rows * widths[i]]
         offset += rows * widths[i]
         if i == 0:
             out = (mean[None] + std[None] * noise.reshape(num_samples, B, -1)).reshape(rows, -1)

@@ -1,4 +1,5 @@
 """uqmix: uncertainty quantification with mixture models on TF2 / Keras 3 / TFP."""
+
 import os as _os
 
 # Keras 3 on the TensorFlow backend is the only supported configuration.

@@ -93,17 +93,28 @@ class AdversarialPriorNetwork(PriorNetwork):
 
     extra_term_names = ("adversarial_loss",)
 
-    def __init__(self, backbone, num_classes, epsilon_stddev=0.1, adversarial_weight=1.0,
-                 adversarial_target_concentration=1.0, clip_min=0.0, clip_max=1.0, seed=None,
-                 **kwargs):
+    def __init__(
+        self,
+        backbone,
+        num_classes,
+        epsilon_stddev=0.1,
+        adversarial_weight=1.0,
+        adversarial_target_concentration=1.0,
+        clip_min=0.0,
+        clip_max=1.0,
+        seed=None,
+        **kwargs,
+    ):
         super().__init__(backbone, num_classes, **kwargs)
         if not epsilon_stddev > 0:
             raise ValueError(f"epsilon_stddev must be > 0, got {epsilon_stddev}.")
         if not adversarial_weight >= 0:
             raise ValueError(f"adversarial_weight must be >= 0, got {adversarial_weight}.")
         if not adversarial_target_concentration >= 0:
-            raise ValueError("adversarial_target_concentration must be >= 0, got "
-                             f"{adversarial_target_concentration}.")
+            raise ValueError(
+                "adversarial_target_concentration must be >= 0, got "
+                f"{adversarial_target_concentration}."
+            )
         if clip_min is not None and clip_max is not None and not clip_min < clip_max:
             raise ValueError(f"clip_min must be < clip_max, got {clip_min}, {clip_max}.")
         self.epsilon_stddev = float(epsilon_stddev)
@@ -128,8 +139,11 @@ class AdversarialPriorNetwork(PriorNetwork):
         logits = tf.cast(logits, tf.float32)
         if self.loss_name == "cross_entropy":
             return dirichlet_losses.cross_entropy_loss(logits, labels)
-        loss_fn = (dirichlet_losses.reverse_kl_loss if self.loss_name == "reverse_kl"
-                   else dirichlet_losses.forward_kl_loss)
+        loss_fn = (
+            dirichlet_losses.reverse_kl_loss
+            if self.loss_name == "reverse_kl"
+            else dirichlet_losses.forward_kl_loss
+        )
         loss = loss_fn(logits, labels, self.adversarial_target_concentration, self.concentration)
         if self.normalize_by_target:
             loss = loss / self.target_concentration
@@ -137,16 +151,24 @@ class AdversarialPriorNetwork(PriorNetwork):
 
     def _draw_targets_and_steps(self, x, y):
         targets = random_other_classes(y, self.num_classes, self.adversarial_seed_generator)
-        eps = random_step_sizes(tf.shape(x)[0], self.epsilon_stddev,
-                                self.adversarial_seed_generator, dtype=x.dtype)
+        eps = random_step_sizes(
+            tf.shape(x)[0], self.epsilon_stddev, self.adversarial_seed_generator, dtype=x.dtype
+        )
         return targets, eps
 
     def adversarial_inputs(self, x, y):
         """Targeted FGSM inputs x' of a batch, with their own inference-mode forward pass."""
         x = tf.convert_to_tensor(x)
         targets, eps = self._draw_targets_and_steps(x, y)
-        return targeted_fgsm(lambda inputs: self(inputs, training=False), self.per_example_loss,
-                             x, targets, eps, self.clip_min, self.clip_max)
+        return targeted_fgsm(
+            lambda inputs: self(inputs, training=False),
+            self.per_example_loss,
+            x,
+            targets,
+            eps,
+            self.clip_min,
+            self.clip_max,
+        )
 
     def _loss_terms(self, x, y, x_ood, training):
         """PriorNetwork's forward pass and loss; in training also crafts x' from that pass."""
@@ -158,8 +180,9 @@ class AdversarialPriorNetwork(PriorNetwork):
             input_tape.watch(x)
             loss, unscaled, terms = super()._loss_terms(x, y, x_ood, training)
             crafting_loss = tf.reduce_sum(self.per_example_loss(terms["logits_in"], targets))
-        self._crafted_inputs = fgsm_descent(x, input_tape.gradient(crafting_loss, x), eps,
-                                            self.clip_min, self.clip_max)
+        self._crafted_inputs = fgsm_descent(
+            x, input_tape.gradient(crafting_loss, x), eps, self.clip_min, self.clip_max
+        )
         return loss, unscaled, terms
 
     def extra_training_terms(self, x, y):
@@ -172,12 +195,14 @@ class AdversarialPriorNetwork(PriorNetwork):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "epsilon_stddev": self.epsilon_stddev,
-            "adversarial_weight": self.adversarial_weight,
-            "adversarial_target_concentration": self.adversarial_target_concentration,
-            "clip_min": self.clip_min,
-            "clip_max": self.clip_max,
-            "seed": self.seed,
-        })
+        config.update(
+            {
+                "epsilon_stddev": self.epsilon_stddev,
+                "adversarial_weight": self.adversarial_weight,
+                "adversarial_target_concentration": self.adversarial_target_concentration,
+                "clip_min": self.clip_min,
+                "clip_max": self.clip_max,
+                "seed": self.seed,
+            }
+        )
         return config

@@ -37,9 +37,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from uqmix import attacks
-from uqmix import metrics
-from uqmix import plotting
+from uqmix import attacks, metrics, plotting
 from uqmix.evaluation import detection_score
 from uqmix.predictive import DirichletPredictive, SampledPredictive
 
@@ -88,6 +86,7 @@ class AttackOptions:
       averaged (the compound-density-networks scheme); N = eval_attacks if set,
       else the evaluation's sample count.
     """
+
     preset: str = "cleverhans4"
     nb_iter: typing.Optional[int] = None
     eps_iter: typing.Optional[float] = None
@@ -105,8 +104,9 @@ class AttackOptions:
     def resolved(self):
         """The options with the preset applied, validated: a JSON-ready dict."""
         if self.preset not in ATTACK_PRESETS:
-            raise ValueError(f"attack preset must be one of {tuple(ATTACK_PRESETS)}, "
-                             f"got {self.preset!r}.")
+            raise ValueError(
+                f"attack preset must be one of {tuple(ATTACK_PRESETS)}, got {self.preset!r}."
+            )
         preset = ATTACK_PRESETS[self.preset]
         if self.eps_iter is not None and self.eps_iter_ratio is not None:
             raise ValueError("give at most one of eps_iter (absolute) and eps_iter_ratio.")
@@ -122,11 +122,13 @@ class AttackOptions:
         if step is not None and not (math.isfinite(step) and step > 0):
             raise ValueError(f"eps_iter must be > 0, got {step}.")
         labels = preset["labels"] if self.labels is None else self.labels
-        checks = [("labels", labels, LABEL_MODES), ("evaluation", self.evaluation,
-                                                    EVALUATION_SCHEMES),
-                  ("noise", self.noise, attacks.model_fns.NOISE_MODES),
-                  ("combine", self.combine, attacks.model_fns.COMBINE_MODES),
-                  ("frozen_scope", self.frozen_scope, attacks.model_fns.FROZEN_SCOPES)]
+        checks = [
+            ("labels", labels, LABEL_MODES),
+            ("evaluation", self.evaluation, EVALUATION_SCHEMES),
+            ("noise", self.noise, attacks.model_fns.NOISE_MODES),
+            ("combine", self.combine, attacks.model_fns.COMBINE_MODES),
+            ("frozen_scope", self.frozen_scope, attacks.model_fns.FROZEN_SCOPES),
+        ]
         for name, value, allowed in checks:
             if value not in allowed:
                 raise ValueError(f"attack option {name} must be one of {allowed}, got {value!r}.")
@@ -135,13 +137,22 @@ class AttackOptions:
             if value is not None and (int(value) != value or value < 1):
                 raise ValueError(f"attack option {name} must be an integer >= 1, got {value!r}.")
         rand_init = preset["rand_init"] if self.rand_init is None else bool(self.rand_init)
-        return {"preset": self.preset, "nb_iter": nb_iter, "eps_iter": step,
-                "eps_iter_ratio": ratio, "rand_init": rand_init,
-                "labels": labels, "label_samples": self.label_samples,
-                "gradient_samples": int(self.gradient_samples), "noise": self.noise,
-                "combine": self.combine, "frozen_scope": self.frozen_scope,
-                "evaluation": self.evaluation, "eval_attacks": self.eval_attacks,
-                "norm": "inf"}
+        return {
+            "preset": self.preset,
+            "nb_iter": nb_iter,
+            "eps_iter": step,
+            "eps_iter_ratio": ratio,
+            "rand_init": rand_init,
+            "labels": labels,
+            "label_samples": self.label_samples,
+            "gradient_samples": int(self.gradient_samples),
+            "noise": self.noise,
+            "combine": self.combine,
+            "frozen_scope": self.frozen_scope,
+            "evaluation": self.evaluation,
+            "eval_attacks": self.eval_attacks,
+            "norm": "inf",
+        }
 
     def step(self, eps):
         """PGD's eps_iter at radius ``eps``; a fixed step larger than a non-zero ε is an error."""
@@ -151,7 +162,8 @@ class AttackOptions:
         if 0 < eps < record["eps_iter"]:
             raise ValueError(
                 f"attack preset {self.preset!r} steps eps_iter={record['eps_iter']} > eps={eps} "
-                "(PGD needs eps_iter <= eps): use larger radii or set eps_iter/eps_iter_ratio.")
+                "(PGD needs eps_iter <= eps): use larger radii or set eps_iter/eps_iter_ratio."
+            )
         return record["eps_iter"]
 
 
@@ -169,11 +181,19 @@ def attack_model_fn(model, options=None, seed=None):
             raise ValueError(f"model must be a uqmix model or a Keras classifier, got {model!r}.")
         return model
     if getattr(model, "predictive_kind", "sampled_logits") == "sampled_logits":
-        return attacks.stochastic_model_fn(model, options.gradient_samples, options.noise,
-                                           options.combine, seed, options.frozen_scope)
+        return attacks.stochastic_model_fn(
+            model,
+            options.gradient_samples,
+            options.noise,
+            options.combine,
+            seed,
+            options.frozen_scope,
+        )
     if options.combine != "log_mean" or options.noise != "redraw":
-        raise ValueError(f"{type(model).__name__} has no sampled noise: use noise='redraw' and "
-                         "combine='log_mean'.")
+        raise ValueError(
+            f"{type(model).__name__} has no sampled noise: use noise='redraw' and "
+            "combine='log_mean'."
+        )
     return attacks.predictive_logits_fn(model, options.gradient_samples)
 
 
@@ -191,8 +211,10 @@ def predict(model, x, num_samples=None, batch_size=500):
     """The ``Predictive`` of ``model`` on all of x (batched)."""
     if _is_uqmix_model(model):
         return model.predictive(x, num_samples=num_samples, batch_size=batch_size)
-    logits = [model(tf.convert_to_tensor(x[i:i + batch_size], tf.float32))
-              for i in range(0, len(x), batch_size)]
+    logits = [
+        model(tf.convert_to_tensor(x[i : i + batch_size], tf.float32))
+        for i in range(0, len(x), batch_size)
+    ]
     return SampledPredictive.from_logits(tf.concat(logits, axis=0)[None])
 
 
@@ -228,8 +250,20 @@ def default_eps_iter_ratio(nb_iter):
     return min(1.0, 2.5 / max(int(nb_iter), 1))
 
 
-def attack_inputs(model, x, y, eps, options=None, *, seed=0, realisation=0, clip_min=0.0,
-                  clip_max=1.0, batch_size=500, bar=None):
+def attack_inputs(
+    model,
+    x,
+    y,
+    eps,
+    options=None,
+    *,
+    seed=0,
+    realisation=0,
+    clip_min=0.0,
+    clip_max=1.0,
+    batch_size=500,
+    bar=None,
+):
     """One realisation of untargeted L∞ PGD at radius ``eps`` on all of x, batch by batch.
 
     Batch i uses the random start seed (seed, realisation·100003 + i) and, with
@@ -247,31 +281,60 @@ def attack_inputs(model, x, y, eps, options=None, *, seed=0, realisation=0, clip
     elif record["label_samples"] is None:
         labels = None  # the attack model's own prediction (cleverhans' guess)
     else:
-        labels = np.asarray(predict(model, x, record["label_samples"], batch_size)
-                            .predicted_class())
+        labels = np.asarray(
+            predict(model, x, record["label_samples"], batch_size).predicted_class()
+        )
     adversarial = []
     for index, part in enumerate(_batches(len(x), batch_size)):
         key = realisation * 100003 + index
         if isinstance(model_fn, attacks.StochasticModelFn):
             model_fn.new_draw(key)
-        adversarial.append(attacks.projected_gradient_descent(
-            model_fn, x[part], eps, step, record["nb_iter"], np.inf, loss_fn, clip_min, clip_max,
-            None if labels is None else labels[part], False, record["rand_init"],
-            seed=[seed, key]).numpy())
+        adversarial.append(
+            attacks.projected_gradient_descent(
+                model_fn,
+                x[part],
+                eps,
+                step,
+                record["nb_iter"],
+                np.inf,
+                loss_fn,
+                clip_min,
+                clip_max,
+                None if labels is None else labels[part],
+                False,
+                record["rand_init"],
+                seed=[seed, key],
+            ).numpy()
+        )
         _advance(bar)
     return np.concatenate(adversarial)
 
 
-def evaluate_under_attack(model, x, y, eps, options=None, *, num_eval_samples=None, seed=0,
-                          clip_min=0.0, clip_max=1.0, batch_size=500, bar=None, verbose=False):
+def evaluate_under_attack(
+    model,
+    x,
+    y,
+    eps,
+    options=None,
+    *,
+    num_eval_samples=None,
+    seed=0,
+    clip_min=0.0,
+    clip_max=1.0,
+    batch_size=500,
+    bar=None,
+    verbose=False,
+):
     """The ``Predictive`` of the adversarial inputs under ``options.evaluation`` (see
     ``AttackOptions``): "single" → predict(x', N samples); "per_sample" → sample n is one fresh
     sample at x'_n, the n-th attack realisation, n = 1..N.  ``verbose``: a progress bar over
     the attacked batches (unless a ``bar`` is given)."""
     options = AttackOptions() if options is None else options
     if bar is None and verbose and eps > 0:
-        bar = _progress(len(_batches(len(x), batch_size))
-                        * _attack_count(options, num_eval_samples, model), verbose)
+        bar = _progress(
+            len(_batches(len(x), batch_size)) * _attack_count(options, num_eval_samples, model),
+            verbose,
+        )
     kwargs = dict(seed=seed, clip_min=clip_min, clip_max=clip_max, batch_size=batch_size, bar=bar)
     if options.evaluation == "single":
         adversarial = attack_inputs(model, x, y, eps, options, **kwargs)
@@ -290,8 +353,20 @@ def _attack_count(options, num_eval_samples, model):
     return int(options.eval_attacks or num_eval_samples or getattr(model, "default_num_samples", 1))
 
 
-def robustness_curve(model, x, y, epsilons, options=None, *, num_eval_samples=None, seed=0,
-                     clip_min=0.0, clip_max=1.0, batch_size=500, verbose=False):
+def robustness_curve(
+    model,
+    x,
+    y,
+    epsilons,
+    options=None,
+    *,
+    num_eval_samples=None,
+    seed=0,
+    clip_min=0.0,
+    clip_max=1.0,
+    batch_size=500,
+    verbose=False,
+):
     """Accuracy and attack success rate under untargeted L∞ PGD for every ε in ``epsilons``.
 
     The attack and the evaluation follow ``options`` (``AttackOptions``; default:
@@ -310,23 +385,44 @@ def robustness_curve(model, x, y, epsilons, options=None, *, num_eval_samples=No
     record = options_record(model, options, seed)
     epsilons = np.asarray(epsilons, np.float64).reshape(-1)
     if epsilons.size == 0 or np.any(~np.isfinite(epsilons)) or np.any(epsilons < 0):
-        raise ValueError(f"epsilons must be a non-empty list of finite values >= 0, got {epsilons}.")
+        raise ValueError(
+            f"epsilons must be a non-empty list of finite values >= 0, got {epsilons}."
+        )
     for eps in epsilons:
         options.step(eps)  # a fixed step larger than some ε: one error before any work
     batches = _batches(len(x), batch_size)
     attacked = int(np.sum(epsilons > 0))
-    bar = _progress(attacked * len(batches) * _attack_count(options, num_eval_samples, model),
-                    verbose)
+    bar = _progress(
+        attacked * len(batches) * _attack_count(options, num_eval_samples, model), verbose
+    )
     clean = predict(model, x, num_eval_samples, batch_size)
     accuracy, success = [], []
     for eps in epsilons:
-        predictive = clean if eps == 0 else evaluate_under_attack(
-            model, x, y, eps, options, num_eval_samples=num_eval_samples, seed=seed,
-            clip_min=clip_min, clip_max=clip_max, batch_size=batch_size, bar=bar)
+        predictive = (
+            clean
+            if eps == 0
+            else evaluate_under_attack(
+                model,
+                x,
+                y,
+                eps,
+                options,
+                num_eval_samples=num_eval_samples,
+                seed=seed,
+                clip_min=clip_min,
+                clip_max=clip_max,
+                batch_size=batch_size,
+                bar=bar,
+            )
+        )
         accuracy.append(metrics.accuracy(predictive, y))
         success.append(metrics.attack_success_rate(predictive, y, clean=clean))
-    return {"epsilons": epsilons, "accuracy": np.asarray(accuracy, np.float64),
-            "success_rate": np.asarray(success, np.float64), "options": record}
+    return {
+        "epsilons": epsilons,
+        "accuracy": np.asarray(accuracy, np.float64),
+        "success_rate": np.asarray(success, np.float64),
+        "options": record,
+    }
 
 
 def robustness_figure(curves, title=None, sigmas=3.0):
@@ -343,24 +439,37 @@ def robustness_figure(curves, title=None, sigmas=3.0):
     figure = plotting.new_figure(5.0, 3.8)
     ax = figure.subplots()
     seeds, examples = [], []
-    for (label, curve), (color, style) in zip(curves.items(),
-                                              plotting.series_styles(len(curves))):
+    for (label, curve), (color, style) in zip(curves.items(), plotting.series_styles(len(curves))):
         epsilons = np.asarray(curve["epsilons"], np.float64)
         accuracy = np.atleast_2d(np.asarray(curve["accuracy"], np.float64))
         if accuracy.shape[1] != epsilons.size:
-            raise ValueError(f"{label!r}: {accuracy.shape[1]} accuracies for {epsilons.size} epsilons.")
+            raise ValueError(
+                f"{label!r}: {accuracy.shape[1]} accuracies for {epsilons.size} epsilons."
+            )
         seeds.append(accuracy.shape[0])
         examples += [int(n) for n in np.atleast_1d(curve.get("num_examples") or [])]
         spread = sigmas * accuracy.std(axis=0, ddof=1) if accuracy.shape[0] > 1 else None
-        ax.errorbar(epsilons, accuracy.mean(axis=0), yerr=spread, marker="o", markersize=3,
-                    capsize=3, linewidth=1.5, label=f"{label} (n={accuracy.shape[0]})",
-                    color=color, linestyle=style)
+        ax.errorbar(
+            epsilons,
+            accuracy.mean(axis=0),
+            yerr=spread,
+            marker="o",
+            markersize=3,
+            capsize=3,
+            linewidth=1.5,
+            label=f"{label} (n={accuracy.shape[0]})",
+            color=color,
+            linestyle=style,
+        )
     ax.set_xlabel("ε")
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize=8)
-    ax.set_title(f"{title or 'PGD robustness'}\n" + plotting.averaging_text(
-        seeds, sigmas, examples or None, "attacked image"), fontsize=10)
+    ax.set_title(
+        f"{title or 'PGD robustness'}\n"
+        + plotting.averaging_text(seeds, sigmas, examples or None, "attacked image"),
+        fontsize=10,
+    )
     return figure
 
 
@@ -373,8 +482,10 @@ def _measures_of(predictive, measures):
     measures = [measures] if isinstance(measures, str) else list(measures)
     unknown = [m for m in measures if m not in predictive.measure_names]
     if unknown or not measures:
-        raise ValueError(f"unknown or empty measures {unknown or measures}; this predictive "
-                         f"provides {list(predictive.measure_names)}.")
+        raise ValueError(
+            f"unknown or empty measures {unknown or measures}; this predictive "
+            f"provides {list(predictive.measure_names)}."
+        )
     return measures
 
 
@@ -395,7 +506,9 @@ def adversarial_detection(clean, adversarial, labels, measures=None, seed=0):
     """
     labels = metrics.check_labels(labels, "labels", clean.num_classes, int(clean.batch_size))
     if int(adversarial.batch_size) != labels.size:
-        raise ValueError(f"adversarial has {int(adversarial.batch_size)} examples, clean {labels.size}.")
+        raise ValueError(
+            f"adversarial has {int(adversarial.batch_size)} examples, clean {labels.size}."
+        )
     names = _measures_of(clean, measures)
     clean_scores = {m: detection_score(clean, m) for m in names}
     adv_scores = {m: detection_score(adversarial, m) for m in names}
@@ -403,15 +516,20 @@ def adversarial_detection(clean, adversarial, labels, measures=None, seed=0):
     correct = metrics.predicted_classes(clean) == labels
     successful = correct & metrics.attack_success(adversarial, labels)
     count = int(min(correct.sum(), successful.sum()))
-    result.update(num_correct=int(correct.sum()), num_successful=int(successful.sum()),
-                  num_subsampled=count, correct_vs_successful=None)
+    result.update(
+        num_correct=int(correct.sum()),
+        num_successful=int(successful.sum()),
+        num_subsampled=count,
+        correct_vs_successful=None,
+    )
     if count > 0:
         rng = np.random.default_rng(seed)
         negatives = rng.choice(np.flatnonzero(correct), count, replace=False)
         positives = rng.choice(np.flatnonzero(successful), count, replace=False)
         result["correct_vs_successful"] = {
             m: metrics.detection_scores(clean_scores[m][negatives], adv_scores[m][positives])
-            for m in names}
+            for m in names
+        }
     return result
 
 
@@ -419,8 +537,15 @@ def adversarial_detection(clean, adversarial, labels, measures=None, seed=0):
 CRITERIA = ("kl_pmf", "kl_dir", "cross_entropy")
 
 
-def _criterion(criterion, model, clean_part, num_gradient_samples, noise="redraw",
-               combine="log_mean", seed=None):
+def _criterion(
+    criterion,
+    model,
+    clean_part,
+    num_gradient_samples,
+    noise="redraw",
+    combine="log_mean",
+    seed=None,
+):
     """(model_fn, loss_fn) of an adaptive criterion for one batch of clean outputs.
 
     A sampled uqmix model is attacked through ``stochastic_model_fn`` (noise,
@@ -431,17 +556,24 @@ def _criterion(criterion, model, clean_part, num_gradient_samples, noise="redraw
         if not isinstance(clean_part, DirichletPredictive):
             raise ValueError("criterion 'kl_dir' needs a Prior Network (Dirichlet output).")
         return attacks.dirichlet_logits_fn(model), attacks.kl_dir_loss(clean_part.alpha)
-    sampled = _is_uqmix_model(model) and getattr(model, "predictive_kind",
-                                                 "sampled_logits") == "sampled_logits"
+    sampled = (
+        _is_uqmix_model(model)
+        and getattr(model, "predictive_kind", "sampled_logits") == "sampled_logits"
+    )
     if sampled:
         samples = num_gradient_samples or getattr(model, "default_num_samples", 1)
         model_fn = attacks.stochastic_model_fn(model, samples, noise, combine, seed)
     elif noise != "redraw" or combine != "log_mean":
-        raise ValueError("noise / combine options need a sampled model (MC dropout, ensemble, "
-                         "mixture); use noise='redraw', combine='log_mean'.")
+        raise ValueError(
+            "noise / combine options need a sampled model (MC dropout, ensemble, "
+            "mixture); use noise='redraw', combine='log_mean'."
+        )
     else:
-        model_fn = (attacks.predictive_logits_fn(model, num_gradient_samples)
-                    if _is_uqmix_model(model) else attack_model_fn(model))
+        model_fn = (
+            attacks.predictive_logits_fn(model, num_gradient_samples)
+            if _is_uqmix_model(model)
+            else attack_model_fn(model)
+        )
     loss_fn = attacks.kl_pmf_loss(clean_part.mean()) if criterion == "kl_pmf" else None
     if sampled:
         loss_fn = model_fn.loss(loss_fn)
@@ -450,8 +582,11 @@ def _criterion(criterion, model, clean_part, num_gradient_samples, noise="redraw
 
 def _adaptive_point(natural_scores, scores, hit):
     """(success rate, AUROC of natural vs successful adversarial inputs, JSR)."""
-    auroc = (metrics.detection_scores(natural_scores, scores[hit])["auroc"] if hit.any()
-             else float("nan"))
+    auroc = (
+        metrics.detection_scores(natural_scores, scores[hit])["auroc"]
+        if hit.any()
+        else float("nan")
+    )
     return float(hit.mean()), auroc, metrics.joint_success_rate(natural_scores, scores, hit)
 
 
@@ -462,17 +597,36 @@ def _adaptive_setup(model, x, criterion, eval_model, measure, num_eval_samples, 
     eval_model = model if eval_model is None else eval_model
     clean = predict(model, x, num_eval_samples, batch_size)
     targets = attacks.second_most_likely_class(clean.mean()).numpy()
-    eval_clean = clean if eval_model is model else predict(eval_model, x, num_eval_samples,
-                                                           batch_size)
+    eval_clean = (
+        clean if eval_model is model else predict(eval_model, x, num_eval_samples, batch_size)
+    )
     return eval_model, clean, targets, detection_score(eval_clean, measure)
 
 
-def adaptive_attack_curves(model, x, checkpoints, *, eps, eps_iter, method="pgd",
-                           criterion="kl_pmf", eval_model=None, measure="mutual_information",
-                           norm=np.inf, num_gradient_samples=None, num_eval_samples=None,
-                           decay_factor=1.0, rand_init=False, seed=0, clip_min=0.0,
-                           clip_max=1.0, batch_size=500, verbose=False, noise="redraw",
-                           combine="log_mean"):
+def adaptive_attack_curves(
+    model,
+    x,
+    checkpoints,
+    *,
+    eps,
+    eps_iter,
+    method="pgd",
+    criterion="kl_pmf",
+    eval_model=None,
+    measure="mutual_information",
+    norm=np.inf,
+    num_gradient_samples=None,
+    num_eval_samples=None,
+    decay_factor=1.0,
+    rand_init=False,
+    seed=0,
+    clip_min=0.0,
+    clip_max=1.0,
+    batch_size=500,
+    verbose=False,
+    noise="redraw",
+    combine="log_mean",
+):
     """Targeted adaptive attack at the second most likely class, evaluated after each checkpoint.
 
     The attack (PGD or MIM, ``iterative_attack_checkpoints``) runs on ``model``
@@ -492,40 +646,80 @@ def adaptive_attack_curves(model, x, checkpoints, *, eps, eps_iter, method="pgd"
     """
     x, _ = _check_data(x)
     eval_model, clean, targets, natural_scores = _adaptive_setup(
-        model, x, criterion, eval_model, measure, num_eval_samples, batch_size)
+        model, x, criterion, eval_model, measure, num_eval_samples, batch_size
+    )
     checkpoints = [int(c) for c in checkpoints]
     batches = _batches(len(x), batch_size)
     scores = {c: [] for c in checkpoints}
     success = {c: [] for c in checkpoints}
     bar = _progress(len(batches) * len(checkpoints), verbose)
     for index, part in enumerate(batches):
-        model_fn, loss_fn = _criterion(criterion, model, clean.take(np.arange(len(x))[part]),
-                                       num_gradient_samples, noise, combine, seed)
+        model_fn, loss_fn = _criterion(
+            criterion,
+            model,
+            clean.take(np.arange(len(x))[part]),
+            num_gradient_samples,
+            noise,
+            combine,
+            seed,
+        )
         if isinstance(model_fn, attacks.StochasticModelFn):
             model_fn.new_draw(index)
         runs = attacks.iterative_attack_checkpoints(
-            method, model_fn, x[part], checkpoints, eps, eps_iter, norm, loss_fn=loss_fn,
-            clip_min=clip_min, clip_max=clip_max, y=targets[part], targeted=True,
-            rand_init=rand_init, seed=[seed, index], decay_factor=decay_factor)
+            method,
+            model_fn,
+            x[part],
+            checkpoints,
+            eps,
+            eps_iter,
+            norm,
+            loss_fn=loss_fn,
+            clip_min=clip_min,
+            clip_max=clip_max,
+            y=targets[part],
+            targeted=True,
+            rand_init=rand_init,
+            seed=[seed, index],
+            decay_factor=decay_factor,
+        )
         for count, adversarial in runs:
             predictive = predict(eval_model, adversarial.numpy(), num_eval_samples, batch_size)
             scores[count].append(detection_score(predictive, measure))
             success[count].append(metrics.attack_success(predictive, targets=targets[part]))
             _advance(bar)
-    points = [_adaptive_point(natural_scores, np.concatenate(scores[c]),
-                              np.concatenate(success[c])) for c in checkpoints]
+    points = [
+        _adaptive_point(natural_scores, np.concatenate(scores[c]), np.concatenate(success[c]))
+        for c in checkpoints
+    ]
     result = {"iterations": np.asarray(checkpoints)}
     for key, values in zip(("success_rate", "auroc", "jsr"), zip(*points)):
         result[key] = np.asarray(values, np.float64)
     return result
 
 
-def adaptive_cw_curves(model, x, budgets, *, binary_search_steps=5, criterion="kl_pmf",
-                       eval_model=None, measure="mutual_information", num_gradient_samples=None,
-                       num_eval_samples=None, confidence=0.0, initial_const=1e-2,
-                       learning_rate=5e-3, abort_early=True, clip_min=0.0, clip_max=1.0,
-                       batch_size=500, verbose=False, noise="redraw", combine="log_mean",
-                       seed=0):
+def adaptive_cw_curves(
+    model,
+    x,
+    budgets,
+    *,
+    binary_search_steps=5,
+    criterion="kl_pmf",
+    eval_model=None,
+    measure="mutual_information",
+    num_gradient_samples=None,
+    num_eval_samples=None,
+    confidence=0.0,
+    initial_const=1e-2,
+    learning_rate=5e-3,
+    abort_early=True,
+    clip_min=0.0,
+    clip_max=1.0,
+    batch_size=500,
+    verbose=False,
+    noise="redraw",
+    combine="log_mean",
+    seed=0,
+):
     """Adaptive Carlini–Wagner L2 at the second most likely class against the iteration budget.
 
     For every budget n in ``budgets`` one ``carlini_wagner_l2_run`` with
@@ -538,7 +732,8 @@ def adaptive_cw_curves(model, x, budgets, *, binary_search_steps=5, criterion="k
     """
     x, _ = _check_data(x)
     eval_model, clean, targets, natural_scores = _adaptive_setup(
-        model, x, criterion, eval_model, measure, num_eval_samples, batch_size)
+        model, x, criterion, eval_model, measure, num_eval_samples, batch_size
+    )
     budgets = [int(b) for b in budgets]
     points, medians = [], []
     batches = _batches(len(x), batch_size)
@@ -546,16 +741,35 @@ def adaptive_cw_curves(model, x, budgets, *, binary_search_steps=5, criterion="k
     for budget in budgets:
         adversarial = []
         for index, part in enumerate(batches):
-            model_fn, loss_fn = _criterion(criterion, model, clean.take(np.arange(len(x))[part]),
-                                           num_gradient_samples, noise, combine, seed)
+            model_fn, loss_fn = _criterion(
+                criterion,
+                model,
+                clean.take(np.arange(len(x))[part]),
+                num_gradient_samples,
+                noise,
+                combine,
+                seed,
+            )
             if isinstance(model_fn, attacks.StochasticModelFn):
                 model_fn.new_draw(index)
-            adversarial.append(attacks.carlini_wagner_l2_run(
-                model_fn, x[part], y=targets[part], targeted=True, batch_size=len(x[part]),
-                clip_min=clip_min, clip_max=clip_max, binary_search_steps=binary_search_steps,
-                max_iterations=budget, abort_early=abort_early, confidence=confidence,
-                initial_const=initial_const, learning_rate=learning_rate,
-                loss_fn=loss_fn).adversarial)
+            adversarial.append(
+                attacks.carlini_wagner_l2_run(
+                    model_fn,
+                    x[part],
+                    y=targets[part],
+                    targeted=True,
+                    batch_size=len(x[part]),
+                    clip_min=clip_min,
+                    clip_max=clip_max,
+                    binary_search_steps=binary_search_steps,
+                    max_iterations=budget,
+                    abort_early=abort_early,
+                    confidence=confidence,
+                    initial_const=initial_const,
+                    learning_rate=learning_rate,
+                    loss_fn=loss_fn,
+                ).adversarial
+            )
             _advance(bar)
         adversarial = np.concatenate(adversarial)
         predictive = predict(eval_model, adversarial, num_eval_samples, batch_size)

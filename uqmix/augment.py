@@ -42,8 +42,8 @@ def crop_and_flip(images, offsets, flips, padding):
     height, width = tf.shape(images)[1], tf.shape(images)[2]
     offsets = tf.cast(offsets, tf.int32)
     padded = tf.pad(images, [[0, 0], [padding, padding], [padding, padding], [0, 0]])
-    rows = offsets[:, 0:1] + tf.range(height)[None, :]   # [B, H]
-    cols = offsets[:, 1:2] + tf.range(width)[None, :]    # [B, W]
+    rows = offsets[:, 0:1] + tf.range(height)[None, :]  # [B, H]
+    cols = offsets[:, 1:2] + tf.range(width)[None, :]  # [B, W]
     cropped = tf.gather(padded, rows, axis=1, batch_dims=1)
     cropped = tf.gather(cropped, cols, axis=2, batch_dims=1)
     flips = tf.reshape(tf.cast(flips, tf.bool), [-1, 1, 1, 1])
@@ -60,8 +60,9 @@ def random_crop_and_flip(images, seed, padding=4, flip=True):
     padding = _check_padding(padding)
     seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
     batch = tf.shape(images)[0]
-    offsets = tf.random.stateless_uniform([batch, 2], seed=seed, minval=0,
-                                          maxval=2 * padding + 1, dtype=tf.int32)
+    offsets = tf.random.stateless_uniform(
+        [batch, 2], seed=seed, minval=0, maxval=2 * padding + 1, dtype=tf.int32
+    )
     if flip:
         flip_seed = tf.random.experimental.stateless_fold_in(seed, 1)
         flips = tf.random.stateless_uniform([batch], seed=flip_seed) < 0.5
@@ -91,9 +92,13 @@ def augment_dataset(dataset, seed, padding=4, flip=True):
         if paired:
             x_in, x_ood = x
             ood_seed = tf.stack([tf.constant(seed, tf.int64), 2 * index + 1])
-            return ((random_crop_and_flip(x_in, base, padding, flip),
-                     random_crop_and_flip(x_ood, ood_seed, padding, flip)), y)
+            return (
+                (
+                    random_crop_and_flip(x_in, base, padding, flip),
+                    random_crop_and_flip(x_ood, ood_seed, padding, flip),
+                ),
+                y,
+            )
         return random_crop_and_flip(x, base, padding, flip), y
 
-    return dataset.enumerate().map(augment, num_parallel_calls=tf.data.AUTOTUNE,
-                                   deterministic=True)
+    return dataset.enumerate().map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

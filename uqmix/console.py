@@ -27,9 +27,11 @@ import time
 # absl is initialised the time is "00:00:<seconds since the epoch>"), the
 # warning absl prints before its initialisation, and the continuation line of TF's
 # CPU-feature notice.
-_NOISE = re.compile(r"^(I\d{4} [\d:.]+ +\d+ \S+:\d+\] |"
-                    r"WARNING: All log messages before absl::InitializeLog\(\) is called|"
-                    r"To enable the following instructions: .* rebuild TensorFlow)")
+_NOISE = re.compile(
+    r"^(I\d{4} [\d:.]+ +\d+ \S+:\d+\] |"
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called|"
+    r"To enable the following instructions: .* rebuild TensorFlow)"
+)
 
 
 def is_noise(line):
@@ -46,6 +48,7 @@ def _import_tensorflow_filtered():
         saved = os.dup(2)
     except (OSError, ValueError):  # no usable fd 2 (embedded interpreters): import plainly
         import tensorflow  # noqa: F401
+
         return
     with tempfile.TemporaryFile(mode="w+b") as capture:
         os.dup2(capture.fileno(), 2)
@@ -56,8 +59,11 @@ def _import_tensorflow_filtered():
             os.dup2(saved, 2)
             os.close(saved)
             capture.seek(0)
-            kept = [line for line in capture.read().decode("utf-8", "replace").splitlines(True)
-                    if not is_noise(line)]
+            kept = [
+                line
+                for line in capture.read().decode("utf-8", "replace").splitlines(True)
+                if not is_noise(line)
+            ]
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()

@@ -36,8 +36,9 @@ def _gratings(labels, rng):
     size = IMAGE_SHAPE[0]
     rows, cols = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
     theta = labels * np.pi / NUM_CLASSES
-    projection = (rows[None] * np.cos(theta)[:, None, None]
-                  + cols[None] * np.sin(theta)[:, None, None])
+    projection = (
+        rows[None] * np.cos(theta)[:, None, None] + cols[None] * np.sin(theta)[:, None, None]
+    )
     phase = rng.uniform(0, 2 * np.pi, size=(labels.size, 1, 1))
     amplitude = rng.uniform(0.25, 0.45, size=(labels.size, 1, 1, 1))
     wave = np.sin(2 * np.pi * 3.0 * projection / size + phase)[..., None]
@@ -52,8 +53,13 @@ def _blobs(count, rng):
         centre = rng.uniform(0, size, size=(count, 2))
         width = rng.uniform(3, 10, size=(count, 1, 1))
         colour = rng.uniform(0, 0.8, size=(count, 3))
-        bump = np.exp(-((rows[None] - centre[:, 0, None, None]) ** 2
-                        + (cols[None] - centre[:, 1, None, None]) ** 2) / (2 * width ** 2))
+        bump = np.exp(
+            -(
+                (rows[None] - centre[:, 0, None, None]) ** 2
+                + (cols[None] - centre[:, 1, None, None]) ** 2
+            )
+            / (2 * width**2)
+        )
         images += bump[..., None] * colour[:, None, None, :]
     return images
 

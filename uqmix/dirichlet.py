@@ -72,8 +72,12 @@ def lgamma_minus_a_digamma_plus_a(a):
     direct = tf.math.lgamma(a_small) - a_small * tf.math.digamma(a_small) + a_small
     inv = 1.0 / a_large
     inv2 = inv * inv
-    series = (0.5 * np.log(2.0 * np.pi) + 0.5 - 0.5 * tf.math.log(a_large)
-              + inv * (1.0 / 6.0 + inv2 * (-1.0 / 90.0 + inv2 * (1.0 / 210.0 - inv2 / 210.0))))
+    series = (
+        0.5 * np.log(2.0 * np.pi)
+        + 0.5
+        - 0.5 * tf.math.log(a_large)
+        + inv * (1.0 / 6.0 + inv2 * (-1.0 / 90.0 + inv2 * (1.0 / 210.0 - inv2 / 210.0)))
+    )
     return tf.where(large, series, direct)
 
 

@@ -43,8 +43,10 @@ def task_of(strategy):
 
 def is_multi_worker(strategy):
     """True for a ``MultiWorkerMirroredStrategy`` whose cluster has more than one task."""
-    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-            and strategy.extended._in_multi_worker_mode())
+    return (
+        isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        and strategy.extended._in_multi_worker_mode()
+    )
 
 
 def is_chief(strategy):
@@ -100,7 +102,8 @@ def agree(strategy, ok):
     if not is_multi_worker(strategy):
         return bool(ok)
     value = strategy.experimental_distribute_values_from_function(
-        lambda _: tf.constant(1 if ok else 0, tf.int32))
+        lambda _: tf.constant(1 if ok else 0, tf.int32)
+    )
     total = strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
     return int(total) == strategy.num_replicas_in_sync
 
@@ -120,8 +123,9 @@ def prepare_output_dir(config, strategy, prepare):
     chief = is_chief(strategy)
     if chief:
         try:
-            result = prepare(config["output_dir"], config, resume=config["resume"],
-                             overwrite=config["overwrite"])
+            result = prepare(
+                config["output_dir"], config, resume=config["resume"], overwrite=config["overwrite"]
+            )
         except (ValueError, OSError) as caught:
             error = caught
     if not agree(strategy, error is None):  # the barrier: the chief has written config.json
@@ -129,7 +133,8 @@ def prepare_output_dir(config, strategy, prepare):
             raise error
         raise runs.ConfigMismatchError(
             f"The chief refused --output_dir={config['output_dir']} (see its log); this worker "
-            "stops too.")
+            "stops too."
+        )
     if not chief:
         check_same_config(config)
         result = True
@@ -153,13 +158,15 @@ def check_same_config(config):
     if not os.path.exists(path):
         raise runs.ConfigMismatchError(
             f"{path} is missing on this worker after the chief wrote it: every worker must see "
-            "the same --output_dir (a shared file system).")
+            "the same --output_dir (a shared file system)."
+        )
     chief, own = _comparable(runs.read_json(path)), _comparable(config)
     if chief != own:
         changed = sorted(k for k in set(chief) | set(own) if chief.get(k) != own.get(k))
         raise runs.ConfigMismatchError(
             f"This worker's flags differ from the chief's in: {', '.join(changed)}. Start every "
-            "worker with the same command (only TF_CONFIG differs).")
+            "worker with the same command (only TF_CONFIG differs)."
+        )
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -168,12 +175,16 @@ def _check_divisible(element_spec, count):
     for spec in tf.nest.flatten(element_spec):
         size = spec.shape[0] if spec.shape.rank else None
         if size is None:
-            raise ValueError("Training batches need a static batch size to be split over "
-                             f"replicas (got {spec}); batch with drop_remainder.")
+            raise ValueError(
+                "Training batches need a static batch size to be split over "
+                f"replicas (got {spec}); batch with drop_remainder."
+            )
         if size % count:
-            raise ValueError(f"A global batch of {size} examples cannot be split evenly over "
-                             f"{count} replicas: choose --batch_size (and --ood_batch_size) "
-                             f"divisible by {count}.")
+            raise ValueError(
+                f"A global batch of {size} examples cannot be split evenly over "
+                f"{count} replicas: choose --batch_size (and --ood_batch_size) "
+                f"divisible by {count}."
+            )
 
 
 def _replica_slice(batch, index, count):
@@ -181,7 +192,7 @@ def _replica_slice(batch, index, count):
 
     def piece(tensor):
         per = tensor.shape[0] // count
-        return tensor[index * per:(index + 1) * per]
+        return tensor[index * per : (index + 1) * per]
 
     return tf.nest.map_structure(piece, batch)
 
@@ -196,8 +207,9 @@ def distribute_dataset(dataset, strategy):
     to the local replicas).  Raises ``ValueError`` when a batch does not split evenly.
     """
     count = strategy.num_replicas_in_sync
-    if count == 1 or not isinstance(strategy, (tf.distribute.MirroredStrategy,
-                                               tf.distribute.MultiWorkerMirroredStrategy)):
+    if count == 1 or not isinstance(
+        strategy, (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)
+    ):
         return dataset
     spec = dataset.element_spec
     _check_divisible(spec, count)
@@ -210,12 +222,12 @@ def distribute_dataset(dataset, strategy):
             element = args if isinstance(spec, tuple) else args[0]
             slices = [_replica_slice(element, first + r, count) for r in range(local)]
             return tf.data.Dataset.from_tensor_slices(
-                tf.nest.map_structure(lambda *parts: tf.stack(parts), *slices))
+                tf.nest.map_structure(lambda *parts: tf.stack(parts), *slices)
+            )
 
         options = tf.data.Options()
         # Sharded by hand (split): no automatic sharding on top.
-        options.experimental_distribute.auto_shard_policy = (
-            tf.data.experimental.AutoShardPolicy.OFF)
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         return dataset.with_options(options).flat_map(split).prefetch(tf.data.AUTOTUNE)
 
     return strategy.distribute_datasets_from_function(per_worker)
@@ -258,7 +270,8 @@ def install_keras_multi_worker_fixes():
         # Build from the per-replica element spec instead of an all-reduced data batch.
         spec = tf.nest.map_structure(
             lambda s: s._value_specs[0] if hasattr(s, "_value_specs") else s,
-            iterator._distributed_dataset.element_spec)
+            iterator._distributed_dataset.element_spec,
+        )
         with self.distribute_strategy.scope():
             self._symbolic_build(data_batch=spec)
         return None

@@ -33,9 +33,7 @@ import math
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
-from tensorflow_probability.python.internal import dtype_util
-from tensorflow_probability.python.internal import parameter_properties
-from tensorflow_probability.python.internal import tensor_util
+from tensorflow_probability.python.internal import dtype_util, parameter_properties, tensor_util
 
 tfd = tfp.distributions
 
@@ -44,8 +42,11 @@ _HALF_LOG_TWO_PI = 0.5 * math.log(2.0 * math.pi)
 
 def _diag_scale(log_variance):
     return tf.linalg.LinearOperatorDiag(
-        tf.exp(0.5 * log_variance), is_non_singular=True, is_self_adjoint=True,
-        is_positive_definite=True)
+        tf.exp(0.5 * log_variance),
+        is_non_singular=True,
+        is_self_adjoint=True,
+        is_positive_definite=True,
+    )
 
 
 class DiagonalMatrixNormal(tfd.MatrixNormalLinearOperator):
@@ -59,17 +60,27 @@ class DiagonalMatrixNormal(tfd.MatrixNormalLinearOperator):
     ``MatrixNormalDense.posterior()`` does).
     """
 
-    def __init__(self, loc, log_row_variance, log_column_variance, validate_args=False,
-                 allow_nan_stats=True, name="DiagonalMatrixNormal"):
+    def __init__(
+        self,
+        loc,
+        log_row_variance,
+        log_column_variance,
+        validate_args=False,
+        allow_nan_stats=True,
+        name="DiagonalMatrixNormal",
+    ):
         parameters = dict(locals())
         with tf.name_scope(name) as name:
             dtype = dtype_util.common_dtype(
-                [loc, log_row_variance, log_column_variance], dtype_hint=tf.float32)
+                [loc, log_row_variance, log_column_variance], dtype_hint=tf.float32
+            )
             loc = tensor_util.convert_nonref_to_tensor(loc, dtype=dtype, name="loc")
             log_row_variance = tf.convert_to_tensor(
-                log_row_variance, dtype=dtype, name="log_row_variance")
+                log_row_variance, dtype=dtype, name="log_row_variance"
+            )
             log_column_variance = tf.convert_to_tensor(
-                log_column_variance, dtype=dtype, name="log_column_variance")
+                log_column_variance, dtype=dtype, name="log_column_variance"
+            )
             _check_shapes(loc, log_row_variance, log_column_variance)
             self._log_row_variance = log_row_variance
             self._log_column_variance = log_column_variance
@@ -79,7 +90,8 @@ class DiagonalMatrixNormal(tfd.MatrixNormalLinearOperator):
                 scale_column=_diag_scale(log_column_variance),
                 validate_args=validate_args,
                 allow_nan_stats=allow_nan_stats,
-                name=name)
+                name=name,
+            )
         self._parameters = parameters
 
     @classmethod
@@ -87,7 +99,8 @@ class DiagonalMatrixNormal(tfd.MatrixNormalLinearOperator):
         return dict(
             loc=parameter_properties.ParameterProperties(event_ndims=2),
             log_row_variance=parameter_properties.ParameterProperties(event_ndims=1),
-            log_column_variance=parameter_properties.ParameterProperties(event_ndims=1))
+            log_column_variance=parameter_properties.ParameterProperties(event_ndims=1),
+        )
 
     @property
     def log_row_variance(self):
@@ -104,15 +117,15 @@ class DiagonalMatrixNormal(tfd.MatrixNormalLinearOperator):
         return self._log_row_variance[..., :, None] + self._log_column_variance[..., None, :]
 
     def _variance(self):
-        return tf.broadcast_to(tf.exp(self.log_elementwise_variance()),
-                               tf.shape(self._mean()))
+        return tf.broadcast_to(tf.exp(self.log_elementwise_variance()), tf.shape(self._mean()))
 
     def _sample_n(self, n, seed=None):
         loc = tf.convert_to_tensor(self.loc)
         std = tf.exp(0.5 * self.log_elementwise_variance())
         shape = tf.concat([[n], tf.shape(loc + std)], axis=0)
         noise = tf.random.stateless_normal(
-            shape, seed=tfp.random.sanitize_seed(seed), dtype=loc.dtype)
+            shape, seed=tfp.random.sanitize_seed(seed), dtype=loc.dtype
+        )
         return loc + std * noise
 
     def _log_prob(self, x):
@@ -124,15 +137,18 @@ class DiagonalMatrixNormal(tfd.MatrixNormalLinearOperator):
 def _check_shapes(loc, log_row_variance, log_column_variance):
     if loc.shape.rank is not None and loc.shape.rank < 2:
         raise ValueError(f"loc must be a matrix [..., r, c], got shape {loc.shape}.")
-    for name, tensor, axis in (("log_row_variance", log_row_variance, -2),
-                               ("log_column_variance", log_column_variance, -1)):
+    for name, tensor, axis in (
+        ("log_row_variance", log_row_variance, -2),
+        ("log_column_variance", log_column_variance, -1),
+    ):
         if tensor.shape.rank is not None and tensor.shape.rank < 1:
             raise ValueError(f"{name} must be a vector [..., n], got a scalar.")
         size, expected = tensor.shape[-1], loc.shape[axis] if loc.shape.rank else None
         if size is not None and expected is not None and size != expected:
             raise ValueError(
                 f"{name} has length {size} but loc has {expected} "
-                f"{'rows' if axis == -2 else 'columns'} (loc shape {loc.shape}).")
+                f"{'rows' if axis == -2 else 'columns'} (loc shape {loc.shape})."
+            )
 
 
 def _static_constant(tensor):
@@ -165,12 +181,14 @@ def diagonal_matrix_normal_kl(q, p):
     dtype = q.dtype
     rows = tf.cast(tf.shape(q.loc)[-2], dtype)
     cols = tf.cast(tf.shape(q.loc)[-1], dtype)
-    row_log_ratio = q.log_row_variance - p.log_row_variance       # log(u₁/u₂)
+    row_log_ratio = q.log_row_variance - p.log_row_variance  # log(u₁/u₂)
     col_log_ratio = q.log_column_variance - p.log_column_variance  # log(v₁/v₂)
-    trace = (tf.reduce_sum(tf.exp(row_log_ratio), axis=-1)
-             * tf.reduce_sum(tf.exp(col_log_ratio), axis=-1))
-    log_det_ratio = (cols * tf.reduce_sum(row_log_ratio, axis=-1)
-                     + rows * tf.reduce_sum(col_log_ratio, axis=-1))
+    trace = tf.reduce_sum(tf.exp(row_log_ratio), axis=-1) * tf.reduce_sum(
+        tf.exp(col_log_ratio), axis=-1
+    )
+    log_det_ratio = cols * tf.reduce_sum(row_log_ratio, axis=-1) + rows * tf.reduce_sum(
+        col_log_ratio, axis=-1
+    )
     return 0.5 * (trace + _mahalanobis(q, p) - rows * cols - log_det_ratio)
 
 
@@ -187,4 +205,5 @@ def isotropic_matrix_normal_prior(rows, columns, variance, dtype=tf.float32):
     return DiagonalMatrixNormal(
         loc=tf.zeros([rows, columns], dtype),
         log_row_variance=tf.fill([rows], tf.constant(math.log(variance), dtype)),
-        log_column_variance=tf.zeros([columns], dtype))
+        log_column_variance=tf.zeros([columns], dtype),
+    )

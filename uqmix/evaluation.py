@@ -8,8 +8,7 @@ arrays, ready for ``json.dump`` (after ``.tolist()`` for arrays) and for figures
 
 import numpy as np
 
-from uqmix import metrics
-from uqmix import uncertainty
+from uqmix import metrics, uncertainty
 from uqmix.predictive import Predictive
 
 
@@ -22,7 +21,8 @@ def _check_predictive(predictive, name):
 def _resolve_measures(measures, *predictives):
     """The requested measure names, checked against what every predictive provides."""
     available = [
-        name for name in predictives[0].measure_names
+        name
+        for name in predictives[0].measure_names
         if all(name in p.measure_names for p in predictives[1:])
     ]
     if measures is None:
@@ -73,9 +73,12 @@ def ood_detection(pred_in, pred_out, measures=None):
     if pred_in.num_classes != pred_out.num_classes:
         raise ValueError(
             f"pred_in has {pred_in.num_classes} classes but pred_out has {pred_out.num_classes}: "
-            "both must come from the same model.")
+            "both must come from the same model."
+        )
     return {
-        name: metrics.detection_scores(detection_score(pred_in, name), detection_score(pred_out, name))
+        name: metrics.detection_scores(
+            detection_score(pred_in, name), detection_score(pred_out, name)
+        )
         for name in _resolve_measures(measures, pred_in, pred_out)
     }
 
@@ -99,8 +102,9 @@ def measure_histograms(predictive, labels, measure, bins=30):
     ``bin_edges`` [M + 1], ``correct`` and ``wrong`` counts [M] (int64).
     """
     values = measure_values(predictive, measure)
-    labels = metrics.check_labels(labels, "labels", predictive.num_classes, values.size,
-                                  "predictive")
+    labels = metrics.check_labels(
+        labels, "labels", predictive.num_classes, values.size, "predictive"
+    )
     correct = metrics.predicted_classes(predictive) == labels
     edges = np.histogram_bin_edges(values, bins=bins)
     return {

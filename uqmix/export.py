@@ -40,14 +40,18 @@ def _as_predictive_model(model):
     if hasattr(model, "predictive_on_batch"):
         return model
     if not isinstance(model, keras.Model):
-        raise ValueError("export_saved_model needs a uqmix model (PredictiveModelMixin) or a "
-                         f"Keras classifier, got {type(model).__name__}.")
+        raise ValueError(
+            "export_saved_model needs a uqmix model (PredictiveModelMixin) or a "
+            f"Keras classifier, got {type(model).__name__}."
+        )
     activation = getattr(model.layers[-1], "activation", None) if model.layers else None
     if activation is keras.activations.softmax:
         raise ValueError(
             f"export_saved_model: the last layer of {model.name!r} applies softmax; a plain Keras "
-            "classifier is exported from its logits. Remove the softmax (activation=None).")
+            "classifier is exported from its logits. Remove the softmax (activation=None)."
+        )
     from uqmix.models.sampled_networks import ensemble
+
     return ensemble([model], name=f"{model.name}_as_mixture")
 
 
@@ -75,21 +79,29 @@ def _input_shape(model, input_shape):
         if model_shape is None or any(d is None for d in model_shape):
             raise ValueError(
                 "export_saved_model: the model does not know its input shape; pass input_shape, "
-                "the shape of ONE input without the batch axis, e.g. (28, 28, 1) for MNIST.")
+                "the shape of ONE input without the batch axis, e.g. (28, 28, 1) for MNIST."
+            )
         return model_shape
     input_shape = tuple(input_shape)
     if any(d is None for d in input_shape) or (
-            model_shape is not None and len(input_shape) == len(model_shape) + 1
-            and input_shape[1:] == tuple(model_shape)):
+        model_shape is not None
+        and len(input_shape) == len(model_shape) + 1
+        and input_shape[1:] == tuple(model_shape)
+    ):
         raise ValueError(
             f"export_saved_model: input_shape={input_shape} seems to include the batch axis; "
             "pass the shape of ONE input without it (the signature adds the batch axis), e.g. "
-            f"{input_shape[1:]}.")
-    mismatch = model_shape is not None and (len(model_shape) != len(input_shape) or any(
-        m is not None and m != d for m, d in zip(model_shape, input_shape)))
+            f"{input_shape[1:]}."
+        )
+    mismatch = model_shape is not None and (
+        len(model_shape) != len(input_shape)
+        or any(m is not None and m != d for m, d in zip(model_shape, input_shape))
+    )
     if mismatch:
-        raise ValueError(f"export_saved_model: input_shape={input_shape} does not match the "
-                         f"model's input shape {model_shape} (without the batch axis).")
+        raise ValueError(
+            f"export_saved_model: input_shape={input_shape} does not match the "
+            f"model's input shape {model_shape} (without the batch axis)."
+        )
     return input_shape
 
 

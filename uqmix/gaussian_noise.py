@@ -44,9 +44,9 @@ def cos_two_pi(t):
     """
     if t.dtype == tf.float64:
         return tf.cos(_TWO_PI * t)
-    s = tf.abs(t - tf.round(t))               # cos is even and 1-periodic in t: s ∈ [0, ½]
+    s = tf.abs(t - tf.round(t))  # cos is even and 1-periodic in t: s ∈ [0, ½]
     flip = s > 0.25
-    s = tf.where(flip, 0.5 - s, s)            # cos 2π(½ − s) = −cos 2πs: s ∈ [0, ¼]
+    s = tf.where(flip, 0.5 - s, s)  # cos 2π(½ − s) = −cos 2πs: s ∈ [0, ¼]
     y2 = tf.square(_TWO_PI * s)
     value = _COS_COEFFICIENTS[-1]
     for coefficient in reversed(_COS_COEFFICIENTS[:-1]):
@@ -60,12 +60,13 @@ def _uniform_pairs(shape, seed, dtype):
     shape = tf.convert_to_tensor(shape, tf.int32)
     size = tf.reduce_prod(shape)
     uniforms = tf.random.stateless_uniform(
-        tf.stack([2, (size + 1) // 2]), seed=seed, dtype=work_dtype, alg="philox")
+        tf.stack([2, (size + 1) // 2]), seed=seed, dtype=work_dtype, alg="philox"
+    )
     return shape, size, uniforms
 
 
 def _radius(u):
-    return tf.sqrt(tf.math.log(1.0 - u) * -2.0)                       # sqrt(−2 log(1 − u₁))
+    return tf.sqrt(tf.math.log(1.0 - u) * -2.0)  # sqrt(−2 log(1 − u₁))
 
 
 def _to_shape(pairs, size, shape, dtype):
@@ -75,8 +76,8 @@ def _to_shape(pairs, size, shape, dtype):
 def box_muller(shape, seed, dtype=tf.float32):
     """N(0, 1) numbers of ``shape`` (module doc), with plain TF ops (``tf.cos``)."""
     shape, size, u = _uniform_pairs(shape, seed, dtype)
-    phases = tf.constant([[0.0], [0.5 * math.pi]], u.dtype)             # cos, then sin
-    pairs = _radius(u[0]) * tf.cos(_TWO_PI * u[1] - phases)             # [2, ⌈n/2⌉]
+    phases = tf.constant([[0.0], [0.5 * math.pi]], u.dtype)  # cos, then sin
+    pairs = _radius(u[0]) * tf.cos(_TWO_PI * u[1] - phases)  # [2, ⌈n/2⌉]
     return _to_shape(pairs, size, shape, dtype)
 
 

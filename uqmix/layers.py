@@ -101,8 +101,9 @@ _noise_generator = box_muller
 _xla_noise_generator = standard_normal_xla
 
 
-def _local_reparameterization_sample(mean, inputs, log_row_variance, log_column_variance,
-                                     noise_shape, seed, noise_generator):
+def _local_reparameterization_sample(
+    mean, inputs, log_row_variance, log_column_variance, noise_shape, seed, noise_generator
+):
     """mean + sqrt(a²·u + δ) ⊗ sqrt(v) ⊙ z, z ~ N(0, I) of ``noise_shape``.
 
     mean: a·M [N, c]; inputs: a [N, d] (without the folded 1); noise_shape:
@@ -117,8 +118,10 @@ def _local_reparameterization_sample(mean, inputs, log_row_variance, log_column_
 
 def _given_noise(noise):
     """A noise generator (shape, seed, dtype) ↦ the given values reshaped to ``shape``."""
+
     def generator(shape, seed, dtype):
         return tf.reshape(tf.cast(noise, dtype), shape)
+
     return generator
 
 
@@ -177,17 +180,31 @@ class MatrixNormalDense(keras.layers.Layer):
       maps Philox counters to values differently).
     """
 
-    def __init__(self, units, prior_variance=1.0, sampling="local_reparameterization",
-                 activation=None, kernel_initializer="he_normal", initial_log_variance=-3.0,
-                 seed=None, jit_sampling=False, kl_weight=None, **kwargs):
+    def __init__(
+        self,
+        units,
+        prior_variance=1.0,
+        sampling="local_reparameterization",
+        activation=None,
+        kernel_initializer="he_normal",
+        initial_log_variance=-3.0,
+        seed=None,
+        jit_sampling=False,
+        kl_weight=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
-        if kl_weight is not None and not (isinstance(kl_weight, (int, float))
-                                          and math.isfinite(kl_weight) and kl_weight >= 0):
+        if kl_weight is not None and not (
+            isinstance(kl_weight, (int, float)) and math.isfinite(kl_weight) and kl_weight >= 0
+        ):
             raise ValueError(f"kl_weight must be None or a finite number >= 0, got {kl_weight}.")
         if int(units) != units or units < 1:
             raise ValueError(f"units must be a positive integer, got {units}.")
-        if not (isinstance(prior_variance, (int, float)) and math.isfinite(prior_variance)
-                and prior_variance > 0):
+        if not (
+            isinstance(prior_variance, (int, float))
+            and math.isfinite(prior_variance)
+            and prior_variance > 0
+        ):
             raise ValueError(f"prior_variance must be a finite number > 0, got {prior_variance}.")
         if not math.isfinite(initial_log_variance):
             raise ValueError(f"initial_log_variance must be finite, got {initial_log_variance}.")
@@ -209,7 +226,8 @@ class MatrixNormalDense(keras.layers.Layer):
             raise ValueError(
                 f"MatrixNormalDense layer {self.name!r} has its own kl_weight={self.kl_weight} and "
                 f"{owner!r} also adds its KL: the KL would count twice. Leave the layer's "
-                "kl_weight unset (None) and give the KL weight to the wrapping model.")
+                "kl_weight unset (None) and give the KL weight to the wrapping model."
+            )
         self._kl_accounted_by = owner
 
     @property
@@ -223,13 +241,17 @@ class MatrixNormalDense(keras.layers.Layer):
         if input_dim is None:
             raise ValueError(f"The last input axis must be known, got input shape {input_shape}.")
         self.mean = self.add_weight(
-            name="mean", shape=(input_dim + 1, self.units),
-            initializer=_FoldedMeanInitializer(self.kernel_initializer))
+            name="mean",
+            shape=(input_dim + 1, self.units),
+            initializer=_FoldedMeanInitializer(self.kernel_initializer),
+        )
         log_var_init = keras.initializers.Constant(self.initial_log_variance)
         self.log_row_variance = self.add_weight(
-            name="log_row_variance", shape=(input_dim + 1,), initializer=log_var_init)
+            name="log_row_variance", shape=(input_dim + 1,), initializer=log_var_init
+        )
         self.log_column_variance = self.add_weight(
-            name="log_column_variance", shape=(self.units,), initializer=log_var_init)
+            name="log_column_variance", shape=(self.units,), initializer=log_var_init
+        )
         self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: input_dim})
 
     def save_own_variables(self, store):
@@ -273,8 +295,7 @@ class MatrixNormalDense(keras.layers.Layer):
     def prior(self):
         """p(W) = MN(0, σ² I, I)."""
         rows, cols = self.mean.shape
-        return isotropic_matrix_normal_prior(rows, cols, self.prior_variance,
-                                             dtype=self.mean.dtype)
+        return isotropic_matrix_normal_prior(rows, cols, self.prior_variance, dtype=self.mean.dtype)
 
     def kl_divergence(self):
         """KL(q ‖ p) = ``tfd.kl_divergence(posterior(), prior())`` (the registered closed form)."""
@@ -295,10 +316,12 @@ class MatrixNormalDense(keras.layers.Layer):
         if num_samples is not None and rank != 2:
             raise ValueError(
                 "num_samples is for a shared input [batch, features]; got an input of shape "
-                f"{inputs.shape} (a rank-3 input already holds one row per sample).")
+                f"{inputs.shape} (a rank-3 input already holds one row per sample)."
+            )
         if sampling == "shared_weights" and rank not in (2, 3):
             raise ValueError(
-                f"shared_weights sampling takes [batch, d] or [samples, batch, d], got {inputs.shape}.")
+                f"shared_weights sampling takes [batch, d] or [samples, batch, d], got {inputs.shape}."
+            )
         if noise is not None and sampling != "local_reparameterization":
             raise ValueError("noise= is for local_reparameterization sampling only.")
         if noise is not None:
@@ -320,13 +343,22 @@ class MatrixNormalDense(keras.layers.Layer):
         dtype = inputs.dtype
         kernel, bias = tf.split(tf.cast(self.mean, dtype), [-1, 1], axis=0)
         flat = tf.reshape(inputs, [-1, tf.shape(inputs)[-1]])
-        mean = tf.matmul(flat, kernel) + bias                                  # a·M, once
-        noise_shape = tf.shape(mean) if num_samples is None else tf.concat(
-            [tf.reshape(num_samples, [1]), tf.shape(mean)], axis=0)
+        mean = tf.matmul(flat, kernel) + bias  # a·M, once
+        noise_shape = (
+            tf.shape(mean)
+            if num_samples is None
+            else tf.concat([tf.reshape(num_samples, [1]), tf.shape(mean)], axis=0)
+        )
         work = full_precision(mean).dtype
         outputs = _local_reparameterization_sample(
-            tf.cast(mean, work), tf.cast(flat, work), tf.cast(self.log_row_variance, work),
-            tf.cast(self.log_column_variance, work), noise_shape, seed, noise_generator)
+            tf.cast(mean, work),
+            tf.cast(flat, work),
+            tf.cast(self.log_row_variance, work),
+            tf.cast(self.log_column_variance, work),
+            noise_shape,
+            seed,
+            noise_generator,
+        )
         outputs = tf.cast(outputs, dtype)
         if num_samples is None:
             return tf.reshape(outputs, tf.concat([tf.shape(inputs)[:-1], [self.units]], 0))
@@ -334,18 +366,28 @@ class MatrixNormalDense(keras.layers.Layer):
 
     def _shared_weights(self, inputs, num_samples, seed):
         dtype = inputs.dtype
-        work = full_precision(inputs).dtype                # W_s drawn in full precision
+        work = full_precision(inputs).dtype  # W_s drawn in full precision
         per_sample_inputs = inputs.shape.rank == 3
-        draws = tf.shape(inputs)[0] if per_sample_inputs else (
-            1 if num_samples is None else num_samples)
-        weights = tf.cast(_weight_draws(
-            tf.cast(self.mean, work), tf.cast(self.log_row_variance, work),
-            tf.cast(self.log_column_variance, work), tf.cast(draws, tf.int32), seed,
-            self._noise()), dtype)
-        kernels, biases = tf.split(weights, [-1, 1], axis=1)                   # W_s, [S, d+1, c]
+        draws = (
+            tf.shape(inputs)[0]
+            if per_sample_inputs
+            else (1 if num_samples is None else num_samples)
+        )
+        weights = tf.cast(
+            _weight_draws(
+                tf.cast(self.mean, work),
+                tf.cast(self.log_row_variance, work),
+                tf.cast(self.log_column_variance, work),
+                tf.cast(draws, tf.int32),
+                seed,
+                self._noise(),
+            ),
+            dtype,
+        )
+        kernels, biases = tf.split(weights, [-1, 1], axis=1)  # W_s, [S, d+1, c]
         if per_sample_inputs:
             return tf.matmul(inputs, kernels) + biases
-        outputs = tf.matmul(inputs[None], kernels) + biases                     # [S, B, c]
+        outputs = tf.matmul(inputs[None], kernels) + biases  # [S, B, c]
         return outputs if num_samples is not None else outputs[0]
 
     def get_config(self):

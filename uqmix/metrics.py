@@ -46,7 +46,9 @@ def _as_scores(value, name):
     if array.size == 0:
         raise ValueError(f"{name} is empty.")
     if np.isnan(array).any():
-        raise ValueError(f"{name} contains NaN values ({int(np.isnan(array).sum())} of {array.size}).")
+        raise ValueError(
+            f"{name} contains NaN values ({int(np.isnan(array).sum())} of {array.size})."
+        )
     if np.isinf(array).any():
         raise ValueError(
             f"{name} contains Inf values ({int(np.isinf(array).sum())} of {array.size}); "
@@ -69,8 +71,10 @@ def check_labels(value, name, num_classes=None, length=None, reference="the pred
     if array.size == 0:
         raise ValueError(f"{name} is empty.")
     if length is not None and array.size != length:
-        raise ValueError(f"{name} has {array.size} entries but {reference} has {length} "
-                         "examples; they must describe the same examples, in the same order.")
+        raise ValueError(
+            f"{name} has {array.size} entries but {reference} has {length} "
+            "examples; they must describe the same examples, in the same order."
+        )
     if num_classes is not None and (array.min() < 0 or array.max() >= num_classes):
         raise ValueError(
             f"{name} must lie in [0, {num_classes}); got values in [{array.min()}, {array.max()}]."
@@ -84,8 +88,10 @@ def _as_indicator(value, name, length, reference):
     if array.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {array.shape}.")
     if array.size != length:
-        raise ValueError(f"{name} has {array.size} entries but {reference} has {length}; "
-                         "they must describe the same examples.")
+        raise ValueError(
+            f"{name} has {array.size} entries but {reference} has {length}; "
+            "they must describe the same examples."
+        )
     if array.dtype != bool:
         if not np.issubdtype(array.dtype, np.integer) or not np.isin(array, (0, 1)).all():
             raise ValueError(f"{name} must be boolean (or integers 0/1), got dtype {array.dtype}.")
@@ -119,8 +125,9 @@ def _mean_and_log_mean(predictive):
 
 def _mean_and_labels(predictive, labels):
     mean, log_mean = _mean_and_log_mean(predictive)
-    labels = check_labels(labels, "labels", num_classes=mean.shape[1], length=mean.shape[0],
-                          reference="predictive")
+    labels = check_labels(
+        labels, "labels", num_classes=mean.shape[1], length=mean.shape[0], reference="predictive"
+    )
     return mean, log_mean, labels
 
 
@@ -287,8 +294,10 @@ def misclassification_detection(predictive, labels, scores, tpr_level=DEFAULT_TP
     mean, _, labels = _mean_and_labels(predictive, labels)
     scores = _as_scores(scores, "scores")
     if scores.size != labels.size:
-        raise ValueError(f"scores has {scores.size} entries but predictive and labels have "
-                         f"{labels.size}; they must describe the same examples.")
+        raise ValueError(
+            f"scores has {scores.size} entries but predictive and labels have "
+            f"{labels.size}; they must describe the same examples."
+        )
     wrong = np.argmax(mean, axis=-1) != labels
     if wrong.all() or not wrong.any():
         raise ValueError(
@@ -353,8 +362,9 @@ def joint_success_curves(natural_scores, adversarial_scores, adversarial_success
     """
     natural_scores = _as_scores(natural_scores, "natural_scores")
     adversarial_scores = _as_scores(adversarial_scores, "adversarial_scores")
-    success = _as_indicator(adversarial_success, "adversarial_success", adversarial_scores.size,
-                            "adversarial_scores")
+    success = _as_indicator(
+        adversarial_success, "adversarial_success", adversarial_scores.size, "adversarial_scores"
+    )
     thresholds = np.r_[np.unique(np.concatenate([natural_scores, adversarial_scores])), np.inf]
     natural_sorted = np.sort(natural_scores)
     successful_sorted = np.sort(adversarial_scores[success])

@@ -35,8 +35,7 @@ class _ReplicaConsistentClipping:
 
     def _clip_gradients(self, grads):
         context = tf.distribute.get_replica_context()
-        if (not self.global_clipnorm or context is None
-                or context.num_replicas_in_sync == 1):
+        if not self.global_clipnorm or context is None or context.num_replicas_in_sync == 1:
             return super()._clip_gradients(grads)
         present = [g for g in grads if g is not None]
         summed = context.all_reduce(tf.distribute.ReduceOp.SUM, present)
@@ -55,8 +54,7 @@ class Adam(_ReplicaConsistentClipping, keras.optimizers.Adam):
     """``keras.optimizers.Adam`` with replica-consistent global-norm clipping."""
 
 
-def make_learning_rate(learning_rate, schedule="constant", decay_every_steps=None,
-                       decay_rate=0.1):
+def make_learning_rate(learning_rate, schedule="constant", decay_every_steps=None, decay_rate=0.1):
     """η_0 (a float) or the step-decay schedule η_t = η_0 · rate^⌊t / every⌋."""
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate}.")
@@ -69,13 +67,25 @@ def make_learning_rate(learning_rate, schedule="constant", decay_every_steps=Non
     if not 0 < decay_rate <= 1:
         raise ValueError(f"decay_rate must be in (0, 1], got {decay_rate}.")
     return keras.optimizers.schedules.ExponentialDecay(
-        float(learning_rate), decay_steps=int(decay_every_steps), decay_rate=float(decay_rate),
-        staircase=True)
+        float(learning_rate),
+        decay_steps=int(decay_every_steps),
+        decay_rate=float(decay_rate),
+        staircase=True,
+    )
 
 
-def make_optimizer(name, learning_rate, *, momentum=0.9, nesterov=True, schedule="constant",
-                   decay_every_steps=None, decay_rate=0.1, clip_norm=None,
-                   decoupled_weight_decay=None):
+def make_optimizer(
+    name,
+    learning_rate,
+    *,
+    momentum=0.9,
+    nesterov=True,
+    schedule="constant",
+    decay_every_steps=None,
+    decay_rate=0.1,
+    clip_norm=None,
+    decoupled_weight_decay=None,
+):
     """The optimiser ``name`` ("sgd" | "adam") configured as the module docstring says.
 
     clip_norm: global-norm clipping threshold c (> 0), or None / 0 for none.
@@ -88,8 +98,11 @@ def make_optimizer(name, learning_rate, *, momentum=0.9, nesterov=True, schedule
         raise ValueError(f"clip_norm must be > 0 (or 0 for none), got {clip_norm}.")
     if decoupled_weight_decay is not None and decoupled_weight_decay < 0:
         raise ValueError(f"decoupled_weight_decay must be >= 0, got {decoupled_weight_decay}.")
-    options = {"learning_rate": lr, "global_clipnorm": float(clip_norm) if clip_norm else None,
-               "weight_decay": float(decoupled_weight_decay) if decoupled_weight_decay else None}
+    options = {
+        "learning_rate": lr,
+        "global_clipnorm": float(clip_norm) if clip_norm else None,
+        "weight_decay": float(decoupled_weight_decay) if decoupled_weight_decay else None,
+    }
     if name == "sgd":
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}.")

@@ -9,19 +9,28 @@ turn a table into absl flags and parse a command line into a configuration
 (the same parse the binary does; ``uqmix.sweep`` uses it to know the record
 of a run before running it).
 """
+
 import math
 
 from absl import flags as absl_flags
 
-_DEFINE = {bool: absl_flags.DEFINE_bool, int: absl_flags.DEFINE_integer,
-           float: absl_flags.DEFINE_float, str: absl_flags.DEFINE_string,
-           list: absl_flags.DEFINE_list}
+_DEFINE = {
+    bool: absl_flags.DEFINE_bool,
+    int: absl_flags.DEFINE_integer,
+    float: absl_flags.DEFINE_float,
+    str: absl_flags.DEFINE_string,
+    list: absl_flags.DEFINE_list,
+}
 
 
 # Where the data comes from and how much of it: the same options in every experiment.
 DATA_SOURCE_OPTIONS = (
-    ("data_dir", "", "Folder with <dataset>/ subfolders of the published files; empty: "
-                     "tensorflow-datasets where it has the set."),
+    (
+        "data_dir",
+        "",
+        "Folder with <dataset>/ subfolders of the published files; empty: "
+        "tensorflow-datasets where it has the set.",
+    ),
     ("use_tfds", True, "Allow tensorflow-datasets downloads when data_dir has no copy."),
     ("check_counts", True, "Check example counts against the published ones."),
     ("train_examples", 0, "Use only the first N training examples (0: all)."),
@@ -34,8 +43,9 @@ def default_config(options, overrides):
 
     Unknown keys in ``overrides`` are refused.
     """
-    config = {name: (list(value) if isinstance(value, list) else value)
-              for name, value, _ in options}
+    config = {
+        name: (list(value) if isinstance(value, list) else value) for name, value, _ in options
+    }
     unknown = sorted(set(overrides) - set(config))
     if unknown:
         raise ValueError(f"unknown configuration keys: {unknown}.")
@@ -73,8 +83,9 @@ def check_choices(choices):
     """choices: (name, value, allowed values); the first value not allowed is an error."""
     for name, value, allowed in choices:
         if value not in allowed:
-            raise ValueError(f"Unknown --{name} {value!r}; choose one of "
-                             f"{', '.join(str(a) for a in allowed)}.")
+            raise ValueError(
+                f"Unknown --{name} {value!r}; choose one of {', '.join(str(a) for a in allowed)}."
+            )
 
 
 def check_rules(config, rules):
@@ -109,26 +120,32 @@ def first(array, count):
 
 # XLA (issue 16): shared by the experiment binaries' option tables.
 JIT_COMPILE_OPTION = (
-    "jit_compile", False,
+    "jit_compile",
+    False,
     "Compile every training/evaluation step, the predictive and the attack loops with XLA "
-    "(jit_compile=True: fused kernels, the GPU-ready form; needs --nodeterministic).")
+    "(jit_compile=True: fused kernels, the GPU-ready form; needs --nodeterministic).",
+)
 
 
 def check_jit_compile(config):
     """--jit_compile needs --nodeterministic: Keras runs the steps without XLA (a mere warning)
     when TensorFlow op determinism is on, so the pair is refused instead."""
     if config["jit_compile"] and config["deterministic"]:
-        raise ValueError("--jit_compile needs --nodeterministic (under TensorFlow op determinism "
-                         "Keras silently runs without XLA); pass --nodeterministic, or drop "
-                         "--jit_compile.")
+        raise ValueError(
+            "--jit_compile needs --nodeterministic (under TensorFlow op determinism "
+            "Keras silently runs without XLA); pass --nodeterministic, or drop "
+            "--jit_compile."
+        )
 
 
 def check_compiled_with_xla(model, config):
     """After ``compile``: --jit_compile must really have given an XLA model (Keras drops it with
     only a warning when op determinism is on in this process or a layer does not support XLA)."""
     if config["jit_compile"] and model.jit_compile is not True:
-        raise ValueError("--jit_compile: Keras would run this model without XLA (TensorFlow op "
-                         "determinism is enabled in this process, or a layer does not support "
-                         "XLA); run with --nodeterministic in a fresh process, or drop "
-                         "--jit_compile.")
+        raise ValueError(
+            "--jit_compile: Keras would run this model without XLA (TensorFlow op "
+            "determinism is enabled in this process, or a layer does not support "
+            "XLA); run with --nodeterministic in a fresh process, or drop "
+            "--jit_compile."
+        )
     return model

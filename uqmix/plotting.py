@@ -71,8 +71,9 @@ def plane_grid(extent, resolution):
     """
     x_min, x_max, y_min, y_max = (float(v) for v in extent)
     if not (x_min < x_max and y_min < y_max):
-        raise ValueError("extent must be (x_min, x_max, y_min, y_max) with min < max, "
-                         f"got {extent}.")
+        raise ValueError(
+            f"extent must be (x_min, x_max, y_min, y_max) with min < max, got {extent}."
+        )
     if int(resolution) < 2:
         raise ValueError(f"resolution must be >= 2, got {resolution}.")
     xs = np.linspace(x_min, x_max, int(resolution))
@@ -113,9 +114,16 @@ def uncertainty_maps(maps, extent, overlays=(), title=None, color_scale="column"
             vmax = max(float(np.nanmax(maps[r][measure])) for r in shown)
             vmin = min(0.0, min(float(np.nanmin(maps[r][measure])) for r in shown))
             ax = axes[i, j]
-            image = ax.imshow(np.asarray(maps[row][measure]), origin="lower", extent=extent,
-                              cmap="viridis", vmin=vmin, vmax=vmax, aspect="equal",
-                              interpolation="nearest")
+            image = ax.imshow(
+                np.asarray(maps[row][measure]),
+                origin="lower",
+                extent=extent,
+                cmap="viridis",
+                vmin=vmin,
+                vmax=vmax,
+                aspect="equal",
+                interpolation="nearest",
+            )
             for points, style in overlays:
                 ax.scatter(np.asarray(points)[:, 0], np.asarray(points)[:, 1], **style)
             ax.set_xlim(extent[0], extent[1])
@@ -152,8 +160,14 @@ def in_out_histograms(values_in, values_out, measure, log10=False, bins=40, titl
     figure = new_figure(5.0, 3.6)
     ax = figure.subplots()
     for name, values in series.items():
-        ax.hist(values, bins=edges, density=True, histtype="step", linewidth=1.5,
-                label=f"{name} (n={values.size})")
+        ax.hist(
+            values,
+            bins=edges,
+            density=True,
+            histtype="step",
+            linewidth=1.5,
+            label=f"{name} (n={values.size})",
+        )
     label = MEASURE_TITLES.get(measure, measure)
     ax.set_xlabel(f"log10 {label}" if log10 else label)
     ax.set_ylabel("density")
@@ -180,8 +194,9 @@ def roc_curves(curves, title=None):
     return figure
 
 
-def attack_curves(iterations, panels, title=None, spreads=None, seeds=None, examples=None,
-                  sigmas=3.0):
+def attack_curves(
+    iterations, panels, title=None, spreads=None, seeds=None, examples=None, sigmas=3.0
+):
     """Attack results against the number of attack iterations, one panel per quantity.
 
     iterations: [T] iteration counts (x axis, log scale when they span > 10×).
@@ -201,16 +216,30 @@ def attack_curves(iterations, panels, title=None, spreads=None, seeds=None, exam
         for (label, values), (color, style) in zip(series.items(), series_styles(len(series))):
             values = np.array([np.nan if v is None else v for v in values], np.float64)
             if values.shape != iterations.shape:
-                raise ValueError(f"series {label!r} of {panel!r} has {values.size} values for "
-                                 f"{iterations.size} iteration counts.")
+                raise ValueError(
+                    f"series {label!r} of {panel!r} has {values.size} values for "
+                    f"{iterations.size} iteration counts."
+                )
             spread = ((spreads or {}).get(panel) or {}).get(label)
             if spread is not None:
                 spread = np.asarray(spread, np.float64)
                 if spread.shape != iterations.shape:
-                    raise ValueError(f"spread of {label!r} in {panel!r} has {spread.size} values "
-                                     f"for {iterations.size} iteration counts.")
-            ax.errorbar(iterations, values, yerr=spread, marker="o", markersize=3, capsize=3,
-                        linewidth=1.5, label=label, color=color, linestyle=style)
+                    raise ValueError(
+                        f"spread of {label!r} in {panel!r} has {spread.size} values "
+                        f"for {iterations.size} iteration counts."
+                    )
+            ax.errorbar(
+                iterations,
+                values,
+                yerr=spread,
+                marker="o",
+                markersize=3,
+                capsize=3,
+                linewidth=1.5,
+                label=label,
+                color=color,
+                linestyle=style,
+            )
         if iterations.size and iterations.min() > 0 and iterations.max() > 10 * iterations.min():
             ax.set_xscale("log")
         ax.set_xlabel("attack iterations")
@@ -241,8 +270,12 @@ def correct_wrong_histograms(histograms, title=None):
         for group in ("correct", "wrong"):
             counts = np.asarray(hist[group], np.float64)
             if counts.sum() > 0:
-                ax.stairs(histogram_density(counts, edges), edges, linewidth=1.5,
-                          label=f"{group} (n={int(counts.sum())})")
+                ax.stairs(
+                    histogram_density(counts, edges),
+                    edges,
+                    linewidth=1.5,
+                    label=f"{group} (n={int(counts.sum())})",
+                )
         ax.set_yscale("symlog", linthresh=1e-2)
         ax.set_xlabel(MEASURE_TITLES.get(measure, measure))
         ax.set_ylabel("density")
@@ -278,9 +311,12 @@ def weight_variance_histograms(summaries, title=None):
     for layer, summary in summaries.items():
         hist = summary["log10_histogram"]
         counts = np.asarray(hist["counts"], np.float64)
-        ax.stairs(histogram_density(counts, hist["bin_edges"]), np.asarray(hist["bin_edges"]),
-                  linewidth=1.5,
-                  label=f"{layer} (n={int(counts.sum())}, mean {summary['mean']:.3g})")
+        ax.stairs(
+            histogram_density(counts, hist["bin_edges"]),
+            np.asarray(hist["bin_edges"]),
+            linewidth=1.5,
+            label=f"{layer} (n={int(counts.sum())}, mean {summary['mean']:.3g})",
+        )
     ax.set_xlabel("log10 weight variance u_i v_j")
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
@@ -290,7 +326,7 @@ def weight_variance_histograms(summaries, title=None):
 
 # -- mean ± k·std summaries over seeds (sweep aggregates) --------------------------------------
 def seed_count_text(counts):
-    """"n=3", or "n=1–3" when the points of a series rest on different numbers of seeds."""
+    """ "n=3", or "n=1–3" when the points of a series rest on different numbers of seeds."""
     counts = [int(c) for c in counts if c]
     if not counts:
         return "n=0"
@@ -299,7 +335,7 @@ def seed_count_text(counts):
 
 
 def count_text(counts, noun):
-    """"3 seeds", "1 seed", "1–3 seeds", "10,000 test images"; counts: ints (zeros ignored)."""
+    """ "3 seeds", "1 seed", "1–3 seeds", "10,000 test images"; counts: ints (zeros ignored)."""
     counts = [int(c) for c in np.atleast_1d(counts) if c]
     if not counts:
         return f"no {noun}s"
@@ -323,7 +359,7 @@ def averaging_text(seed_counts, sigmas=3.0, examples=None, example_noun="example
 
 
 def join_title(title, detail):
-    """"title: detail", or just ``detail`` without a title."""
+    """ "title: detail", or just ``detail`` without a title."""
     return f"{title}: {detail}" if title else detail
 
 
@@ -339,8 +375,9 @@ def _error(stats, sigmas, positive_axis=False):
     return np.stack([lower, spread])
 
 
-def errorbar_panels(panels, xlabel, ylabel, log_x=False, sigmas=3.0, colors=None, title=None,
-                    examples=None):
+def errorbar_panels(
+    panels, xlabel, ylabel, log_x=False, sigmas=3.0, colors=None, title=None, examples=None
+):
     """Lines of a mean over seeds against x with ± ``sigmas``·std error bars, one panel per key.
 
     panels: {panel title: {series label: {"x": [P], "mean": [P], "std": [P],
@@ -360,10 +397,17 @@ def errorbar_panels(panels, xlabel, ylabel, log_x=False, sigmas=3.0, colors=None
             x = np.asarray(stats["x"], np.float64)
             keep = x > 0 if log_x else np.ones(x.shape, bool)
             kept = {k: np.asarray(stats[k])[keep] for k in ("mean", "std", "n")}
-            ax.errorbar(x[keep], kept["mean"], yerr=_error(kept, sigmas), marker="o",
-                        markersize=4, capsize=3, linewidth=1.5,
-                        color=(colors or {}).get(label, f"C{index % 10}"),
-                        label=f"{label} ({seed_count_text(kept['n'])})")
+            ax.errorbar(
+                x[keep],
+                kept["mean"],
+                yerr=_error(kept, sigmas),
+                marker="o",
+                markersize=4,
+                capsize=3,
+                linewidth=1.5,
+                color=(colors or {}).get(label, f"C{index % 10}"),
+                label=f"{label} ({seed_count_text(kept['n'])})",
+            )
         if log_x:
             ax.set_xscale("log")
         ax.set_xlabel(xlabel)
@@ -397,19 +441,30 @@ def grouped_bars(panels, ylabel, log_y=False, sigmas=3.0, title=None, examples=N
         positions = np.arange(len(groups), dtype=np.float64)
         for k, (label, stats) in enumerate(series.items()):
             mean = np.asarray(stats["mean"], np.float64)
-            ax.bar(positions + (k - (len(series) - 1) / 2) * width, mean, width,
-                   yerr=_error(stats, sigmas, positive_axis=log_y), capsize=2,
-                   label=f"{label} ({seed_count_text(stats['n'])})")
+            ax.bar(
+                positions + (k - (len(series) - 1) / 2) * width,
+                mean,
+                width,
+                yerr=_error(stats, sigmas, positive_axis=log_y),
+                capsize=2,
+                label=f"{label} ({seed_count_text(stats['n'])})",
+            )
         if log_y:
             ax.set_yscale("log")
         tilted = len(groups) > 4
-        ax.set_xticks(positions, groups, rotation=30 if tilted else 0,
-                      ha="right" if tilted else "center", fontsize=8)
+        ax.set_xticks(
+            positions,
+            groups,
+            rotation=30 if tilted else 0,
+            ha="right" if tilted else "center",
+            fontsize=8,
+        )
         ax.set_ylabel(ylabel)
         ax.set_title(panel, fontsize=10)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    seeds = [n for content in panels.values() for stats in content["series"].values()
-             for n in stats["n"]]
+    seeds = [
+        n for content in panels.values() for stats in content["series"].values() for n in stats["n"]
+    ]
     figure.suptitle(join_title(title, averaging_text(seeds, sigmas, examples)), fontsize=10)
     return figure
 
@@ -436,8 +491,13 @@ def density_stairs(panels, xlabel, log_y=True, colors=None, title=None):
                 widths = np.diff(edges)
                 if counts.sum() <= 0 or np.any(widths <= 0):
                     continue
-                ax.stairs(histogram_density(counts, edges), edges, color=color, linewidth=1.3,
-                          label=None if drawn else label)
+                ax.stairs(
+                    histogram_density(counts, edges),
+                    edges,
+                    color=color,
+                    linewidth=1.3,
+                    label=None if drawn else label,
+                )
                 drawn += 1
         if log_y:
             ax.set_yscale("log")

@@ -21,8 +21,7 @@ negative or do not sum to 1 within ``sum_tolerance``); inside a
 import numpy as np
 import tensorflow as tf
 
-from uqmix import dirichlet
-from uqmix import uncertainty
+from uqmix import dirichlet, uncertainty
 
 SAMPLED_MEASURES = (
     "total_uncertainty",
@@ -56,9 +55,7 @@ def _as_float_tensor(value, name):
 
 def _check_rank(tensor, rank, name, layout):
     if tensor.shape.rank is not None and tensor.shape.rank != rank:
-        raise ValueError(
-            f"{name} must have rank {rank} ({layout}), got shape {tensor.shape}."
-        )
+        raise ValueError(f"{name} must have rank {rank} ({layout}), got shape {tensor.shape}.")
     if tensor.shape.rank is not None and tensor.shape[-1] is not None and tensor.shape[-1] < 2:
         raise ValueError(f"{name} needs at least 2 classes in its last axis, got {tensor.shape}.")
 
@@ -78,10 +75,17 @@ def _samples_first(tensor, sample_axis, name):
     −3 and −2 name the same axes.
     """
     if sample_axis not in (0, 1, -3, -2):
-        raise ValueError(f"sample_axis must be 0 ([num_samples, batch, num_classes]) or 1 "
-                         f"([batch, num_samples, num_classes]), got {sample_axis!r}.")
-    _check_rank(tensor, 3, name, "[num_samples, batch, num_classes] or, with sample_axis=1, "
-                "[batch, num_samples, num_classes]")
+        raise ValueError(
+            f"sample_axis must be 0 ([num_samples, batch, num_classes]) or 1 "
+            f"([batch, num_samples, num_classes]), got {sample_axis!r}."
+        )
+    _check_rank(
+        tensor,
+        3,
+        name,
+        "[num_samples, batch, num_classes] or, with sample_axis=1, "
+        "[batch, num_samples, num_classes]",
+    )
     return tensor if sample_axis in (0, -3) else tf.transpose(tensor, [1, 0, 2])
 
 
@@ -147,8 +151,10 @@ class SampledPredictive(Predictive):
     def __init__(self, probs, validate=True, sum_tolerance=1e-3, _log_probs=None):
         samples = (_log_probs if _log_probs is not None else tf.convert_to_tensor(probs)).shape
         if samples.rank and samples[0] == 0:
-            raise ValueError("a SampledPredictive needs at least one sample (probs of shape "
-                             f"[num_samples >= 1, batch, num_classes]), got shape {samples}.")
+            raise ValueError(
+                "a SampledPredictive needs at least one sample (probs of shape "
+                f"[num_samples >= 1, batch, num_classes]), got shape {samples}."
+            )
         if _log_probs is not None:
             self._log_probs = _log_probs
             self._probs = None
@@ -181,7 +187,10 @@ class SampledPredictive(Predictive):
             tf.debugging.assert_all_finite(probs, "probs contains NaN or Inf values."),
             tf.debugging.assert_non_negative(probs, message="probs contains negative values."),
             tf.debugging.assert_near(
-                total, tf.ones_like(total), atol=sum_tolerance, rtol=0.0,
+                total,
+                tf.ones_like(total),
+                atol=sum_tolerance,
+                rtol=0.0,
                 message="probs must sum to 1 over the last axis.",
             ),
         ]
@@ -234,11 +243,19 @@ class SampledPredictive(Predictive):
 
     @property
     def num_samples(self):
-        return tf.shape(self._log_probs)[0] if self._log_probs.shape[0] is None else self._log_probs.shape[0]
+        return (
+            tf.shape(self._log_probs)[0]
+            if self._log_probs.shape[0] is None
+            else self._log_probs.shape[0]
+        )
 
     @property
     def batch_size(self):
-        return tf.shape(self._log_probs)[1] if self._log_probs.shape[1] is None else self._log_probs.shape[1]
+        return (
+            tf.shape(self._log_probs)[1]
+            if self._log_probs.shape[1] is None
+            else self._log_probs.shape[1]
+        )
 
     # -- moments and measures ---------------------------------------------
     def mean(self):

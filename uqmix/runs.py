@@ -43,8 +43,18 @@ TIMING_FILE = "timing.json"
 
 # Flags that may differ between a run and its resumption without changing what
 # is computed.
-VOLATILE_KEYS = frozenset({"resume", "overwrite", "output_dir", "data_dir", "verbose",
-                           "progress", "export_dir", "num_workers"})
+VOLATILE_KEYS = frozenset(
+    {
+        "resume",
+        "overwrite",
+        "output_dir",
+        "data_dir",
+        "verbose",
+        "progress",
+        "export_dir",
+        "num_workers",
+    }
+)
 
 
 class ConfigMismatchError(ValueError):
@@ -92,8 +102,9 @@ def _atomic_replace(path, write, suffix=None):
     ``path`` (mode 0666 minus the umask); the temp file is removed on any failure."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-",
-                               suffix=suffix or os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(
+        dir=directory, prefix=".tmp-", suffix=suffix or os.path.basename(path)
+    )
     os.close(fd)
     try:
         write(tmp)
@@ -136,8 +147,7 @@ def atomic_write_files(contents):
         for path, data in contents.items():
             directory = os.path.dirname(os.path.abspath(path))
             os.makedirs(directory, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-",
-                                       suffix=os.path.basename(path))
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
             staged.append((tmp, path))
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
@@ -188,8 +198,11 @@ def differences(old, new):
     """["key: old → new", …] over the keys where two flag dicts differ (sorted)."""
     keys = sorted(set(old) | set(new))
     missing = "(absent)"
-    return [f"{k}: {json.dumps(old.get(k, missing))} → {json.dumps(new.get(k, missing))}"
-            for k in keys if old.get(k, missing) != new.get(k, missing)]
+    return [
+        f"{k}: {json.dumps(old.get(k, missing))} → {json.dumps(new.get(k, missing))}"
+        for k in keys
+        if old.get(k, missing) != new.get(k, missing)
+    ]
 
 
 # -- output paths ----------------------------------------------------------------------------
@@ -227,8 +240,11 @@ def check_output_dir(path, flag="output_dir"):
     if not os.path.isdir(existing):
         raise OutputPathError(f"--{flag}={path} cannot be created: {existing} is a file.")
     if not _writable(existing):
-        what = ("is" if os.path.abspath(path) == existing
-                else f"would be created in {existing}, which is")
+        what = (
+            "is"
+            if os.path.abspath(path) == existing
+            else f"would be created in {existing}, which is"
+        )
         raise OutputPathError(f"--{flag}={path} {what} not writable; choose another path.")
     return os.path.abspath(path)
 
@@ -238,7 +254,8 @@ def is_run_dir(path):
     both config.json and flags.cfg."""
     return os.path.isfile(os.path.join(path, RUN_MARKER)) or (
         os.path.isfile(os.path.join(path, CONFIG_FILE))
-        and os.path.isfile(os.path.join(path, FLAGS_FILE)))
+        and os.path.isfile(os.path.join(path, FLAGS_FILE))
+    )
 
 
 def _protected_reason(path):
@@ -265,7 +282,8 @@ def remove_run_dir(path):
     if not is_run_dir(path):
         raise OutputPathError(
             f"refusing to delete {path}: it holds no uqmix run ({RUN_MARKER}, or {CONFIG_FILE} "
-            f"with {FLAGS_FILE}); remove it yourself or choose another --output_dir.")
+            f"with {FLAGS_FILE}); remove it yourself or choose another --output_dir."
+        )
     shutil.rmtree(path)
 
 
@@ -281,8 +299,11 @@ def main_binary():
 def make_record(config, binary=None):
     """{"binary", "uqmix_version", "flags"}: what a run with ``config`` is (volatile flags
     such as output_dir left out)."""
-    return {"binary": binary or main_binary(), "uqmix_version": __version__,
-            "flags": _comparable(config)}
+    return {
+        "binary": binary or main_binary(),
+        "uqmix_version": __version__,
+        "flags": _comparable(config),
+    }
 
 
 def read_record(run_dir):
@@ -296,8 +317,11 @@ def read_record(run_dir):
         return None
     marker_path = os.path.join(run_dir, RUN_MARKER)
     marker = read_json_object(marker_path) if os.path.isfile(marker_path) else {}
-    return {"binary": marker.get("binary"), "uqmix_version": marker.get("uqmix_version"),
-            "flags": _comparable(read_json_object(config_path))}
+    return {
+        "binary": marker.get("binary"),
+        "uqmix_version": marker.get("uqmix_version"),
+        "flags": _comparable(read_json_object(config_path)),
+    }
 
 
 def record_differences(found, requested):
@@ -351,15 +375,19 @@ def prepare_output_dir(output_dir, config, resume=False, overwrite=False, binary
         )
     os.makedirs(output_dir, exist_ok=True)
     record = make_record(config, binary)
-    atomic_write_json(os.path.join(output_dir, RUN_MARKER),
-                      {"binary": record["binary"], "uqmix_version": record["uqmix_version"]})
+    atomic_write_json(
+        os.path.join(output_dir, RUN_MARKER),
+        {"binary": record["binary"], "uqmix_version": record["uqmix_version"]},
+    )
     atomic_write_json(config_path, config)
     flag_lines = []
     for key, value in sorted(_jsonable(config).items()):
         if isinstance(value, list):
             value = ",".join(str(v) for v in value)
         flag_lines.append(f"--{key}={value}")
-    atomic_write_bytes(os.path.join(output_dir, FLAGS_FILE), ("\n".join(flag_lines) + "\n").encode())
+    atomic_write_bytes(
+        os.path.join(output_dir, FLAGS_FILE), ("\n".join(flag_lines) + "\n").encode()
+    )
     return existing
 
 

@@ -60,19 +60,26 @@ def check_tf_config(text):
     cluster with workers and this process's task in it, e.g.
     ``{"cluster": {"worker": ["host0:12345", "host1:12345"]}, "task": {"type": "worker",
     "index": 0}}``; the same on every worker except ``task.index``."""
-    fix = ("set TF_CONFIG to '{\"cluster\": {\"worker\": [\"host0:port\", \"host1:port\"]}, "
-           "\"task\": {\"type\": \"worker\", \"index\": i}}' on worker i (README, "
-           "'On several machines')")
+    fix = (
+        'set TF_CONFIG to \'{"cluster": {"worker": ["host0:port", "host1:port"]}, '
+        '"task": {"type": "worker", "index": i}}\' on worker i (README, '
+        "'On several machines')"
+    )
     if not text:
-        raise ValueError(f"--strategy=multi_worker needs the TF_CONFIG environment variable: {fix}.")
+        raise ValueError(
+            f"--strategy=multi_worker needs the TF_CONFIG environment variable: {fix}."
+        )
     try:
         config = json.loads(text)
         cluster, task = config["cluster"], config["task"]
         members = cluster[task["type"]]
         index = int(task["index"])
     except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"TF_CONFIG is not a valid cluster description ({error!r}): {fix}.") \
-            from None
+        raise ValueError(
+            f"TF_CONFIG is not a valid cluster description ({error!r}): {fix}."
+        ) from None
     if not 0 <= index < len(members):
-        raise ValueError(f"TF_CONFIG task index {index} is not in cluster[{task['type']!r}] "
-                         f"({len(members)} tasks): {fix}.")
+        raise ValueError(
+            f"TF_CONFIG task index {index} is not in cluster[{task['type']!r}] "
+            f"({len(members)} tasks): {fix}."
+        )

@@ -85,8 +85,13 @@ def plan(flagfiles, seeds, output_root):
 
 def run_args(run, extra_flags=()):
     """The flags of one run: flagfile, seed, output_dir, --resume, then ``extra_flags``."""
-    return [f"--flagfile={run.flagfile}", f"--seed={run.seed}", f"--output_dir={run.output_dir}",
-            "--resume", *extra_flags]
+    return [
+        f"--flagfile={run.flagfile}",
+        f"--seed={run.seed}",
+        f"--output_dir={run.output_dir}",
+        "--resume",
+        *extra_flags,
+    ]
 
 
 def command(binary, run, extra_flags=()):
@@ -135,17 +140,22 @@ def triage(binary, planned, extra_flags=(), redo_stale=False, log=print):
     run folders (``runs.remove_run_dir``) and keeps them to do."""
     experiment = experiment_of(binary)
     if experiment is None:
-        log(f"{binary} has no option table (EXPERIMENT): run records cannot be checked "
-            "before running; every run is launched with --resume.")
+        log(
+            f"{binary} has no option table (EXPERIMENT): run records cannot be checked "
+            "before running; every run is launched with --resume."
+        )
         return list(planned)
-    checked = [(run, *status(run, requested_record(binary, experiment, run, extra_flags)))
-               for run in planned]
+    checked = [
+        (run, *status(run, requested_record(binary, experiment, run, extra_flags)))
+        for run in planned
+    ]
     stale = [(run, changed) for run, state, changed in checked if state == STALE]
     if stale and not redo_stale:
         listed = "\n".join(f"  {run.output_dir}: " + "; ".join(changed) for run, changed in stale)
         raise StaleRunsError(
             f"{len(stale)} finished runs were made with another record than requested:\n"
-            f"{listed}\nPass --redo_stale to delete and redo them, or use another output root.")
+            f"{listed}\nPass --redo_stale to delete and redo them, or use another output root."
+        )
     for run, _ in stale:
         runs.remove_run_dir(run.output_dir)
         log(f"{run.output_dir}: stale; deleted, will be redone.")
@@ -159,8 +169,10 @@ def triage(binary, planned, extra_flags=(), redo_stale=False, log=print):
 def shell_commands(binary, runs_to_do, extra_flags=(), cwd=None):
     """One self-contained shell line per run: ``cd CWD && <command(binary, run)>``, quoted."""
     cwd = cwd or os.getcwd()
-    return [f"cd {shlex.quote(cwd)} && {shlex.join(command(binary, run, extra_flags))}"
-            for run in runs_to_do]
+    return [
+        f"cd {shlex.quote(cwd)} && {shlex.join(command(binary, run, extra_flags))}"
+        for run in runs_to_do
+    ]
 
 
 def _execute(binary, run, extra_flags):
@@ -168,8 +180,9 @@ def _execute(binary, run, extra_flags):
     log_path = os.path.join(run.output_dir, "log.txt")
     start = time.time()
     with open(log_path, "a", encoding="utf-8") as log:
-        code = subprocess.call(command(binary, run, extra_flags), stdout=log,
-                               stderr=subprocess.STDOUT)
+        code = subprocess.call(
+            command(binary, run, extra_flags), stdout=log, stderr=subprocess.STDOUT
+        )
     return run, code, time.time() - start
 
 
@@ -183,8 +196,9 @@ def run_sweep(binary, runs_to_do, parallel=1, extra_flags=(), log=print, redo_st
         futures = [pool.submit(_execute, binary, r, tuple(extra_flags)) for r in todo]
         for k, future in enumerate(concurrent.futures.as_completed(futures), start=1):
             run, code, seconds = future.result()
-            status_text = ("ok" if code == 0
-                           else f"FAILED (exit {code}, see {run.output_dir}/log.txt)")
+            status_text = (
+                "ok" if code == 0 else f"FAILED (exit {code}, see {run.output_dir}/log.txt)"
+            )
             log(f"[{k}/{len(todo)}] {run.name} seed {run.seed}: {status_text} in {seconds:.1f} s")
             if code != 0:
                 failures.append(run)
@@ -216,10 +230,12 @@ def flatten(metrics, prefix=""):
 
 def _seed_of(config_dir, seed_dir):
     try:
-        return int(seed_dir[len("seed_"):])
+        return int(seed_dir[len("seed_") :])
     except ValueError:
-        raise ValueError(f"{os.path.join(config_dir, seed_dir)}: a run folder must be named "
-                         "seed_<integer>; rename or remove it.") from None
+        raise ValueError(
+            f"{os.path.join(config_dir, seed_dir)}: a run folder must be named "
+            "seed_<integer>; rename or remove it."
+        ) from None
 
 
 def check_same_configuration(config_dir, seed_dirs):
@@ -230,16 +246,19 @@ def check_same_configuration(config_dir, seed_dirs):
         record = runs.read_record(os.path.join(config_dir, seed_dir))
         if record is None:
             continue
-        record = dict(record, flags={k: v for k, v in record["flags"].items()
-                                     if k not in PER_SEED_KEYS})
+        record = dict(
+            record, flags={k: v for k, v in record["flags"].items() if k not in PER_SEED_KEYS}
+        )
         if reference is None:
             reference = (seed_dir, record)
             continue
         changed = runs.record_differences(reference[1], record)
         if changed:
-            raise ValueError(f"{config_dir} mixes runs of different configurations: "
-                             f"{reference[0]} → {seed_dir}: {'; '.join(changed)}. Keep one "
-                             "configuration per folder.")
+            raise ValueError(
+                f"{config_dir} mixes runs of different configurations: "
+                f"{reference[0]} → {seed_dir}: {'; '.join(changed)}. Keep one "
+                "configuration per folder."
+            )
 
 
 def collect(output_root):
@@ -256,10 +275,14 @@ def collect(output_root):
         config_dir = os.path.join(output_root, name)
         if not os.path.isdir(config_dir):
             continue
-        seeds = {d: _seed_of(config_dir, d) for d in sorted(os.listdir(config_dir))
-                 if d.startswith("seed_")}
-        finished = [d for d in seeds
-                    if os.path.exists(os.path.join(config_dir, d, runs.METRICS_FILE))]
+        seeds = {
+            d: _seed_of(config_dir, d)
+            for d in sorted(os.listdir(config_dir))
+            if d.startswith("seed_")
+        }
+        finished = [
+            d for d in seeds if os.path.exists(os.path.join(config_dir, d, runs.METRICS_FILE))
+        ]
         check_same_configuration(config_dir, finished)
         for seed_dir in finished:
             path = os.path.join(config_dir, seed_dir, runs.METRICS_FILE)
@@ -285,7 +308,7 @@ def stats_of(values):
 
 
 def format_cell(stats, fmt=".4f"):
-    """"mean ± std (n)"; "value (1)" for a single seed (no spread to show); "—" when no seed
+    """ "mean ± std (n)"; "value (1)" for a single seed (no spread to show); "—" when no seed
     has the number."""
     if stats is None or not stats["n"]:
         return "—"
@@ -329,6 +352,8 @@ def markdown_table(table, keys, names=None, digits=4, key_labels=None):
             if entry is None or entry["n"] == 0:
                 cells.append("–")
             else:
-                cells.append(f"{entry['mean']:.{digits}f} ± {entry['std']:.{digits}f} ({entry['n']})")
+                cells.append(
+                    f"{entry['mean']:.{digits}f} ± {entry['std']:.{digits}f} ({entry['n']})"
+                )
         rows.append(cells)
     return render_markdown_table(["config"] + [labels.get(k, k) for k in keys], rows)

@@ -32,6 +32,7 @@ SPLIT_NUM_PER_CLASS = {"train": 500, "test": 500}
 @dataclasses.dataclass(frozen=True)
 class Synthetic3Config:
     """Geometry of ``synthetic3``; see the module docstring."""
+
     mean_radius: float = 2.0
     std: float = 1.0
     ood_inner_radius: float = 6.0
@@ -41,8 +42,10 @@ class Synthetic3Config:
         if not self.std > 0 or not self.mean_radius >= 0:
             raise ValueError(f"std must be > 0 and mean_radius >= 0, got {self}.")
         if not 0 <= self.ood_inner_radius < self.ood_outer_radius:
-            raise ValueError("need 0 <= ood_inner_radius < ood_outer_radius, got "
-                             f"{self.ood_inner_radius}, {self.ood_outer_radius}.")
+            raise ValueError(
+                "need 0 <= ood_inner_radius < ood_outer_radius, got "
+                f"{self.ood_inner_radius}, {self.ood_outer_radius}."
+            )
 
 
 DEFAULT_CONFIG = Synthetic3Config()
@@ -73,8 +76,7 @@ def synthetic3(num_per_class=500, seed=0, num_ood=None, config=DEFAULT_CONFIG):
     rng = np.random.default_rng(seed)
     y = rng.permutation(np.repeat(np.arange(NUM_CLASSES, dtype=np.int64), num_per_class))
     x = class_means(config)[y] + config.std * rng.standard_normal((y.shape[0], 2))
-    radius = np.sqrt(rng.uniform(config.ood_inner_radius ** 2, config.ood_outer_radius ** 2,
-                                 num_ood))
+    radius = np.sqrt(rng.uniform(config.ood_inner_radius**2, config.ood_outer_radius**2, num_ood))
     angle = rng.uniform(0.0, 2 * np.pi, num_ood)
     x_ood = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
     return x.astype(np.float32), y, x_ood.astype(np.float32)
@@ -89,7 +91,7 @@ def class_posterior(x, config=DEFAULT_CONFIG):
     if x.ndim != 2 or x.shape[1] != 2:
         raise ValueError(f"x must have shape [N, 2], got {x.shape}.")
     squared_distance = np.sum((x[:, None, :] - class_means(config)[None]) ** 2, axis=-1)
-    logits = -squared_distance / (2 * config.std ** 2)
+    logits = -squared_distance / (2 * config.std**2)
     logits -= logits.max(axis=1, keepdims=True)
     weights = np.exp(logits)
     return weights / weights.sum(axis=1, keepdims=True)

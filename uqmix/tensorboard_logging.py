@@ -92,8 +92,9 @@ class EpochSummaries(keras.callbacks.Callback):
 
 
 def _number(value):
-    return (isinstance(value, (int, float, np.integer, np.floating))
-            and not isinstance(value, (bool, np.bool_)))
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
 
 
 def flatten_metrics(metrics, prefix="", axis=None):

@@ -61,11 +61,17 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.diverged_at is not None:
             return
-        bad = [v.path for v in self.model.trainable_variables
-               if not bool(tf.reduce_all(tf.math.is_finite(v)))]
+        bad = [
+            v.path
+            for v in self.model.trainable_variables
+            if not bool(tf.reduce_all(tf.math.is_finite(v)))
+        ]
         if bad:
-            self.diverged_at = (epoch, "end", f"a finite loss, but non-finite weights in "
-                                              f"{', '.join(bad[:3])}")
+            self.diverged_at = (
+                epoch,
+                "end",
+                f"a finite loss, but non-finite weights in {', '.join(bad[:3])}",
+            )
             self.model.stop_training = True
 
 
@@ -121,15 +127,28 @@ def make_checkpoint(model, **extra_trackables):
     # states of layer-owned SeedGenerators, so noise resumes where it stopped)
     # and all optimizer variables (iterations, moments).
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    ckpt = tf.train.Checkpoint(model_variables=list(model.variables),
-                               optimizer_variables=list(model.optimizer.variables),
-                               epoch=epoch_var, **extra_trackables)
+    ckpt = tf.train.Checkpoint(
+        model_variables=list(model.variables),
+        optimizer_variables=list(model.optimizer.variables),
+        epoch=epoch_var,
+        **extra_trackables,
+    )
     return ckpt, epoch_var
 
 
-def fit_resumable(model, make_dataset, total_steps, steps_per_epoch, output_dir,
-                  callbacks=(), validation_data=None, verbose=1, max_to_keep=2,
-                  extra_trackables=None, chief_callbacks=()):
+def fit_resumable(
+    model,
+    make_dataset,
+    total_steps,
+    steps_per_epoch,
+    output_dir,
+    callbacks=(),
+    validation_data=None,
+    verbose=1,
+    max_to_keep=2,
+    extra_trackables=None,
+    chief_callbacks=(),
+):
     """Trains ``model`` for ``total_steps`` steps, resuming from ``output_dir``'s checkpoint.
 
     make_dataset: ``() -> tf.data.Dataset`` of global batches (static batch size),
@@ -152,8 +171,9 @@ def fit_resumable(model, make_dataset, total_steps, steps_per_epoch, output_dir,
     ckpt_dir = os.path.join(output_dir, CHECKPOINT_SUBDIR)
     # Every worker restores the chief's checkpoint; non-chief workers save to a temp folder.
     latest = tf.train.latest_checkpoint(ckpt_dir)
-    manager = tf.train.CheckpointManager(ckpt, distributed.write_path(ckpt_dir, strategy),
-                                         max_to_keep=max_to_keep)
+    manager = tf.train.CheckpointManager(
+        ckpt, distributed.write_path(ckpt_dir, strategy), max_to_keep=max_to_keep
+    )
     if latest:
         ckpt.restore(latest).assert_existing_objects_matched()
     initial_epoch = int(epoch_var.numpy())
@@ -167,26 +187,51 @@ def fit_resumable(model, make_dataset, total_steps, steps_per_epoch, output_dir,
     dataset = batches(done_steps, total_steps - done_steps)
     guard = StopOnNonFiniteLoss()
     writers = list(chief_callbacks) if distributed.is_chief(strategy) else []
-    all_callbacks = [guard, _EpochCheckpoint(manager, epoch_var, guard, strategy, ckpt_dir),
-                     *callbacks, *writers]
+    all_callbacks = [
+        guard,
+        _EpochCheckpoint(manager, epoch_var, guard, strategy, ckpt_dir),
+        *callbacks,
+        *writers,
+    ]
     last_epoch_steps = total_steps - (num_epochs - 1) * steps_per_epoch
     if last_epoch_steps != steps_per_epoch:
         # Keras needs one steps_per_epoch; train the short tail in a second call.
         history = None
         if initial_epoch < num_epochs - 1:
-            history = model.fit(dataset, epochs=num_epochs - 1, initial_epoch=initial_epoch,
-                                steps_per_epoch=steps_per_epoch, callbacks=all_callbacks,
-                                validation_data=validation_data, verbose=verbose, shuffle=False)
+            history = model.fit(
+                dataset,
+                epochs=num_epochs - 1,
+                initial_epoch=initial_epoch,
+                steps_per_epoch=steps_per_epoch,
+                callbacks=all_callbacks,
+                validation_data=validation_data,
+                verbose=verbose,
+                shuffle=False,
+            )
             _raise_if_diverged(guard, ckpt_dir)
             done_steps = (num_epochs - 1) * steps_per_epoch
             dataset = batches(done_steps, total_steps - done_steps)
-        history = model.fit(dataset, epochs=num_epochs, initial_epoch=num_epochs - 1,
-                            steps_per_epoch=last_epoch_steps, callbacks=all_callbacks,
-                            validation_data=validation_data, verbose=verbose, shuffle=False)
+        history = model.fit(
+            dataset,
+            epochs=num_epochs,
+            initial_epoch=num_epochs - 1,
+            steps_per_epoch=last_epoch_steps,
+            callbacks=all_callbacks,
+            validation_data=validation_data,
+            verbose=verbose,
+            shuffle=False,
+        )
     else:
-        history = model.fit(dataset, epochs=num_epochs, initial_epoch=initial_epoch,
-                            steps_per_epoch=steps_per_epoch, callbacks=all_callbacks,
-                            validation_data=validation_data, verbose=verbose, shuffle=False)
+        history = model.fit(
+            dataset,
+            epochs=num_epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=all_callbacks,
+            validation_data=validation_data,
+            verbose=verbose,
+            shuffle=False,
+        )
     _raise_if_diverged(guard, ckpt_dir)
     return history
 

@@ -91,9 +91,7 @@ def sampled_epkl(log_probs):
     probs = tf.exp(log_probs)
     mean = tf.reduce_mean(probs, axis=0)
     mean_log = tf.reduce_mean(log_probs, axis=0)
-    cross = -tf.reduce_sum(
-        tf.where(mean > 0, mean * mean_log, tf.zeros_like(mean)), axis=-1
-    )
+    cross = -tf.reduce_sum(tf.where(mean > 0, mean * mean_log, tf.zeros_like(mean)), axis=-1)
     epkl = cross - sampled_expected_data_uncertainty(log_probs)
     return tf.maximum(epkl, tf.zeros_like(epkl))
 

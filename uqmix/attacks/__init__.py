@@ -21,17 +21,32 @@
   ``swap_top_and_target`` — adaptive criteria for Prior Networks
   (``uqmix.attacks.adaptive``).
 """
+
 from uqmix.attacks.adaptive import (
-    kl_dir_loss, kl_pmf_loss, second_most_likely_class, swap_top_and_target)
+    kl_dir_loss,
+    kl_pmf_loss,
+    second_most_likely_class,
+    swap_top_and_target,
+)
 from uqmix.attacks.carlini_wagner import (
-    CarliniWagnerResult, carlini_wagner_l2, carlini_wagner_l2_run)
+    CarliniWagnerResult,
+    carlini_wagner_l2,
+    carlini_wagner_l2_run,
+)
 from uqmix.attacks.gradient_attacks import (
-    fast_gradient_method, iterative_attack_checkpoints, momentum_iterative_method,
-    projected_gradient_descent)
+    fast_gradient_method,
+    iterative_attack_checkpoints,
+    momentum_iterative_method,
+    projected_gradient_descent,
+)
 from uqmix.attacks.losses import BoundLoss, cross_entropy, expectation_over_samples
 from uqmix.attacks.model_fns import (
-    StochasticModelFn, dirichlet_logits_fn, predictive_logits_fn, sample_logits_fn,
-    stochastic_model_fn)
+    StochasticModelFn,
+    dirichlet_logits_fn,
+    predictive_logits_fn,
+    sample_logits_fn,
+    stochastic_model_fn,
+)
 from uqmix.attacks.norms import clip_eta, optimize_linear, random_lp_vector
 
 __all__ = [

@@ -58,8 +58,11 @@ def swap_top_and_target(values, target):
     target = checks.assert_class_labels(tf.cast(target, tf.int32), num_classes)
     top = tf.argmax(values, axis=-1, output_type=tf.int32)
     classes = tf.range(num_classes, dtype=tf.int32)[None, :]
-    source = tf.where(classes == top[:, None], target[:, None],
-                      tf.where(classes == target[:, None], top[:, None], classes))
+    source = tf.where(
+        classes == top[:, None],
+        target[:, None],
+        tf.where(classes == target[:, None], top[:, None], classes),
+    )
     return tf.gather(values, source, axis=-1, batch_dims=1)
 
 
@@ -85,8 +88,9 @@ def _kl_pmf(clean_probs, labels, logits):
     """KL(π_adv ‖ softmax(logits)), π_adv = swap_top_and_target(clean_probs, labels)."""
     target_probs = tf.cast(swap_top_and_target(clean_probs, labels), logits.dtype)
     log_probs = tf.nn.log_softmax(logits, axis=-1)
-    return tf.reduce_sum(tf.math.xlogy(target_probs, target_probs) - target_probs * log_probs,
-                         axis=-1)
+    return tf.reduce_sum(
+        tf.math.xlogy(target_probs, target_probs) - target_probs * log_probs, axis=-1
+    )
 
 
 @tf.autograph.experimental.do_not_convert

@@ -59,8 +59,7 @@ import typing
 import numpy as np
 import tensorflow as tf
 
-from uqmix.attacks import checks
-from uqmix.attacks import losses
+from uqmix.attacks import checks, losses
 
 ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-8
 TANH_SHRINK = 0.999999
@@ -71,6 +70,7 @@ UPPER_BOUND_INIT = 1e10
 class CarliniWagnerResult(typing.NamedTuple):
     """adversarial: x' [N, ...] (x where not found); l2_squared: ‖x' − x̃‖² [N] (NaN where not
     found); success: [N] bool; const: the final constants c [N]."""
+
     adversarial: np.ndarray
     l2_squared: np.ndarray
     success: np.ndarray
@@ -81,7 +81,8 @@ def _decision_logits(logits):
     """[B, K] logits, or per-sample log-probabilities [S, B, K] → log of the mean prediction."""
     if logits.shape.rank == 3:
         return tf.reduce_logsumexp(tf.nn.log_softmax(logits, axis=-1), axis=0) - tf.math.log(
-            tf.cast(tf.shape(logits)[0], logits.dtype))
+            tf.cast(tf.shape(logits)[0], logits.dtype)
+        )
     return logits
 
 
@@ -89,8 +90,9 @@ def _margins(labels, logits):
     """(z_label, max_{j≠label} z_j), each [B]."""
     onehot = tf.equal(tf.range(tf.shape(logits)[-1])[None, :], labels[:, None])
     real = tf.reduce_sum(tf.where(onehot, logits, tf.zeros_like(logits)), axis=-1)
-    other = tf.reduce_max(tf.where(onehot, tf.fill(tf.shape(logits), logits.dtype.min), logits),
-                          axis=-1)
+    other = tf.reduce_max(
+        tf.where(onehot, tf.fill(tf.shape(logits), logits.dtype.min), logits), axis=-1
+    )
     return real, other
 
 
@@ -106,9 +108,24 @@ def _misclassification(labels, logits, confidence, targeted):
     return tf.maximum(tf.zeros_like(margin), margin + confidence)
 
 
-def _cw_batch(model_fn, loss_fn, loss_context, x, labels, clip_min, clip_max, initial_const,
-              binary_search_steps, max_iterations, learning_rate, confidence, *, targeted,
-              abort_early, custom_loss):
+def _cw_batch(
+    model_fn,
+    loss_fn,
+    loss_context,
+    x,
+    labels,
+    clip_min,
+    clip_max,
+    initial_const,
+    binary_search_steps,
+    max_iterations,
+    learning_rate,
+    confidence,
+    *,
+    targeted,
+    abort_early,
+    custom_loss,
+):
     """One batch of C&W L2 (see module doc) → (x', ‖x' − x̃‖², success, c)."""
     dtype = x.dtype
     batch = tf.shape(x)[0]
@@ -116,8 +133,10 @@ def _cw_batch(model_fn, loss_fn, loss_context, x, labels, clip_min, clip_max, in
     expand = [-1] + [1] * (x.shape.rank - 1)
     scale = clip_max - clip_min
     criterion = losses.bind(loss_fn, loss_context) if custom_loss else None
-    w0 = tf.atanh((tf.clip_by_value((x - clip_min) / scale, 0.0, 1.0) * 2.0 - 1.0)
-                  * tf.cast(TANH_SHRINK, dtype))
+    w0 = tf.atanh(
+        (tf.clip_by_value((x - clip_min) / scale, 0.0, 1.0) * 2.0 - 1.0)
+        * tf.cast(TANH_SHRINK, dtype)
+    )
 
     def to_box(w):
         return (tf.tanh(w) + 1.0) / 2.0 * scale + clip_min
@@ -145,19 +164,19 @@ def _cw_batch(model_fn, loss_fn, loss_context, x, labels, clip_min, clip_max, in
         const = tf.where(repeat, upper, const)
         zeros = tf.zeros_like(x)
 
-        def inner_body(it, modifier, m, v, prev, stop, step_l2, step_found, best_l2, best_x,
-                       found):
+        def inner_body(it, modifier, m, v, prev, stop, step_l2, step_found, best_l2, best_x, found):
             x_new, logits, l2, total, grad = objective(modifier, const)
             t = tf.cast(it + 1, dtype)
             m = ADAM_BETA_1 * m + (1.0 - ADAM_BETA_1) * grad
             v = ADAM_BETA_2 * v + (1.0 - ADAM_BETA_2) * tf.square(grad)
-            rate = learning_rate * tf.sqrt(1.0 - ADAM_BETA_2 ** t) / (1.0 - ADAM_BETA_1 ** t)
+            rate = learning_rate * tf.sqrt(1.0 - ADAM_BETA_2**t) / (1.0 - ADAM_BETA_1**t)
             modifier = modifier - rate * m / (tf.sqrt(v) + ADAM_EPSILON)
             check = tf.logical_and(abort_early, it % period == 0)
             stop = tf.logical_and(check, total > prev * 0.9999)
             prev = tf.where(check, total, prev)
-            ok = tf.logical_and(_margin_success(labels, logits, confidence, targeted),
-                                tf.logical_not(stop))
+            ok = tf.logical_and(
+                _margin_success(labels, logits, confidence, targeted), tf.logical_not(stop)
+            )
             better = tf.logical_and(ok, l2 < step_l2)
             step_l2 = tf.where(better, l2, step_l2)
             step_found = tf.logical_or(step_found, better)
@@ -165,28 +184,45 @@ def _cw_batch(model_fn, loss_fn, loss_context, x, labels, clip_min, clip_max, in
             best_l2 = tf.where(better, l2, best_l2)
             best_x = tf.where(tf.reshape(better, expand), x_new, best_x)
             found = tf.logical_or(found, better)
-            return (it + 1, modifier, m, v, prev, stop, step_l2, step_found, best_l2, best_x,
-                    found)
+            return (it + 1, modifier, m, v, prev, stop, step_l2, step_found, best_l2, best_x, found)
 
         def inner_cond(it, *state):
             return tf.logical_and(it < max_iterations, tf.logical_not(state[4]))
 
-        state = (tf.constant(0), zeros, zeros, zeros, tf.constant(np.inf, dtype),
-                 tf.constant(False), tf.fill([batch], big), tf.zeros([batch], tf.bool),
-                 best_l2, best_x, found)
+        state = (
+            tf.constant(0),
+            zeros,
+            zeros,
+            zeros,
+            tf.constant(np.inf, dtype),
+            tf.constant(False),
+            tf.fill([batch], big),
+            tf.zeros([batch], tf.bool),
+            best_l2,
+            best_x,
+            found,
+        )
         state = tf.while_loop(inner_cond, inner_body, state, parallel_iterations=1)
         step_found, best_l2, best_x, found = state[7:]
         upper = tf.where(step_found, tf.minimum(upper, const), upper)
         lower = tf.where(step_found, lower, tf.maximum(lower, const))
-        const = tf.where(upper < 1e9, (lower + upper) / 2.0,
-                         tf.where(step_found, const, const * 10.0))
+        const = tf.where(
+            upper < 1e9, (lower + upper) / 2.0, tf.where(step_found, const, const * 10.0)
+        )
         return step + 1, const, lower, upper, best_l2, best_x, found
 
-    state = (tf.constant(0), tf.fill([batch], initial_const), tf.zeros([batch], dtype),
-             tf.fill([batch], tf.cast(UPPER_BOUND_INIT, dtype)), tf.fill([batch], big), x,
-             tf.zeros([batch], tf.bool))
+    state = (
+        tf.constant(0),
+        tf.fill([batch], initial_const),
+        tf.zeros([batch], dtype),
+        tf.fill([batch], tf.cast(UPPER_BOUND_INIT, dtype)),
+        tf.fill([batch], big),
+        x,
+        tf.zeros([batch], tf.bool),
+    )
     _, const, _, _, best_l2, best_x, found = tf.while_loop(
-        lambda step, *_: step < binary_search_steps, outer_body, state, parallel_iterations=1)
+        lambda step, *_: step < binary_search_steps, outer_body, state, parallel_iterations=1
+    )
     return best_x, best_l2, found, const
 
 
@@ -206,10 +242,25 @@ def _cw_labels(model_fn, x, y, targeted, custom_loss):
     return tf.cast(labels, tf.int32)
 
 
-def carlini_wagner_l2_run(model_fn, x, *, y=None, targeted=None, batch_size=128, clip_min=0.0,
-                          clip_max=1.0, binary_search_steps=5, max_iterations=1000,
-                          abort_early=True, confidence=0.0, initial_const=1e-2,
-                          learning_rate=5e-3, loss_fn=None, verbose=False, compiled=True):
+def carlini_wagner_l2_run(
+    model_fn,
+    x,
+    *,
+    y=None,
+    targeted=None,
+    batch_size=128,
+    clip_min=0.0,
+    clip_max=1.0,
+    binary_search_steps=5,
+    max_iterations=1000,
+    abort_early=True,
+    confidence=0.0,
+    initial_const=1e-2,
+    learning_rate=5e-3,
+    loss_fn=None,
+    verbose=False,
+    compiled=True,
+):
     """C&W L2 with its bookkeeping: a ``CarliniWagnerResult`` (see ``carlini_wagner_l2``).
 
     compiled=False runs the same algorithm eagerly, op by op (for benchmarks).
@@ -236,13 +287,20 @@ def carlini_wagner_l2_run(model_fn, x, *, y=None, targeted=None, batch_size=128,
     iterations = checks.check_count(max_iterations, "max_iterations", minimum=1)
     size = int(checks.check_count(batch_size, "batch_size", minimum=1))
     numbers = {}
-    for name, value, positive in (("confidence", confidence, False),
-                                  ("initial_const", initial_const, True),
-                                  ("learning_rate", learning_rate, True)):
-        if isinstance(value, bool) or not np.isscalar(value) or not np.isfinite(value) or (
-                value <= 0 if positive else value < 0):
-            raise ValueError(f"{name} must be a finite number {'>' if positive else '>='} 0, "
-                             f"got {value!r}.")
+    for name, value, positive in (
+        ("confidence", confidence, False),
+        ("initial_const", initial_const, True),
+        ("learning_rate", learning_rate, True),
+    ):
+        if (
+            isinstance(value, bool)
+            or not np.isscalar(value)
+            or not np.isfinite(value)
+            or (value <= 0 if positive else value < 0)
+        ):
+            raise ValueError(
+                f"{name} must be a finite number {'>' if positive else '>='} 0, got {value!r}."
+            )
         numbers[name] = tf.constant(value, x.dtype)
     labels = _cw_labels(model_fn, x, y, targeted, loss_fn is None)
     with checks.reraise_label_errors():
@@ -252,20 +310,36 @@ def carlini_wagner_l2_run(model_fn, x, *, y=None, targeted=None, batch_size=128,
     bar = None
     if verbose:
         import keras
+
         bar = keras.utils.Progbar(int(np.ceil(int(x.shape[0]) / size)), unit_name="batch")
     for start in range(0, int(x.shape[0]), size):
         part = slice(start, start + size)
         with checks.reraise_label_errors():
-            parts.append(run(model_fn, static_loss, context, x[part], labels[part], lo, hi,
-                             numbers["initial_const"], steps, iterations,
-                             numbers["learning_rate"], numbers["confidence"],
-                             targeted=targeted, abort_early=bool(abort_early),
-                             custom_loss=loss_fn is not None))
+            parts.append(
+                run(
+                    model_fn,
+                    static_loss,
+                    context,
+                    x[part],
+                    labels[part],
+                    lo,
+                    hi,
+                    numbers["initial_const"],
+                    steps,
+                    iterations,
+                    numbers["learning_rate"],
+                    numbers["confidence"],
+                    targeted=targeted,
+                    abort_early=bool(abort_early),
+                    custom_loss=loss_fn is not None,
+                )
+            )
         if bar is not None:
             bar.add(1)
     adv, l2, found, const = (np.concatenate([p[i].numpy() for p in parts]) for i in range(4))
-    return CarliniWagnerResult(adversarial=adv, l2_squared=np.where(found, l2, np.nan),
-                               success=found, const=const)
+    return CarliniWagnerResult(
+        adversarial=adv, l2_squared=np.where(found, l2, np.nan), success=found, const=const
+    )
 
 
 def carlini_wagner_l2(model_fn, x, **kwargs):

@@ -37,8 +37,7 @@ class Checks:
     def require(self, condition_fn, symbolic_condition_fn, message, *values):
         """condition_fn(*numpy values) -> bool eagerly; symbolic_condition_fn(*tensors) -> bool tensor."""
         if any(_is_symbolic(v) for v in values):
-            self.assertions.append(
-                tf.debugging.Assert(symbolic_condition_fn(*values), [message]))
+            self.assertions.append(tf.debugging.Assert(symbolic_condition_fn(*values), [message]))
             return
         if not condition_fn(*[_numpy(v) for v in values]):
             raise ValueError(message)
@@ -65,8 +64,9 @@ def as_input(x):
         dtype = x.dtype
     else:
         array = np.asarray(x)
-        if array.dtype == object or not (np.issubdtype(array.dtype, np.floating)
-                                         or np.issubdtype(array.dtype, np.integer)):
+        if array.dtype == object or not (
+            np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
+        ):
             raise ValueError(f"x must be a numeric array, got dtype {array.dtype}.")
         dtype = tf.float64 if array.dtype == np.float64 else tf.float32
         x = tf.convert_to_tensor(array)
@@ -75,7 +75,9 @@ def as_input(x):
     dtype = tf.float64 if dtype == tf.float64 else tf.float32
     x = tf.cast(x, dtype)
     if x.shape.rank is None or x.shape.rank < 2:
-        raise ValueError(f"x must be a batch [B, ...] with at least one feature axis, got shape {x.shape}.")
+        raise ValueError(
+            f"x must be a batch [B, ...] with at least one feature axis, got shape {x.shape}."
+        )
     return x
 
 
@@ -98,9 +100,12 @@ def as_budget(value, x, name, checks, allow_none=False):
         tensor = tf.reshape(tensor, [-1] + [1] * (x.shape.rank - 1))
     elif tensor.shape.rank != 0:
         raise ValueError(f"{name} must be a scalar or have shape [batch], got {tensor.shape}.")
-    checks.require(lambda v: np.all(np.isfinite(v)) and np.all(v >= 0),
-                   lambda v: tf.reduce_all(tf.logical_and(tf.math.is_finite(v), v >= 0)),
-                   f"{name} must be finite and >= 0, got {value!r}.", tensor)
+    checks.require(
+        lambda v: np.all(np.isfinite(v)) and np.all(v >= 0),
+        lambda v: tf.reduce_all(tf.logical_and(tf.math.is_finite(v), v >= 0)),
+        f"{name} must be finite and >= 0, got {value!r}.",
+        tensor,
+    )
     return tensor
 
 
@@ -115,25 +120,44 @@ def as_clip_bound(value, x, name):
     try:
         tf.broadcast_static_shape(tensor.shape, x.shape)
     except ValueError as error:
-        raise ValueError(f"{name} of shape {tensor.shape} does not broadcast to x {x.shape}.") from error
+        raise ValueError(
+            f"{name} of shape {tensor.shape} does not broadcast to x {x.shape}."
+        ) from error
     return tensor
 
 
 def check_input_values(x, clip_min, clip_max, checks):
     """x finite and inside [clip_min, clip_max] (each bound optional)."""
-    checks.require(lambda v: np.all(np.isfinite(v)), lambda v: tf.reduce_all(tf.math.is_finite(v)),
-                   "x contains NaN or Inf values.", x)
+    checks.require(
+        lambda v: np.all(np.isfinite(v)),
+        lambda v: tf.reduce_all(tf.math.is_finite(v)),
+        "x contains NaN or Inf values.",
+        x,
+    )
     if clip_min is not None and clip_max is not None:
-        checks.require(lambda lo, hi: np.all(lo <= hi), lambda lo, hi: tf.reduce_all(lo <= hi),
-                       "clip_min must be <= clip_max.", clip_min, clip_max)
+        checks.require(
+            lambda lo, hi: np.all(lo <= hi),
+            lambda lo, hi: tf.reduce_all(lo <= hi),
+            "clip_min must be <= clip_max.",
+            clip_min,
+            clip_max,
+        )
     if clip_min is not None:
-        checks.require(lambda v, lo: np.all(v >= lo), lambda v, lo: tf.reduce_all(v >= lo),
-                       "x has values below clip_min: the input must lie in [clip_min, clip_max].",
-                       x, clip_min)
+        checks.require(
+            lambda v, lo: np.all(v >= lo),
+            lambda v, lo: tf.reduce_all(v >= lo),
+            "x has values below clip_min: the input must lie in [clip_min, clip_max].",
+            x,
+            clip_min,
+        )
     if clip_max is not None:
-        checks.require(lambda v, hi: np.all(v <= hi), lambda v, hi: tf.reduce_all(v <= hi),
-                       "x has values above clip_max: the input must lie in [clip_min, clip_max].",
-                       x, clip_max)
+        checks.require(
+            lambda v, hi: np.all(v <= hi),
+            lambda v, hi: tf.reduce_all(v <= hi),
+            "x has values above clip_max: the input must lie in [clip_min, clip_max].",
+            x,
+            clip_max,
+        )
 
 
 def as_labels(y, x, targeted, default_loss):
@@ -157,7 +181,8 @@ def as_labels(y, x, targeted, default_loss):
                     labels = tf.cast(labels, tf.int64)
             if not labels.dtype.is_integer:
                 raise ValueError(
-                    f"y must hold integer class indices, got dtype {labels.dtype.name}.")
+                    f"y must hold integer class indices, got dtype {labels.dtype.name}."
+                )
         if labels.shape.rank != 1:
             raise ValueError(f"y must have shape [batch] (class indices), got {labels.shape}.")
     elif labels.shape.rank is None or labels.shape.rank < 1:
@@ -181,8 +206,9 @@ def reraise_label_errors():
     try:
         yield
     except tf.errors.InvalidArgumentError as error:
-        match = re.search(re.escape(LABEL_ERROR_TAG) + r": (labels must be in \[0, \d+\])",
-                          str(error.message))
+        match = re.search(
+            re.escape(LABEL_ERROR_TAG) + r": (labels must be in \[0, \d+\])", str(error.message)
+        )
         if match:
             raise ValueError(f"y holds class labels out of range: {match.group(1)}.") from None
         raise
@@ -193,9 +219,10 @@ def check_count(value, name, minimum=0):
     if _is_symbolic(value):
         return tf.cast(value, tf.int32)
     number = _numpy(value)
-    if number.shape != () or not (np.issubdtype(number.dtype, np.integer)
-                                  or (np.issubdtype(number.dtype, np.floating)
-                                      and float(number) == int(number))):
+    if number.shape != () or not (
+        np.issubdtype(number.dtype, np.integer)
+        or (np.issubdtype(number.dtype, np.floating) and float(number) == int(number))
+    ):
         raise ValueError(f"{name} must be an integer, got {value!r}.")
     if int(number) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {int(number)}.")

@@ -57,10 +57,14 @@ import typing
 import numpy as np
 import tensorflow as tf
 
-from uqmix.attacks import checks
-from uqmix.attacks import losses
-from uqmix.attacks.norms import AVOID_ZERO_DIV, canonical_norm, clip_eta, optimize_linear
-from uqmix.attacks.norms import random_lp_vector
+from uqmix.attacks import checks, losses
+from uqmix.attacks.norms import (
+    AVOID_ZERO_DIV,
+    canonical_norm,
+    clip_eta,
+    optimize_linear,
+    random_lp_vector,
+)
 
 
 # -- the compiled core ------------------------------------------------------------------
@@ -73,7 +77,8 @@ def _default_labels(logits):
         return tf.argmax(log_mean, 1)
     raise ValueError(
         f"model_fn must return logits [batch, classes] (or [samples, batch, classes]), "
-        f"got shape {logits.shape}.")
+        f"got shape {logits.shape}."
+    )
 
 
 def _clip(values, clip_min, clip_max):
@@ -112,8 +117,9 @@ def _pgd_update(adv_x, grad, x, eps, eps_iter, clip_min, clip_max, norm):
     return _clip(x + clip_eta(adv_x - x, norm, eps), clip_min, clip_max)
 
 
-def _mim_update(adv_x, momentum, grad, grad_scale, x, eps, eps_iter, decay_factor, clip_min,
-                clip_max, norm):
+def _mim_update(
+    adv_x, momentum, grad, grad_scale, x, eps, eps_iter, decay_factor, clip_min, clip_max, norm
+):
     """Momentum accumulation, step of size eps_iter, projection (grad_scale = max(1e-12, mean|∇|))."""
     momentum = decay_factor * momentum + grad / grad_scale
     adv_x = adv_x + optimize_linear(momentum, eps_iter, norm)
@@ -134,16 +140,35 @@ _mim_update_xla = tf.function(_mim_update, jit_compile=True)
 
 
 @tf.function
-def _compiled_fgm(model_fn, loss_fn, loss_context, x, y, eps, clip_min, clip_max, *,
-                  norm, targeted):
+def _compiled_fgm(
+    model_fn, loss_fn, loss_context, x, y, eps, clip_min, clip_max, *, norm, targeted
+):
     loss = losses.bind(loss_fn, loss_context)
     y = _labels_or_prediction(model_fn, x, y)
     return _fgm_step(model_fn, loss, x, y, eps, clip_min, clip_max, norm, targeted)
 
 
 @tf.function
-def _compiled_pgd(model_fn, loss_fn, loss_context, x, y, start, eps, eps_iter, nb_iter, clip_min,
-                  clip_max, rand_minmax, seed, *, norm, targeted, rand_init, fused):
+def _compiled_pgd(
+    model_fn,
+    loss_fn,
+    loss_context,
+    x,
+    y,
+    start,
+    eps,
+    eps_iter,
+    nb_iter,
+    clip_min,
+    clip_max,
+    rand_minmax,
+    seed,
+    *,
+    norm,
+    targeted,
+    rand_init,
+    fused,
+):
     """nb_iter PGD iterations from ``start`` (None: the random or zero start) → (x', y)."""
     loss = losses.bind(loss_fn, loss_context)
     update = _pgd_update_xla if fused else _pgd_update
@@ -161,14 +186,32 @@ def _compiled_pgd(model_fn, loss_fn, loss_context, x, y, start, eps, eps_iter, n
         grad = _loss_gradient(model_fn, loss, adv_x, y, targeted)
         return i + 1, update(adv_x, grad, x, eps, eps_iter, clip_min, clip_max, norm)
 
-    _, adv_x = tf.while_loop(lambda i, _: i < nb_iter, body, (tf.constant(0), adv_x),
-                             parallel_iterations=1)
+    _, adv_x = tf.while_loop(
+        lambda i, _: i < nb_iter, body, (tf.constant(0), adv_x), parallel_iterations=1
+    )
     return adv_x, y
 
 
 @tf.function
-def _compiled_mim(model_fn, loss_fn, loss_context, x, y, start, momentum, eps, eps_iter, nb_iter,
-                  clip_min, clip_max, decay_factor, *, norm, targeted, fused):
+def _compiled_mim(
+    model_fn,
+    loss_fn,
+    loss_context,
+    x,
+    y,
+    start,
+    momentum,
+    eps,
+    eps_iter,
+    nb_iter,
+    clip_min,
+    clip_max,
+    decay_factor,
+    *,
+    norm,
+    targeted,
+    fused,
+):
     """nb_iter MIM iterations from (start, momentum) (None: x and 0) → (x', momentum, y)."""
     loss = losses.bind(loss_fn, loss_context)
     update = _mim_update_xla if fused else _mim_update
@@ -181,12 +224,24 @@ def _compiled_mim(model_fn, loss_fn, loss_context, x, y, start, momentum, eps, e
     def body(i, adv_x, momentum):
         grad = _loss_gradient(model_fn, loss, adv_x, y, targeted)
         grad_scale = tf.maximum(avoid_zero_div, tf.reduce_mean(tf.abs(grad), axes, keepdims=True))
-        adv_x, momentum = update(adv_x, momentum, grad, grad_scale, x, eps, eps_iter,
-                                 decay_factor, clip_min, clip_max, norm)
+        adv_x, momentum = update(
+            adv_x,
+            momentum,
+            grad,
+            grad_scale,
+            x,
+            eps,
+            eps_iter,
+            decay_factor,
+            clip_min,
+            clip_max,
+            norm,
+        )
         return i + 1, adv_x, momentum
 
-    _, adv_x, momentum = tf.while_loop(lambda i, *_: i < nb_iter, body,
-                                       (tf.constant(0), start, momentum), parallel_iterations=1)
+    _, adv_x, momentum = tf.while_loop(
+        lambda i, *_: i < nb_iter, body, (tf.constant(0), start, momentum), parallel_iterations=1
+    )
     return adv_x, momentum, y
 
 
@@ -217,6 +272,7 @@ def _loop(plain, xla):
 # -- argument handling shared by the three attacks ------------------------------------------
 class _Arguments(typing.NamedTuple):
     """Validated arguments: tensors for the compiled function plus the static options."""
+
     norm: float
     targeted: bool
     static_loss: typing.Callable
@@ -229,8 +285,20 @@ class _Arguments(typing.NamedTuple):
     validation: checks.Checks
 
 
-def _prepare(model_fn, x, eps, norm, loss_fn, clip_min, clip_max, y, targeted, allowed_norms,
-             attack, sanity_checks):
+def _prepare(
+    model_fn,
+    x,
+    eps,
+    norm,
+    loss_fn,
+    clip_min,
+    clip_max,
+    y,
+    targeted,
+    allowed_norms,
+    attack,
+    sanity_checks,
+):
     if not callable(model_fn):
         raise ValueError(f"model_fn must be callable (x -> logits), got {model_fn!r}.")
     norm = canonical_norm(norm, allowed=allowed_norms, attack=attack)
@@ -245,23 +313,46 @@ def _prepare(model_fn, x, eps, norm, loss_fn, clip_min, clip_max, y, targeted, a
     if sanity_checks or tf.executing_eagerly():
         checks.check_input_values(x, clip_min, clip_max, validation)
     labels = checks.as_labels(y, x, bool(targeted), default_loss=loss_fn is None)
-    return _Arguments(norm=norm, targeted=bool(targeted), static_loss=static_loss,
-                      context=context, x=x, eps=eps, clip_min=clip_min, clip_max=clip_max,
-                      labels=labels, validation=validation)
+    return _Arguments(
+        norm=norm,
+        targeted=bool(targeted),
+        static_loss=static_loss,
+        context=context,
+        x=x,
+        eps=eps,
+        clip_min=clip_min,
+        clip_max=clip_max,
+        labels=labels,
+        validation=validation,
+    )
 
 
 def _check_step(eps_iter, eps, p, attack, must_not_exceed_eps):
     step = checks.as_budget(eps_iter, p.x, "eps_iter", p.validation)
     if must_not_exceed_eps:
-        p.validation.require(lambda s, e: np.all(s <= e), lambda s, e: tf.reduce_all(s <= e),
-                                f"eps_iter must be <= eps for {attack} (got eps_iter={eps_iter!r}, "
-                                f"eps={eps!r}).", step, p.eps)
+        p.validation.require(
+            lambda s, e: np.all(s <= e),
+            lambda s, e: tf.reduce_all(s <= e),
+            f"eps_iter must be <= eps for {attack} (got eps_iter={eps_iter!r}, eps={eps!r}).",
+            step,
+            p.eps,
+        )
     return step
 
 
 # -- public API -------------------------------------------------------------------------
-def fast_gradient_method(model_fn, x, eps, norm, loss_fn=None, clip_min=None, clip_max=None,
-                         y=None, targeted=False, sanity_checks=False):
+def fast_gradient_method(
+    model_fn,
+    x,
+    eps,
+    norm,
+    loss_fn=None,
+    clip_min=None,
+    clip_max=None,
+    y=None,
+    targeted=False,
+    sanity_checks=False,
+):
     """Fast Gradient Method (Goodfellow et al. 2015), cleverhans 4.0 semantics.
 
     x' = clip(x + optimize_linear(∇_x L(y, model_fn(x)), eps, norm)), with the
@@ -275,19 +366,55 @@ def fast_gradient_method(model_fn, x, eps, norm, loss_fn=None, clip_min=None, cl
     y: labels [B] (targets when ``targeted``); default: argmax of model_fn(x).
     Returns the adversarial examples, a tensor like x (float32 unless x is float64).
     """
-    p = _prepare(model_fn, x, eps, norm, loss_fn, clip_min, clip_max, y, targeted,
-                 (np.inf, 1, 2), "fast_gradient_method", sanity_checks)
+    p = _prepare(
+        model_fn,
+        x,
+        eps,
+        norm,
+        loss_fn,
+        clip_min,
+        clip_max,
+        y,
+        targeted,
+        (np.inf, 1, 2),
+        "fast_gradient_method",
+        sanity_checks,
+    )
     x = p.validation.guard(p.x)
     with checks.reraise_label_errors():
         attack = _loop(_compiled_fgm, _compiled_fgm_xla)
-        return attack(model_fn, p.static_loss, p.context, x, p.labels, p.eps, p.clip_min,
-                      p.clip_max, norm=p.norm, targeted=p.targeted)
+        return attack(
+            model_fn,
+            p.static_loss,
+            p.context,
+            x,
+            p.labels,
+            p.eps,
+            p.clip_min,
+            p.clip_max,
+            norm=p.norm,
+            targeted=p.targeted,
+        )
 
 
-def projected_gradient_descent(model_fn, x, eps, eps_iter, nb_iter, norm, loss_fn=None,
-                               clip_min=None, clip_max=None, y=None, targeted=False,
-                               rand_init=None, rand_minmax=None, sanity_checks=False, *,
-                               seed=None):
+def projected_gradient_descent(
+    model_fn,
+    x,
+    eps,
+    eps_iter,
+    nb_iter,
+    norm,
+    loss_fn=None,
+    clip_min=None,
+    clip_max=None,
+    y=None,
+    targeted=False,
+    rand_init=None,
+    rand_minmax=None,
+    sanity_checks=False,
+    *,
+    seed=None,
+):
     """Projected Gradient Descent (Madry et al. 2018; BIM without random start), cleverhans 4.0.
 
     x'_0 = clip(x + clip_eta(η_0, eps)) with η_0 uniform in the ``rand_minmax``
@@ -302,14 +429,41 @@ def projected_gradient_descent(model_fn, x, eps, eps_iter, nb_iter, norm, loss_f
     Other arguments as ``fast_gradient_method``.  The loop is one compiled
     ``tf.while_loop``.
     """
-    run = _pgd_runner(model_fn, x, eps, eps_iter, norm, loss_fn, clip_min, clip_max, y, targeted,
-                      rand_init, rand_minmax, seed, sanity_checks)
+    run = _pgd_runner(
+        model_fn,
+        x,
+        eps,
+        eps_iter,
+        norm,
+        loss_fn,
+        clip_min,
+        clip_max,
+        y,
+        targeted,
+        rand_init,
+        rand_minmax,
+        seed,
+        sanity_checks,
+    )
     return run(checks.check_count(nb_iter, "nb_iter"))[0]
 
 
-def momentum_iterative_method(model_fn, x, eps=0.3, eps_iter=0.06, nb_iter=10, norm=np.inf,
-                              clip_min=None, clip_max=None, y=None, targeted=False,
-                              decay_factor=1.0, sanity_checks=True, *, loss_fn=None):
+def momentum_iterative_method(
+    model_fn,
+    x,
+    eps=0.3,
+    eps_iter=0.06,
+    nb_iter=10,
+    norm=np.inf,
+    clip_min=None,
+    clip_max=None,
+    y=None,
+    targeted=False,
+    decay_factor=1.0,
+    sanity_checks=True,
+    *,
+    loss_fn=None,
+):
     """Momentum Iterative Method (Dong et al. 2018), cleverhans 4.0 semantics.
 
     g_0 = 0, x'_0 = x; nb_iter times:
@@ -319,15 +473,43 @@ def momentum_iterative_method(model_fn, x, eps=0.3, eps_iter=0.06, nb_iter=10, n
     accepted (keyword-only, after cleverhans' parameters) and one-sided
     clipping works.  Other arguments as ``fast_gradient_method``.
     """
-    run = _mim_runner(model_fn, x, eps, eps_iter, norm, loss_fn, clip_min, clip_max, y, targeted,
-                      decay_factor, sanity_checks)
+    run = _mim_runner(
+        model_fn,
+        x,
+        eps,
+        eps_iter,
+        norm,
+        loss_fn,
+        clip_min,
+        clip_max,
+        y,
+        targeted,
+        decay_factor,
+        sanity_checks,
+    )
     return run(checks.check_count(nb_iter, "nb_iter"))[0]
 
 
-def iterative_attack_checkpoints(method, model_fn, x, checkpoints, eps, eps_iter, norm=np.inf,
-                                 loss_fn=None, clip_min=None, clip_max=None, y=None,
-                                 targeted=False, rand_init=None, rand_minmax=None, seed=None,
-                                 decay_factor=1.0, *, sanity_checks=True):
+def iterative_attack_checkpoints(
+    method,
+    model_fn,
+    x,
+    checkpoints,
+    eps,
+    eps_iter,
+    norm=np.inf,
+    loss_fn=None,
+    clip_min=None,
+    clip_max=None,
+    y=None,
+    targeted=False,
+    rand_init=None,
+    rand_minmax=None,
+    seed=None,
+    decay_factor=1.0,
+    *,
+    sanity_checks=True,
+):
     """The adversarial examples of one PGD or MIM run after each of ``checkpoints`` iterations.
 
     method: "pgd" or "mim"; checkpoints: increasing iteration counts, e.g.
@@ -341,13 +523,41 @@ def iterative_attack_checkpoints(method, model_fn, x, checkpoints, eps, eps_iter
     """
     counts = [int(checks.check_count(c, "checkpoints", minimum=0)) for c in checkpoints]
     if not counts or any(b <= a for a, b in zip(counts, counts[1:])):
-        raise ValueError(f"checkpoints must be a non-empty increasing sequence, got {checkpoints!r}.")
+        raise ValueError(
+            f"checkpoints must be a non-empty increasing sequence, got {checkpoints!r}."
+        )
     if method == "pgd":
-        run = _pgd_runner(model_fn, x, eps, eps_iter, norm, loss_fn, clip_min, clip_max, y,
-                          targeted, rand_init, rand_minmax, seed, sanity_checks)
+        run = _pgd_runner(
+            model_fn,
+            x,
+            eps,
+            eps_iter,
+            norm,
+            loss_fn,
+            clip_min,
+            clip_max,
+            y,
+            targeted,
+            rand_init,
+            rand_minmax,
+            seed,
+            sanity_checks,
+        )
     elif method == "mim":
-        run = _mim_runner(model_fn, x, eps, eps_iter, norm, loss_fn, clip_min, clip_max, y,
-                          targeted, decay_factor, sanity_checks)
+        run = _mim_runner(
+            model_fn,
+            x,
+            eps,
+            eps_iter,
+            norm,
+            loss_fn,
+            clip_min,
+            clip_max,
+            y,
+            targeted,
+            decay_factor,
+            sanity_checks,
+        )
     else:
         raise ValueError(f"method must be 'pgd' or 'mim', got {method!r}.")
 
@@ -361,11 +571,37 @@ def iterative_attack_checkpoints(method, model_fn, x, checkpoints, eps, eps_iter
     return generate()
 
 
-def _pgd_runner(model_fn, x, eps, eps_iter, norm, loss_fn, clip_min, clip_max, y, targeted,
-                rand_init, rand_minmax, seed, sanity_checks):
+def _pgd_runner(
+    model_fn,
+    x,
+    eps,
+    eps_iter,
+    norm,
+    loss_fn,
+    clip_min,
+    clip_max,
+    y,
+    targeted,
+    rand_init,
+    rand_minmax,
+    seed,
+    sanity_checks,
+):
     """Validates PGD's arguments; returns run(nb_iter, state=None) -> (x', y)."""
-    p = _prepare(model_fn, x, eps, norm, loss_fn, clip_min, clip_max, y, targeted,
-                 (np.inf, 2), "projected_gradient_descent", sanity_checks)
+    p = _prepare(
+        model_fn,
+        x,
+        eps,
+        norm,
+        loss_fn,
+        clip_min,
+        clip_max,
+        y,
+        targeted,
+        (np.inf, 2),
+        "projected_gradient_descent",
+        sanity_checks,
+    )
     eps_iter = _check_step(eps_iter, eps, p, "projected_gradient_descent", True)
     if isinstance(rand_init, (tf.Tensor, tf.Variable)):
         raise ValueError("rand_init must be a Python bool (it selects the compiled program).")
@@ -381,19 +617,58 @@ def _pgd_runner(model_fn, x, eps, eps_iter, norm, loss_fn, clip_min, clip_max, y
         start, labels = (None, p.labels) if state is None else state
         with checks.reraise_label_errors():
             attack = _loop(_compiled_pgd, _compiled_pgd_xla)
-            return attack(model_fn, p.static_loss, p.context, x, labels, start, p.eps,
-                          eps_iter, nb_iter, p.clip_min, p.clip_max, rand_minmax, seed,
-                          norm=p.norm, targeted=p.targeted, rand_init=rand_init,
-                          fused=XLA_FUSED_UPDATE)
+            return attack(
+                model_fn,
+                p.static_loss,
+                p.context,
+                x,
+                labels,
+                start,
+                p.eps,
+                eps_iter,
+                nb_iter,
+                p.clip_min,
+                p.clip_max,
+                rand_minmax,
+                seed,
+                norm=p.norm,
+                targeted=p.targeted,
+                rand_init=rand_init,
+                fused=XLA_FUSED_UPDATE,
+            )
 
     return run
 
 
-def _mim_runner(model_fn, x, eps, eps_iter, norm, loss_fn, clip_min, clip_max, y, targeted,
-                decay_factor, sanity_checks):
+def _mim_runner(
+    model_fn,
+    x,
+    eps,
+    eps_iter,
+    norm,
+    loss_fn,
+    clip_min,
+    clip_max,
+    y,
+    targeted,
+    decay_factor,
+    sanity_checks,
+):
     """Validates MIM's arguments; returns run(nb_iter, state=None) -> (x', momentum, y)."""
-    p = _prepare(model_fn, x, eps, norm, loss_fn, clip_min, clip_max, y, targeted,
-                 (np.inf, 2), "momentum_iterative_method", sanity_checks)
+    p = _prepare(
+        model_fn,
+        x,
+        eps,
+        norm,
+        loss_fn,
+        clip_min,
+        clip_max,
+        y,
+        targeted,
+        (np.inf, 2),
+        "momentum_iterative_method",
+        sanity_checks,
+    )
     eps_iter = _check_step(eps_iter, eps, p, "momentum_iterative_method", False)
     decay = checks.as_budget(decay_factor, p.x, "decay_factor", p.validation)
     x = p.validation.guard(p.x)
@@ -402,9 +677,24 @@ def _mim_runner(model_fn, x, eps, eps_iter, norm, loss_fn, clip_min, clip_max, y
         start, momentum, labels = (None, None, p.labels) if state is None else state
         with checks.reraise_label_errors():
             attack = _loop(_compiled_mim, _compiled_mim_xla)
-            return attack(model_fn, p.static_loss, p.context, x, labels, start, momentum,
-                          p.eps, eps_iter, nb_iter, p.clip_min, p.clip_max, decay,
-                          norm=p.norm, targeted=p.targeted, fused=XLA_FUSED_UPDATE)
+            return attack(
+                model_fn,
+                p.static_loss,
+                p.context,
+                x,
+                labels,
+                start,
+                momentum,
+                p.eps,
+                eps_iter,
+                nb_iter,
+                p.clip_min,
+                p.clip_max,
+                decay,
+                norm=p.norm,
+                targeted=p.targeted,
+                fused=XLA_FUSED_UPDATE,
+            )
 
     return run
 

@@ -40,7 +40,8 @@ def cross_entropy(labels, logits):
     if logits.shape.rank != 2:
         raise ValueError(
             f"The default loss needs logits of shape [batch, classes], got {logits.shape}; "
-            "for per-sample logits [S, B, K] wrap the loss with expectation_over_samples().")
+            "for per-sample logits [S, B, K] wrap the loss with expectation_over_samples()."
+        )
     labels = checks.assert_class_labels(labels, logits.shape[-1])
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
 
@@ -66,7 +67,8 @@ def split_loss(loss_fn):
         return loss_fn.fn, loss_fn.context
     if not callable(loss_fn):
         raise ValueError(
-            f"loss_fn must be a callable loss_fn(labels, logits) -> [batch], got {loss_fn!r}.")
+            f"loss_fn must be a callable loss_fn(labels, logits) -> [batch], got {loss_fn!r}."
+        )
     return loss_fn, ()
 
 
@@ -83,7 +85,8 @@ def per_example_loss(loss_fn, labels, logits):
     loss = tf.convert_to_tensor(loss)
     if loss.shape.rank != 1:
         raise ValueError(
-            f"loss_fn must return one loss per example (shape [batch]), got shape {loss.shape}.")
+            f"loss_fn must return one loss per example (shape [batch]), got shape {loss.shape}."
+        )
     return loss
 
 
@@ -92,11 +95,14 @@ def _sample_average(inner, context, labels, logits):
     if logits.shape.rank != 3:
         raise ValueError(
             "expectation_over_samples needs per-sample logits [S, B, K] (use "
-            f"sample_logits_fn as model_fn), got shape {logits.shape}.")
+            f"sample_logits_fn as model_fn), got shape {logits.shape}."
+        )
     loss = bind(inner, context)
     per_sample = tf.vectorized_map(
-        lambda sample_logits: per_example_loss(loss, labels, sample_logits), logits,
-        fallback_to_while_loop=True)
+        lambda sample_logits: per_example_loss(loss, labels, sample_logits),
+        logits,
+        fallback_to_while_loop=True,
+    )
     return tf.reduce_mean(per_sample, axis=0)
 
 

@@ -27,7 +27,8 @@ def _cached(model, key, build):
     if not hasattr(model, "predictive_on_batch"):
         raise ValueError(
             f"{type(model).__name__} is not a uqmix model (no predictive_on_batch); a plain "
-            "Keras classifier that returns logits is itself a model_fn.")
+            "Keras classifier that returns logits is itself a model_fn."
+        )
     cache = model.__dict__.setdefault("_uqmix_attack_model_fns", {})
     if key not in cache:
         cache[key] = build()
@@ -49,6 +50,7 @@ def predictive_logits_fn(model, num_samples=None):
     def build():
         def logits_fn(x):
             return model.predictive_on_batch(x, num_samples).log_mean()
+
         logits_fn.__name__ = f"predictive_logits_{num_samples}"
         return logits_fn
 
@@ -66,8 +68,10 @@ def sample_logits_fn(model, num_samples):
             predictive = model.predictive_on_batch(x, num_samples)
             if not isinstance(predictive, SampledPredictive):
                 raise ValueError(
-                    f"sample_logits_fn needs a sampled model, got {type(predictive).__name__}.")
+                    f"sample_logits_fn needs a sampled model, got {type(predictive).__name__}."
+                )
             return predictive.log_probs
+
         logits_fn.__name__ = f"sample_logits_{num_samples}"
         return logits_fn
 
@@ -76,13 +80,16 @@ def sample_logits_fn(model, num_samples):
 
 def dirichlet_logits_fn(model):
     """x ↦ z(x) [B, K] of a Prior Network (α = exp z), e.g. for ``kl_dir_loss``."""
+
     def build():
         def logits_fn(x):
             predictive = model.predictive_on_batch(x)
             if not isinstance(predictive, DirichletPredictive):
                 raise ValueError(
-                    f"dirichlet_logits_fn needs a Prior Network, got {type(predictive).__name__}.")
+                    f"dirichlet_logits_fn needs a Prior Network, got {type(predictive).__name__}."
+                )
             return predictive.logits
+
         return logits_fn
 
     return _cached(model, ("dirichlet",), build)
@@ -135,19 +142,27 @@ class StochasticModelFn:
             raise ValueError(
                 f"frozen_scope='batch' needs a model that samples whole weight matrices "
                 f"(uqmix InfiniteMixture); {type(model).__name__} draws its noise per example: "
-                "use frozen_scope='example'.")
+                "use frozen_scope='example'."
+            )
         self.frozen_scope = frozen_scope if noise == "frozen" else None
-        self._frozen = [tf.Variable(g.state.value, trainable=False) for g in self.generators] \
-            if noise == "frozen" else []
+        self._frozen = (
+            [tf.Variable(g.state.value, trainable=False) for g in self.generators]
+            if noise == "frozen"
+            else []
+        )
         self.__name__ = f"stochastic_{noise}_{combine}_{num_samples}"
         self.new_draw(0)
 
     @property
     def options(self):
         """The options that define this attack model (JSON-ready)."""
-        return {"gradient_samples": self.num_samples, "noise": self.noise,
-                "combine": self.combine, "frozen_scope": self.frozen_scope,
-                "noise_seed": self.seed}
+        return {
+            "gradient_samples": self.num_samples,
+            "noise": self.noise,
+            "combine": self.combine,
+            "frozen_scope": self.frozen_scope,
+            "noise_seed": self.seed,
+        }
 
     def new_draw(self, key=0):
         """Frozen noise: choose the draw held for the next attack (no-op with ``redraw``).
@@ -160,8 +175,7 @@ class StochasticModelFn:
                 frozen.assign(generator.state.value)
                 generator.next()
             else:
-                frozen.assign(tf.constant([int(self.seed) * 7919 + index, int(key)],
-                                          frozen.dtype))
+                frozen.assign(tf.constant([int(self.seed) * 7919 + index, int(key)], frozen.dtype))
 
     def _sample_logits(self, x):
         """Per-sample log-probabilities [S, B, K] of one forward pass."""
@@ -170,8 +184,9 @@ class StochasticModelFn:
             return tf.nn.log_softmax(logits, axis=-1)
         predictive = self.model.predictive_on_batch(x, self.num_samples)
         if not isinstance(predictive, SampledPredictive):
-            raise ValueError(f"stochastic_model_fn needs a sampled model, got "
-                             f"{type(predictive).__name__}.")
+            raise ValueError(
+                f"stochastic_model_fn needs a sampled model, got {type(predictive).__name__}."
+            )
         return predictive.log_probs
 
     def __call__(self, x):
@@ -185,16 +200,19 @@ class StochasticModelFn:
         if self.per_sample:
             return log_probs
         return tf.reduce_logsumexp(log_probs, axis=0) - tf.math.log(
-            tf.cast(tf.shape(log_probs)[0], log_probs.dtype))
+            tf.cast(tf.shape(log_probs)[0], log_probs.dtype)
+        )
 
     def loss(self, loss_fn=None):
         """The attack's loss: ``loss_fn`` (log_mean) or its EOT average (mean_loss)."""
         from uqmix.attacks.losses import expectation_over_samples
+
         return expectation_over_samples(loss_fn) if self.per_sample else loss_fn
 
 
-def stochastic_model_fn(model, num_samples=1, noise="redraw", combine="log_mean", seed=None,
-                        frozen_scope="auto"):
+def stochastic_model_fn(
+    model, num_samples=1, noise="redraw", combine="log_mean", seed=None, frozen_scope="auto"
+):
     """The attack's ``model_fn`` for a sampled uqmix model, every protocol choice named.
 
     num_samples: S samples (weight draws / dropout masks) per gradient evaluation.
@@ -231,5 +249,8 @@ def stochastic_model_fn(model, num_samples=1, noise="redraw", combine="log_mean"
     if seed is not None and (isinstance(seed, bool) or int(seed) != seed):
         raise ValueError(f"seed must be an integer or None, got {seed!r}.")
     key = ("stochastic", num_samples, noise, combine, seed, frozen_scope)
-    return _cached(model, key, lambda: StochasticModelFn(model, num_samples, noise, combine,
-                                                         seed, frozen_scope))
+    return _cached(
+        model,
+        key,
+        lambda: StochasticModelFn(model, num_samples, noise, combine, seed, frozen_scope),
+    )

@@ -60,8 +60,9 @@ def optimize_linear(grad, eps, norm=np.inf):
         tied = tf.cast(tf.equal(abs_grad, max_abs), grad.dtype)
         direction = tf.sign(grad) * tied / tf.reduce_sum(tied, axes, keepdims=True)
     else:
-        squared = tf.maximum(tf.cast(AVOID_ZERO_DIV, grad.dtype),
-                             tf.reduce_sum(tf.square(grad), axes, keepdims=True))
+        squared = tf.maximum(
+            tf.cast(AVOID_ZERO_DIV, grad.dtype), tf.reduce_sum(tf.square(grad), axes, keepdims=True)
+        )
         direction = grad / tf.sqrt(squared)
     return tf.multiply(tf.cast(eps, grad.dtype), direction)
 
@@ -72,8 +73,10 @@ def clip_eta(eta, norm, eps):
     eps = tf.cast(eps, eta.dtype)
     if norm == np.inf:
         return tf.clip_by_value(eta, -eps, eps)
-    squared = tf.maximum(tf.cast(AVOID_ZERO_DIV, eta.dtype),
-                         tf.reduce_sum(tf.square(eta), _example_axes(eta), keepdims=True))
+    squared = tf.maximum(
+        tf.cast(AVOID_ZERO_DIV, eta.dtype),
+        tf.reduce_sum(tf.square(eta), _example_axes(eta), keepdims=True),
+    )
     factor = tf.minimum(tf.cast(1.0, eta.dtype), tf.math.divide(eps, tf.sqrt(squared)))
     return eta * factor
 
@@ -93,10 +96,12 @@ def random_lp_vector(shape, norm, eps, seed, dtype=tf.float32):
         return eps * unit
     direction_seed, radius_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     dim = tf.reduce_prod(shape[1:])
-    gaussian = tf.random.stateless_normal(tf.stack([shape[0], dim]), seed=direction_seed,
-                                          dtype=dtype)
+    gaussian = tf.random.stateless_normal(
+        tf.stack([shape[0], dim]), seed=direction_seed, dtype=dtype
+    )
     length = tf.sqrt(tf.reduce_sum(tf.square(gaussian), axis=-1, keepdims=True))
-    radius = tf.pow(tf.random.stateless_uniform(tf.stack([shape[0], 1]), seed=radius_seed,
-                                                dtype=dtype),
-                    1.0 / tf.cast(dim, dtype))
+    radius = tf.pow(
+        tf.random.stateless_uniform(tf.stack([shape[0], 1]), seed=radius_seed, dtype=dtype),
+        1.0 / tf.cast(dim, dtype),
+    )
     return eps * tf.reshape(radius * gaussian / length, shape)

@@ -7,6 +7,7 @@ Modules: ``registry`` (names, sources, ``load_arrays``), ``idx`` / ``cifar`` /
 ``tfds_source`` (tensorflow-datasets), ``pipeline`` (``make_dataset``,
 ``zip_in_and_ood``, ``check_same_image_shape``, ``hold_out``).
 """
+
 from uqmix.data.errors import DataFileError, DataSourceError
 from uqmix.data.pipeline import (
     check_same_image_shape,

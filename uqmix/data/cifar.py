@@ -27,12 +27,13 @@ PIXEL_BYTES = 32 * 32 * 3
 @dataclasses.dataclass(frozen=True)
 class CifarFormat:
     """How one CIFAR variant is published in binary form."""
-    folder: str                 # folder inside the archive
-    archive: str                # published archive name
-    split_files: dict           # split -> tuple of (file name, records in that file)
-    label_classes: tuple        # number of classes of each label byte, in record order
-    label_index: int            # which label byte is returned
-    pickled_folder: str         # the pickled version's folder, refused with a hint
+
+    folder: str  # folder inside the archive
+    archive: str  # published archive name
+    split_files: dict  # split -> tuple of (file name, records in that file)
+    label_classes: tuple  # number of classes of each label byte, in record order
+    label_index: int  # which label byte is returned
+    pickled_folder: str  # the pickled version's folder, refused with a hint
 
     @property
     def record_bytes(self):
@@ -66,9 +67,11 @@ def parse_cifar_records(data, fmt, path, expected_records=None):
     """(uint8 images [N, 32, 32, 3], int64 labels [N]) from the bytes of one binary file."""
     if len(data) == 0 or len(data) % fmt.record_bytes:
         raise DataFileError(
-            path, f"{len(data)} bytes is not a whole number of {fmt.record_bytes}-byte records "
-                  f"({len(fmt.label_classes)} label byte(s) + {PIXEL_BYTES} pixels); truncated, "
-                  "corrupt, or not the binary version")
+            path,
+            f"{len(data)} bytes is not a whole number of {fmt.record_bytes}-byte records "
+            f"({len(fmt.label_classes)} label byte(s) + {PIXEL_BYTES} pixels); truncated, "
+            "corrupt, or not the binary version",
+        )
     records = np.frombuffer(data, dtype=np.uint8).reshape(-1, fmt.record_bytes)
     if expected_records is not None and records.shape[0] != expected_records:
         raise DataFileError(path, f"holds {records.shape[0]} records, expected {expected_records}")
@@ -76,10 +79,12 @@ def parse_cifar_records(data, fmt, path, expected_records=None):
         column = records[:, index]
         if column.max() >= num_classes:
             raise DataFileError(
-                path, f"label byte {index} has value {int(column.max())}, expected "
-                      f"0..{num_classes - 1} (corrupt, or not the binary version)")
+                path,
+                f"label byte {index} has value {int(column.max())}, expected "
+                f"0..{num_classes - 1} (corrupt, or not the binary version)",
+            )
     labels = records[:, fmt.label_index].astype(np.int64)
-    planes = records[:, len(fmt.label_classes):].reshape(-1, 3, 32, 32)
+    planes = records[:, len(fmt.label_classes) :].reshape(-1, 3, 32, 32)
     return np.ascontiguousarray(planes.transpose(0, 2, 3, 1)), labels
 
 
@@ -97,13 +102,16 @@ def _read_members(archive_path, member_limits):
                 if name in member_limits and member.isfile():
                     if member.size > member_limits[name]:
                         raise DataFileError(
-                            f"{archive_path}:{name}", f"tar header says {member.size} bytes, "
+                            f"{archive_path}:{name}",
+                            f"tar header says {member.size} bytes, "
                             f"more than the {member_limits[name]} bytes of the published records "
-                            "(corrupt, or a decompression bomb); not read")
+                            "(corrupt, or a decompression bomb); not read",
+                        )
                     found[name] = tar.extractfile(member).read(member_limits[name])
     except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
-        raise DataFileError(archive_path, f"not a readable tar archive, truncated or corrupt "
-                                          f"({err})") from None
+        raise DataFileError(
+            archive_path, f"not a readable tar archive, truncated or corrupt ({err})"
+        ) from None
     for name in member_limits:
         if name not in found:
             raise DataFileError(f"{archive_path}:{name}", "member missing from the archive")
@@ -120,8 +128,10 @@ def _source_bytes(root, fmt, files):
     file_names = [name for name, _ in files]
     for folder in (os.path.join(root, fmt.folder), root):
         if os.path.isfile(os.path.join(folder, file_names[0])):
-            return {n: (os.path.join(folder, n), read_bytes(os.path.join(folder, n), limits[n]))
-                    for n in file_names}
+            return {
+                n: (os.path.join(folder, n), read_bytes(os.path.join(folder, n), limits[n]))
+                for n in file_names
+            }
     archive = os.path.join(root, fmt.archive)
     if os.path.isfile(archive):
         members = {f"{fmt.folder}/{n}": n for n in file_names}
@@ -129,10 +139,14 @@ def _source_bytes(root, fmt, files):
         return {n: (f"{archive}:{m}", data[m]) for m, n in members.items()}
     problem = "file not found"
     if os.path.exists(os.path.join(root, fmt.pickled_folder)):
-        problem += (f"; {fmt.pickled_folder}/ is the pickled Python version, which uqmix never "
-                    "unpickles: use the binary version")
-    raise DataFileError(os.path.join(root, fmt.folder, file_names[0]),
-                        f"{problem} (nor {os.path.join(root, fmt.archive)})")
+        problem += (
+            f"; {fmt.pickled_folder}/ is the pickled Python version, which uqmix never "
+            "unpickles: use the binary version"
+        )
+    raise DataFileError(
+        os.path.join(root, fmt.folder, file_names[0]),
+        f"{problem} (nor {os.path.join(root, fmt.archive)})",
+    )
 
 
 def read_cifar_split(root, fmt, split, check_counts=True):

@@ -48,8 +48,11 @@ def read_limited(handle, path, limit, what):
     ``limit + 1`` bytes, never the whole stream."""
     data = handle.read(limit + 1)
     if len(data) > limit:
-        raise DataFileError(path, f"holds more than the {limit} bytes {what} (corrupt, or a "
-                                  "decompression bomb); stopped reading")
+        raise DataFileError(
+            path,
+            f"holds more than the {limit} bytes {what} (corrupt, or a "
+            "decompression bomb); stopped reading",
+        )
     return data
 
 

@@ -40,8 +40,9 @@ def read_idx_bytes(path):
         size = _declared_size(head)
         if size is None:
             return head
-        return head + read_limited(handle, path, size - len(head),
-                                   f"after the header its header declares ({size} in all)")
+        return head + read_limited(
+            handle, path, size - len(head), f"after the header its header declares ({size} in all)"
+        )
 
 
 def parse_idx(data, path):
@@ -51,19 +52,25 @@ def parse_idx(data, path):
     if data[0] != 0 or data[1] != 0 or data[2] != IDX_UBYTE:
         magic = int.from_bytes(data[:4], "big")
         raise DataFileError(
-            path, f"bad IDX magic number 0x{magic:08x}; expected 0x{IMAGES_MAGIC:08x} (images) "
-                  f"or 0x{LABELS_MAGIC:08x} (labels): two zero bytes, type 0x08 (unsigned "
-                  "byte), number of dimensions")
+            path,
+            f"bad IDX magic number 0x{magic:08x}; expected 0x{IMAGES_MAGIC:08x} (images) "
+            f"or 0x{LABELS_MAGIC:08x} (labels): two zero bytes, type 0x08 (unsigned "
+            "byte), number of dimensions",
+        )
     ndim = data[3]
     header = 4 + 4 * ndim
     if ndim == 0 or len(data) < header:
-        raise DataFileError(path, f"IDX header declares {ndim} dimensions but the file is too short")
+        raise DataFileError(
+            path, f"IDX header declares {ndim} dimensions but the file is too short"
+        )
     dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     expected = header + int(np.prod(dims, dtype=np.int64))
     if len(data) != expected:
         raise DataFileError(
-            path, f"IDX header says shape {dims} ({expected} bytes in all) but the file has "
-                  f"{len(data)} bytes (truncated or corrupt)")
+            path,
+            f"IDX header says shape {dims} ({expected} bytes in all) but the file has "
+            f"{len(data)} bytes (truncated or corrupt)",
+        )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -71,8 +78,10 @@ def _check_magic(array, path, ndim, what):
     if array.ndim != ndim:
         magic = IMAGES_MAGIC if ndim == 3 else LABELS_MAGIC
         raise DataFileError(
-            path, f"IDX file has {array.ndim} dimensions {array.shape}; {what} files have "
-                  f"magic 0x{magic:08x} ({ndim} dimensions)")
+            path,
+            f"IDX file has {array.ndim} dimensions {array.shape}; {what} files have "
+            f"magic 0x{magic:08x} ({ndim} dimensions)",
+        )
 
 
 def _check_count(count, expected_count, path, what):
@@ -101,17 +110,20 @@ def read_idx_labels(path, expected_count=None, num_classes=10):
     _check_count(labels.shape[0], expected_count, path, "labels")
     if labels.size and labels.max() >= num_classes:
         raise DataFileError(
-            path, f"label {int(labels.max())} out of range; expected 0..{num_classes - 1}")
+            path, f"label {int(labels.max())} out of range; expected 0..{num_classes - 1}"
+        )
     return labels.astype(np.int64)
 
 
-def read_idx_pair(images_path, labels_path, expected_count=None, image_shape=(28, 28),
-                  num_classes=10):
+def read_idx_pair(
+    images_path, labels_path, expected_count=None, image_shape=(28, 28), num_classes=10
+):
     """(uint8 images [N, H, W, 1], int64 labels [N]) from matching IDX files."""
     images = read_idx_images(images_path, expected_count, image_shape)
     labels = read_idx_labels(labels_path, expected_count, num_classes)
     if images.shape[0] != labels.shape[0]:
         raise DataFileError(
-            labels_path, f"holds {labels.shape[0]} labels but {images_path} holds "
-                         f"{images.shape[0]} images")
+            labels_path,
+            f"holds {labels.shape[0]} labels but {images_path} holds {images.shape[0]} images",
+        )
     return images, labels

@@ -13,8 +13,18 @@ import numpy as np
 
 from uqmix.data.errors import DataFileError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff",
-                    ".webp")
+IMAGE_EXTENSIONS = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".gif",
+    ".ppm",
+    ".pgm",
+    ".tif",
+    ".tiff",
+    ".webp",
+)
 _MODES = {1: "L", 3: "RGB"}
 
 
@@ -28,8 +38,9 @@ def list_image_files(folder, exclude=()):
         if current == folder:
             subdirs[:] = [d for d in subdirs if d not in exclude]
         subdirs.sort()
-        paths.extend(os.path.join(current, f) for f in sorted(files)
-                     if f.lower().endswith(IMAGE_EXTENSIONS))
+        paths.extend(
+            os.path.join(current, f) for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS)
+        )
     return paths
 
 
@@ -65,15 +76,18 @@ def read_images(paths, channels, skip_unreadable=False):
             continue
         if images and image.shape != images[0].shape:
             raise DataFileError(
-                path, f"image is {image.shape[:2]} but {kept[0]} is {images[0].shape[:2]}; all "
-                      "images of a set must have the same size (uqmix does not resize)")
+                path,
+                f"image is {image.shape[:2]} but {kept[0]} is {images[0].shape[:2]}; all "
+                "images of a set must have the same size (uqmix does not resize)",
+            )
         images.append(image)
         kept.append(path)
     if skipped:
         shown = ", ".join(os.path.basename(p) for p in skipped[:5])
         more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
-        warnings.warn(f"Skipped {len(skipped)} unreadable image file(s): {shown}{more}.",
-                      stacklevel=2)
+        warnings.warn(
+            f"Skipped {len(skipped)} unreadable image file(s): {shown}{more}.", stacklevel=2
+        )
     if not images:
         return np.zeros((0, 0, 0, channels), np.uint8), kept
     return np.stack(images), kept

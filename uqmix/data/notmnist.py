@@ -35,5 +35,7 @@ def read_notmnist(folder):
                 raise DataFileError(root, f"letter images are {images.shape[1:3]}, expected 28×28")
             return images, labels
     raise DataFileError(
-        images_path, f"file not found, and no letter folders A..J in {folder} or "
-                     f"{os.path.join(folder, LETTER_SUBFOLDER)}")
+        images_path,
+        f"file not found, and no letter folders A..J in {folder} or "
+        f"{os.path.join(folder, LETTER_SUBFOLDER)}",
+    )

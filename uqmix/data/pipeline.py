@@ -35,8 +35,17 @@ def _check_positive_int(value, name, minimum=1):
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
 
 
-def make_dataset(x, y=None, *, batch_size, shuffle=True, repeat=False, seed=None,
-                 drop_remainder=False, prefetch=True):
+def make_dataset(
+    x,
+    y=None,
+    *,
+    batch_size,
+    shuffle=True,
+    repeat=False,
+    seed=None,
+    drop_remainder=False,
+    prefetch=True,
+):
     """A ``tf.data.Dataset`` of batches ``(x, y)`` (or ``x`` when ``y`` is None).
 
     shuffle: visit each epoch in a seeded random order (else in index order).
@@ -59,10 +68,12 @@ def make_dataset(x, y=None, *, batch_size, shuffle=True, repeat=False, seed=None
         if int(y_t.shape[0]) != num_examples:
             raise ValueError(f"x has {num_examples} examples but y has {int(y_t.shape[0])}.")
     if drop_remainder and not repeat and num_examples < batch_size:
-        raise ValueError(f"drop_remainder with {num_examples} examples < batch_size {batch_size} "
-                         "leaves no batch.")
+        raise ValueError(
+            f"drop_remainder with {num_examples} examples < batch_size {batch_size} "
+            "leaves no batch."
+        )
     if seed is None:
-        seed = int(np.random.randint(0, 2 ** 31 - 1))
+        seed = int(np.random.randint(0, 2**31 - 1))
     _check_positive_int(seed, "seed", minimum=0)
 
     def epoch_order(epoch):
@@ -70,18 +81,24 @@ def make_dataset(x, y=None, *, batch_size, shuffle=True, repeat=False, seed=None
         if not shuffle:
             return order
         return tf.random.experimental.stateless_shuffle(
-            order, seed=tf.stack([tf.constant(seed, tf.int64), epoch]), alg=_SHUFFLE_ALG)
+            order, seed=tf.stack([tf.constant(seed, tf.int64), epoch]), alg=_SHUFFLE_ALG
+        )
 
     if repeat:
         # Endless stream of epochs; every batch is full, so its static shape is known.
-        indices = tf.data.Dataset.counter().map(epoch_order).rebatch(batch_size,
-                                                                    drop_remainder=True)
+        indices = (
+            tf.data.Dataset.counter().map(epoch_order).rebatch(batch_size, drop_remainder=True)
+        )
         num_batches = tf.data.INFINITE_CARDINALITY
     else:
-        indices = tf.data.Dataset.range(1).map(epoch_order).rebatch(batch_size,
-                                                                   drop_remainder=drop_remainder)
-        num_batches = (num_examples // batch_size if drop_remainder
-                       else -(-num_examples // batch_size))
+        indices = (
+            tf.data.Dataset.range(1)
+            .map(epoch_order)
+            .rebatch(batch_size, drop_remainder=drop_remainder)
+        )
+        num_batches = (
+            num_examples // batch_size if drop_remainder else -(-num_examples // batch_size)
+        )
     # ``rebatch`` slices whole index vectors (no per-example work) but loses the length.
     indices = indices.apply(tf.data.experimental.assert_cardinality(num_batches))
     if y_t is None:
@@ -119,11 +136,13 @@ def check_same_image_shape(first, second, first_name="in-domain", second_name="O
     shape_a = _example_shape(first, first_name)
     shape_b = _example_shape(second, second_name)
     compatible = len(shape_a) == len(shape_b) and all(
-        a is None or b is None or a == b for a, b in zip(shape_a, shape_b))
+        a is None or b is None or a == b for a, b in zip(shape_a, shape_b)
+    )
     if not compatible:
         raise ValueError(
             f"{first_name} inputs have shape {shape_a} per example but {second_name} inputs have "
-            f"{shape_b}; they must agree (same size and channels; convert or resize one set).")
+            f"{shape_b}; they must agree (same size and channels; convert or resize one set)."
+        )
     return shape_a
 
 
@@ -146,8 +165,10 @@ def zip_in_and_ood(in_ds, ood_ds):
     for name, dataset in (("in_ds", in_ds), ("ood_ds", ood_ds)):
         size = int(dataset.cardinality())
         if size == tf.data.UNKNOWN_CARDINALITY:
-            raise ValueError(f"{name} has unknown length; make it finite with known length or "
-                             "endless (.repeat()), e.g. with uqmix.data.make_dataset.")
+            raise ValueError(
+                f"{name} has unknown length; make it finite with known length or "
+                "endless (.repeat()), e.g. with uqmix.data.make_dataset."
+            )
         if size == 0:
             raise ValueError(f"{name} is empty.")
         sizes[name] = np.inf if size == tf.data.INFINITE_CARDINALITY else size
@@ -156,7 +177,8 @@ def zip_in_and_ood(in_ds, ood_ds):
     elif sizes["ood_ds"] > sizes["in_ds"]:
         in_ds = in_ds.repeat()
     return tf.data.Dataset.zip(in_ds, ood_ds).map(
-        lambda in_batch, x_ood: ((in_batch[0], x_ood), in_batch[1]))
+        lambda in_batch, x_ood: ((in_batch[0], x_ood), in_batch[1])
+    )
 
 
 def hold_out(x, y, count, name="count"):
@@ -168,8 +190,10 @@ def hold_out(x, y, count, name="count"):
     """
     count = int(count)
     if count < 0 or count >= len(x):
-        raise ValueError(f"{name} must be in [0, {len(x) - 1}] (the training set has {len(x)} "
-                         f"examples), got {count}.")
+        raise ValueError(
+            f"{name} must be in [0, {len(x) - 1}] (the training set has {len(x)} "
+            f"examples), got {count}."
+        )
     if len(x) != len(y):
         raise ValueError(f"x has {len(x)} examples but y has {len(y)}.")
     if not count:

@@ -41,12 +41,13 @@ class DatasetSpec:
     read_local(folder, split, check_counts) -> (uint8 images [N, H, W, C], int64 labels)
     generate(split) -> (float32 x, int64 y), for generated sets.
     """
+
     name: str
     splits: tuple
     description: str
-    num_classes: Optional[int]           # None: no class labels (labels are NO_LABEL)
+    num_classes: Optional[int]  # None: no class labels (labels are NO_LABEL)
     image_shape: Optional[tuple] = None  # (H, W, C) when fixed
-    counts: Optional[dict] = None        # published example count per split
+    counts: Optional[dict] = None  # published example count per split
     layout: str = ""
     source: str = ""
     read_local: Optional[Callable] = None
@@ -59,23 +60,31 @@ class DatasetSpec:
     def help_text(self, folder):
         text = f"Expected layout of {folder}: {self.layout}\nGet the files from {self.source}."
         if self.tfds_name:
-            text += (f" Or leave data_dir unset (or without a {self.name}/ folder) to download it "
-                     f"with tensorflow-datasets ({self.tfds_name}).")
+            text += (
+                f" Or leave data_dir unset (or without a {self.name}/ folder) to download it "
+                f"with tensorflow-datasets ({self.tfds_name})."
+            )
         return text
 
 
 def _idx_reader(counts):
     def read(folder, split, check_counts):
         prefix = {"train": "train", "test": "t10k"}[split]
-        images = find_file(folder, [f"{prefix}-images-idx3-ubyte.gz", f"{prefix}-images-idx3-ubyte"])
-        labels = find_file(folder, [f"{prefix}-labels-idx1-ubyte.gz", f"{prefix}-labels-idx1-ubyte"])
+        images = find_file(
+            folder, [f"{prefix}-images-idx3-ubyte.gz", f"{prefix}-images-idx3-ubyte"]
+        )
+        labels = find_file(
+            folder, [f"{prefix}-labels-idx1-ubyte.gz", f"{prefix}-labels-idx1-ubyte"]
+        )
         return read_idx_pair(images, labels, counts[split] if check_counts else None)
+
     return read
 
 
 def _cifar_reader(fmt):
     def read(folder, split, check_counts):
         return cifar.read_cifar_split(folder, fmt, split, check_counts)
+
     return read
 
 
@@ -96,93 +105,148 @@ def _read_ood_folder(folder, split, check_counts):
     elif split == "test":
         images = read_image_folder(folder, channels=3, exclude=("train",))
     else:
-        raise DataFileError(split_folder, "folder not found (only the test split is the whole "
-                                          "folder; other splits need their own subfolder)")
+        raise DataFileError(
+            split_folder,
+            "folder not found (only the test split is the whole "
+            "folder; other splits need their own subfolder)",
+        )
     return images, np.full(images.shape[0], NO_LABEL, np.int64)
 
 
-_IDX_LAYOUT = ("train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
-               "t10k-labels-idx1-ubyte.gz (IDX, gzip-compressed as published; uncompressed also "
-               "accepted)")
-_OOD_FOLDER_LAYOUT = ("image files (PNG/JPEG/...), all of one size, anywhere under the folder "
-                      "(e.g. the extracted {archive}); a train/ (and test/) subfolder makes a "
-                      "train split. Labels are -1 (no class).")
+_IDX_LAYOUT = (
+    "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
+    "t10k-labels-idx1-ubyte.gz (IDX, gzip-compressed as published; uncompressed also "
+    "accepted)"
+)
+_OOD_FOLDER_LAYOUT = (
+    "image files (PNG/JPEG/...), all of one size, anywhere under the folder "
+    "(e.g. the extracted {archive}); a train/ (and test/) subfolder makes a "
+    "train split. Labels are -1 (no class)."
+)
 _MNIST_COUNTS = {"train": 60000, "test": 10000}
 
 
 def _cifar_layout(fmt):
     names = ", ".join(name for files in fmt.split_files.values() for name, _ in files)
-    return (f"{fmt.folder}/ with {names}"
-            f" (the extracted binary version), or {fmt.archive} itself; never the pickled "
-            f"{fmt.pickled_folder}/")
+    return (
+        f"{fmt.folder}/ with {names}"
+        f" (the extracted binary version), or {fmt.archive} itself; never the pickled "
+        f"{fmt.pickled_folder}/"
+    )
 
 
 def _cifar_counts(fmt):
     return {split: sum(count for _, count in files) for split, files in fmt.split_files.items()}
 
 
-DATASETS = {spec.name: spec for spec in (
-    DatasetSpec(
-        "mnist", ("train", "test"), "MNIST handwritten digits, 28x28x1, 10 classes",
-        num_classes=10, image_shape=(28, 28, 1), counts=_MNIST_COUNTS, layout=_IDX_LAYOUT,
-        source="http://yann.lecun.com/exdb/mnist/ (mirrors: "
-               "https://ossci-datasets.s3.amazonaws.com/mnist/)",
-        read_local=_idx_reader(_MNIST_COUNTS)),
-    DatasetSpec(
-        "fashion_mnist", ("train", "test"), "Fashion-MNIST (Zalando), 28x28x1, 10 classes",
-        num_classes=10, image_shape=(28, 28, 1), counts=_MNIST_COUNTS, layout=_IDX_LAYOUT,
-        source="https://github.com/zalandoresearch/fashion-mnist (data/fashion/)",
-        read_local=_idx_reader(_MNIST_COUNTS)),
-    DatasetSpec(
-        "notmnist", ("test",), "notMNIST letters A-J as 0-9, 28x28x1; OOD set for MNIST "
-        "(test split only)", num_classes=10, image_shape=(28, 28, 1),
-        layout="t10k-images-idx3-ubyte.gz + t10k-labels-idx1-ubyte.gz (IDX conversion), or the "
-               "letter folders A/ .. J/ of notMNIST_small.tar.gz (directly or in notMNIST_small/)",
-        source="http://yaroslavvb.blogspot.com/2011/09/notmnist-dataset.html (notMNIST_small.tar.gz)"
-               " or, in IDX form, https://github.com/davidflanagan/notMNIST-to-MNIST",
-        read_local=_read_notmnist),
-    DatasetSpec(
-        "cifar10", ("train", "test"), "CIFAR-10, 32x32x3, 10 classes", num_classes=10,
-        image_shape=cifar.IMAGE_SHAPE, counts=_cifar_counts(cifar.CIFAR10),
-        layout=_cifar_layout(cifar.CIFAR10),
-        source="https://www.cs.toronto.edu/~kriz/cifar.html (CIFAR-10 binary version)",
-        read_local=_cifar_reader(cifar.CIFAR10)),
-    DatasetSpec(
-        "cifar100", ("train", "test"), "CIFAR-100, 32x32x3, 100 fine classes", num_classes=100,
-        image_shape=cifar.IMAGE_SHAPE, counts=_cifar_counts(cifar.CIFAR100),
-        layout=_cifar_layout(cifar.CIFAR100),
-        source="https://www.cs.toronto.edu/~kriz/cifar.html (CIFAR-100 binary version)",
-        read_local=_cifar_reader(cifar.CIFAR100)),
-    DatasetSpec(
-        "svhn", ("train", "test", "extra"), "SVHN cropped digits, 32x32x3, 10 classes "
-        "(digit 0 is label 0)", num_classes=10, image_shape=(32, 32, 3), counts=svhn.SPLIT_COUNTS,
-        layout=", ".join(svhn.SPLIT_FILES.values()) + " (MATLAB v5 files as published)",
-        source="http://ufldl.stanford.edu/housenumbers/ (Format 2: cropped digits)",
-        read_local=_read_svhn),
-    DatasetSpec(
-        "lsun_resize", ("test", "train"), "LSUN scenes resized to 32x32x3 (ODIN); OOD test set, "
-        "labels -1", num_classes=None,
-        layout=_OOD_FOLDER_LAYOUT.format(archive="LSUN_resize.tar.gz"),
-        source="the ODIN repository, https://github.com/facebookresearch/odin (LSUN_resize.tar.gz)",
-        read_local=_read_ood_folder),
-    DatasetSpec(
-        "tim_resize", ("test", "train"), "TinyImageNet resized to 32x32x3 (ODIN); OOD test set, "
-        "labels -1", num_classes=None,
-        layout=_OOD_FOLDER_LAYOUT.format(archive="Imagenet_resize.tar.gz"),
-        source="the ODIN repository, https://github.com/facebookresearch/odin "
-               "(Imagenet_resize.tar.gz)",
-        read_local=_read_ood_folder),
-    DatasetSpec(
-        "synthetic3", tuple(synthetic.SPLIT_SEEDS), "three overlapping 2-D Gaussian classes "
-        "(x is [N, 2], not an image), generated", num_classes=3,
-        counts={s: 3 * n for s, n in synthetic.SPLIT_NUM_PER_CLASS.items()},
-        generate=synthetic.load_split),
-    DatasetSpec(
-        "synthetic3_ood", tuple(synthetic.SPLIT_SEEDS), "the OOD shell around synthetic3 "
-        "(x is [N, 2], labels -1), generated", num_classes=None,
-        counts={s: 3 * n for s, n in synthetic.SPLIT_NUM_PER_CLASS.items()},
-        generate=lambda split: synthetic.load_split(split, ood=True)),
-)}
+DATASETS = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec(
+            "mnist",
+            ("train", "test"),
+            "MNIST handwritten digits, 28x28x1, 10 classes",
+            num_classes=10,
+            image_shape=(28, 28, 1),
+            counts=_MNIST_COUNTS,
+            layout=_IDX_LAYOUT,
+            source="http://yann.lecun.com/exdb/mnist/ (mirrors: "
+            "https://ossci-datasets.s3.amazonaws.com/mnist/)",
+            read_local=_idx_reader(_MNIST_COUNTS),
+        ),
+        DatasetSpec(
+            "fashion_mnist",
+            ("train", "test"),
+            "Fashion-MNIST (Zalando), 28x28x1, 10 classes",
+            num_classes=10,
+            image_shape=(28, 28, 1),
+            counts=_MNIST_COUNTS,
+            layout=_IDX_LAYOUT,
+            source="https://github.com/zalandoresearch/fashion-mnist (data/fashion/)",
+            read_local=_idx_reader(_MNIST_COUNTS),
+        ),
+        DatasetSpec(
+            "notmnist",
+            ("test",),
+            "notMNIST letters A-J as 0-9, 28x28x1; OOD set for MNIST (test split only)",
+            num_classes=10,
+            image_shape=(28, 28, 1),
+            layout="t10k-images-idx3-ubyte.gz + t10k-labels-idx1-ubyte.gz (IDX conversion), or the "
+            "letter folders A/ .. J/ of notMNIST_small.tar.gz (directly or in notMNIST_small/)",
+            source="http://yaroslavvb.blogspot.com/2011/09/notmnist-dataset.html (notMNIST_small.tar.gz)"
+            " or, in IDX form, https://github.com/davidflanagan/notMNIST-to-MNIST",
+            read_local=_read_notmnist,
+        ),
+        DatasetSpec(
+            "cifar10",
+            ("train", "test"),
+            "CIFAR-10, 32x32x3, 10 classes",
+            num_classes=10,
+            image_shape=cifar.IMAGE_SHAPE,
+            counts=_cifar_counts(cifar.CIFAR10),
+            layout=_cifar_layout(cifar.CIFAR10),
+            source="https://www.cs.toronto.edu/~kriz/cifar.html (CIFAR-10 binary version)",
+            read_local=_cifar_reader(cifar.CIFAR10),
+        ),
+        DatasetSpec(
+            "cifar100",
+            ("train", "test"),
+            "CIFAR-100, 32x32x3, 100 fine classes",
+            num_classes=100,
+            image_shape=cifar.IMAGE_SHAPE,
+            counts=_cifar_counts(cifar.CIFAR100),
+            layout=_cifar_layout(cifar.CIFAR100),
+            source="https://www.cs.toronto.edu/~kriz/cifar.html (CIFAR-100 binary version)",
+            read_local=_cifar_reader(cifar.CIFAR100),
+        ),
+        DatasetSpec(
+            "svhn",
+            ("train", "test", "extra"),
+            "SVHN cropped digits, 32x32x3, 10 classes (digit 0 is label 0)",
+            num_classes=10,
+            image_shape=(32, 32, 3),
+            counts=svhn.SPLIT_COUNTS,
+            layout=", ".join(svhn.SPLIT_FILES.values()) + " (MATLAB v5 files as published)",
+            source="http://ufldl.stanford.edu/housenumbers/ (Format 2: cropped digits)",
+            read_local=_read_svhn,
+        ),
+        DatasetSpec(
+            "lsun_resize",
+            ("test", "train"),
+            "LSUN scenes resized to 32x32x3 (ODIN); OOD test set, labels -1",
+            num_classes=None,
+            layout=_OOD_FOLDER_LAYOUT.format(archive="LSUN_resize.tar.gz"),
+            source="the ODIN repository, https://github.com/facebookresearch/odin (LSUN_resize.tar.gz)",
+            read_local=_read_ood_folder,
+        ),
+        DatasetSpec(
+            "tim_resize",
+            ("test", "train"),
+            "TinyImageNet resized to 32x32x3 (ODIN); OOD test set, labels -1",
+            num_classes=None,
+            layout=_OOD_FOLDER_LAYOUT.format(archive="Imagenet_resize.tar.gz"),
+            source="the ODIN repository, https://github.com/facebookresearch/odin "
+            "(Imagenet_resize.tar.gz)",
+            read_local=_read_ood_folder,
+        ),
+        DatasetSpec(
+            "synthetic3",
+            tuple(synthetic.SPLIT_SEEDS),
+            "three overlapping 2-D Gaussian classes (x is [N, 2], not an image), generated",
+            num_classes=3,
+            counts={s: 3 * n for s, n in synthetic.SPLIT_NUM_PER_CLASS.items()},
+            generate=synthetic.load_split,
+        ),
+        DatasetSpec(
+            "synthetic3_ood",
+            tuple(synthetic.SPLIT_SEEDS),
+            "the OOD shell around synthetic3 (x is [N, 2], labels -1), generated",
+            num_classes=None,
+            counts={s: 3 * n for s, n in synthetic.SPLIT_NUM_PER_CLASS.items()},
+            generate=lambda split: synthetic.load_split(split, ood=True),
+        ),
+    )
+}
 
 
 def known_names():
@@ -265,15 +329,20 @@ def load_arrays(name, split, data_dir=None, *, use_tfds=True, check_counts=True)
         except DataSourceError as err:
             if folder is None:
                 raise
-            raise DataSourceError(f"No local copy: {folder} does not exist.\n{err}\n"
-                                  f"{spec.help_text(folder)}") from err.__cause__
+            raise DataSourceError(
+                f"No local copy: {folder} does not exist.\n{err}\n{spec.help_text(folder)}"
+            ) from err.__cause__
         where = f"tensorflow-datasets {spec.tfds_name}"
     else:
         reason = "no data_dir was given" if folder is None else f"{folder} does not exist"
-        tfds_note = (" (tensorflow-datasets download disabled)" if spec.tfds_name
-                     else " and tensorflow-datasets does not have it")
+        tfds_note = (
+            " (tensorflow-datasets download disabled)"
+            if spec.tfds_name
+            else " and tensorflow-datasets does not have it"
+        )
         target = folder or os.path.join("<data_dir>", name)
-        raise DataSourceError(f"{name} needs local files: {reason}{tfds_note}.\n"
-                              f"{spec.help_text(target)}")
+        raise DataSourceError(
+            f"{name} needs local files: {reason}{tfds_note}.\n{spec.help_text(target)}"
+        )
     _check_result(spec, split, images, labels, where, check_counts)
     return images_to_unit_float(images), labels

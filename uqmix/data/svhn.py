@@ -26,15 +26,21 @@ def read_svhn_mat(path, expected_count=None):
     try:
         contents = scipy.io.loadmat(path, variable_names=["X", "y"])
     except NotImplementedError as err:  # MATLAB v7.3 (HDF5) files
-        raise DataFileError(path, f"unsupported .mat version ({err}); expected the MATLAB v5 "
-                                  "file SVHN publishes") from None
+        raise DataFileError(
+            path, f"unsupported .mat version ({err}); expected the MATLAB v5 file SVHN publishes"
+        ) from None
     except Exception as err:  # scipy raises ValueError, TypeError, MatReadError, OSError...
-        raise DataFileError(path, f"not a readable MATLAB .mat file, truncated or corrupt "
-                                  f"({type(err).__name__}: {err})") from None
+        raise DataFileError(
+            path,
+            f"not a readable MATLAB .mat file, truncated or corrupt ({type(err).__name__}: {err})",
+        ) from None
     for key in ("X", "y"):
         if key not in contents:
-            raise DataFileError(path, f"no variable {key!r} in the .mat file; expected X "
-                                      "(32, 32, 3, N) uint8 and y (N, 1) labels 1..10")
+            raise DataFileError(
+                path,
+                f"no variable {key!r} in the .mat file; expected X "
+                "(32, 32, 3, N) uint8 and y (N, 1) labels 1..10",
+            )
     images, labels = contents["X"], contents["y"]
     if images.ndim != 4 or images.shape[:3] != (32, 32, 3):
         raise DataFileError(path, f"X has shape {images.shape}, expected (32, 32, 3, N)")

@@ -15,8 +15,8 @@ TFDS_NAMES = {
     "mnist": "mnist",
     "fashion_mnist": "fashion_mnist",
     "cifar10": "cifar10",
-    "cifar100": "cifar100",        # "label" is the fine label (100 classes)
-    "svhn": "svhn_cropped",        # labels already 0..9 (digit 0 is label 0)
+    "cifar100": "cifar100",  # "label" is the fine label (100 classes)
+    "svhn": "svhn_cropped",  # labels already 0..9 (digit 0 is label 0)
 }
 
 
@@ -32,11 +32,14 @@ def tfds_to_arrays(example, name, num_classes):
     images = np.asarray(example["image"])
     labels = np.asarray(example["label"])
     if images.dtype != np.uint8 or images.ndim != 4:
-        raise DataSourceError(f"tfds {name}: expected uint8 images [N, H, W, C], got "
-                              f"{images.dtype} {images.shape}.")
+        raise DataSourceError(
+            f"tfds {name}: expected uint8 images [N, H, W, C], got {images.dtype} {images.shape}."
+        )
     if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
-        raise DataSourceError(f"tfds {name}: expected {images.shape[0]} integer labels, got "
-                              f"{labels.dtype} {labels.shape}.")
+        raise DataSourceError(
+            f"tfds {name}: expected {images.shape[0]} integer labels, got "
+            f"{labels.dtype} {labels.shape}."
+        )
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise DataSourceError(f"tfds {name}: labels outside 0..{num_classes - 1}.")
     return images, labels.astype(np.int64)

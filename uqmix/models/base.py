@@ -67,7 +67,8 @@ class PredictiveModelMixin:
         if key not in cache:
             cache[key] = tf.function(
                 lambda x: self.predictive_parameters(x, num_samples, training=False),
-                reduce_retracing=True, jit_compile=jit_compile,
+                reduce_retracing=True,
+                jit_compile=jit_compile,
             )
         return cache[key]
 
@@ -93,7 +94,7 @@ class PredictiveModelMixin:
         total = int(x.shape[0])
         parts = []
         for start in range(0, total, batch_size):
-            batch = tf.convert_to_tensor(x[start:start + batch_size], dtype=tf.float32)
+            batch = tf.convert_to_tensor(x[start : start + batch_size], dtype=tf.float32)
             parts.append(fn(batch))
         if not parts:
             raise ValueError("x is empty.")

@@ -45,7 +45,8 @@ def _per_example_cross_entropy(labels, logits):
         labels = labels[:, 0]
     labels = tf.broadcast_to(tf.cast(labels, tf.int32)[None], tf.shape(logits)[:-1])
     return tf.reduce_sum(
-        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits), axis=0)
+        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits), axis=0
+    )
 
 
 class _MLPBaseline(SampledTrainingMixin, PredictiveModelMixin, keras.Model):
@@ -53,8 +54,14 @@ class _MLPBaseline(SampledTrainingMixin, PredictiveModelMixin, keras.Model):
 
     regularizer_metric_name = "weight_decay"
 
-    def __init__(self, input_shape=(28, 28), num_classes=10, hidden_units=(128, 128),
-                 weight_decay=0.0, **kwargs):
+    def __init__(
+        self,
+        input_shape=(28, 28),
+        num_classes=10,
+        hidden_units=(128, 128),
+        weight_decay=0.0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}.")
@@ -65,8 +72,14 @@ class _MLPBaseline(SampledTrainingMixin, PredictiveModelMixin, keras.Model):
         self._make_trackers()
 
     def _network(self, name, dropout_rate=0.0):
-        return mlp(self.backbone_input_shape, self.num_classes, hidden_units=self.hidden_units,
-                   dropout_rate=dropout_rate, weight_decay=self.weight_decay, name=name)
+        return mlp(
+            self.backbone_input_shape,
+            self.num_classes,
+            hidden_units=self.hidden_units,
+            dropout_rate=dropout_rate,
+            weight_decay=self.weight_decay,
+            name=name,
+        )
 
     def per_example_data_loss(self, labels, logits):
         return _per_example_cross_entropy(labels, logits)
@@ -78,8 +91,12 @@ class _MLPBaseline(SampledTrainingMixin, PredictiveModelMixin, keras.Model):
 
     def get_config(self):
         config = super().get_config()
-        config.update(input_shape=list(self.backbone_input_shape), num_classes=self.num_classes,
-                      hidden_units=list(self.hidden_units), weight_decay=self.weight_decay)
+        config.update(
+            input_shape=list(self.backbone_input_shape),
+            num_classes=self.num_classes,
+            hidden_units=list(self.hidden_units),
+            weight_decay=self.weight_decay,
+        )
         return config
 
 
@@ -87,8 +104,14 @@ class _MLPBaseline(SampledTrainingMixin, PredictiveModelMixin, keras.Model):
 class Deterministic(_MLPBaseline):
     """One MLP, cross-entropy + L2 weight decay w (default 1/60000; see the module doc)."""
 
-    def __init__(self, input_shape=(28, 28), num_classes=10, hidden_units=(128, 128),
-                 weight_decay=MNIST_WEIGHT_DECAY, **kwargs):
+    def __init__(
+        self,
+        input_shape=(28, 28),
+        num_classes=10,
+        hidden_units=(128, 128),
+        weight_decay=MNIST_WEIGHT_DECAY,
+        **kwargs,
+    ):
         kwargs.setdefault("name", "deterministic")
         super().__init__(input_shape, num_classes, hidden_units, weight_decay, **kwargs)
         self.network = self._network("network")
@@ -116,8 +139,15 @@ class MCDropout(_MLPBaseline):
 
     default_num_samples = 100
 
-    def __init__(self, input_shape=(28, 28), num_classes=10, hidden_units=(128, 128),
-                 dropout_rate=0.5, weight_decay=0.0, **kwargs):
+    def __init__(
+        self,
+        input_shape=(28, 28),
+        num_classes=10,
+        hidden_units=(128, 128),
+        dropout_rate=0.5,
+        weight_decay=0.0,
+        **kwargs,
+    ):
         kwargs.setdefault("name", "mc_dropout")
         super().__init__(input_shape, num_classes, hidden_units, weight_decay, **kwargs)
         if not 0.0 < dropout_rate < 1.0:
@@ -135,8 +165,9 @@ class MCDropout(_MLPBaseline):
     def predictive_parameters(self, x, num_samples, training=False):
         """Logits [S, B, K] of S independent dropout masks per example."""
         layers = self.network.layers[1:]  # skip the InputLayer
-        first_dropout = next(i for i, layer in enumerate(layers)
-                             if isinstance(layer, keras.layers.Dropout))
+        first_dropout = next(
+            i for i, layer in enumerate(layers) if isinstance(layer, keras.layers.Dropout)
+        )
         h = x
         for layer in layers[:first_dropout]:
             h = layer(h)
@@ -163,8 +194,15 @@ class DeepEnsemble(_MLPBaseline):
     as one graph.  ``nll`` reports Σ_m of the members' mean cross-entropies.
     """
 
-    def __init__(self, input_shape=(28, 28), num_classes=10, hidden_units=(128, 128),
-                 num_members=5, weight_decay=0.0, **kwargs):
+    def __init__(
+        self,
+        input_shape=(28, 28),
+        num_classes=10,
+        hidden_units=(128, 128),
+        num_members=5,
+        weight_decay=0.0,
+        **kwargs,
+    ):
         kwargs.setdefault("name", "deep_ensemble")
         super().__init__(input_shape, num_classes, hidden_units, weight_decay, **kwargs)
         self.num_members = _check_positive_int(num_members, "num_members")

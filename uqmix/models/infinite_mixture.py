@@ -61,11 +61,21 @@ class InfiniteMixture(MixtureObjectiveMixin, PredictiveModelMixin, keras.Model):
 
     default_num_samples = 100
 
-    def __init__(self, num_classes=10, hidden_units=(128, 128), objective="ml",
-                 num_train_samples=5, kl_weight=1.0, dataset_size=60000, prior_variance=1.0,
-                 sampling="local_reparameterization",
-                 predictive_sampling="local_reparameterization", seed=None, jit_sampling=False,
-                 **kwargs):
+    def __init__(
+        self,
+        num_classes=10,
+        hidden_units=(128, 128),
+        objective="ml",
+        num_train_samples=5,
+        kl_weight=1.0,
+        dataset_size=60000,
+        prior_variance=1.0,
+        sampling="local_reparameterization",
+        predictive_sampling="local_reparameterization",
+        seed=None,
+        jit_sampling=False,
+        **kwargs,
+    ):
         kwargs.setdefault("name", "infinite_mixture")
         super().__init__(**kwargs)
         if int(num_classes) != num_classes or num_classes < 2:
@@ -76,9 +86,14 @@ class InfiniteMixture(MixtureObjectiveMixin, PredictiveModelMixin, keras.Model):
         check_num_train_samples(num_train_samples)
         mixture_losses.check_objective(objective)
         mixture_losses.check_kl_scale(kl_weight, dataset_size)
-        if not (isinstance(prior_variance, (int, float)) and math.isfinite(prior_variance)
-                and prior_variance > 0):
-            raise ValueError(f"prior_variance (σ²) must be a finite number > 0, got {prior_variance}.")
+        if not (
+            isinstance(prior_variance, (int, float))
+            and math.isfinite(prior_variance)
+            and prior_variance > 0
+        ):
+            raise ValueError(
+                f"prior_variance (σ²) must be a finite number > 0, got {prior_variance}."
+            )
         for name, mode in (("sampling", sampling), ("predictive_sampling", predictive_sampling)):
             if mode not in SAMPLING_MODES:
                 raise ValueError(f"{name} must be one of {SAMPLING_MODES}, got {mode!r}.")
@@ -97,11 +112,15 @@ class InfiniteMixture(MixtureObjectiveMixin, PredictiveModelMixin, keras.Model):
         self.flatten = keras.layers.Flatten()
         self.dense_layers = [
             MatrixNormalDense(
-                units, prior_variance=self.prior_variance, sampling=sampling,
+                units,
+                prior_variance=self.prior_variance,
+                sampling=sampling,
                 activation="relu" if i < len(hidden_units) else None,
                 kernel_initializer="he_normal" if i < len(hidden_units) else "glorot_normal",
-                seed=None if seed is None else self.seed + i, jit_sampling=self.jit_sampling,
-                name=f"hidden_{i}" if i < len(hidden_units) else "logits")
+                seed=None if seed is None else self.seed + i,
+                jit_sampling=self.jit_sampling,
+                name=f"hidden_{i}" if i < len(hidden_units) else "logits",
+            )
             for i, units in enumerate(widths)
         ]
         self._account_for_kl()
@@ -134,8 +153,9 @@ class InfiniteMixture(MixtureObjectiveMixin, PredictiveModelMixin, keras.Model):
             return [None] * len(self.dense_layers)
         rows = batch_size if num_samples is None else batch_size * num_samples
         widths = [layer.units for layer in self.dense_layers]
-        draw = _xla_noise(tf.reshape(rows * sum(widths), [1]),
-                          stateless_seed(self.dense_layers[0].seed_generator))
+        draw = _xla_noise(
+            tf.reshape(rows * sum(widths), [1]), stateless_seed(self.dense_layers[0].seed_generator)
+        )
         return tf.split(draw, [rows * w for w in widths])
 
     # -- objective (``MixtureObjectiveMixin``, shared with ``MixtureModel``) ----

@@ -37,8 +37,7 @@ from uqmix.objectives import mixture_losses
 
 def check_num_train_samples(num_train_samples):
     if int(num_train_samples) != num_train_samples or num_train_samples < 1:
-        raise ValueError(
-            f"num_train_samples (S) must be an integer >= 1, got {num_train_samples}.")
+        raise ValueError(f"num_train_samples (S) must be an integer >= 1, got {num_train_samples}.")
     return int(num_train_samples)
 
 
@@ -96,13 +95,22 @@ class MixtureModel(MixtureObjectiveMixin, PredictiveModelMixin, keras.Model):
     default_num_samples: S of ``predictive`` when not given (100).
     """
 
-    def __init__(self, network, objective="ml", num_train_samples=5, kl_weight=None,
-                 default_num_samples=100, **kwargs):
+    def __init__(
+        self,
+        network,
+        objective="ml",
+        num_train_samples=5,
+        kl_weight=None,
+        default_num_samples=100,
+        **kwargs,
+    ):
         kwargs.setdefault("name", "mixture_model")
         super().__init__(**kwargs)
         if not isinstance(network, keras.Model):
-            raise ValueError("MixtureModel(network): network must be a Keras model from inputs "
-                             f"to logits, got {type(network).__name__}.")
+            raise ValueError(
+                "MixtureModel(network): network must be a Keras model from inputs "
+                f"to logits, got {type(network).__name__}."
+            )
         self.network = network
         self.objective = mixture_losses.check_objective(objective)
         self.num_train_samples = check_num_train_samples(num_train_samples)
@@ -112,21 +120,25 @@ class MixtureModel(MixtureObjectiveMixin, PredictiveModelMixin, keras.Model):
             raise ValueError(
                 f"MixtureModel: network {network.name!r} has {len(layers)} MatrixNormalDense "
                 "layer(s); pass kl_weight = lambda/N (e.g. 1/N for exact VI with N training "
-                "examples, 0 to train without the KL).")
-        if kl_weight is not None and not (isinstance(kl_weight, (int, float))
-                                          and math.isfinite(kl_weight) and kl_weight >= 0):
+                "examples, 0 to train without the KL)."
+            )
+        if kl_weight is not None and not (
+            isinstance(kl_weight, (int, float)) and math.isfinite(kl_weight) and kl_weight >= 0
+        ):
             raise ValueError(f"kl_weight must be a finite number >= 0, got {kl_weight}.")
         shared = [layer.name for layer in layers if layer.sampling != "local_reparameterization"]
         if shared:
             raise ValueError(
                 f"MixtureModel tiles the batch, which needs independent noise per row: layers "
                 f"{shared} use sampling='shared_weights'; construct them with "
-                "sampling='local_reparameterization' (the default).")
+                "sampling='local_reparameterization' (the default)."
+            )
         if not layers and not dropout_layers(network):
             raise ValueError(
                 f"MixtureModel: network {network.name!r} has no randomness (no MatrixNormalDense "
                 "and no dropout layer), so its S samples would be identical; add one, or use "
-                "uqmix.models.ensemble([network]) for a deterministic predictive.")
+                "uqmix.models.ensemble([network]) for a deterministic predictive."
+            )
         self.kl_weight = 0.0 if kl_weight is None else float(kl_weight)
         self._account_for_kl()
         self._make_trackers()
@@ -154,8 +166,9 @@ class MixtureModel(MixtureObjectiveMixin, PredictiveModelMixin, keras.Model):
         training=True: the network's training mode (``fit``); False: inference mode with the
         dropout layers sampling (``evaluate``, ``predictive``).
         """
-        return tiled_logits(self.network, x, num_samples, training=training,
-                            sample_dropout=not training)
+        return tiled_logits(
+            self.network, x, num_samples, training=training, sample_dropout=not training
+        )
 
     def training_logits(self, x, training):
         return self.sampled_logits(x, self.num_train_samples, training=training)
@@ -166,9 +179,13 @@ class MixtureModel(MixtureObjectiveMixin, PredictiveModelMixin, keras.Model):
 
     def get_config(self):
         config = super().get_config()
-        config.update(network=keras.saving.serialize_keras_object(self.network),
-                      objective=self.objective, num_train_samples=self.num_train_samples,
-                      kl_weight=self.kl_weight, default_num_samples=self.default_num_samples)
+        config.update(
+            network=keras.saving.serialize_keras_object(self.network),
+            objective=self.objective,
+            num_train_samples=self.num_train_samples,
+            kl_weight=self.kl_weight,
+            default_num_samples=self.default_num_samples,
+        )
         return config
 
     @classmethod

@@ -72,13 +72,16 @@ def _unpack_batch(data):
             "PriorNetwork batches must be (x, y) or ((x, x_ood), y) (as made by "
             "uqmix.data.zip_in_and_ood); sample weights and unlabelled batches are not supported, "
             f"got {type(data).__name__} of {len(data) if isinstance(data, (tuple, list)) else 1} "
-            "parts.")
+            "parts."
+        )
     first, second = data
     if not isinstance(first, (tuple, list)):
         return first, second, None
     if len(first) != 2:
-        raise ValueError("PriorNetwork batches must be (x, y) or ((x, x_ood), y); the nested "
-                         f"part has {len(first)} elements.")
+        raise ValueError(
+            "PriorNetwork batches must be (x, y) or ((x, x_ood), y); the nested "
+            f"part has {len(first)} elements."
+        )
     if _rank(second) == 1:
         return first[0], second, first[1]
     if _rank(first[1]) == 1:
@@ -111,8 +114,17 @@ class PriorNetwork(keras.Model, PredictiveModelMixin):
     predictive_kind = "dirichlet_logits"
     extra_term_names = ()
 
-    def __init__(self, backbone, num_classes, loss="reverse_kl", target_concentration=100.0,
-                 concentration=1.0, ood_weight=1.0, normalize_by_target=False, **kwargs):
+    def __init__(
+        self,
+        backbone,
+        num_classes,
+        loss="reverse_kl",
+        target_concentration=100.0,
+        concentration=1.0,
+        ood_weight=1.0,
+        normalize_by_target=False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if not isinstance(backbone, keras.layers.Layer):
             raise ValueError(f"backbone must be a Keras model, got {type(backbone).__name__}.")
@@ -122,10 +134,14 @@ class PriorNetwork(keras.Model, PredictiveModelMixin):
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}.")
         output_shape = getattr(backbone, "output_shape", None)
-        if isinstance(output_shape, tuple) and output_shape and output_shape[-1] not in (
-                None, num_classes):
-            raise ValueError(f"backbone outputs {output_shape[-1]} logits but num_classes is "
-                             f"{num_classes}.")
+        if (
+            isinstance(output_shape, tuple)
+            and output_shape
+            and output_shape[-1] not in (None, num_classes)
+        ):
+            raise ValueError(
+                f"backbone outputs {output_shape[-1]} logits but num_classes is {num_classes}."
+            )
         if loss != "cross_entropy" and not target_concentration > 0:
             raise ValueError(f"target_concentration must be > 0, got {target_concentration}.")
         if not concentration > 0:
@@ -145,8 +161,9 @@ class PriorNetwork(keras.Model, PredictiveModelMixin):
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self.alpha0_in_tracker = keras.metrics.Mean(name="mean_alpha0_in")
         self.alpha0_ood_tracker = keras.metrics.Mean(name="mean_alpha0_ood")
-        self.extra_trackers = {name: keras.metrics.Mean(name=name)
-                               for name in self.extra_term_names}
+        self.extra_trackers = {
+            name: keras.metrics.Mean(name=name) for name in self.extra_term_names
+        }
         if backbone.built and getattr(backbone, "inputs", None):
             # No weights of its own: built as soon as the backbone is, so a model
             # restored from a checkpoint saves and loads without a forward pass.
@@ -172,10 +189,18 @@ class PriorNetwork(keras.Model, PredictiveModelMixin):
         logits = tf.cast(logits, tf.float32)
         if self.loss_name == "cross_entropy":
             return dirichlet_losses.cross_entropy_loss(logits, labels)
-        loss_fn = (dirichlet_losses.reverse_kl_loss if self.loss_name == "reverse_kl"
-                   else dirichlet_losses.forward_kl_loss)
-        return loss_fn(logits, labels, self.target_concentration, self.concentration,
-                       normalize_by_target=self.normalize_by_target)
+        loss_fn = (
+            dirichlet_losses.reverse_kl_loss
+            if self.loss_name == "reverse_kl"
+            else dirichlet_losses.forward_kl_loss
+        )
+        return loss_fn(
+            logits,
+            labels,
+            self.target_concentration,
+            self.concentration,
+            normalize_by_target=self.normalize_by_target,
+        )
 
     def extra_training_terms(self, x, y):
         """Hook: dict name → per-example loss [N] for names in ``extra_term_names``; none here."""
@@ -207,8 +232,12 @@ class PriorNetwork(keras.Model, PredictiveModelMixin):
         self.in_domain_tracker.update_state(terms["in"])
         self.accuracy_tracker.update_state(y, terms["logits_in"])
         self.alpha0_in_tracker.update_state(_precision(terms["logits_in"]))
-        updated = [self.loss_tracker, self.in_domain_tracker, self.accuracy_tracker,
-                   self.alpha0_in_tracker]
+        updated = [
+            self.loss_tracker,
+            self.in_domain_tracker,
+            self.accuracy_tracker,
+            self.alpha0_in_tracker,
+        ]
         if "ood" in terms:
             self.ood_tracker.update_state(terms["ood"])
             self.alpha0_ood_tracker.update_state(_precision(terms["logits_ood"]))
@@ -221,9 +250,15 @@ class PriorNetwork(keras.Model, PredictiveModelMixin):
     # -- Keras hooks ------------------------------------------------------------
     @property
     def metrics(self):
-        return [self.loss_tracker, self.in_domain_tracker, self.ood_tracker,
-                self.accuracy_tracker, self.alpha0_in_tracker, self.alpha0_ood_tracker,
-                *self.extra_trackers.values()]
+        return [
+            self.loss_tracker,
+            self.in_domain_tracker,
+            self.ood_tracker,
+            self.accuracy_tracker,
+            self.alpha0_in_tracker,
+            self.alpha0_ood_tracker,
+            *self.extra_trackers.values(),
+        ]
 
     def train_step(self, data):
         x, y, x_ood = _unpack_batch(data)
@@ -231,8 +266,10 @@ class PriorNetwork(keras.Model, PredictiveModelMixin):
             loss, unscaled, terms = self._loss_terms(x, y, x_ood, training=True)
             extra = self.extra_training_terms(x, y)
             if set(extra) != set(self.extra_term_names):
-                raise ValueError(f"extra_training_terms returned {sorted(extra)}, expected "
-                                 f"extra_term_names {sorted(self.extra_term_names)}.")
+                raise ValueError(
+                    f"extra_training_terms returned {sorted(extra)}, expected "
+                    f"extra_term_names {sorted(self.extra_term_names)}."
+                )
             for value in extra.values():
                 value = tf.cast(value, tf.float32)
                 loss += tf.nn.compute_average_loss(value)
@@ -256,15 +293,17 @@ class PriorNetwork(keras.Model, PredictiveModelMixin):
     # -- serialisation ----------------------------------------------------------
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "backbone": keras.saving.serialize_keras_object(self.backbone),
-            "num_classes": self.num_classes,
-            "loss": self.loss_name,
-            "target_concentration": self.target_concentration,
-            "concentration": self.concentration,
-            "ood_weight": self.ood_weight,
-            "normalize_by_target": self.normalize_by_target,
-        })
+        config.update(
+            {
+                "backbone": keras.saving.serialize_keras_object(self.backbone),
+                "num_classes": self.num_classes,
+                "loss": self.loss_name,
+                "target_concentration": self.target_concentration,
+                "concentration": self.concentration,
+                "ood_weight": self.ood_weight,
+                "normalize_by_target": self.normalize_by_target,
+            }
+        )
         return config
 
     @classmethod

@@ -48,8 +48,9 @@ def dropout_sampling(network):
     saved = [layer.__dict__.get("call") for layer in layers]
     for layer in layers:
         original = type(layer).call.__get__(layer)
-        layer.__dict__["call"] = (
-            lambda inputs, training=None, _call=original: _call(inputs, training=True))
+        layer.__dict__["call"] = lambda inputs, training=None, _call=original: _call(
+            inputs, training=True
+        )
     try:
         yield layers
     finally:
@@ -89,8 +90,9 @@ def tiled_logits(network, x, num_samples, training=False, sample_dropout=True):
 
 def _check_network(network, name):
     if not isinstance(network, keras.Model):
-        raise ValueError(f"{name} must be a Keras model from inputs to logits, "
-                         f"got {type(network).__name__}.")
+        raise ValueError(
+            f"{name} must be a Keras model from inputs to logits, got {type(network).__name__}."
+        )
     return network
 
 
@@ -114,12 +116,16 @@ class SampledNetworks(keras.Model, PredictiveModelMixin):
         for i, network in enumerate(networks):
             _check_network(network, f"networks[{i}]")
         if mc_dropout and len(networks) != 1:
-            raise ValueError("MC dropout samples one network; got "
-                             f"{len(networks)} (use ensemble(networks) for several).")
+            raise ValueError(
+                "MC dropout samples one network; got "
+                f"{len(networks)} (use ensemble(networks) for several)."
+            )
         if mc_dropout and not dropout_layers(networks[0]):
-            raise ValueError(f"mc_dropout: network {networks[0].name!r} has no dropout layer "
-                             f"({', '.join(t.__name__ for t in DROPOUT_LAYERS)}), so every "
-                             "sample would be the same; add dropout or use ensemble([network]).")
+            raise ValueError(
+                f"mc_dropout: network {networks[0].name!r} has no dropout layer "
+                f"({', '.join(t.__name__ for t in DROPOUT_LAYERS)}), so every "
+                "sample would be the same; add dropout or use ensemble([network])."
+            )
         if int(default_num_samples) != default_num_samples or default_num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {default_num_samples}.")
         self.networks = networks
@@ -129,8 +135,9 @@ class SampledNetworks(keras.Model, PredictiveModelMixin):
 
     def call(self, x, training=False):
         """The mean prediction p̄ [B, K] of ``default_num_samples`` components."""
-        return tf.reduce_mean(tf.nn.softmax(
-            self.predictive_parameters(x, self.default_num_samples), axis=-1), axis=0)
+        return tf.reduce_mean(
+            tf.nn.softmax(self.predictive_parameters(x, self.default_num_samples), axis=-1), axis=0
+        )
 
     def predictive_parameters(self, x, num_samples, training=False):
         """Logits [S, B, K]: S dropout masks (MC dropout) or the M networks (ensemble)."""
@@ -140,17 +147,19 @@ class SampledNetworks(keras.Model, PredictiveModelMixin):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"networks": [keras.saving.serialize_keras_object(n)
-                                    for n in self.networks],
-                       "mc_dropout": self.mc_dropout,
-                       "default_num_samples": self.default_num_samples})
+        config.update(
+            {
+                "networks": [keras.saving.serialize_keras_object(n) for n in self.networks],
+                "mc_dropout": self.mc_dropout,
+                "default_num_samples": self.default_num_samples,
+            }
+        )
         return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        config["networks"] = [keras.saving.deserialize_keras_object(n)
-                              for n in config["networks"]]
+        config["networks"] = [keras.saving.deserialize_keras_object(n) for n in config["networks"]]
         return cls(**config)
 
 

@@ -50,8 +50,12 @@ class SampledTrainingMixin:
 
     @property
     def metrics(self):
-        return [self.loss_tracker, self.nll_tracker, self.regularizer_tracker,
-                self.accuracy_tracker]
+        return [
+            self.loss_tracker,
+            self.nll_tracker,
+            self.regularizer_tracker,
+            self.accuracy_tracker,
+        ]
 
     @staticmethod
     def _unpack(data):
@@ -64,11 +68,10 @@ class SampledTrainingMixin:
 
     def _objective_terms(self, x, y, training):
         logits = full_precision(self.training_logits(x, training=training))
-        data_loss = self.per_example_data_loss(y, logits)                 # [B]
+        data_loss = self.per_example_data_loss(y, logits)  # [B]
         term, reported = self.regularization_loss()
         term = tf.cast(term, data_loss.dtype)
-        scaled_loss = (tf.nn.compute_average_loss(data_loss)
-                       + tf.nn.scale_regularization_loss(term))
+        scaled_loss = tf.nn.compute_average_loss(data_loss) + tf.nn.scale_regularization_loss(term)
         return logits, data_loss, (term, reported), scaled_loss
 
     def _update_trackers(self, y, logits, data_loss, regularizer):
@@ -85,7 +88,7 @@ class SampledTrainingMixin:
         x, y = self._unpack(data)
         with tf.GradientTape() as tape:
             logits, data_loss, regularizer, scaled_loss = self._objective_terms(x, y, training=True)
-            scaled_loss = self.optimizer.scale_loss(scaled_loss)   # mixed_float16: loss scaling
+            scaled_loss = self.optimizer.scale_loss(scaled_loss)  # mixed_float16: loss scaling
         gradients = tape.gradient(scaled_loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
         return self._update_trackers(y, logits, data_loss, regularizer)

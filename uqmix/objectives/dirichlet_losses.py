@@ -71,9 +71,13 @@ def dirichlet_kl(alpha_p, alpha_q):
     q0 = tf.reduce_sum(alpha_q, axis=-1)
     h = dirichlet.lgamma_minus_a_digamma_plus_a
     digamma_gap = tf.math.digamma(alpha_p) - tf.math.digamma(p0)[..., None]
-    return (h(p0) - tf.reduce_sum(h(alpha_p), axis=-1)
-            - tf.math.lgamma(q0) + tf.reduce_sum(tf.math.lgamma(alpha_q), axis=-1)
-            - tf.reduce_sum(alpha_q * digamma_gap, axis=-1))
+    return (
+        h(p0)
+        - tf.reduce_sum(h(alpha_p), axis=-1)
+        - tf.math.lgamma(q0)
+        + tf.reduce_sum(tf.math.lgamma(alpha_q), axis=-1)
+        - tf.reduce_sum(alpha_q * digamma_gap, axis=-1)
+    )
 
 
 def _validated_labels(labels, num_classes):
@@ -99,8 +103,9 @@ def _validated_labels(labels, num_classes):
         return labels
     checks = [
         tf.debugging.assert_non_negative(labels, message="labels must be >= 0."),
-        tf.debugging.assert_less(labels, num_classes,
-                                 message=f"labels must be < num_classes = {num_classes}."),
+        tf.debugging.assert_less(
+            labels, num_classes, message=f"labels must be < num_classes = {num_classes}."
+        ),
     ]
     with tf.control_dependencies(checks):
         return tf.identity(labels)
@@ -113,8 +118,9 @@ def _check_concentrations(target_concentration, concentration):
         raise ValueError(f"concentration must be > 0, got {concentration}.")
 
 
-def target_concentrations(labels, num_classes, target_concentration, concentration=1.0,
-                          batch_size=None, dtype=tf.float32):
+def target_concentrations(
+    labels, num_classes, target_concentration, concentration=1.0, batch_size=None, dtype=tf.float32
+):
     """α̂ = c·1 + β·onehot(y), [B, K].
 
     labels: int class indices [B], or None for the flat target c·1 (OOD); then
@@ -144,8 +150,14 @@ def _alpha_and_target(logits, labels, target_concentration, concentration):
     if num_classes is None:
         raise ValueError("logits need a static number of classes (last axis).")
     alpha = dirichlet.alpha_from_logits(logits)
-    target = target_concentrations(labels, num_classes, target_concentration, concentration,
-                                   batch_size=tf.shape(logits)[0], dtype=logits.dtype)
+    target = target_concentrations(
+        labels,
+        num_classes,
+        target_concentration,
+        concentration,
+        batch_size=tf.shape(logits)[0],
+        dtype=logits.dtype,
+    )
     return alpha, target
 
 
@@ -157,8 +169,9 @@ def _normalised(loss, target_concentration, normalize_by_target):
     return loss / target_concentration
 
 
-def reverse_kl_loss(logits, labels, target_concentration, concentration=1.0,
-                    normalize_by_target=False):
+def reverse_kl_loss(
+    logits, labels, target_concentration, concentration=1.0, normalize_by_target=False
+):
     """Reverse KL KL(Dir(α) ‖ Dir(α̂)) per example, [B].
 
     logits: z [B, K] with α = exp(z); labels: int [B] or None (flat target c·1);
@@ -168,8 +181,9 @@ def reverse_kl_loss(logits, labels, target_concentration, concentration=1.0,
     return _normalised(dirichlet_kl(alpha, target), target_concentration, normalize_by_target)
 
 
-def forward_kl_loss(logits, labels, target_concentration, concentration=1.0,
-                    normalize_by_target=False):
+def forward_kl_loss(
+    logits, labels, target_concentration, concentration=1.0, normalize_by_target=False
+):
     """Forward KL KL(Dir(α̂) ‖ Dir(α)) per example, [B] (arguments as ``reverse_kl_loss``)."""
     alpha, target = _alpha_and_target(logits, labels, target_concentration, concentration)
     return _normalised(dirichlet_kl(target, alpha), target_concentration, normalize_by_target)

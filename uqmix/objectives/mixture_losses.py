@@ -61,8 +61,9 @@ def sample_log_likelihoods(labels, logits):
             if not tf.reduce_all(tf.equal(labels, tf.round(labels))):
                 raise ValueError(message)
         else:
-            with tf.control_dependencies([tf.debugging.assert_equal(
-                    labels, tf.round(labels), message=message)]):
+            with tf.control_dependencies(
+                [tf.debugging.assert_equal(labels, tf.round(labels), message=message)]
+            ):
                 labels = tf.identity(labels)
         labels = tf.cast(labels, tf.int32)
     if labels.shape.rank == 2 and labels.shape[-1] == 1:

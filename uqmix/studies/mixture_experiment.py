@@ -58,16 +58,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from uqmix import attack_eval
-from uqmix import console
-from uqmix import distributed
-from uqmix import evaluation
-from uqmix import metrics
-from uqmix import options
-from uqmix import plotting
-from uqmix import runs
-from uqmix import tensorboard_logging
-from uqmix import training
+from uqmix import (
+    attack_eval,
+    console,
+    distributed,
+    evaluation,
+    metrics,
+    options,
+    plotting,
+    runs,
+    tensorboard_logging,
+    training,
+)
 from uqmix.attacks import gradient_attacks
 from uqmix.data import hold_out, load_arrays, make_dataset
 from uqmix.layers import SAMPLING_MODES
@@ -79,8 +81,14 @@ OOD_DATASETS = ("notmnist", "mnist", "fashion_mnist", "")
 MODELS = ("ml", "vi", "deterministic", "mc_dropout", "ensemble")
 MIXTURE_MODELS = ("ml", "vi")
 STOCHASTIC_MODELS = ("ml", "vi", "mc_dropout")
-EVALUATIONS = ("classification", "weight_variances", "misclassification", "ood", "robustness",
-               "adversarial_detection")
+EVALUATIONS = (
+    "classification",
+    "weight_variances",
+    "misclassification",
+    "ood",
+    "robustness",
+    "adversarial_detection",
+)
 DEFAULT_EVALUATIONS = ["classification", "weight_variances", "misclassification", "ood"]
 HISTOGRAM_MEASURES = ("predictive_variance", "total_uncertainty")
 DETECTION_MEASURES = ("predictive_variance", "total_uncertainty", "mutual_information")
@@ -95,18 +103,28 @@ OPTIONS = (
     ("ood_dataset", "notmnist", "OOD test set (test split); empty for none."),
     *options.DATA_SOURCE_OPTIONS,
     ("ood_examples", 10000, "First N images of the OOD set (0: all)."),
-    ("validation_examples", 0, "Hold out the last N training images as a validation split, "
-                               "evaluated after every epoch (TensorBoard validation/); 0: none."),
+    (
+        "validation_examples",
+        0,
+        "Hold out the last N training images as a validation split, "
+        "evaluated after every epoch (TensorBoard validation/); 0: none.",
+    ),
     # model
     ("model", "ml", "ml | vi (infinite mixtures) | deterministic | mc_dropout | ensemble."),
     ("hidden_units", ["128", "128"], "Hidden layer widths of the MLP."),
     ("kl_weight", 1.0, "lambda >= 0: weight of KL/N in the mixture objective (1 = exact VI)."),
     ("prior_variance", 1.0, "sigma^2 > 0 of the prior MN(0, sigma^2 I, I)."),
     ("train_samples", 5, "S: weight samples per training step (mixtures)."),
-    ("sampling", "local_reparameterization", "Training sampling mode of the mixture: "
-                                             "local_reparameterization | shared_weights."),
-    ("predictive_sampling", "local_reparameterization", "Sampling mode of the mixture's "
-                                                        "predictive."),
+    (
+        "sampling",
+        "local_reparameterization",
+        "Training sampling mode of the mixture: local_reparameterization | shared_weights.",
+    ),
+    (
+        "predictive_sampling",
+        "local_reparameterization",
+        "Sampling mode of the mixture's predictive.",
+    ),
     ("jit_sampling", True, "Draw each mixture layer's noise in one XLA kernel (faster on CPU)."),
     ("weight_decay", -1.0, "L2 strength w of the baselines (loss + w * sum W^2); -1: 1/N."),
     ("dropout_rate", 0.5, "Dropout rate of mc_dropout."),
@@ -129,24 +147,47 @@ OPTIONS = (
     ("histogram_bins", 50, "Bins of the measure and weight-variance histograms."),
     ("robustness_examples", 1000, "First N test images attacked for the robustness curve."),
     ("robustness_epsilons", DEFAULT_EPSILONS, "L-inf radii of the robustness curve."),
-    ("robustness_gradient_samples", ["1"], "Samples inside each attack gradient, one curve "
-                                           "per entry (stochastic models)."),
+    (
+        "robustness_gradient_samples",
+        ["1"],
+        "Samples inside each attack gradient, one curve per entry (stochastic models).",
+    ),
     ("pgd_iterations", 40, "PGD steps."),
     ("pgd_eps_iter_ratio", 0.0, "PGD step = ratio * eps (0: min(1, 2.5 / pgd_iterations))."),
     ("pgd_rand_init", False, "Random start in the eps-ball."),
-    ("attack_preset", "cleverhans4", "PGD random start / step / iterations / labels: "
-                                     + " | ".join(attack_eval.ATTACK_PRESETS) + " (pgd_* flags "
-                                     "apply to cleverhans4 only)."),
-    ("attack_noise", "redraw", "Noise of a sampled model during the attack: redraw (fresh at "
-                               "every gradient) | frozen (one draw held for the attack)."),
+    (
+        "attack_preset",
+        "cleverhans4",
+        "PGD random start / step / iterations / labels: "
+        + " | ".join(attack_eval.ATTACK_PRESETS)
+        + " (pgd_* flags "
+        "apply to cleverhans4 only).",
+    ),
+    (
+        "attack_noise",
+        "redraw",
+        "Noise of a sampled model during the attack: redraw (fresh at "
+        "every gradient) | frozen (one draw held for the attack).",
+    ),
     ("attack_frozen_scope", "auto", "Frozen draw per batch (weight matrices) | example | auto."),
-    ("attack_combine", "log_mean", "Attack loss of S samples: log_mean (loss of log mean p) | "
-                                   "mean_loss (mean of per-sample losses, EOT)."),
+    (
+        "attack_combine",
+        "log_mean",
+        "Attack loss of S samples: log_mean (loss of log mean p) | "
+        "mean_loss (mean of per-sample losses, EOT).",
+    ),
     ("attack_labels", "", "true | predicted ('': the preset's)."),
-    ("attack_label_samples", 0, "Samples of the prediction used as labels (0: the attack "
-                                "model's own prediction)."),
-    ("attack_evaluation", "single", "single (one attack, N fresh samples) | per_sample (a new "
-                                    "attack per evaluation sample, averaged; CDN scheme)."),
+    (
+        "attack_label_samples",
+        0,
+        "Samples of the prediction used as labels (0: the attack model's own prediction).",
+    ),
+    (
+        "attack_evaluation",
+        "single",
+        "single (one attack, N fresh samples) | per_sample (a new "
+        "attack per evaluation sample, averaged; CDN scheme).",
+    ),
     ("attack_evaluation_attacks", 0, "Attacks of per_sample evaluation (0: test_samples)."),
     ("detection_eps", 0.25, "L-inf radius of the adversarial-detection attack."),
     ("detection_examples", 1000, "First N test images of adversarial detection."),
@@ -179,10 +220,17 @@ def validate_config(config):
     config = default_config(**config)
     options.check_finite(config)
     options.check_choices(
-        (name, config[name], allowed) for name, allowed in (
-            ("dataset", DATASETS), ("ood_dataset", OOD_DATASETS), ("model", MODELS),
-            ("sampling", SAMPLING_MODES), ("predictive_sampling", SAMPLING_MODES),
-            ("strategy", STRATEGIES), ("verbose", (0, 1, 2))))
+        (name, config[name], allowed)
+        for name, allowed in (
+            ("dataset", DATASETS),
+            ("ood_dataset", OOD_DATASETS),
+            ("model", MODELS),
+            ("sampling", SAMPLING_MODES),
+            ("predictive_sampling", SAMPLING_MODES),
+            ("strategy", STRATEGIES),
+            ("verbose", (0, 1, 2)),
+        )
+    )
     if config["ood_dataset"] == config["dataset"]:
         raise ValueError("--ood_dataset must differ from --dataset.")
     unknown = [e for e in config["evaluations"] if e not in EVALUATIONS]
@@ -192,20 +240,30 @@ def validate_config(config):
     if "ood" in config["evaluations"] and not config["ood_dataset"]:
         raise ValueError("--evaluations=ood needs an --ood_dataset.")
     config["hidden_units"] = _number_list(config["hidden_units"], "hidden_units", int, 1)
-    config["robustness_epsilons"] = _number_list(config["robustness_epsilons"],
-                                                 "robustness_epsilons", float, 0.0)
+    config["robustness_epsilons"] = _number_list(
+        config["robustness_epsilons"], "robustness_epsilons", float, 0.0
+    )
     if max(config["robustness_epsilons"]) > 1:
-        raise ValueError(f"--robustness_epsilons must be in [0, 1] (pixels are in [0, 1]), got "
-                         f"{config['robustness_epsilons']}.")
+        raise ValueError(
+            f"--robustness_epsilons must be in [0, 1] (pixels are in [0, 1]), got "
+            f"{config['robustness_epsilons']}."
+        )
     config["robustness_gradient_samples"] = _number_list(
-        config["robustness_gradient_samples"], "robustness_gradient_samples", int, 1)
+        config["robustness_gradient_samples"], "robustness_gradient_samples", int, 1
+    )
     rules = [
         ("kl_weight", math.isfinite(config["kl_weight"]) and config["kl_weight"] >= 0, ">= 0 (λ)"),
-        ("prior_variance", math.isfinite(config["prior_variance"])
-         and config["prior_variance"] > 0, "> 0 (σ²)"),
+        (
+            "prior_variance",
+            math.isfinite(config["prior_variance"]) and config["prior_variance"] > 0,
+            "> 0 (σ²)",
+        ),
         ("train_samples", config["train_samples"] >= 1, ">= 1 (S)"),
-        ("weight_decay", config["weight_decay"] >= 0 or config["weight_decay"] == -1,
-         ">= 0, or -1 for 1/N"),
+        (
+            "weight_decay",
+            config["weight_decay"] >= 0 or config["weight_decay"] == -1,
+            ">= 0, or -1 for 1/N",
+        ),
         ("dropout_rate", 0 < config["dropout_rate"] < 1, "in (0, 1)"),
         ("ensemble_size", config["ensemble_size"] >= 1, ">= 1"),
         ("steps", config["steps"] >= 1, ">= 1"),
@@ -247,10 +305,13 @@ def attack_options(config, gradient_samples):
         rand_init=config["pgd_rand_init"] if cleverhans4 else None,
         labels=config["attack_labels"] or None,
         label_samples=config["attack_label_samples"] or None,
-        gradient_samples=gradient_samples, noise=config["attack_noise"],
-        combine=config["attack_combine"], frozen_scope=config["attack_frozen_scope"],
+        gradient_samples=gradient_samples,
+        noise=config["attack_noise"],
+        combine=config["attack_combine"],
+        frozen_scope=config["attack_frozen_scope"],
         evaluation=config["attack_evaluation"],
-        eval_attacks=config["attack_evaluation_attacks"] or None)
+        eval_attacks=config["attack_evaluation_attacks"] or None,
+    )
 
 
 def _check_attack_options(config):
@@ -258,8 +319,10 @@ def _check_attack_options(config):
     if config["attack_preset"] != "cleverhans4":
         changed = [name for name, default in _PGD_FLAG_DEFAULTS.items() if config[name] != default]
         if changed:
-            raise ValueError(f"--{', --'.join(changed)} apply to --attack_preset=cleverhans4 only; "
-                             f"--attack_preset={config['attack_preset']} fixes them.")
+            raise ValueError(
+                f"--{', --'.join(changed)} apply to --attack_preset=cleverhans4 only; "
+                f"--attack_preset={config['attack_preset']} fixes them."
+            )
     for name in ("attack_label_samples", "attack_evaluation_attacks"):
         if config[name] < 0:
             raise ValueError(f"--{name} must be >= 0 (0: default), got {config[name]}.")
@@ -280,22 +343,35 @@ def _check_attack_options(config):
 def load_data(config):
     """{x_train, y_train, x_val, y_val (None without validation_examples), x_test, y_test,
     x_ood (or None)}; every data problem raised here."""
-    sources = dict(data_dir=config["data_dir"] or None, use_tfds=config["use_tfds"],
-                   check_counts=config["check_counts"])
+    sources = dict(
+        data_dir=config["data_dir"] or None,
+        use_tfds=config["use_tfds"],
+        check_counts=config["check_counts"],
+    )
     x_train, y_train = load_arrays(config["dataset"], "train", **sources)
     x_test, y_test = load_arrays(config["dataset"], "test", **sources)
     x_train, y_train, x_val, y_val = hold_out(
         options.first(x_train, config["train_examples"]),
-        options.first(y_train, config["train_examples"]), config["validation_examples"],
-        "--validation_examples")
-    data = {"x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val,
-            "x_test": options.first(x_test, config["test_examples"]),
-            "y_test": options.first(y_test, config["test_examples"]), "x_ood": None}
+        options.first(y_train, config["train_examples"]),
+        config["validation_examples"],
+        "--validation_examples",
+    )
+    data = {
+        "x_train": x_train,
+        "y_train": y_train,
+        "x_val": x_val,
+        "y_val": y_val,
+        "x_test": options.first(x_test, config["test_examples"]),
+        "y_test": options.first(y_test, config["test_examples"]),
+        "x_ood": None,
+    }
     if config["ood_dataset"]:
         x_ood, _ = load_arrays(config["ood_dataset"], "test", **sources)
         if x_ood.shape[1:] != x_test.shape[1:]:
-            raise ValueError(f"OOD set {config['ood_dataset']} has images of shape "
-                             f"{x_ood.shape[1:]}, {config['dataset']} {x_test.shape[1:]}.")
+            raise ValueError(
+                f"OOD set {config['ood_dataset']} has images of shape "
+                f"{x_ood.shape[1:]}, {config['dataset']} {x_test.shape[1:]}."
+            )
         data["x_ood"] = options.first(x_ood, config["ood_examples"])
     return data
 
@@ -309,51 +385,78 @@ def build_model(config, input_shape, dataset_size):
     keras.utils.set_random_seed(config["seed"])
     if kind in MIXTURE_MODELS:
         model = InfiniteMixture(
-            num_classes=10, hidden_units=hidden, objective=kind,
-            num_train_samples=config["train_samples"], kl_weight=config["kl_weight"],
-            dataset_size=dataset_size, prior_variance=config["prior_variance"],
-            sampling=config["sampling"], predictive_sampling=config["predictive_sampling"],
-            seed=config["seed"] * 1000, jit_sampling=config["jit_sampling"])
+            num_classes=10,
+            hidden_units=hidden,
+            objective=kind,
+            num_train_samples=config["train_samples"],
+            kl_weight=config["kl_weight"],
+            dataset_size=dataset_size,
+            prior_variance=config["prior_variance"],
+            sampling=config["sampling"],
+            predictive_sampling=config["predictive_sampling"],
+            seed=config["seed"] * 1000,
+            jit_sampling=config["jit_sampling"],
+        )
     elif kind == "deterministic":
         model = Deterministic(input_shape, 10, hidden, weight_decay=weight_decay)
     elif kind == "mc_dropout":
-        model = MCDropout(input_shape, 10, hidden, dropout_rate=config["dropout_rate"],
-                          weight_decay=weight_decay)
+        model = MCDropout(
+            input_shape, 10, hidden, dropout_rate=config["dropout_rate"], weight_decay=weight_decay
+        )
     else:
-        model = DeepEnsemble(input_shape, 10, hidden, num_members=config["ensemble_size"],
-                             weight_decay=weight_decay)
+        model = DeepEnsemble(
+            input_shape, 10, hidden, num_members=config["ensemble_size"], weight_decay=weight_decay
+        )
     model.build((None, *input_shape))
-    model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]),
-                  jit_compile=config["jit_compile"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(config["learning_rate"]), jit_compile=config["jit_compile"]
+    )
     return options.check_compiled_with_xla(model, config)
 
 
 def weight_variance_histograms(model):
     """{tag: log10 Var[W_ij] = log10(u_i v_j)} of every mixture layer (TensorBoard histograms
     written by ``tensorboard_logging.EpochSummaries`` at the step of the epoch's scalars)."""
-    return {f"log10_weight_variance/{name}": tf.math.log(variance) / np.log(10.0)
-            for name, variance in model.weight_variances().items()}
+    return {
+        f"log10_weight_variance/{name}": tf.math.log(variance) / np.log(10.0)
+        for name, variance in model.weight_variances().items()
+    }
 
 
 def train(model, config, data):
     """``fit_resumable`` into ``output_dir`` with TensorBoard; returns seconds spent."""
-    callbacks = [tensorboard_logging.EpochSummaries(
-        os.path.join(config["output_dir"], "tensorboard"),
-        histograms=weight_variance_histograms if config["model"] in MIXTURE_MODELS else None)]
+    callbacks = [
+        tensorboard_logging.EpochSummaries(
+            os.path.join(config["output_dir"], "tensorboard"),
+            histograms=weight_variance_histograms if config["model"] in MIXTURE_MODELS else None,
+        )
+    ]
     validation = None
     if data.get("x_val") is not None:
-        validation = make_dataset(data["x_val"], data["y_val"],
-                                  batch_size=config["eval_batch_size"], shuffle=False)
+        validation = make_dataset(
+            data["x_val"], data["y_val"], batch_size=config["eval_batch_size"], shuffle=False
+        )
 
     def make():
-        return make_dataset(data["x_train"], data["y_train"], batch_size=config["batch_size"],
-                            repeat=True, seed=config["seed"])
+        return make_dataset(
+            data["x_train"],
+            data["y_train"],
+            batch_size=config["batch_size"],
+            repeat=True,
+            seed=config["seed"],
+        )
 
     start = time.perf_counter()
-    training.fit_resumable(model, make, total_steps=config["steps"],
-                           steps_per_epoch=config["steps_per_epoch"],
-                           output_dir=config["output_dir"], chief_callbacks=callbacks,
-                           validation_data=validation, verbose=config["verbose"])
+    training.fit_resumable(
+        model,
+        make,
+        total_steps=config["steps"],
+        steps_per_epoch=config["steps_per_epoch"],
+        output_dir=config["output_dir"],
+        chief_callbacks=callbacks,
+        validation_data=validation,
+        verbose=config["verbose"],
+    )
     return time.perf_counter() - start
 
 
@@ -368,11 +471,13 @@ def weight_variance_summary(model, bins):
     for name, variance in model.weight_variances().items():
         values = np.asarray(variance, np.float64).ravel()
         counts, edges = np.histogram(np.log10(values), bins=bins)
-        result[name] = {"mean": float(values.mean()), "median": float(np.median(values)),
-                        "q05": float(np.quantile(values, 0.05)),
-                        "q95": float(np.quantile(values, 0.95)),
-                        "log10_histogram": {"bin_edges": edges.tolist(),
-                                            "counts": counts.tolist()}}
+        result[name] = {
+            "mean": float(values.mean()),
+            "median": float(np.median(values)),
+            "q05": float(np.quantile(values, 0.05)),
+            "q95": float(np.quantile(values, 0.95)),
+            "log10_histogram": {"bin_edges": edges.tolist(), "counts": counts.tolist()},
+        }
     return result
 
 
@@ -391,13 +496,14 @@ def _histograms(predictive, labels, bins):
         hist = evaluation.measure_histograms(predictive, labels, measure, bins=edges)
         values = evaluation.measure_values(predictive, measure)
         correct = np.asarray(predictive.predicted_class()) == labels
-        result[measure] = {"bin_edges": hist["bin_edges"].tolist(),
-                           "correct": hist["correct"].tolist(), "wrong": hist["wrong"].tolist(),
-                           "mean_all": float(values.mean()),
-                           "mean_correct": float(values[correct].mean()) if correct.any()
-                           else None,
-                           "mean_wrong": float(values[~correct].mean()) if (~correct).any()
-                           else None}
+        result[measure] = {
+            "bin_edges": hist["bin_edges"].tolist(),
+            "correct": hist["correct"].tolist(),
+            "wrong": hist["wrong"].tolist(),
+            "mean_all": float(values.mean()),
+            "mean_correct": float(values[correct].mean()) if correct.any() else None,
+            "mean_wrong": float(values[~correct].mean()) if (~correct).any() else None,
+        }
     return result
 
 
@@ -410,23 +516,37 @@ def robustness(model, config, data):
     """{"S=<n>": {"epsilons", "accuracy"}} of untargeted PGD, one entry per gradient-sample count."""
     n = config["robustness_examples"]
     x, y = data["x_test"][:n], data["y_test"][:n]
-    counts = (config["robustness_gradient_samples"] if config["model"] in STOCHASTIC_MODELS
-              else [1])
+    counts = config["robustness_gradient_samples"] if config["model"] in STOCHASTIC_MODELS else [1]
     curves = {}
     for count in counts:
-        _progress(config, f"robustness: PGD on {len(x)} test images with S={count} gradient "
-                          f"samples at {len(config['robustness_epsilons'])} radii")
+        _progress(
+            config,
+            f"robustness: PGD on {len(x)} test images with S={count} gradient "
+            f"samples at {len(config['robustness_epsilons'])} radii",
+        )
         curve = attack_eval.robustness_curve(
-            model, x, y, config["robustness_epsilons"], attack_options(config, count),
-            num_eval_samples=_num_samples(config), seed=config["seed"],
-            batch_size=_attack_batch_size(config, count), verbose=config["verbose"] == 1)
-        curves[f"S={count}"] = {"epsilons": curve["epsilons"].tolist(),
-                                "accuracy": curve["accuracy"].tolist(),
-                                "success_rate": curve["success_rate"].tolist(),
-                                "attack_options": curve["options"],
-                                "num_examples": int(len(x))}
-        _progress(config, f"robustness with S={count} gradient samples: accuracy "
-                          + ", ".join(f"{a:.3f}" for a in curve["accuracy"]))
+            model,
+            x,
+            y,
+            config["robustness_epsilons"],
+            attack_options(config, count),
+            num_eval_samples=_num_samples(config),
+            seed=config["seed"],
+            batch_size=_attack_batch_size(config, count),
+            verbose=config["verbose"] == 1,
+        )
+        curves[f"S={count}"] = {
+            "epsilons": curve["epsilons"].tolist(),
+            "accuracy": curve["accuracy"].tolist(),
+            "success_rate": curve["success_rate"].tolist(),
+            "attack_options": curve["options"],
+            "num_examples": int(len(x)),
+        }
+        _progress(
+            config,
+            f"robustness with S={count} gradient samples: accuracy "
+            + ", ".join(f"{a:.3f}" for a in curve["accuracy"]),
+        )
     return curves
 
 
@@ -438,15 +558,28 @@ def adversarial_detection(model, config, data, clean):
     eps = config["detection_eps"]
     attack = attack_options(config, count)
     adv_pred = attack_eval.evaluate_under_attack(
-        model, x, y, eps, attack, num_eval_samples=_num_samples(config), seed=config["seed"],
-        batch_size=_attack_batch_size(config, count), verbose=config["verbose"] == 1)
+        model,
+        x,
+        y,
+        eps,
+        attack,
+        num_eval_samples=_num_samples(config),
+        seed=config["seed"],
+        batch_size=_attack_batch_size(config, count),
+        verbose=config["verbose"] == 1,
+    )
     clean_part = clean.take(np.arange(len(x)))
-    result = attack_eval.adversarial_detection(clean_part, adv_pred, y,
-                                               measures=DETECTION_MEASURES, seed=config["seed"])
-    result.update(eps=eps, gradient_samples=count, num_examples=int(len(x)),
-                  adversarial_accuracy=float(np.mean(np.asarray(adv_pred.predicted_class()) == y)),
-                  success_rate=metrics.attack_success_rate(adv_pred, y, clean=clean_part),
-                  attack_options=attack_eval.options_record(model, attack, config["seed"]))
+    result = attack_eval.adversarial_detection(
+        clean_part, adv_pred, y, measures=DETECTION_MEASURES, seed=config["seed"]
+    )
+    result.update(
+        eps=eps,
+        gradient_samples=count,
+        num_examples=int(len(x)),
+        adversarial_accuracy=float(np.mean(np.asarray(adv_pred.predicted_class()) == y)),
+        success_rate=metrics.attack_success_rate(adv_pred, y, clean=clean_part),
+        attack_options=attack_eval.options_record(model, attack, config["seed"]),
+    )
     return result
 
 
@@ -472,7 +605,9 @@ def evaluate(model, config, data):
         # Undefined without both groups (a perfect classifier): recorded as null, not an error.
         result["misclassification"] = (
             evaluation.misclassification_detection(clean, data["y_test"])
-            if 0 < wrong < len(data["y_test"]) else None)
+            if 0 < wrong < len(data["y_test"])
+            else None
+        )
         result["histograms"] = _histograms(clean, data["y_test"], config["histogram_bins"])
     if "ood" in asked:
         ood = model.predictive(data["x_ood"], num_samples=samples, batch_size=batch)
@@ -480,13 +615,17 @@ def evaluate(model, config, data):
         result["ood"]["dataset"] = config["ood_dataset"]
         result["ood"]["num_examples"] = int(len(data["x_ood"]))
         result["ood_measure_means"] = {
-            m: float(evaluation.measure_values(ood, m).mean()) for m in HISTOGRAM_MEASURES}
+            m: float(evaluation.measure_values(ood, m).mean()) for m in HISTOGRAM_MEASURES
+        }
     _progress(config, "classification, weight variances, misclassification and OOD done")
     if "robustness" in asked:
         result["robustness"] = robustness(model, config, data)
     if "adversarial_detection" in asked:
-        _progress(config, f"adversarial detection: PGD at eps {config['detection_eps']:g} on "
-                          f"{config['detection_examples']} test images")
+        _progress(
+            config,
+            f"adversarial detection: PGD at eps {config['detection_eps']:g} on "
+            f"{config['detection_examples']} test images",
+        )
         result["adversarial_detection"] = adversarial_detection(model, config, data, clean)
     return result
 
@@ -498,17 +637,25 @@ def write_figures(metrics, config):
     written = []
     label = run_label(config)
     if "histograms" in metrics:
-        figure = plotting.correct_wrong_histograms(metrics["histograms"], title=plotting.join_title(
-            label, plotting.averaging_text([1], examples=metrics["num_test_examples"],
-                                           example_noun="test image")))
+        figure = plotting.correct_wrong_histograms(
+            metrics["histograms"],
+            title=plotting.join_title(
+                label,
+                plotting.averaging_text(
+                    [1], examples=metrics["num_test_examples"], example_noun="test image"
+                ),
+            ),
+        )
         written.append(plotting.save_figure(figure, os.path.join(folder, "uncertainty_hist.png")))
     if "weight_variances" in metrics:
-        figure = plotting.weight_variance_histograms(metrics["weight_variances"],
-                                                     title=f"{label}: 1 seed")
+        figure = plotting.weight_variance_histograms(
+            metrics["weight_variances"], title=f"{label}: 1 seed"
+        )
         written.append(plotting.save_figure(figure, os.path.join(folder, "weight_variance.png")))
     if "robustness" in metrics:
         figure = attack_eval.robustness_figure(
-            {f"{label}, {k}": v for k, v in metrics["robustness"].items()})
+            {f"{label}, {k}": v for k, v in metrics["robustness"].items()}
+        )
         written.append(plotting.save_figure(figure, os.path.join(folder, "robustness.png")))
     return [os.path.relpath(p, config["output_dir"]) for p in written]
 
@@ -517,8 +664,11 @@ def log_evaluation(config, metrics, step):
     """The metrics (accuracy, NLL, ECE, misclassification / OOD AUROCs, robustness points, ...)
     as scalars and the figures as images in ``tensorboard/evaluation`` at the global ``step``."""
     tensorboard_logging.log_evaluation(
-        os.path.join(config["output_dir"], "tensorboard"), metrics, step,
-        [os.path.join(config["output_dir"], path) for path in metrics["figures"]])
+        os.path.join(config["output_dir"], "tensorboard"),
+        metrics,
+        step,
+        [os.path.join(config["output_dir"], path) for path in metrics["figures"]],
+    )
 
 
 def run_label(config):
@@ -526,8 +676,9 @@ def run_label(config):
     kind = config["model"]
     if kind in MIXTURE_MODELS:
         return f"{kind.upper()} λ={config['kl_weight']:g} σ²={config['prior_variance']:g}"
-    return {"deterministic": "weight decay", "mc_dropout": "MC dropout",
-            "ensemble": "ensemble"}[kind]
+    return {"deterministic": "weight decay", "mc_dropout": "MC dropout", "ensemble": "ensemble"}[
+        kind
+    ]
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -553,14 +704,22 @@ def run(config):
         runs.atomic_save_model(model, path)
     start = time.perf_counter()
     metrics = evaluate(model, config, data)
-    metrics.update(dataset=config["dataset"], model=config["model"], label=run_label(config),
-                   kl_weight=config["kl_weight"], prior_variance=config["prior_variance"],
-                   train_samples=config["train_samples"], test_samples=_num_samples(config) or 1,
-                   steps=config["steps"], seed=config["seed"],
-                   num_train_examples=int(len(data["x_train"])),
-                   num_test_examples=int(len(data["x_test"])), train_seconds=seconds,
-                   num_replicas=int(strategy.num_replicas_in_sync),
-                   eval_seconds=time.perf_counter() - start)
+    metrics.update(
+        dataset=config["dataset"],
+        model=config["model"],
+        label=run_label(config),
+        kl_weight=config["kl_weight"],
+        prior_variance=config["prior_variance"],
+        train_samples=config["train_samples"],
+        test_samples=_num_samples(config) or 1,
+        steps=config["steps"],
+        seed=config["seed"],
+        num_train_examples=int(len(data["x_train"])),
+        num_test_examples=int(len(data["x_test"])),
+        train_seconds=seconds,
+        num_replicas=int(strategy.num_replicas_in_sync),
+        eval_seconds=time.perf_counter() - start,
+    )
     if chief:
         metrics["figures"] = write_figures(metrics, config)
         log_evaluation(config, metrics, tensorboard_logging.global_step(model))
@@ -581,21 +740,28 @@ def summary(metrics):
     """A few lines for the terminal."""
     lines = [f"{metrics['dataset']} {metrics['label']}:"]
     if "test" in metrics:
-        lines.append(f"  test accuracy {metrics['test']['accuracy']:.4f}, "
-                     f"NLL {metrics['test']['nll']:.4f}")
+        lines.append(
+            f"  test accuracy {metrics['test']['accuracy']:.4f}, NLL {metrics['test']['nll']:.4f}"
+        )
     if "ood" in metrics:
-        lines.append(f"  OOD ({metrics['ood']['dataset']}) AUROC: predictive variance "
-                     f"{metrics['ood']['predictive_variance']['auroc']:.4f}, entropy "
-                     f"{metrics['ood']['total_uncertainty']['auroc']:.4f}")
+        lines.append(
+            f"  OOD ({metrics['ood']['dataset']}) AUROC: predictive variance "
+            f"{metrics['ood']['predictive_variance']['auroc']:.4f}, entropy "
+            f"{metrics['ood']['total_uncertainty']['auroc']:.4f}"
+        )
     if metrics.get("misclassification"):
-        lines.append("  misclassification AUROC: predictive variance "
-                     f"{metrics['misclassification']['predictive_variance']['auroc']:.4f}, "
-                     f"entropy {metrics['misclassification']['total_uncertainty']['auroc']:.4f}")
+        lines.append(
+            "  misclassification AUROC: predictive variance "
+            f"{metrics['misclassification']['predictive_variance']['auroc']:.4f}, "
+            f"entropy {metrics['misclassification']['total_uncertainty']['auroc']:.4f}"
+        )
     for key, curve in metrics.get("robustness", {}).items():
         points = ", ".join(f"{e:g}: {a:.3f}" for e, a in zip(curve["epsilons"], curve["accuracy"]))
         lines.append(f"  PGD accuracy ({key}) {points}")
     if "adversarial_detection" in metrics:
         adv = metrics["adversarial_detection"]
-        lines.append(f"  adversarial detection at eps {adv['eps']:g}: AUROC by variance "
-                     f"{adv['all']['predictive_variance']['auroc']:.4f}")
+        lines.append(
+            f"  adversarial detection at eps {adv['eps']:g}: AUROC by variance "
+            f"{adv['all']['predictive_variance']['auroc']:.4f}"
+        )
     return "\n".join(lines)

@@ -105,10 +105,17 @@ class Configuration:
 def _identity(name, seed, metrics):
     missing = [f for f in REQUIRED_FIELDS if metrics.get(f) is None]
     if missing:
-        raise ValueError(f"{name}/seed_{seed}/{runs.METRICS_FILE} lacks {', '.join(missing)}; "
-                         "is it a metrics.json of experiments.mixture_mnist?")
-    return (str(metrics["dataset"]), str(metrics["model"]), str(metrics["label"]),
-            float(metrics["kl_weight"]), float(metrics["prior_variance"]))
+        raise ValueError(
+            f"{name}/seed_{seed}/{runs.METRICS_FILE} lacks {', '.join(missing)}; "
+            "is it a metrics.json of experiments.mixture_mnist?"
+        )
+    return (
+        str(metrics["dataset"]),
+        str(metrics["model"]),
+        str(metrics["label"]),
+        float(metrics["kl_weight"]),
+        float(metrics["prior_variance"]),
+    )
 
 
 def _configuration(name, by_seed):
@@ -116,8 +123,10 @@ def _configuration(name, by_seed):
     distinct = set(identities.values())
     if len(distinct) > 1:
         listed = "; ".join(f"seed {s}: {i}" for s, i in sorted(identities.items()))
-        raise ValueError(f"the seeds of {name} are different configurations "
-                         f"(dataset, model, label, λ, σ²): {listed}")
+        raise ValueError(
+            f"the seeds of {name} are different configurations "
+            f"(dataset, model, label, λ, σ²): {listed}"
+        )
     dataset, model, label, kl_weight, prior_variance = distinct.pop()
     return Configuration(name, dataset, model, label, kl_weight, prior_variance, dict(by_seed))
 
@@ -126,10 +135,15 @@ def _order(config):
     def index(order, value):
         return order.index(value) if value in order else len(order)
 
-    return (index(DATASET_ORDER, config.dataset), config.dataset,
-            index(MODEL_ORDER, config.model), config.model,
-            -config.kl_weight if config.is_mixture else 0.0,
-            config.prior_variance if config.is_mixture else 0.0, config.name)
+    return (
+        index(DATASET_ORDER, config.dataset),
+        config.dataset,
+        index(MODEL_ORDER, config.model),
+        config.model,
+        -config.kl_weight if config.is_mixture else 0.0,
+        config.prior_variance if config.is_mixture else 0.0,
+        config.name,
+    )
 
 
 def load_study(root):
@@ -139,8 +153,9 @@ def load_study(root):
     lacks the identifying fields, or the seeds of one folder disagree on them.
     """
     collected = sweep.collect(root)
-    configurations = [_configuration(name, by_seed) for name, by_seed in collected.items()
-                      if by_seed]
+    configurations = [
+        _configuration(name, by_seed) for name, by_seed in collected.items() if by_seed
+    ]
     if not configurations:
         raise ValueError(f"no finished runs (<config>/seed_<S>/{runs.METRICS_FILE}) under {root}")
     return sorted(configurations, key=_order)
@@ -159,8 +174,10 @@ def duplicate_settings(configurations):
     for group in by_setting.values():
         if len(group) > 1:
             chosen = _most_seeds(group)
-            notes.append(f"{', '.join(c.name for c in group)} are the same setting "
-                         f"({chosen.dataset} {chosen.label}); figures use {chosen.name}.")
+            notes.append(
+                f"{', '.join(c.name for c in group)} are the same setting "
+                f"({chosen.dataset} {chosen.label}); figures use {chosen.name}."
+            )
     return notes
 
 
@@ -184,11 +201,16 @@ def _close(a, b):
 
 def mixtures(configurations, kl_weight=None, prior_variance=None, dataset=None):
     """ML/VI configurations at the given λ, σ² and dataset (None = any), one per setting."""
-    return _one_per_setting([
-        c for c in configurations if c.is_mixture
-        and (kl_weight is None or _close(c.kl_weight, kl_weight))
-        and (prior_variance is None or _close(c.prior_variance, prior_variance))
-        and (dataset is None or c.dataset == dataset)])
+    return _one_per_setting(
+        [
+            c
+            for c in configurations
+            if c.is_mixture
+            and (kl_weight is None or _close(c.kl_weight, kl_weight))
+            and (prior_variance is None or _close(c.prior_variance, prior_variance))
+            and (dataset is None or c.dataset == dataset)
+        ]
+    )
 
 
 def _display_label(config, configurations):
@@ -216,8 +238,9 @@ def aggregate_table(configurations):
     ``uqmix.sweep.aggregate`` of the runs, plus ``wall_seconds`` =
     train_seconds + eval_seconds of each run.
     """
-    return sweep.aggregate({c.name: {seed: _with_wall_time(m) for seed, m in c.runs.items()}
-                            for c in configurations})
+    return sweep.aggregate(
+        {c.name: {seed: _with_wall_time(m) for seed, m in c.runs.items()} for c in configurations}
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,15 +251,17 @@ class Column:
 
 
 def _measure_columns(prefix, title):
-    return [Column(f"{title} ({plotting.MEASURE_TITLES[m].lower()})", f"{prefix}.{m}.auroc")
-            for m in DETECTION_MEASURES]
+    return [
+        Column(f"{title} ({plotting.MEASURE_TITLES[m].lower()})", f"{prefix}.{m}.auroc")
+        for m in DETECTION_MEASURES
+    ]
 
 
 def _weight_variance_layers(configurations):
     layers = []
     for config in configurations:
         for metrics in config.runs.values():
-            for layer in (metrics.get("weight_variances") or {}):
+            for layer in metrics.get("weight_variances") or {}:
                 if layer not in layers:
                     layers.append(layer)
     return layers
@@ -245,46 +270,71 @@ def _weight_variance_layers(configurations):
 def table_sections(configurations):
     """[(section title, [Column])] of the tables of one dataset."""
     sections = [
-        ("Classification and detection (AUROC)",
-         [Column("accuracy", "test.accuracy"), Column("NLL", "test.nll")]
-         + _measure_columns("ood", "OOD")
-         + _measure_columns("misclassification", "misclassification")),
-        ("Mean predictive variance of the test inputs",
-         [Column(group, f"histograms.predictive_variance.mean_{group}", ".3g")
-          for group in ("all", "correct", "wrong")]),
-        ("Adversarial detection (AUROC) at the recorded ε",
-         [Column("ε", "adversarial_detection.eps", ".3g"),
-          Column("adversarial accuracy", "adversarial_detection.adversarial_accuracy")]
-         + _measure_columns("adversarial_detection.all", "all")
-         + _measure_columns("adversarial_detection.correct_vs_successful",
-                            "correct vs successful")),
+        (
+            "Classification and detection (AUROC)",
+            [Column("accuracy", "test.accuracy"), Column("NLL", "test.nll")]
+            + _measure_columns("ood", "OOD")
+            + _measure_columns("misclassification", "misclassification"),
+        ),
+        (
+            "Mean predictive variance of the test inputs",
+            [
+                Column(group, f"histograms.predictive_variance.mean_{group}", ".3g")
+                for group in ("all", "correct", "wrong")
+            ],
+        ),
+        (
+            "Adversarial detection (AUROC) at the recorded ε",
+            [
+                Column("ε", "adversarial_detection.eps", ".3g"),
+                Column("adversarial accuracy", "adversarial_detection.adversarial_accuracy"),
+            ]
+            + _measure_columns("adversarial_detection.all", "all")
+            + _measure_columns(
+                "adversarial_detection.correct_vs_successful", "correct vs successful"
+            ),
+        ),
     ]
     layers = _weight_variance_layers(configurations)
     if layers:
-        sections.append(("Mean weight variance Var[W_ij] of the mixing distribution",
-                         [Column(layer, f"weight_variances.{layer}.mean", ".3g")
-                          for layer in layers]))
-    sections.append(("Wall time per run (seconds)",
-                     [Column("steps", "steps", ".0f"), Column("train", "train_seconds", ".0f"),
-                      Column("evaluation", "eval_seconds", ".0f"),
-                      Column("total", "wall_seconds", ".0f")]))
+        sections.append(
+            (
+                "Mean weight variance Var[W_ij] of the mixing distribution",
+                [Column(layer, f"weight_variances.{layer}.mean", ".3g") for layer in layers],
+            )
+        )
+    sections.append(
+        (
+            "Wall time per run (seconds)",
+            [
+                Column("steps", "steps", ".0f"),
+                Column("train", "train_seconds", ".0f"),
+                Column("evaluation", "eval_seconds", ".0f"),
+                Column("total", "wall_seconds", ".0f"),
+            ],
+        )
+    )
     return sections
 
 
 def markdown_table(configurations, table, columns):
     """One Markdown table: a row per configuration, a column per ``Column``."""
-    rows = [[config.label, f"`{config.name}`"]
-            + [format_cell(table.get(config.name, {}).get(c.key), c.fmt) for c in columns]
-            for config in configurations]
+    rows = [
+        [config.label, f"`{config.name}`"]
+        + [format_cell(table.get(config.name, {}).get(c.key), c.fmt) for c in columns]
+        for config in configurations
+    ]
     return render_markdown_table(["configuration", "folder"] + [c.title for c in columns], rows)
 
 
 def markdown_tables(configurations, table=None):
     """The Markdown text of ``tables.md``: per dataset, one table per section."""
     table = aggregate_table(configurations) if table is None else table
-    parts = ["# ML vs VI infinite mixtures: results over seeds",
-             "Cells: mean ± sample std (ddof = 1) (n seeds); a single seed shows its value (1); "
-             "— = not evaluated."]
+    parts = [
+        "# ML vs VI infinite mixtures: results over seeds",
+        "Cells: mean ± sample std (ddof = 1) (n seeds); a single seed shows its value (1); "
+        "— = not evaluated.",
+    ]
     for dataset in datasets_of(configurations):
         members = [c for c in configurations if c.dataset == dataset]
         parts.append(f"## {dataset_title(dataset)}")
@@ -299,11 +349,14 @@ def _series(configurations, x_of, key):
     """{"x", "mean", "std", "n"} of ``key`` over configurations sorted by x_of."""
     ordered = sorted(configurations, key=x_of)
     stats = [c.stats(key) for c in ordered]
-    return {"x": [x_of(c) for c in ordered], "mean": [s["mean"] for s in stats],
-            "std": [s["std"] for s in stats], "n": [s["n"] for s in stats],
-            "examples": sorted({int(v) for c in ordered for v in c.values("num_test_examples")
-                                if v}),
-            "configurations": [c.name for c in ordered]}
+    return {
+        "x": [x_of(c) for c in ordered],
+        "mean": [s["mean"] for s in stats],
+        "std": [s["std"] for s in stats],
+        "n": [s["n"] for s in stats],
+        "examples": sorted({int(v) for c in ordered for v in c.values("num_test_examples") if v}),
+        "configurations": [c.name for c in ordered],
+    }
 
 
 def _accuracy_curves(configurations, fixed, varied, panel_suffix, requirement):
@@ -316,11 +369,15 @@ def _accuracy_curves(configurations, fixed, varied, panel_suffix, requirement):
     for dataset in datasets_of(configurations):
         series = {}
         for model in MIXTURE_MODELS:
-            members = [c for c in mixtures(configurations, dataset=dataset, **fixed)
-                       if c.model == model and c.stats("test.accuracy")["n"]]
+            members = [
+                c
+                for c in mixtures(configurations, dataset=dataset, **fixed)
+                if c.model == model and c.stats("test.accuracy")["n"]
+            ]
             if members:
-                series[model.upper()] = _series(members, lambda c: getattr(c, varied),
-                                                "test.accuracy")
+                series[model.upper()] = _series(
+                    members, lambda c: getattr(c, varied), "test.accuracy"
+                )
         if any(len(s["x"]) >= 2 for s in series.values()):
             panels[f"{dataset_title(dataset)} ({panel_suffix})"] = series
     if not panels:
@@ -330,16 +387,26 @@ def _accuracy_curves(configurations, fixed, varied, panel_suffix, requirement):
 
 def accuracy_vs_prior_data(configurations):
     """Test accuracy (mean, std, n over seeds) against σ² at λ = 1, ML and VI, per dataset."""
-    return _accuracy_curves(configurations, {"kl_weight": 1.0}, "prior_variance", "λ = 1",
-                            "needs ML or VI runs with test accuracy at λ = 1 and at least two "
-                            "prior variances σ² in one dataset")
+    return _accuracy_curves(
+        configurations,
+        {"kl_weight": 1.0},
+        "prior_variance",
+        "λ = 1",
+        "needs ML or VI runs with test accuracy at λ = 1 and at least two "
+        "prior variances σ² in one dataset",
+    )
 
 
 def accuracy_vs_lambda_data(configurations):
     """Test accuracy (mean, std, n over seeds) against λ at σ² = 1, ML and VI, per dataset."""
-    return _accuracy_curves(configurations, {"prior_variance": 1.0}, "kl_weight", "σ² = 1",
-                            "needs ML or VI runs with test accuracy at σ² = 1 and at least two "
-                            "KL weights λ in one dataset")
+    return _accuracy_curves(
+        configurations,
+        {"prior_variance": 1.0},
+        "kl_weight",
+        "σ² = 1",
+        "needs ML or VI runs with test accuracy at σ² = 1 and at least two "
+        "KL weights λ in one dataset",
+    )
 
 
 def default_weight_variance_selection(configurations):
@@ -354,8 +421,9 @@ def _named(configurations, names):
     by_name = {c.name: c for c in configurations}
     unknown = [n for n in names if n not in by_name]
     if unknown:
-        raise UnknownConfigurations(f"unknown configurations {unknown}; the sweep has "
-                                    f"{sorted(by_name)}")
+        raise UnknownConfigurations(
+            f"unknown configurations {unknown}; the sweep has {sorted(by_name)}"
+        )
     return [by_name[n] for n in names]
 
 
@@ -366,14 +434,19 @@ def weight_variance_bars_data(configurations, names=None):
     ``default_weight_variance_selection``); one panel per dataset, one group
     of bars per layer, one bar per configuration.
     """
-    selected = (_named(configurations, names) if names
-                else default_weight_variance_selection(configurations))
+    selected = (
+        _named(configurations, names)
+        if names
+        else default_weight_variance_selection(configurations)
+    )
     selected = [c for c in selected if _weight_variance_layers([c])]
     if not selected and names:
         raise MissingRuns(f"needs weight variances, which none of {list(names)} has")
     if not selected:
-        raise MissingRuns("needs ML/VI runs with weight variances at λ = 1 with σ² ∈ {0.5, 1, 3} "
-                          "or at σ² = 1 with λ ∈ {1, 0.1}")
+        raise MissingRuns(
+            "needs ML/VI runs with weight variances at λ = 1 with σ² ∈ {0.5, 1, 3} "
+            "or at σ² = 1 with λ ∈ {1, 0.1}"
+        )
     panels = {}
     for dataset in datasets_of(selected):
         members = [c for c in selected if c.dataset == dataset]
@@ -400,9 +473,11 @@ def _total_histograms(config, measure):
 
 def _same_edges(histograms):
     first = np.asarray(histograms[0]["bin_edges"], np.float64)
-    return all(len(h["bin_edges"]) == first.size
-               and np.allclose(h["bin_edges"], first, rtol=1e-9, atol=0.0)
-               for h in histograms[1:])
+    return all(
+        len(h["bin_edges"]) == first.size
+        and np.allclose(h["bin_edges"], first, rtol=1e-9, atol=0.0)
+        for h in histograms[1:]
+    )
 
 
 def pool_histograms(histograms):
@@ -429,18 +504,24 @@ def predictive_variance_hist_data(configurations, measure="predictive_variance")
     for dataset in datasets_of(configurations):
         for kl_weight in HISTOGRAM_KL_WEIGHTS:
             entries = {}
-            for config in mixtures(configurations, kl_weight=kl_weight, prior_variance=1.0,
-                                   dataset=dataset):
+            for config in mixtures(
+                configurations, kl_weight=kl_weight, prior_variance=1.0, dataset=dataset
+            ):
                 found = _total_histograms(config, measure)
                 if found:
                     histograms, pooled = pool_histograms(found)
-                    entries[config.model.upper()] = {"label": config.label, "seeds": len(found),
-                                                     "pooled": pooled, "histograms": histograms}
+                    entries[config.model.upper()] = {
+                        "label": config.label,
+                        "seeds": len(found),
+                        "pooled": pooled,
+                        "histograms": histograms,
+                    }
             if entries:
                 panels[f"{dataset_title(dataset)}, λ = {kl_weight:g}, σ² = 1"] = entries
     if not panels:
-        raise MissingRuns("needs ML or VI runs with predictive-variance histograms at σ² = 1 "
-                          "and λ ∈ {1, 0.1}")
+        raise MissingRuns(
+            "needs ML or VI runs with predictive-variance histograms at σ² = 1 and λ ∈ {1, 0.1}"
+        )
     return panels
 
 
@@ -452,8 +533,11 @@ def correct_vs_wrong_variance_data(configurations):
     keys = {group: f"histograms.predictive_variance.mean_{group}" for group in ("correct", "wrong")}
     panels = {}
     for dataset in datasets_of(configurations):
-        members = [c for c in _one_per_setting(configurations) if c.dataset == dataset
-                   and any(c.stats(key)["n"] for key in keys.values())]
+        members = [
+            c
+            for c in _one_per_setting(configurations)
+            if c.dataset == dataset and any(c.stats(key)["n"] for key in keys.values())
+        ]
         if not members:
             continue
         series = {}
@@ -462,8 +546,10 @@ def correct_vs_wrong_variance_data(configurations):
             series[group] = {k: [s[k] for s in stats] for k in ("mean", "std", "n")}
         panels[dataset_title(dataset)] = {"groups": [c.label for c in members], "series": series}
     if not panels:
-        raise MissingRuns("needs runs with the misclassification evaluation (predictive-variance "
-                          "means of correct and wrong test inputs)")
+        raise MissingRuns(
+            "needs runs with the misclassification evaluation (predictive-variance "
+            "means of correct and wrong test inputs)"
+        )
     return panels
 
 
@@ -487,15 +573,23 @@ def _robustness_curve(config, key):
     grids = collections.Counter(tuple(c["epsilons"]) for c in curves.values())
     grid = grids.most_common(1)[0][0]
     used = {s: c for s, c in curves.items() if tuple(c["epsilons"]) == grid}
-    accuracy = np.array([[np.nan if a is None else a for a in c["accuracy"]]
-                         for c in used.values()], np.float64)
+    accuracy = np.array(
+        [[np.nan if a is None else a for a in c["accuracy"]] for c in used.values()], np.float64
+    )
     stats = [stats_of(column) for column in accuracy.T.tolist()]
-    return {"epsilons": list(grid), "accuracy": accuracy.tolist(), "seeds": list(used),
-            "num_examples": sorted({int(c["num_examples"]) for c in used.values()
-                                    if c.get("num_examples")}) or None,
-            "dropped_seeds": [s for s in curves if s not in used],
-            "mean": [s["mean"] for s in stats], "std": [s["std"] for s in stats],
-            "n": [s["n"] for s in stats]}
+    return {
+        "epsilons": list(grid),
+        "accuracy": accuracy.tolist(),
+        "seeds": list(used),
+        "num_examples": sorted(
+            {int(c["num_examples"]) for c in used.values() if c.get("num_examples")}
+        )
+        or None,
+        "dropped_seeds": [s for s in curves if s not in used],
+        "mean": [s["mean"] for s in stats],
+        "std": [s["std"] for s in stats],
+        "n": [s["n"] for s in stats],
+    }
 
 
 def _robustness_keys(config):
@@ -522,8 +616,9 @@ def _robustness_curves(chosen, configurations, keep_key):
 
 def robustness_data(configurations):
     """PGD accuracy against ε with one gradient sample (S=1), every configuration that has it."""
-    curves = _robustness_curves(_one_per_setting(configurations), configurations,
-                                lambda key: key == "S=1")
+    curves = _robustness_curves(
+        _one_per_setting(configurations), configurations, lambda key: key == "S=1"
+    )
     if not curves:
         raise MissingRuns("needs runs with the robustness evaluation (S=1)")
     return curves
@@ -536,8 +631,11 @@ def robustness_samples_data(configurations):
     curves = _robustness_curves(anchors, configurations, lambda key: True)
     if not curves:
         raise MissingRuns("needs ML or VI runs with the robustness evaluation at λ = 1, σ² = 1")
-    baselines = [c for c in _one_per_setting(configurations) if c.model in BASELINE_MODELS
-                 and c.dataset in {a.dataset for a in anchors}]
+    baselines = [
+        c
+        for c in _one_per_setting(configurations)
+        if c.model in BASELINE_MODELS and c.dataset in {a.dataset for a in anchors}
+    ]
     curves.update(_robustness_curves(baselines, configurations, lambda key: True))
     return curves
 
@@ -545,26 +643,44 @@ def robustness_samples_data(configurations):
 # -- figures -------------------------------------------------------------------------------------
 def _test_examples(panels):
     """The test-set sizes behind the accuracy points of ``panels`` (for the title)."""
-    return [n for series in panels.values() for s in series.values()
-            for n in s.get("examples", [])] or None
+    return [
+        n for series in panels.values() for s in series.values() for n in s.get("examples", [])
+    ] or None
 
 
 def _draw_accuracy_vs_prior(panels):
-    return plotting.errorbar_panels(panels, "prior variance σ²", "test accuracy", sigmas=SIGMAS,
-                                    colors=MODEL_COLORS, title="Test accuracy vs prior variance",
-                                    examples=_test_examples(panels))
+    return plotting.errorbar_panels(
+        panels,
+        "prior variance σ²",
+        "test accuracy",
+        sigmas=SIGMAS,
+        colors=MODEL_COLORS,
+        title="Test accuracy vs prior variance",
+        examples=_test_examples(panels),
+    )
 
 
 def _draw_accuracy_vs_lambda(panels):
-    return plotting.errorbar_panels(panels, "KL weight λ", "test accuracy", log_x=True,
-                                    sigmas=SIGMAS, colors=MODEL_COLORS,
-                                    title="Test accuracy vs KL weight",
-                                    examples=_test_examples(panels))
+    return plotting.errorbar_panels(
+        panels,
+        "KL weight λ",
+        "test accuracy",
+        log_x=True,
+        sigmas=SIGMAS,
+        colors=MODEL_COLORS,
+        title="Test accuracy vs KL weight",
+        examples=_test_examples(panels),
+    )
 
 
 def _draw_weight_variance_bars(panels):
-    return plotting.grouped_bars(panels, "mean weight variance", log_y=True, sigmas=SIGMAS,
-                                 title="Mixing-distribution weight variance per layer")
+    return plotting.grouped_bars(
+        panels,
+        "mean weight variance",
+        log_y=True,
+        sigmas=SIGMAS,
+        title="Mixing-distribution weight variance per layer",
+    )
 
 
 def _draw_predictive_variance_hist(panels):
@@ -572,18 +688,30 @@ def _draw_predictive_variance_hist(panels):
         how = "pooled" if entry["pooled"] else "one line per seed"
         return f"{entry['label']} (n={entry['seeds']}, {how})"
 
-    series = {panel: {legend(e): e["histograms"] for e in entries.values()}
-              for panel, entries in panels.items()}
-    colors = {legend(e): MODEL_COLORS[model] for entries in panels.values()
-              for model, e in entries.items()}
-    return plotting.density_stairs(series, plotting.MEASURE_TITLES["predictive_variance"],
-                                   colors=colors,
-                                   title="Predictive variance of the test inputs, ML vs VI")
+    series = {
+        panel: {legend(e): e["histograms"] for e in entries.values()}
+        for panel, entries in panels.items()
+    }
+    colors = {
+        legend(e): MODEL_COLORS[model]
+        for entries in panels.values()
+        for model, e in entries.items()
+    }
+    return plotting.density_stairs(
+        series,
+        plotting.MEASURE_TITLES["predictive_variance"],
+        colors=colors,
+        title="Predictive variance of the test inputs, ML vs VI",
+    )
 
 
 def _draw_correct_vs_wrong_variance(panels):
-    return plotting.grouped_bars(panels, "mean predictive variance", sigmas=SIGMAS,
-                                 title="Predictive variance of correct vs wrong test inputs")
+    return plotting.grouped_bars(
+        panels,
+        "mean predictive variance",
+        sigmas=SIGMAS,
+        title="Predictive variance of correct vs wrong test inputs",
+    )
 
 
 def _draw_robustness(curves, title):
@@ -616,10 +744,16 @@ FIGURES = (
     FigureSpec("accuracy_vs_prior.png", accuracy_vs_prior_data, _draw_accuracy_vs_prior),
     FigureSpec("accuracy_vs_lambda.png", accuracy_vs_lambda_data, _draw_accuracy_vs_lambda),
     FigureSpec("weight_variance_bars.png", weight_variance_bars_data, _draw_weight_variance_bars),
-    FigureSpec("predictive_variance_hist.png", predictive_variance_hist_data,
-               _draw_predictive_variance_hist),
-    FigureSpec("correct_vs_wrong_variance.png", correct_vs_wrong_variance_data,
-               _draw_correct_vs_wrong_variance),
+    FigureSpec(
+        "predictive_variance_hist.png",
+        predictive_variance_hist_data,
+        _draw_predictive_variance_hist,
+    ),
+    FigureSpec(
+        "correct_vs_wrong_variance.png",
+        correct_vs_wrong_variance_data,
+        _draw_correct_vs_wrong_variance,
+    ),
     FigureSpec("robustness.png", robustness_data, _draw_robustness_s1),
     FigureSpec("robustness_samples.png", robustness_samples_data, _draw_robustness_samples),
 )
@@ -667,9 +801,15 @@ def robustness_samples_figure(configurations):
 
 # -- the report ----------------------------------------------------------------------------------
 def _configuration_summary(config, table):
-    return {"dataset": config.dataset, "model": config.model, "label": config.label,
-            "kl_weight": config.kl_weight, "prior_variance": config.prior_variance,
-            "seeds": config.seeds, "metrics": table[config.name]}
+    return {
+        "dataset": config.dataset,
+        "model": config.model,
+        "label": config.label,
+        "kl_weight": config.kl_weight,
+        "prior_variance": config.prior_variance,
+        "seeds": config.seeds,
+        "metrics": table[config.name],
+    }
 
 
 def figure_data(configurations, weight_variance_configs=None):
@@ -715,11 +855,17 @@ def write_report(root, output_dir, weight_variance_configs=None, figures_dir=Non
     summary = {
         "sweep_root": os.path.abspath(root),
         "statistics": "over the seeds of a configuration that have the value: mean; std = sample "
-                      "standard deviation (ddof = 1, 0 for one seed); n = number of seeds; "
-                      f"figure error bars = ±{SIGMAS:g} std",
+        "standard deviation (ddof = 1, 0 for one seed); n = number of seeds; "
+        f"figure error bars = ±{SIGMAS:g} std",
         "configurations": {c.name: _configuration_summary(c, table) for c in configurations},
-        "figures": data, "skipped": skipped, "notes": notes,
+        "figures": data,
+        "skipped": skipped,
+        "notes": notes,
     }
     contents[os.path.join(output_dir, SUMMARY_FILE)] = runs.json_bytes(summary)
-    return {"written": runs.atomic_write_files(contents), "skipped": skipped, "notes": notes,
-            "tables": tables}
+    return {
+        "written": runs.atomic_write_files(contents),
+        "skipped": skipped,
+        "notes": notes,
+        "tables": tables,
+    }

@@ -46,30 +46,44 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from uqmix import data_synthetic_images
-from uqmix import distributed
-from uqmix import evaluation
+from uqmix import (
+    console,
+    data_synthetic_images,
+    distributed,
+    evaluation,
+    options,
+    plotting,
+    runs,
+    tensorboard_logging,
+    training,
+)
 from uqmix import metrics as metric_fns
-from uqmix import options
-from uqmix import plotting
-from uqmix import console
-from uqmix import runs
-from uqmix import tensorboard_logging
-from uqmix import training
 from uqmix.adversarial_training import AdversarialPriorNetwork
 from uqmix.attacks import gradient_attacks
 from uqmix.augment import augment_dataset
-from uqmix.data import check_same_image_shape, get_spec, known_names, load_arrays
-from uqmix.data import hold_out, make_dataset, zip_in_and_ood
+from uqmix.data import (
+    check_same_image_shape,
+    get_spec,
+    hold_out,
+    known_names,
+    load_arrays,
+    make_dataset,
+    zip_in_and_ood,
+)
 from uqmix.models import PriorNetwork
 from uqmix.models.backbones import BACKBONES, build_backbone
-from uqmix.models.sampled_networks import ensemble, mc_dropout
 from uqmix.models.prior_network import LOSSES
+from uqmix.models.sampled_networks import ensemble, mc_dropout
 from uqmix.optim import OPTIMIZERS, SCHEDULES, make_optimizer
 from uqmix.setup_utils import STRATEGIES, make_strategy, set_seed
 
-OOD_MEASURES = ("mutual_information", "total_uncertainty", "expected_data_uncertainty",
-                "precision", "max_probability")
+OOD_MEASURES = (
+    "mutual_information",
+    "total_uncertainty",
+    "expected_data_uncertainty",
+    "precision",
+    "max_probability",
+)
 MODEL_KINDS = ("prior_network", "ensemble", "mc_dropout")
 BATCHNORM_CHOICES = ("auto", "true", "false")
 ATTACK_CRITERIA = ("kl_pmf", "kl_dir", "cross_entropy")
@@ -82,26 +96,40 @@ FIGURES_DIR = "figures"
 OPTIONS = (
     # data
     ("dataset", "cifar10", "In-domain data set (uqmix.data names, or synthetic_images)."),
-    ("ood_train_dataset", "cifar100", "OOD training data set, zipped batch by batch with the "
-                                      "in-domain data; empty for none."),
+    (
+        "ood_train_dataset",
+        "cifar100",
+        "OOD training data set, zipped batch by batch with the in-domain data; empty for none.",
+    ),
     ("ood_test_datasets", ["svhn", "lsun_resize", "tim_resize"], "OOD test sets."),
     *options.DATA_SOURCE_OPTIONS,
     ("ood_test_examples", 0, "Use only the first N examples of each OOD test set (0: all)."),
-    ("validation_examples", 0, "Hold out the last N training examples as a validation split, "
-                               "evaluated after every epoch (TensorBoard validation/); 0: none."),
+    (
+        "validation_examples",
+        0,
+        "Hold out the last N training examples as a validation split, "
+        "evaluated after every epoch (TensorBoard validation/); 0: none.",
+    ),
     # model
     ("model_kind", "prior_network", "prior_network | ensemble | mc_dropout."),
     ("loss", "reverse_kl", "reverse_kl | forward_kl | cross_entropy."),
     ("backbone", "vgg16", "vgg16 | small_convnet | mlp."),
     ("width_multiplier", 1.0, "vgg16 channel width multiplier."),
     ("hidden_units", ["128", "128"], "mlp hidden layer sizes."),
-    ("batchnorm", "auto", "Batch norm in conv layers: auto (vgg16 yes, small_convnet no) | "
-                          "true | false."),
+    (
+        "batchnorm",
+        "auto",
+        "Batch norm in conv layers: auto (vgg16 yes, small_convnet no) | true | false.",
+    ),
     ("batchnorm_momentum", 0.99, "Momentum of batch norm's moving statistics."),
     ("dropout_rate", 0.0, "Dropout before each dense layer."),
     ("weight_decay", 0.0, "L2 strength on every kernel (in the loss)."),
-    ("normalize_inputs", True, "Per-channel (x - mean) / std of the training set as the "
-                               "model's first layer (inputs stay [0, 1] pixels)."),
+    (
+        "normalize_inputs",
+        True,
+        "Per-channel (x - mean) / std of the training set as the "
+        "model's first layer (inputs stay [0, 1] pixels).",
+    ),
     ("target_concentration", 100.0, "beta_in of the in-domain target c + beta_in onehot(y)."),
     ("concentration", 1.0, "c, the flat part of every target concentration."),
     ("ood_weight", 1.0, "gamma, the weight of the OOD loss term."),
@@ -109,8 +137,12 @@ OPTIONS = (
     ("ensemble_size", 5, "Members of an ensemble (model_kind=ensemble)."),
     ("eval_samples", 100, "Dropout masks at evaluation (model_kind=mc_dropout)."),
     # adversarial training
-    ("adversarial_training", False, "Generalised adversarial training (targeted FGSM inputs "
-                                    "from each batch trained towards beta_adv at the true class)."),
+    (
+        "adversarial_training",
+        False,
+        "Generalised adversarial training (targeted FGSM inputs "
+        "from each batch trained towards beta_adv at the true class).",
+    ),
     ("adv_epsilon_stddev", 0.1, "sigma_eps: per-example FGSM step |N(0, sigma_eps^2)| (pixels)."),
     ("adv_weight", 1.0, "gamma_adv, the weight of the adversarial term."),
     ("adv_target_concentration", 1.0, "beta_adv of the adversarial target."),
@@ -120,8 +152,11 @@ OPTIONS = (
     ("momentum", 0.9, "SGD momentum."),
     ("nesterov", True, "Nesterov momentum for SGD."),
     ("lr_schedule", "step", "constant | step."),
-    ("lr_decay_epochs", 30, "Step decay: multiply the learning rate by lr_decay_rate every "
-                            "this many epochs."),
+    (
+        "lr_decay_epochs",
+        30,
+        "Step decay: multiply the learning rate by lr_decay_rate every this many epochs.",
+    ),
     ("lr_decay_rate", 0.2, "Step decay factor."),
     ("clip_norm", 0.0, "Global gradient-norm clipping threshold (0: none)."),
     ("decoupled_weight_decay", 0.0, "Decoupled weight decay (AdamW-style; 0: none)."),
@@ -147,15 +182,31 @@ OPTIONS = (
     ("verbose", 2, "Keras fit verbosity (0, 1, 2)."),
     # attacks
     ("attack", False, "Evaluate adaptive white-box attacks (uqmix.attack_eval)."),
-    ("attack_method", "mim", "pgd | mim | cw (adaptive Carlini-Wagner L2; attack_iterations = "
-                             "its max_iterations budgets, attack_eps unused)."),
+    (
+        "attack_method",
+        "mim",
+        "pgd | mim | cw (adaptive Carlini-Wagner L2; attack_iterations = "
+        "its max_iterations budgets, attack_eps unused).",
+    ),
     ("attack_rand_init", False, "PGD/MIM: random start in the eps-ball."),
-    ("attack_gradient_samples", 0, "Samples of a sampled model (MC dropout, ensemble) in each "
-                                   "attack gradient (0: eval_samples)."),
-    ("attack_noise", "redraw", "Sampled models: redraw (fresh dropout masks at every gradient) "
-                               "| frozen (one draw per batch held for the attack)."),
-    ("attack_combine", "log_mean", "Sampled models: log_mean (criterion of the mean "
-                                   "prediction) | mean_loss (mean over samples, EOT)."),
+    (
+        "attack_gradient_samples",
+        0,
+        "Samples of a sampled model (MC dropout, ensemble) in each "
+        "attack gradient (0: eval_samples).",
+    ),
+    (
+        "attack_noise",
+        "redraw",
+        "Sampled models: redraw (fresh dropout masks at every gradient) "
+        "| frozen (one draw per batch held for the attack).",
+    ),
+    (
+        "attack_combine",
+        "log_mean",
+        "Sampled models: log_mean (criterion of the mean "
+        "prediction) | mean_loss (mean over samples, EOT).",
+    ),
     ("attack_cw_binary_steps", 5, "C&W binary-search steps over the constant."),
     ("attack_cw_confidence", 0.0, "C&W confidence kappa of the success margin."),
     ("attack_cw_initial_const", 0.01, "C&W initial constant c."),
@@ -166,8 +217,12 @@ OPTIONS = (
     ("attack_iterations", ["10", "20", "50", "100"], "Iteration counts of the attack curves."),
     ("attack_examples", 500, "First N test images attacked."),
     ("attack_measure", "mutual_information", "Detection score of AUROC/JSR on attacks."),
-    ("blackbox_transfer", False, "Also train a second model (seed + 1) and apply its attacks "
-                                 "to this one (black-box transfer)."),
+    (
+        "blackbox_transfer",
+        False,
+        "Also train a second model (seed + 1) and apply its attacks "
+        "to this one (black-box transfer).",
+    ),
 )
 
 
@@ -200,8 +255,15 @@ def validate_config(config):
     datasets = known_datasets()
     image_sets = [n for n in datasets if not n.startswith("synthetic3")]
     choices = [
-        ("dataset", config["dataset"], [n for n in image_sets if n not in (
-            "notmnist", "lsun_resize", "tim_resize", "synthetic_images_ood")]),
+        (
+            "dataset",
+            config["dataset"],
+            [
+                n
+                for n in image_sets
+                if n not in ("notmnist", "lsun_resize", "tim_resize", "synthetic_images_ood")
+            ],
+        ),
         ("model_kind", config["model_kind"], MODEL_KINDS),
         ("loss", config["loss"], LOSSES),
         ("backbone", config["backbone"], BACKBONES),
@@ -222,11 +284,14 @@ def validate_config(config):
     config["ood_test_datasets"] = [n for n in config["ood_test_datasets"] if n]
     for name in config["ood_test_datasets"]:
         if name not in image_sets:
-            raise ValueError(f"Unknown dataset {name!r} in --ood_test_datasets; known image "
-                             f"sets: {', '.join(image_sets)}.")
+            raise ValueError(
+                f"Unknown dataset {name!r} in --ood_test_datasets; known image "
+                f"sets: {', '.join(image_sets)}."
+            )
     config["hidden_units"] = _int_list(config["hidden_units"], "hidden_units")
-    config["attack_iterations"] = sorted(set(_int_list(config["attack_iterations"],
-                                                       "attack_iterations")))
+    config["attack_iterations"] = sorted(
+        set(_int_list(config["attack_iterations"], "attack_iterations"))
+    )
     rules = [
         ("target_concentration", config["target_concentration"] > 0, "> 0 (beta_in)"),
         ("concentration", config["concentration"] > 0, "> 0"),
@@ -259,9 +324,12 @@ def validate_config(config):
         ("histogram_examples", config["histogram_examples"] >= 0, ">= 0"),
         ("seed", config["seed"] >= 0, ">= 0"),
         ("attack_eps", 0 <= config["attack_eps"] <= 1, "in [0, 1] (pixels are in [0, 1])"),
-        ("attack_eps_iter", 0 <= config["attack_eps_iter"] <= config["attack_eps"],
-         f"in [0, --attack_eps={config['attack_eps']}] (0: attack_eps / 10; PGD and MIM "
-         "steps never exceed the radius)"),
+        (
+            "attack_eps_iter",
+            0 <= config["attack_eps_iter"] <= config["attack_eps"],
+            f"in [0, --attack_eps={config['attack_eps']}] (0: attack_eps / 10; PGD and MIM "
+            "steps never exceed the radius)",
+        ),
         ("attack_examples", config["attack_examples"] >= 1, ">= 1"),
         ("attack_gradient_samples", config["attack_gradient_samples"] >= 0, ">= 0 (0: default)"),
         ("attack_cw_binary_steps", config["attack_cw_binary_steps"] >= 1, ">= 1"),
@@ -273,29 +341,42 @@ def validate_config(config):
     options.check_jit_compile(config)
     kind = config["model_kind"]
     if kind in ("ensemble", "mc_dropout") and config["loss"] != "cross_entropy":
-        raise ValueError(f"--model_kind={kind} is a mixture of cross-entropy networks: set "
-                         "--loss=cross_entropy.")
+        raise ValueError(
+            f"--model_kind={kind} is a mixture of cross-entropy networks: set --loss=cross_entropy."
+        )
     if kind == "mc_dropout" and config["dropout_rate"] <= 0:
         raise ValueError("--model_kind=mc_dropout needs --dropout_rate > 0.")
     if config["attack_measure"] == "precision" and config["loss"] == "cross_entropy":
-        raise ValueError("--attack_measure=precision needs a Prior Network (a Dirichlet "
-                         "output); use total_uncertainty or max_probability for cross-entropy "
-                         "models.")
-    if (kind == "prior_network" and config["loss"] == "cross_entropy"
-            and config["attack_measure"] == "mutual_information"):
-        raise ValueError("--attack_measure=mutual_information is 0 for every input of a single "
-                         "cross-entropy network (no knowledge uncertainty), so its AUROC would "
-                         "be 0.5 by construction; use --attack_measure=total_uncertainty.")
+        raise ValueError(
+            "--attack_measure=precision needs a Prior Network (a Dirichlet "
+            "output); use total_uncertainty or max_probability for cross-entropy "
+            "models."
+        )
+    if (
+        kind == "prior_network"
+        and config["loss"] == "cross_entropy"
+        and config["attack_measure"] == "mutual_information"
+    ):
+        raise ValueError(
+            "--attack_measure=mutual_information is 0 for every input of a single "
+            "cross-entropy network (no knowledge uncertainty), so its AUROC would "
+            "be 0.5 by construction; use --attack_measure=total_uncertainty."
+        )
     if config["attack_criterion"] == "kl_dir" and config["loss"] == "cross_entropy":
-        raise ValueError("--attack_criterion=kl_dir needs a Prior Network (a Dirichlet output); "
-                         "use kl_pmf or cross_entropy for cross-entropy models.")
+        raise ValueError(
+            "--attack_criterion=kl_dir needs a Prior Network (a Dirichlet output); "
+            "use kl_pmf or cross_entropy for cross-entropy models."
+        )
     if config["attack"] and config["attack_eps"] <= 0 and config["attack_method"] != "cw":
         raise ValueError("--attack needs --attack_eps > 0.")
-    if kind == "prior_network" and (config["attack_noise"] != "redraw"
-                                    or config["attack_combine"] != "log_mean"):
-        raise ValueError("--attack_noise / --attack_combine apply to sampled models (mc_dropout, "
-                         "ensemble); a Prior Network has no sampled noise: keep redraw / "
-                         "log_mean.")
+    if kind == "prior_network" and (
+        config["attack_noise"] != "redraw" or config["attack_combine"] != "log_mean"
+    ):
+        raise ValueError(
+            "--attack_noise / --attack_combine apply to sampled models (mc_dropout, "
+            "ensemble); a Prior Network has no sampled noise: keep redraw / "
+            "log_mean."
+        )
     options.check_run_options(config)
     return config
 
@@ -306,8 +387,13 @@ def load_split(name, split, config):
 
     if name in data_synthetic_images.NAMES:
         return data_synthetic_images.load(name, split)
-    return load_arrays(name, split, data_dir=config["data_dir"] or None,
-                       use_tfds=config["use_tfds"], check_counts=config["check_counts"])
+    return load_arrays(
+        name,
+        split,
+        data_dir=config["data_dir"] or None,
+        use_tfds=config["use_tfds"],
+        check_counts=config["check_counts"],
+    )
 
 
 def num_classes_of(name):
@@ -326,23 +412,36 @@ def load_data(config):
 
     x_train, y_train = load_split(config["dataset"], "train", config)
     x_test, y_test = load_split(config["dataset"], "test", config)
-    x_train, y_train = options.first(x_train, config["train_examples"]), options.first(y_train,
-                                                                       config["train_examples"])
-    x_test, y_test = options.first(x_test, config["test_examples"]), options.first(y_test,
-                                                                   config["test_examples"])
+    x_train, y_train = (
+        options.first(x_train, config["train_examples"]),
+        options.first(y_train, config["train_examples"]),
+    )
+    x_test, y_test = (
+        options.first(x_test, config["test_examples"]),
+        options.first(y_test, config["test_examples"]),
+    )
     if x_train.ndim != 4:
         raise ValueError(f"{config['dataset']} is not an image set (x has shape {x_train.shape}).")
-    x_train, y_train, x_val, y_val = hold_out(x_train, y_train, config["validation_examples"],
-                                              "--validation_examples")
-    data = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test,
-            "x_val": x_val, "y_val": y_val,
-            "num_classes": num_classes_of(config["dataset"]),
-            "input_shape": tuple(int(s) for s in x_train.shape[1:]),
-            "x_ood_train": None, "ood_test": {}}
+    x_train, y_train, x_val, y_val = hold_out(
+        x_train, y_train, config["validation_examples"], "--validation_examples"
+    )
+    data = {
+        "x_train": x_train,
+        "y_train": y_train,
+        "x_test": x_test,
+        "y_test": y_test,
+        "x_val": x_val,
+        "y_val": y_val,
+        "num_classes": num_classes_of(config["dataset"]),
+        "input_shape": tuple(int(s) for s in x_train.shape[1:]),
+        "x_ood_train": None,
+        "ood_test": {},
+    }
     if config["ood_train_dataset"]:
         x_ood, _ = load_split(config["ood_train_dataset"], "train", config)
-        check_same_image_shape(x_train, x_ood, config["dataset"],
-                               f"OOD training set {config['ood_train_dataset']}")
+        check_same_image_shape(
+            x_train, x_ood, config["dataset"], f"OOD training set {config['ood_train_dataset']}"
+        )
         data["x_ood_train"] = x_ood
     for name in config["ood_test_datasets"]:
         x_ood, _ = load_split(name, "test", config)
@@ -366,29 +465,52 @@ def build_model(config, input_shape, num_classes, normalization, seed, steps_per
     keras.utils.set_random_seed(seed)
     batchnorm = {"auto": None, "true": True, "false": False}[config["batchnorm"]]
     backbone = build_backbone(
-        config["backbone"], input_shape, num_classes, dropout_rate=config["dropout_rate"],
-        weight_decay=config["weight_decay"], batchnorm=batchnorm,
+        config["backbone"],
+        input_shape,
+        num_classes,
+        dropout_rate=config["dropout_rate"],
+        weight_decay=config["weight_decay"],
+        batchnorm=batchnorm,
         normalization=normalization if config["normalize_inputs"] else None,
-        width_multiplier=config["width_multiplier"], hidden_units=config["hidden_units"],
-        batchnorm_momentum=config["batchnorm_momentum"])
-    loss_options = dict(loss=config["loss"], target_concentration=config["target_concentration"],
-                   concentration=config["concentration"], ood_weight=config["ood_weight"],
-                   normalize_by_target=config["normalize_by_target"])
+        width_multiplier=config["width_multiplier"],
+        hidden_units=config["hidden_units"],
+        batchnorm_momentum=config["batchnorm_momentum"],
+    )
+    loss_options = dict(
+        loss=config["loss"],
+        target_concentration=config["target_concentration"],
+        concentration=config["concentration"],
+        ood_weight=config["ood_weight"],
+        normalize_by_target=config["normalize_by_target"],
+    )
     if config["adversarial_training"]:
         model = AdversarialPriorNetwork(
-            backbone, num_classes, epsilon_stddev=config["adv_epsilon_stddev"],
+            backbone,
+            num_classes,
+            epsilon_stddev=config["adv_epsilon_stddev"],
             adversarial_weight=config["adv_weight"],
             adversarial_target_concentration=config["adv_target_concentration"],
-            clip_min=0.0, clip_max=1.0, seed=seed, **loss_options)
+            clip_min=0.0,
+            clip_max=1.0,
+            seed=seed,
+            **loss_options,
+        )
     else:
         model = PriorNetwork(backbone, num_classes, **loss_options)
-    model.compile(optimizer=make_optimizer(
-        config["optimizer"], config["learning_rate"], momentum=config["momentum"],
-        nesterov=config["nesterov"], schedule=config["lr_schedule"],
-        decay_every_steps=config["lr_decay_epochs"] * steps_per_epoch,
-        decay_rate=config["lr_decay_rate"], clip_norm=config["clip_norm"] or None,
-        decoupled_weight_decay=config["decoupled_weight_decay"] or None),
-        jit_compile=config["jit_compile"])
+    model.compile(
+        optimizer=make_optimizer(
+            config["optimizer"],
+            config["learning_rate"],
+            momentum=config["momentum"],
+            nesterov=config["nesterov"],
+            schedule=config["lr_schedule"],
+            decay_every_steps=config["lr_decay_epochs"] * steps_per_epoch,
+            decay_rate=config["lr_decay_rate"],
+            clip_norm=config["clip_norm"] or None,
+            decoupled_weight_decay=config["decoupled_weight_decay"] or None,
+        ),
+        jit_compile=config["jit_compile"],
+    )
     return options.check_compiled_with_xla(model, config)
 
 
@@ -404,17 +526,30 @@ def make_train_dataset_fn(config, data, seed):
     """() -> endless, seeded dataset of (x, y) or ((x, x_ood), y) batches (augmented if asked)."""
 
     def make():
-        dataset = make_dataset(data["x_train"], data["y_train"], batch_size=config["batch_size"],
-                               repeat=True, seed=seed, prefetch=False)
+        dataset = make_dataset(
+            data["x_train"],
+            data["y_train"],
+            batch_size=config["batch_size"],
+            repeat=True,
+            seed=seed,
+            prefetch=False,
+        )
         if data["x_ood_train"] is not None:
-            ood = make_dataset(data["x_ood_train"],
-                               batch_size=config["ood_batch_size"] or config["batch_size"],
-                               repeat=True, seed=seed + 7919, prefetch=False)
+            ood = make_dataset(
+                data["x_ood_train"],
+                batch_size=config["ood_batch_size"] or config["batch_size"],
+                repeat=True,
+                seed=seed + 7919,
+                prefetch=False,
+            )
             dataset = zip_in_and_ood(dataset, ood)
         if config["augment"] and (config["augment_padding"] or config["augment_flip"]):
-            dataset = augment_dataset(dataset, seed=seed + 104729,
-                                      padding=config["augment_padding"],
-                                      flip=config["augment_flip"])
+            dataset = augment_dataset(
+                dataset,
+                seed=seed + 104729,
+                padding=config["augment_padding"],
+                flip=config["augment_flip"],
+            )
         return dataset.prefetch(tf.data.AUTOTUNE)
 
     return make
@@ -447,21 +582,32 @@ def train_model(model, config, data, model_dir, seed, log_name):
         x_ood = data["x_ood_train"]
         if x_ood is None and data["ood_test"]:
             x_ood = next(iter(data["ood_test"].values()))
-        histograms = alpha0_histograms(data["x_test"][:count],
-                                       None if x_ood is None else x_ood[:count],
-                                       config["eval_batch_size"])
-    callbacks = [tensorboard_logging.EpochSummaries(
-        os.path.join(config["output_dir"], "tensorboard", log_name), histograms=histograms)]
+        histograms = alpha0_histograms(
+            data["x_test"][:count],
+            None if x_ood is None else x_ood[:count],
+            config["eval_batch_size"],
+        )
+    callbacks = [
+        tensorboard_logging.EpochSummaries(
+            os.path.join(config["output_dir"], "tensorboard", log_name), histograms=histograms
+        )
+    ]
     validation = None
     if data.get("x_val") is not None:
-        validation = make_dataset(data["x_val"], data["y_val"],
-                                  batch_size=config["eval_batch_size"], shuffle=False)
+        validation = make_dataset(
+            data["x_val"], data["y_val"], batch_size=config["eval_batch_size"], shuffle=False
+        )
     start = time.perf_counter()
-    training.fit_resumable(model, make_train_dataset_fn(config, data, seed),
-                           total_steps=config["epochs"] * steps_per_epoch,
-                           steps_per_epoch=steps_per_epoch, output_dir=model_dir,
-                           chief_callbacks=callbacks, validation_data=validation,
-                           verbose=config["verbose"])
+    training.fit_resumable(
+        model,
+        make_train_dataset_fn(config, data, seed),
+        total_steps=config["epochs"] * steps_per_epoch,
+        steps_per_epoch=steps_per_epoch,
+        output_dir=model_dir,
+        chief_callbacks=callbacks,
+        validation_data=validation,
+        verbose=config["verbose"],
+    )
     return time.perf_counter() - start
 
 
@@ -476,11 +622,17 @@ def train_networks(config, data, strategy, seed_offset=0, prefix=""):
         if config["verbose"]:
             console.announce(name, member + 1, count)
         with strategy.scope():
-            model = build_model(config, data["input_shape"], data["num_classes"],
-                                normalization, seed,
-                                steps_per_epoch_of(config, len(data["x_train"])))
-        seconds += train_model(model, config, data, os.path.join(config["output_dir"], name),
-                               seed, name)
+            model = build_model(
+                config,
+                data["input_shape"],
+                data["num_classes"],
+                normalization,
+                seed,
+                steps_per_epoch_of(config, len(data["x_train"])),
+            )
+        seconds += train_model(
+            model, config, data, os.path.join(config["output_dir"], name), seed, name
+        )
         networks.append(model)
     return networks, seconds
 
@@ -504,29 +656,36 @@ def evaluate(model, config, data):
     """Classification and OOD-detection metrics; also the arrays the figures need."""
 
     samples = _num_samples(model)
-    pred_in = model.predictive(data["x_test"], num_samples=samples,
-                               batch_size=config["eval_batch_size"])
+    pred_in = model.predictive(
+        data["x_test"], num_samples=samples, batch_size=config["eval_batch_size"]
+    )
     result = dict(evaluation.classification_metrics(pred_in, data["y_test"]))
     measures = [m for m in OOD_MEASURES if m in pred_in.measure_names]
-    values = {"in": {m: getattr(pred_in, m)().numpy() for m in measures}, "ood": {},
-              "roc": {}}
+    values = {"in": {m: getattr(pred_in, m)().numpy() for m in measures}, "ood": {}, "roc": {}}
     result["ood_detection"] = {}
     for name, x_ood in data["ood_test"].items():
         console.progress(f"OOD detection on {name} ({len(x_ood)} images)", config["verbose"])
-        pred_out = model.predictive(x_ood, num_samples=samples,
-                                    batch_size=config["eval_batch_size"])
-        result["ood_detection"][name] = evaluation.ood_detection(pred_in, pred_out,
-                                                                 measures=measures)
+        pred_out = model.predictive(
+            x_ood, num_samples=samples, batch_size=config["eval_batch_size"]
+        )
+        result["ood_detection"][name] = evaluation.ood_detection(
+            pred_in, pred_out, measures=measures
+        )
         values["ood"][name] = {m: getattr(pred_out, m)().numpy() for m in measures}
         curve = metric_fns.roc_curve_points(
             evaluation.detection_score(pred_in, "mutual_information"),
-            evaluation.detection_score(pred_out, "mutual_information"))
-        values["roc"][name] = (curve["fpr"], curve["tpr"],
-                               result["ood_detection"][name]["mutual_information"]["auroc"])
+            evaluation.detection_score(pred_out, "mutual_information"),
+        )
+        values["roc"][name] = (
+            curve["fpr"],
+            curve["tpr"],
+            result["ood_detection"][name]["mutual_information"]["auroc"],
+        )
     if "precision" in measures:
         result["mean_alpha0_in"] = float(np.mean(values["in"]["precision"]))
-        result["mean_alpha0_ood"] = {name: float(np.mean(v["precision"]))
-                                     for name, v in values["ood"].items()}
+        result["mean_alpha0_ood"] = {
+            name: float(np.mean(v["precision"])) for name, v in values["ood"].items()
+        }
     return result, values
 
 
@@ -541,13 +700,18 @@ def write_figures(values, output_dir):
         if measure not in values["in"]:
             continue
         figure = plotting.in_out_histograms(
-            values["in"][measure], {n: v[measure] for n, v in values["ood"].items()},
-            measure, log10=log10)
+            values["in"][measure],
+            {n: v[measure] for n, v in values["ood"].items()},
+            measure,
+            log10=log10,
+        )
         name = "alpha0_histogram.png" if measure == "precision" else "mi_histogram.png"
         written.append(plotting.save_figure(figure, os.path.join(folder, name)))
     count = len(next(iter(values["in"].values())))
-    figure = plotting.roc_curves(values["roc"], title=f"OOD detection by mutual information: "
-                                                      f"1 seed, {count:,} in-domain test images")
+    figure = plotting.roc_curves(
+        values["roc"],
+        title=f"OOD detection by mutual information: 1 seed, {count:,} in-domain test images",
+    )
     written.append(plotting.save_figure(figure, os.path.join(folder, "roc_mutual_information.png")))
     return written
 
@@ -568,31 +732,47 @@ def run(config):
         seconds = runs.add_seconds(config["output_dir"], "train_seconds", seconds)
     model = evaluation_model(config, networks)
     start = time.perf_counter()
-    console.progress(f"evaluating on {len(data['x_test'])} test images and "
-                     f"{len(data['ood_test'])} OOD test set(s)", config["verbose"])
+    console.progress(
+        f"evaluating on {len(data['x_test'])} test images and "
+        f"{len(data['ood_test'])} OOD test set(s)",
+        config["verbose"],
+    )
     metrics, values = evaluate(model, config, data)
     metrics["eval_seconds"] = time.perf_counter() - start
-    metrics.update({
-        "dataset": config["dataset"], "model_kind": config["model_kind"], "loss": config["loss"],
-        "backbone": config["backbone"], "num_networks": len(networks),
-        "num_replicas": strategy.num_replicas_in_sync, "train_seconds": seconds,
-        "adversarial_training": config["adversarial_training"],
-        "num_train_examples": len(data["x_train"]), "num_test_examples": len(data["x_test"]),
-        "num_ood_train_examples": (0 if data["x_ood_train"] is None
-                                   else len(data["x_ood_train"])),
-        "num_ood_test_examples": {n: len(x) for n, x in data["ood_test"].items()},
-    })
+    metrics.update(
+        {
+            "dataset": config["dataset"],
+            "model_kind": config["model_kind"],
+            "loss": config["loss"],
+            "backbone": config["backbone"],
+            "num_networks": len(networks),
+            "num_replicas": strategy.num_replicas_in_sync,
+            "train_seconds": seconds,
+            "adversarial_training": config["adversarial_training"],
+            "num_train_examples": len(data["x_train"]),
+            "num_test_examples": len(data["x_test"]),
+            "num_ood_train_examples": (
+                0 if data["x_ood_train"] is None else len(data["x_ood_train"])
+            ),
+            "num_ood_test_examples": {n: len(x) for n, x in data["ood_test"].items()},
+        }
+    )
     if config["attack"]:
         start = time.perf_counter()
-        console.progress(f"attacking the first {config['attack_examples']} test images "
-                         f"({config['attack_method']}, iterations "
-                         f"{', '.join(map(str, config['attack_iterations']))})", config["verbose"])
+        console.progress(
+            f"attacking the first {config['attack_examples']} test images "
+            f"({config['attack_method']}, iterations "
+            f"{', '.join(map(str, config['attack_iterations']))})",
+            config["verbose"],
+        )
         metrics["attacks"], values["attacks"] = attack_metrics(model, config, data, strategy)
         metrics["attack_seconds"] = time.perf_counter() - start
         console.progress(f"attacks done in {metrics['attack_seconds']:.0f} s", config["verbose"])
     if distributed.is_chief(strategy):  # the other workers write no results
-        metrics["figures"] = [os.path.relpath(p, config["output_dir"])
-                              for p in write_figures(values, config["output_dir"])]
+        metrics["figures"] = [
+            os.path.relpath(p, config["output_dir"])
+            for p in write_figures(values, config["output_dir"])
+        ]
         if config["attack"]:
             metrics["figures"] += write_attack_figures(values["attacks"], config["output_dir"])
         log_evaluation(config, metrics, tensorboard_logging.global_step(networks[0]))
@@ -610,8 +790,11 @@ def log_evaluation(config, metrics, step):
     """The metrics (accuracy, NLL, ECE, OOD AUROCs, attack-curve points, ...) as scalars and the
     figures as images in ``tensorboard/evaluation`` at the global ``step`` of training."""
     tensorboard_logging.log_evaluation(
-        os.path.join(config["output_dir"], "tensorboard"), metrics, step,
-        [os.path.join(config["output_dir"], path) for path in metrics["figures"]])
+        os.path.join(config["output_dir"], "tensorboard"),
+        metrics,
+        step,
+        [os.path.join(config["output_dir"], path) for path in metrics["figures"]],
+    )
 
 
 def attack_metrics(model, config, data, strategy):
@@ -625,68 +808,100 @@ def attack_metrics(model, config, data, strategy):
     """
     from uqmix.attack_eval import adaptive_attack_curves, adaptive_cw_curves
 
-    x = data["x_test"][:config["attack_examples"]]
-    common = dict(criterion=config["attack_criterion"], measure=config["attack_measure"],
-                  num_gradient_samples=config["attack_gradient_samples"] or None,
-                  noise=config["attack_noise"], combine=config["attack_combine"],
-                  seed=config["seed"], batch_size=config["eval_batch_size"],
-                  verbose=config["verbose"] == 1)
+    x = data["x_test"][: config["attack_examples"]]
+    common = dict(
+        criterion=config["attack_criterion"],
+        measure=config["attack_measure"],
+        num_gradient_samples=config["attack_gradient_samples"] or None,
+        noise=config["attack_noise"],
+        combine=config["attack_combine"],
+        seed=config["seed"],
+        batch_size=config["eval_batch_size"],
+        verbose=config["verbose"] == 1,
+    )
     if config["attack_method"] == "cw":
-        recorded = dict(binary_search_steps=config["attack_cw_binary_steps"],
-                        confidence=config["attack_cw_confidence"],
-                        initial_const=config["attack_cw_initial_const"],
-                        learning_rate=config["attack_cw_learning_rate"])
+        recorded = dict(
+            binary_search_steps=config["attack_cw_binary_steps"],
+            confidence=config["attack_cw_confidence"],
+            initial_const=config["attack_cw_initial_const"],
+            learning_rate=config["attack_cw_learning_rate"],
+        )
         curves_fn = adaptive_cw_curves
     else:
-        recorded = dict(eps=config["attack_eps"],
-                        eps_iter=config["attack_eps_iter"] or config["attack_eps"] / 10.0,
-                        method=config["attack_method"], rand_init=config["attack_rand_init"])
+        recorded = dict(
+            eps=config["attack_eps"],
+            eps_iter=config["attack_eps_iter"] or config["attack_eps"] / 10.0,
+            method=config["attack_method"],
+            rand_init=config["attack_rand_init"],
+        )
         curves_fn = adaptive_attack_curves
     attack_options = dict(common, **recorded)
     settings = {"white_box": curves_fn(model, x, config["attack_iterations"], **attack_options)}
     if config["blackbox_transfer"]:
-        source_networks, _ = train_networks(config, data, strategy, seed_offset=1000,
-                                            prefix="blackbox_source_")
+        source_networks, _ = train_networks(
+            config, data, strategy, seed_offset=1000, prefix="blackbox_source_"
+        )
         source = evaluation_model(config, source_networks)
-        settings["black_box"] = curves_fn(source, x, config["attack_iterations"],
-                                          eval_model=model, **attack_options)
-    result = {"iterations": list(config["attack_iterations"]), "eps": config["attack_eps"],
-              "method": config["attack_method"], "criterion": config["attack_criterion"],
-              "measure": config["attack_measure"], "num_examples": int(len(x)),
-              "attack_options": {k: v for k, v in attack_options.items()
-                                 if k not in ("verbose", "batch_size")}}
+        settings["black_box"] = curves_fn(
+            source, x, config["attack_iterations"], eval_model=model, **attack_options
+        )
+    result = {
+        "iterations": list(config["attack_iterations"]),
+        "eps": config["attack_eps"],
+        "method": config["attack_method"],
+        "criterion": config["attack_criterion"],
+        "measure": config["attack_measure"],
+        "num_examples": int(len(x)),
+        "attack_options": {
+            k: v for k, v in attack_options.items() if k not in ("verbose", "batch_size")
+        },
+    }
     for setting, curves in settings.items():
-        result[setting] = {key: [float(v) for v in curves[key]]
-                           for key in ("success_rate", "auroc", "jsr", "median_l2")
-                           if key in curves}
+        result[setting] = {
+            key: [float(v) for v in curves[key]]
+            for key in ("success_rate", "auroc", "jsr", "median_l2")
+            if key in curves
+        }
     return result, result
 
 
 def write_attack_figures(attack_values, output_dir):
     """Success rate, AUROC on successful attacks and JSR against attack iterations."""
     settings = [s for s in ("white_box", "black_box") if s in attack_values]
-    panels = {title: {s.replace("_", "-"): attack_values[s][key] for s in settings}
-              for key, title in (("success_rate", "Success rate"),
-                                 ("auroc", f"AUROC ({attack_values['measure']})"),
-                                 ("jsr", "Joint success rate"))}
+    panels = {
+        title: {s.replace("_", "-"): attack_values[s][key] for s in settings}
+        for key, title in (
+            ("success_rate", "Success rate"),
+            ("auroc", f"AUROC ({attack_values['measure']})"),
+            ("jsr", "Joint success rate"),
+        )
+    }
     figure = plotting.attack_curves(
-        attack_values["iterations"], panels, seeds=[1],
+        attack_values["iterations"],
+        panels,
+        seeds=[1],
         examples=attack_values["num_examples"],
-        title=(f"Adaptive C&W L2 ({attack_values['criterion']}) against max_iterations"
-               if attack_values["method"] == "cw" else
-               f"Adaptive {attack_values['method'].upper()} ({attack_values['criterion']}), "
-               f"eps = {attack_values['eps']:.4g}"))
+        title=(
+            f"Adaptive C&W L2 ({attack_values['criterion']}) against max_iterations"
+            if attack_values["method"] == "cw"
+            else f"Adaptive {attack_values['method'].upper()} ({attack_values['criterion']}), "
+            f"eps = {attack_values['eps']:.4g}"
+        ),
+    )
     path = plotting.save_figure(figure, os.path.join(output_dir, FIGURES_DIR, "attack_curves.png"))
     return [os.path.relpath(path, output_dir)]
 
 
 def summary(metrics):
     """A few lines for the terminal."""
-    lines = [f"{metrics['dataset']} {metrics['model_kind']} ({metrics['loss']}, "
-             f"{metrics['backbone']}): test error {metrics['error']:.4f}"]
+    lines = [
+        f"{metrics['dataset']} {metrics['model_kind']} ({metrics['loss']}, "
+        f"{metrics['backbone']}): test error {metrics['error']:.4f}"
+    ]
     for name, scores in metrics["ood_detection"].items():
         mi = scores.get("mutual_information", {}).get("auroc")
         tu = scores.get("total_uncertainty", {}).get("auroc")
-        lines.append(f"  OOD {name}: AUROC by mutual information {mi:.4f}, by total "
-                     f"uncertainty {tu:.4f}")
+        lines.append(
+            f"  OOD {name}: AUROC by mutual information {mi:.4f}, by total uncertainty {tu:.4f}"
+        )
     return "\n".join(lines)

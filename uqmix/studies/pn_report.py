@@ -17,6 +17,7 @@ Reads a sweep tree ``ROOT/<configuration>/seed_<S>/metrics.json`` written by
 A value a run did not record is "—" in the tables and a gap in the figure,
 never a zero.
 """
+
 import os
 
 import numpy as np
@@ -29,11 +30,16 @@ FIGURE_FILE = "attack_curves.png"
 SUMMARY_FILE = "summary.json"
 OOD_MEASURES = (("mutual_information", "MI"), ("total_uncertainty", "TU"), ("precision", "α0"))
 # wall time of a run's parts: training, evaluation (test set + OOD sets), attack curves
-SECONDS_COLUMNS = {"train_seconds": "train s", "eval_seconds": "eval s",
-                   "attack_seconds": "attack s"}
-ATTACK_QUANTITIES = (("success_rate", "success rate"),
-                     ("auroc", "AUROC (natural vs successful)"),
-                     ("jsr", "joint success rate"))
+SECONDS_COLUMNS = {
+    "train_seconds": "train s",
+    "eval_seconds": "eval s",
+    "attack_seconds": "attack s",
+}
+ATTACK_QUANTITIES = (
+    ("success_rate", "success rate"),
+    ("auroc", "AUROC (natural vs successful)"),
+    ("jsr", "joint success rate"),
+)
 SIGMAS = 3.0
 
 
@@ -45,8 +51,9 @@ def model_label(metrics):
     elif kind == "mc_dropout":
         label = "MC dropout"
     else:
-        label = {"reverse_kl": "PN-RKL", "forward_kl": "PN-KL",
-                 "cross_entropy": "DNN"}.get(metrics.get("loss"), str(metrics.get("loss")))
+        label = {"reverse_kl": "PN-RKL", "forward_kl": "PN-KL", "cross_entropy": "DNN"}.get(
+            metrics.get("loss"), str(metrics.get("loss"))
+        )
     return label + ("-ADV" if metrics.get("adversarial_training") else "")
 
 
@@ -63,13 +70,25 @@ def _stats(by_seed, *path):
 
 
 def ood_sets(study):
-    return sorted({name for by_seed in study.values() for m in by_seed.values()
-                   for name in (m.get("ood_detection") or {})})
+    return sorted(
+        {
+            name
+            for by_seed in study.values()
+            for m in by_seed.values()
+            for name in (m.get("ood_detection") or {})
+        }
+    )
 
 
 def attack_iterations(study):
-    return sorted({int(i) for by_seed in study.values() for m in by_seed.values()
-                   for i in (lookup(m, "attacks", "iterations") or [])})
+    return sorted(
+        {
+            int(i)
+            for by_seed in study.values()
+            for m in by_seed.values()
+            for i in (lookup(m, "attacks", "iterations") or [])
+        }
+    )
 
 
 def attack_series(by_seed, quantity, iterations):
@@ -94,19 +113,27 @@ def summarize(study):
     summary = {}
     for name, by_seed in study.items():
         first = next(iter(by_seed.values()))
-        cells = {"error": _stats(by_seed, "error"),
-                 "alpha0_in": _stats(by_seed, "mean_alpha0_in"),
-                 **{key: _stats(by_seed, key) for key in SECONDS_COLUMNS}}
+        cells = {
+            "error": _stats(by_seed, "error"),
+            "alpha0_in": _stats(by_seed, "mean_alpha0_in"),
+            **{key: _stats(by_seed, key) for key in SECONDS_COLUMNS},
+        }
         for ood in sets:
             cells[f"alpha0_{ood}"] = _stats(by_seed, "mean_alpha0_ood", ood)
             for measure, _ in OOD_MEASURES:
-                cells[f"ood_{ood}_{measure}"] = _stats(by_seed, "ood_detection", ood, measure,
-                                                       "auroc")
-        attack = {q: _series_stats(attack_series(by_seed, q, iterations))
-                  for q, _ in ATTACK_QUANTITIES}
-        summary[name] = {"label": model_label(first), "seeds": sorted(by_seed),
-                         "attack_measure": lookup(first, "attacks", "measure"),
-                         "cells": cells, "attack": attack}
+                cells[f"ood_{ood}_{measure}"] = _stats(
+                    by_seed, "ood_detection", ood, measure, "auroc"
+                )
+        attack = {
+            q: _series_stats(attack_series(by_seed, q, iterations)) for q, _ in ATTACK_QUANTITIES
+        }
+        summary[name] = {
+            "label": model_label(first),
+            "seeds": sorted(by_seed),
+            "attack_measure": lookup(first, "attacks", "measure"),
+            "cells": cells,
+            "attack": attack,
+        }
     return {"ood_sets": sets, "iterations": iterations, "configurations": summary}
 
 
@@ -126,19 +153,34 @@ def markdown_tables(summary):
         row += [format_cell(cells[f"alpha0_{ood}"], ".1f") for ood in sets]
         row += [format_cell(cells[key], ".0f") for key in SECONDS_COLUMNS]
         rows.append(row)
-    parts = ["# Prior Network study: results over seeds", "",
-             "Cells: mean ± sample std (ddof = 1) (n seeds); a single seed shows its value (1); "
-             "— = not recorded. OOD columns: AUROC by mutual information (MI), total uncertainty "
-             "(TU) and precision α0.", "", "## Classification and OOD detection", "",
-             render_markdown_table(header, rows)]
+    parts = [
+        "# Prior Network study: results over seeds",
+        "",
+        "Cells: mean ± sample std (ddof = 1) (n seeds); a single seed shows its value (1); "
+        "— = not recorded. OOD columns: AUROC by mutual information (MI), total uncertainty "
+        "(TU) and precision α0.",
+        "",
+        "## Classification and OOD detection",
+        "",
+        render_markdown_table(header, rows),
+    ]
     if iterations:
         for quantity, title in ATTACK_QUANTITIES:
-            rows = [[f"`{name}`", config["label"], str(config["attack_measure"])] +
-                    [format_cell(s, ".3f") for s in config["attack"][quantity]]
-                    for name, config in configs.items()]
-            parts += ["", f"## Adaptive white-box attack: {title}", "",
-                      render_markdown_table(["configuration", "model", "detection measure"] +
-                                            [f"{i} it" for i in iterations], rows)]
+            rows = [
+                [f"`{name}`", config["label"], str(config["attack_measure"])]
+                + [format_cell(s, ".3f") for s in config["attack"][quantity]]
+                for name, config in configs.items()
+            ]
+            parts += [
+                "",
+                f"## Adaptive white-box attack: {title}",
+                "",
+                render_markdown_table(
+                    ["configuration", "model", "detection measure"]
+                    + [f"{i} it" for i in iterations],
+                    rows,
+                ),
+            ]
     return "\n".join(parts) + "\n"
 
 
@@ -155,8 +197,14 @@ def attack_figure(summary):
             label = f"{config['label']}: {name} (n={seeds[-1]})"
             panels[title][label] = [s["mean"] if s["n"] else None for s in stats]
             spreads[title][label] = [SIGMAS * s["std"] if s["n"] > 1 else 0.0 for s in stats]
-    return plotting.attack_curves(iterations, panels, spreads=spreads, seeds=seeds, sigmas=SIGMAS,
-                                  title="Adaptive white-box attacks")
+    return plotting.attack_curves(
+        iterations,
+        panels,
+        spreads=spreads,
+        seeds=seeds,
+        sigmas=SIGMAS,
+        title="Adaptive white-box attacks",
+    )
 
 
 def write_report(root, output_dir, figures_dir=None):
@@ -174,5 +222,6 @@ def write_report(root, output_dir, figures_dir=None):
         path = os.path.join(figures_dir or output_dir, FIGURE_FILE)
         contents[path] = plotting.figure_bytes(attack_figure(summary), path)
     contents[os.path.join(output_dir, SUMMARY_FILE)] = runs.json_bytes(
-        {"sweep_root": os.path.abspath(root), **summary})
+        {"sweep_root": os.path.abspath(root), **summary}
+    )
     return {"written": runs.atomic_write_files(contents), "tables": tables}

@@ -40,23 +40,28 @@ import time
 import keras
 import tensorflow as tf
 
-from uqmix import console
-from uqmix import distributed
-from uqmix import evaluation
-from uqmix import options
-from uqmix import plotting
-from uqmix import runs
-from uqmix import synthetic
-from uqmix import tensorboard_logging
-from uqmix import training
+from uqmix import (
+    console,
+    distributed,
+    evaluation,
+    options,
+    plotting,
+    runs,
+    synthetic,
+    tensorboard_logging,
+    training,
+)
 from uqmix.data import load_arrays, make_dataset, zip_in_and_ood
 from uqmix.models import PriorNetwork
 from uqmix.models.backbones import mlp
 from uqmix.models.prior_network import LOSSES
 from uqmix.setup_utils import STRATEGIES, make_strategy
 
-LOSS_TITLES = {"forward_kl": "Forward KL", "reverse_kl": "Reverse KL",
-               "cross_entropy": "Cross-entropy"}
+LOSS_TITLES = {
+    "forward_kl": "Forward KL",
+    "reverse_kl": "Reverse KL",
+    "cross_entropy": "Cross-entropy",
+}
 MAP_MEASURES = ("total_uncertainty", "expected_data_uncertainty", "mutual_information")
 FIGURE_FILE = os.path.join("figures", "uncertainty_maps.png")
 VALIDATION_SEED = 2  # synthetic3's train / test splits use seeds 0 / 1
@@ -64,15 +69,24 @@ VALIDATION_SEED = 2  # synthetic3's train / test splits use seeds 0 / 1
 # (name, default, help): the binary's flags and the keys of a configuration.
 OPTIONS = (
     ("output_dir", os.path.join("runs", "synthetic_rkl"), "Where the run writes its files."),
-    ("resume", True, "Continue (or re-evaluate) the run of the same configuration in "
-                     "--output_dir."),
-    ("overwrite", False, "Delete --output_dir first and start afresh (takes precedence over "
-                         "--resume)."),
+    (
+        "resume",
+        True,
+        "Continue (or re-evaluate) the run of the same configuration in --output_dir.",
+    ),
+    (
+        "overwrite",
+        False,
+        "Delete --output_dir first and start afresh (takes precedence over --resume).",
+    ),
     ("seed", 0, "Seed of initialisation and batch order."),
     ("deterministic", True, "Enable TensorFlow op determinism."),
     options.JIT_COMPILE_OPTION,
-    ("losses", ["forward_kl", "reverse_kl"], "Models to train: any of forward_kl, reverse_kl, "
-                                             "cross_entropy."),
+    (
+        "losses",
+        ["forward_kl", "reverse_kl"],
+        "Models to train: any of forward_kl, reverse_kl, cross_entropy.",
+    ),
     ("target_concentration", 100.0, "β_in of the in-domain target."),
     ("concentration", 1.0, "c, the flat part of every target."),
     ("ood_weight", 1.0, "γ, the weight of the OOD term."),
@@ -82,13 +96,20 @@ OPTIONS = (
     ("batch_size", 128, "In-domain (and OOD) examples per step."),
     ("train_steps", 3000, "Training steps per model."),
     ("steps_per_epoch", 500, "Steps between checkpoints / logs / validation."),
-    ("steps_per_execution", 25, "Training steps per compiled call (divides --steps_per_epoch "
-                                "and --train_steps)."),
+    (
+        "steps_per_execution",
+        25,
+        "Training steps per compiled call (divides --steps_per_epoch and --train_steps).",
+    ),
     ("plot_extent", 8.0, "Maps cover [-e, e]²."),
     ("grid_resolution", 200, "Map points per axis."),
     ("verbose", 2, "Keras fit verbosity (0, 1, 2)."),
-    ("strategy", "default", "tf.distribute strategy: default | mirrored | multi_worker (reads "
-                            "TF_CONFIG) | tpu; --batch_size is the global batch."),
+    (
+        "strategy",
+        "default",
+        "tf.distribute strategy: default | mirrored | multi_worker (reads "
+        "TF_CONFIG) | tpu; --batch_size is the global batch.",
+    ),
     ("tpu_address", "", "TPU address for --strategy=tpu (empty: the environment's TPU)."),
 )
 
@@ -114,35 +135,43 @@ def validate_config(config):
         hidden = [int(h) for h in config["hidden_units"]]
     except (TypeError, ValueError):
         raise ValueError(
-            f"--hidden_units must be integers, got {config['hidden_units']}.") from None
+            f"--hidden_units must be integers, got {config['hidden_units']}."
+        ) from None
     if not hidden or min(hidden) < 1:
         raise ValueError(f"--hidden_units must be positive integers, got {hidden}.")
     config["hidden_units"] = hidden
     options.check_finite(config)
-    options.check_rules(config, [
-        ("target_concentration", config["target_concentration"] > 0, "> 0"),
-        ("concentration", config["concentration"] > 0, "> 0"),
-        ("ood_weight", config["ood_weight"] >= 0, ">= 0"),
-        ("learning_rate", config["learning_rate"] > 0, "> 0"),
-        ("batch_size", config["batch_size"] >= 1, ">= 1"),
-        ("train_steps", config["train_steps"] >= 1, ">= 1"),
-        ("steps_per_epoch", config["steps_per_epoch"] >= 1, ">= 1"),
-        ("steps_per_execution", config["steps_per_execution"] >= 1, ">= 1"),
-        ("plot_extent", config["plot_extent"] > 0, "> 0"),
-        ("grid_resolution", 10 <= config["grid_resolution"] <= 1000, "in [10, 1000]"),
-        ("verbose", config["verbose"] in (0, 1, 2), "0, 1 or 2"),
-        ("seed", config["seed"] >= 0, ">= 0"),
-    ])
+    options.check_rules(
+        config,
+        [
+            ("target_concentration", config["target_concentration"] > 0, "> 0"),
+            ("concentration", config["concentration"] > 0, "> 0"),
+            ("ood_weight", config["ood_weight"] >= 0, ">= 0"),
+            ("learning_rate", config["learning_rate"] > 0, "> 0"),
+            ("batch_size", config["batch_size"] >= 1, ">= 1"),
+            ("train_steps", config["train_steps"] >= 1, ">= 1"),
+            ("steps_per_epoch", config["steps_per_epoch"] >= 1, ">= 1"),
+            ("steps_per_execution", config["steps_per_execution"] >= 1, ">= 1"),
+            ("plot_extent", config["plot_extent"] > 0, "> 0"),
+            ("grid_resolution", 10 <= config["grid_resolution"] <= 1000, "in [10, 1000]"),
+            ("verbose", config["verbose"] in (0, 1, 2), "0, 1 or 2"),
+            ("seed", config["seed"] >= 0, ">= 0"),
+        ],
+    )
     for name in ("steps_per_epoch", "train_steps"):
         if config[name] % config["steps_per_execution"]:
-            raise ValueError(f"--steps_per_execution ({config['steps_per_execution']}) must divide "
-                             f"--{name} ({config[name]}).")
+            raise ValueError(
+                f"--steps_per_execution ({config['steps_per_execution']}) must divide "
+                f"--{name} ({config[name]})."
+            )
     options.check_choices([("strategy", config["strategy"], STRATEGIES)])
     if config["strategy"] == "multi_worker" and config["steps_per_execution"] != 1:
         # Keras 3.15's multi-step training loop fails under MultiWorkerMirroredStrategy
         # ("You must feed a value for placeholder tensor ... while/cond").
-        raise ValueError("--strategy=multi_worker needs --steps_per_execution=1, got "
-                         f"{config['steps_per_execution']}.")
+        raise ValueError(
+            "--strategy=multi_worker needs --steps_per_execution=1, got "
+            f"{config['steps_per_execution']}."
+        )
     if not config["output_dir"]:
         raise ValueError("--output_dir must be set.")
     # --resume is on by default here and --overwrite takes precedence, so the shared
@@ -159,33 +188,52 @@ def load_data():
     x_test, y_test = load_arrays("synthetic3", "test")
     x_ood_train, _ = load_arrays("synthetic3_ood", "train")
     x_ood_test, _ = load_arrays("synthetic3_ood", "test")
-    x_val, y_val, x_ood_val = synthetic.synthetic3(synthetic.SPLIT_NUM_PER_CLASS["test"],
-                                                   VALIDATION_SEED)
-    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test,
-            "x_ood_train": x_ood_train, "x_ood_test": x_ood_test,
-            "x_val": x_val, "y_val": y_val, "x_ood_val": x_ood_val}
+    x_val, y_val, x_ood_val = synthetic.synthetic3(
+        synthetic.SPLIT_NUM_PER_CLASS["test"], VALIDATION_SEED
+    )
+    return {
+        "x_train": x_train,
+        "y_train": y_train,
+        "x_test": x_test,
+        "y_test": y_test,
+        "x_ood_train": x_ood_train,
+        "x_ood_test": x_ood_test,
+        "x_val": x_val,
+        "y_val": y_val,
+        "x_ood_val": x_ood_val,
+    }
 
 
 def _validation_dataset(data, batch_size):
     """One pass over the validation split, each batch zipped with validation OOD points."""
     return zip_in_and_ood(
         make_dataset(data["x_val"], data["y_val"], batch_size=batch_size, shuffle=False),
-        make_dataset(data["x_ood_val"], batch_size=batch_size, shuffle=False))
+        make_dataset(data["x_ood_val"], batch_size=batch_size, shuffle=False),
+    )
 
 
 # -- model -----------------------------------------------------------------------------------
 def build_model(loss, config):
     """The compiled ``PriorNetwork`` (MLP backbone, Adam) for ``loss``, seeded per loss."""
     keras.utils.set_random_seed(config["seed"] + config["losses"].index(loss))
-    backbone = mlp((2,), synthetic.NUM_CLASSES, hidden_units=config["hidden_units"],
-                   name=f"{loss}_mlp")
-    model = PriorNetwork(backbone, synthetic.NUM_CLASSES, loss=loss,
-                         target_concentration=config["target_concentration"],
-                         concentration=config["concentration"], ood_weight=config["ood_weight"],
-                         normalize_by_target=config["normalize_by_target"], name=loss)
-    model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]),
-                  steps_per_execution=config["steps_per_execution"],
-                  jit_compile=config["jit_compile"])
+    backbone = mlp(
+        (2,), synthetic.NUM_CLASSES, hidden_units=config["hidden_units"], name=f"{loss}_mlp"
+    )
+    model = PriorNetwork(
+        backbone,
+        synthetic.NUM_CLASSES,
+        loss=loss,
+        target_concentration=config["target_concentration"],
+        concentration=config["concentration"],
+        ood_weight=config["ood_weight"],
+        normalize_by_target=config["normalize_by_target"],
+        name=loss,
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(config["learning_rate"]),
+        steps_per_execution=config["steps_per_execution"],
+        jit_compile=config["jit_compile"],
+    )
     return options.check_compiled_with_xla(model, config)
 
 
@@ -202,19 +250,26 @@ def train_model(loss, config, data, strategy):
 
     def make_train_dataset():
         return zip_in_and_ood(
-            make_dataset(data["x_train"], data["y_train"], batch_size=batch, repeat=True,
-                         seed=seed),
-            make_dataset(data["x_ood_train"], batch_size=batch, repeat=True, seed=seed + 1000))
+            make_dataset(
+                data["x_train"], data["y_train"], batch_size=batch, repeat=True, seed=seed
+            ),
+            make_dataset(data["x_ood_train"], batch_size=batch, repeat=True, seed=seed + 1000),
+        )
 
     output_dir = config["output_dir"]
     model_dir = os.path.join(output_dir, loss)
     summaries = tensorboard_logging.EpochSummaries(os.path.join(output_dir, "tensorboard", loss))
     start = time.perf_counter()
     history = training.fit_resumable(
-        model, make_train_dataset, total_steps=config["train_steps"],
-        steps_per_epoch=config["steps_per_epoch"], output_dir=model_dir,
+        model,
+        make_train_dataset,
+        total_steps=config["train_steps"],
+        steps_per_epoch=config["steps_per_epoch"],
+        output_dir=model_dir,
         chief_callbacks=[summaries],
-        validation_data=_validation_dataset(data, max(batch, 512)), verbose=config["verbose"])
+        validation_data=_validation_dataset(data, max(batch, 512)),
+        verbose=config["verbose"],
+    )
     seconds = time.perf_counter() - start
     with distributed.writing(os.path.join(model_dir, "model.keras"), strategy) as path:
         runs.atomic_save_model(model, path)
@@ -228,21 +283,24 @@ def evaluate(model, data):
     pred_ood = model.predictive(data["x_ood_test"], batch_size=4096)
     ood = evaluation.ood_detection(pred_in, pred_ood)
     result = dict(evaluation.classification_metrics(pred_in, data["y_test"]))
-    result.update({
-        "ood_auroc_mutual_information": ood["mutual_information"]["auroc"],
-        "ood_auroc_total_uncertainty": ood["total_uncertainty"]["auroc"],
-        "ood_detection": ood,
-        "mean_alpha0_in": float(pred_in.precision().numpy().mean()),
-        "mean_alpha0_ood": float(pred_ood.precision().numpy().mean()),
-    })
+    result.update(
+        {
+            "ood_auroc_mutual_information": ood["mutual_information"]["auroc"],
+            "ood_auroc_total_uncertainty": ood["total_uncertainty"]["auroc"],
+            "ood_detection": ood,
+            "mean_alpha0_in": float(pred_in.precision().numpy().mean()),
+            "mean_alpha0_ood": float(pred_ood.precision().numpy().mean()),
+        }
+    )
     return result
 
 
 def uncertainty_maps(model, config):
     """{measure: [n, n] image} of ``MAP_MEASURES`` over the ``plot_extent`` square."""
     extent = config["plot_extent"]
-    points, shape = plotting.plane_grid((-extent, extent, -extent, extent),
-                                        config["grid_resolution"])
+    points, shape = plotting.plane_grid(
+        (-extent, extent, -extent, extent), config["grid_resolution"]
+    )
     predictive = model.predictive(points, batch_size=8192)
     return {name: getattr(predictive, name)().numpy().reshape(shape) for name in MAP_MEASURES}
 
@@ -257,11 +315,14 @@ def write_figure(maps, config, data):
     ]
     shown = len(overlays[0][0])
     figure = plotting.uncertainty_maps(
-        maps, (-extent, extent, -extent, extent), overlays=overlays,
+        maps,
+        (-extent, extent, -extent, extent),
+        overlays=overlays,
         title=f"synthetic3 Prior Networks, 1 seed (seed {config['seed']}); white: {shown:,} of "
-              f"{len(data['x_test']):,} test points, red: {len(overlays[1][0]):,} of "
-              f"{len(data['x_ood_test']):,} OOD points; one colour scale per column",
-        color_scale="column")
+        f"{len(data['x_test']):,} test points, red: {len(overlays[1][0]):,} of "
+        f"{len(data['x_ood_test']):,} OOD points; one colour scale per column",
+        color_scale="column",
+    )
     return plotting.save_figure(figure, os.path.join(config["output_dir"], FIGURE_FILE))
 
 
@@ -284,8 +345,9 @@ def run(config):
     distributed.prepare_output_dir(config, strategy, prepare)  # the chief creates the folder
     data = load_data()
     metrics_path = os.path.join(output_dir, runs.METRICS_FILE)
-    previous = (runs.read_json(metrics_path).get("models", {}) if os.path.exists(metrics_path)
-                else {})
+    previous = (
+        runs.read_json(metrics_path).get("models", {}) if os.path.exists(metrics_path) else {}
+    )
     metrics = {"dataset": "synthetic3", "models": {}}
     maps, steps = {}, {}
     for index, loss in enumerate(config["losses"], start=1):
@@ -295,10 +357,14 @@ def run(config):
         result = evaluate(model, data)
         # summed over every invocation that trained (runs.add_seconds); a re-run that only
         # restored the finished model adds nothing and keeps the recorded time
-        total = (runs.add_seconds(output_dir, f"train_seconds.{loss}", seconds or 0.0)
-                 if chief else (seconds or 0.0))
-        result["train_seconds"] = (total if total > 0
-                                   else previous.get(loss, {}).get("train_seconds"))
+        total = (
+            runs.add_seconds(output_dir, f"train_seconds.{loss}", seconds or 0.0)
+            if chief
+            else (seconds or 0.0)
+        )
+        result["train_seconds"] = (
+            total if total > 0 else previous.get(loss, {}).get("train_seconds")
+        )
         metrics["models"][loss] = result
         maps[LOSS_TITLES[loss]] = uncertainty_maps(model, config)
         steps[loss] = tensorboard_logging.global_step(model)
@@ -313,14 +379,17 @@ def run(config):
 def log_evaluation(config, loss, result, step, figures):
     """The evaluation metrics and figures of one model to ``tensorboard/<loss>/evaluation``."""
     tensorboard_logging.log_evaluation(
-        os.path.join(config["output_dir"], "tensorboard", loss), result, step, figures)
+        os.path.join(config["output_dir"], "tensorboard", loss), result, step, figures
+    )
 
 
 def summary(metrics):
     """A few lines for the terminal."""
     lines = []
     for loss, result in metrics["models"].items():
-        lines.append(f"{loss:>13}: accuracy {result['accuracy']:.3f}, OOD AUROC by mutual "
-                     f"information {result['ood_auroc_mutual_information']:.3f}, by total "
-                     f"uncertainty {result['ood_auroc_total_uncertainty']:.3f}")
+        lines.append(
+            f"{loss:>13}: accuracy {result['accuracy']:.3f}, OOD AUROC by mutual "
+            f"information {result['ood_auroc_mutual_information']:.3f}, by total "
+            f"uncertainty {result['ood_auroc_total_uncertainty']:.3f}"
+        )
     return "\n".join(lines)
