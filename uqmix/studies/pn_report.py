@@ -161,13 +161,12 @@ def error_percent(by_seed):
                      for m in by_seed.values()])
 
 
-def protocol_text(root, name, by_seed, reference):
-    """``published.protocol_label`` of a configuration: epochs (flags.cfg) and seeds."""
-    settings = {seed: {**published.read_flags(os.path.join(root, name, f"seed_{seed}",
-                                                            runs.FLAGS_FILE)),
-                       **{k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}}
-                for seed, metrics in by_seed.items()}
-    return published.protocol_label(published.protocol_differences(settings, reference))
+def run_settings(root, name, by_seed):
+    """{seed: settings}: each run's flags.cfg overlaid with the scalars of its metrics.json."""
+    return {seed: {**published.read_flags(os.path.join(root, name, f"seed_{seed}",
+                                                       runs.FLAGS_FILE)),
+                   **{k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}}
+            for seed, metrics in by_seed.items()}
 
 
 def published_comparison(study, root, reference=None):
@@ -175,7 +174,8 @@ def published_comparison(study, root, reference=None):
 
     A value record per configuration whose model (``model_label``) is a column of the
     published table; a direction record per ``PUBLISHED_PAIRS`` pair of configurations
-    with the same protocol label (a 3-epoch run is never compared with a 20-epoch one).
+    with the same schedule (a 3-epoch run is never compared with a 20-epoch one; the
+    seed counts may differ).
     """
     reference = reference or published.load_reference(published.PRIOR_NETWORKS)
     cells = reference["tables"][PUBLISHED_TABLE]["rows"][PUBLISHED_ROW]
@@ -187,13 +187,18 @@ def published_comparison(study, root, reference=None):
         stats = error_percent(by_seed)
         verdict, difference = published.value_verdict(stats["mean"] if stats["n"] else None,
                                                        cells[label], reference)
+        settings = run_settings(root, name, by_seed)
         values.append({"configuration": name, "column": label, "ours": stats,
                        "published": cells[label], "verdict": verdict, "difference": difference,
                        "band": published.band(reference, cells[label]),
-                       "protocol": protocol_text(root, name, by_seed, reference)})
+                       "protocol": published.protocol_label(
+                           published.protocol_differences(settings, reference)),
+                       # the schedule alone (seed counts may differ between compared runs)
+                       "schedule": published.protocol_differences(settings,
+                                                                  dict(reference, seeds=0))})
     directions = [{"a": a, "b": b} for first, second in PUBLISHED_PAIRS
                   for a in values if a["column"] == first
-                  for b in values if b["column"] == second and b["protocol"] == a["protocol"]]
+                  for b in values if b["column"] == second and b["schedule"] == a["schedule"]]
     return {"values": values, "directions": directions}
 
 
@@ -221,7 +226,7 @@ def published_markdown(comparison, reference=None):
                                         d["a"]["ours"], d["b"]["ours"], d["a"]["published"],
                                         d["b"]["published"], fmt=".2f")
                 for d in comparison["directions"]]
-        parts += ["", "Order of the test errors (A − B, same protocol only):", "",
+        parts += ["", "Order of the test errors (A − B, runs of the same schedule only):", "",
                   published.render(["A", "B"] + published.DIRECTION_HEADER, rows)]
     return "\n".join(parts) + "\n"
 

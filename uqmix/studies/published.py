@@ -103,6 +103,14 @@ def read_flags(path):
     return flags
 
 
+def _shown(value):
+    """A setting as text, numbers in their shortest form ("3000", not "3000.0")."""
+    try:
+        return f"{float(value):g}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
 def _same_setting(value, expected):
     try:
         return math.isclose(float(value), float(expected), rel_tol=1e-9)
@@ -121,7 +129,7 @@ def protocol_differences(settings_by_seed, reference):
     phrases = []
     for setting, expected in reference["protocol"].items():
         found = [s.get(setting) for s in settings_by_seed.values()]
-        recorded = sorted({str(v) for v in found if v is not None})
+        recorded = sorted({_shown(v) for v in found if v is not None})
         if not recorded:
             phrases.append(f"{setting} not recorded")
         elif None in found or not all(_same_setting(v, expected) for v in recorded):
