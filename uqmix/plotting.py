@@ -46,12 +46,15 @@ def series_styles(count):
 
 
 def figure_bytes(figure, path, dpi=120):
-    """The bytes of ``figure`` in the format of ``path``'s extension (png, pdf, svg)."""
+    """The bytes of ``figure`` in the format of ``path``'s extension (png, pdf, svg).
+
+    ``bbox_inches="tight"``: the canvas grows to hold a title wider than the panels
+    (a long figure title was clipped at both edges)."""
     suffix = str(path).rsplit(".", 1)[-1].lower() if "." in str(path) else ""
     if suffix not in ("png", "pdf", "svg"):
         raise ValueError(f"figure path must end in .png, .pdf or .svg, got {path}.")
     buffer = io.BytesIO()
-    figure.savefig(buffer, format=suffix, dpi=dpi)
+    figure.savefig(buffer, format=suffix, dpi=dpi, bbox_inches="tight")
     return buffer.getvalue()
 
 
