@@ -13,7 +13,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.14",
     packages=find_packages(include=["uqmix", "uqmix.*", "experiments", "experiments.*"]),
-    package_data={"experiments": ["configs/*.cfg"]},
+    package_data={"experiments": ["configs/*.cfg"], "uqmix.studies": ["published/*.json"]},
     install_requires=[
         # Keras 3 on the TensorFlow backend.  TF 2.16+ ships Keras 3 as `keras`.
         "tensorflow>=2.18,<2.22",

@@ -146,3 +146,21 @@ def test_in_out_histograms_are_densities_with_counts_in_the_legend():
         "svhn (n=400)",
     ]
     assert ax.get_ylabel() == "density" and ax.get_xlabel() == "Mutual information"
+
+
+def test_figure_bytes_grows_the_canvas_only_for_what_sticks_out():
+    import struct
+
+    from matplotlib.figure import Figure
+
+    def png_size(data):
+        return struct.unpack(">II", data[16:24])  # IHDR width, height
+
+    plain = Figure(figsize=(6, 4))
+    plain.add_subplot(1, 1, 1)
+    assert png_size(plotting.figure_bytes(plain, "a.png", dpi=25)) == (150, 100)
+    titled = Figure(figsize=(6, 4))
+    titled.add_subplot(1, 1, 1)
+    titled.suptitle("a title far wider than the six inches of this figure " * 3)
+    width, height = png_size(plotting.figure_bytes(titled, "b.png", dpi=25))
+    assert width > 200 and height >= 100

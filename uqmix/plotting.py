@@ -45,13 +45,26 @@ def series_styles(count):
     return [(f"C{i % 10}", LINE_STYLES[i // 10]) for i in range(count)]
 
 
+def _canvas_inches(figure):
+    """The union of the figure's own box and the tight box of its artists (inches)."""
+    from matplotlib.transforms import Bbox
+
+    tight = figure.get_tightbbox()
+    if tight is None:
+        return figure.bbox_inches
+    return Bbox.union([figure.bbox_inches, tight])
+
+
 def figure_bytes(figure, path, dpi=120):
-    """The bytes of ``figure`` in the format of ``path``'s extension (png, pdf, svg)."""
+    """The bytes of ``figure`` in the format of ``path``'s extension (png, pdf, svg).
+
+    The canvas is the figure (figsize × dpi) grown, never shrunk, to hold what sticks out of
+    it, e.g. a title wider than the panels (``_canvas_inches``)."""
     suffix = str(path).rsplit(".", 1)[-1].lower() if "." in str(path) else ""
     if suffix not in ("png", "pdf", "svg"):
         raise ValueError(f"figure path must end in .png, .pdf or .svg, got {path}.")
     buffer = io.BytesIO()
-    figure.savefig(buffer, format=suffix, dpi=dpi)
+    figure.savefig(buffer, format=suffix, dpi=dpi, bbox_inches=_canvas_inches(figure))
     return buffer.getvalue()
 
 

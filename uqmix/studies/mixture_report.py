@@ -25,6 +25,10 @@ their legends.
   and the reason returned (a partial sweep gives what it can);
 * ``summary.json``: the numbers behind the tables and figures.
 
+``tables.md`` ends with the side-by-side comparison with the paper's tables 1, 2, 3, 4, 5
+and 7 (``published_comparison``: the reference data and the verdicts of
+``uqmix.studies.published``; every row names how our runs differ from the paper's protocol).
+
 The robustness figures are drawn by ``uqmix.attack_eval.robustness_figure``,
 imported lazily: everything else here runs without TensorFlow.
 """
@@ -37,6 +41,7 @@ import os
 import numpy as np
 
 from uqmix import plotting, runs, sweep
+from uqmix.studies import published
 from uqmix.sweep import format_cell, render_markdown_table, stats_of
 
 TABLES_FILE = "tables.md"
@@ -341,6 +346,182 @@ def markdown_tables(configurations, table=None):
         for title, columns in table_sections(members):
             parts.append(f"### {title}")
             parts.append(markdown_table(members, table, columns))
+    return "\n\n".join(parts) + "\n"
+
+
+# -- side by side with the published tables -----------------------------------------------------
+PUBLISHED_DATASETS = {"MNIST": "mnist", "FMNIST": "fashion_mnist"}
+PUBLISHED_MEASURES = {"predictive variance": "predictive_variance", "entropy": "total_uncertainty"}
+PUBLISHED_BASELINES = {"MC dropout (p = 0.5)": "mc_dropout", "deep ensemble (5)": "ensemble"}
+# Tables 3, 4, 7: AUROC of the two measures; rows = measure, columns = "<dataset> <ML|VI>".
+PUBLISHED_DETECTION = {"3": "ood", "4": "adversarial_detection.all",
+                       "7": "adversarial_detection.correct_vs_successful"}
+# What the adversarial tables (4, 7) fix besides the protocol: PGD ε and gradient samples.
+PUBLISHED_ATTACK = {"adversarial_detection.eps": 0.25, "adversarial_detection.gradient_samples": 1}
+ATTACK_FLAGS = ("attack_noise", "attack_preset", "attack_evaluation")
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """Which of our numbers a published cell corresponds to (λ, σ² for ML / VI only)."""
+
+    dataset: str
+    model: str
+    kl_weight: float
+    prior_variance: float
+    key: str
+
+
+def _parameter(label):
+    """The number of a column label: "σ² = 0.5" → 0.5, "1e-3" → 0.001."""
+    return float(label.split("=")[-1])
+
+
+def published_target(table, row, column):
+    """The ``Target`` of the mixture paper's cell (table, row label, column label).
+
+    Tables 1 / 2: test accuracy of "<dataset> <ML|VI>" at σ² (λ = 1) / at λ (σ² = 1);
+    Tables 3, 4, 7: AUROC of the row's measure for "<dataset> <ML|VI>" at λ = σ² = 1;
+    Table 5: test accuracy of the column's model on the row's dataset at λ = σ² = 1.
+    """
+    if table in ("1", "2"):
+        dataset, model = row.split()
+        value = _parameter(column)
+        kl_weight, prior_variance = (1.0, value) if table == "1" else (value, 1.0)
+        return Target(PUBLISHED_DATASETS[dataset], model.lower(), kl_weight, prior_variance,
+                      "test.accuracy")
+    if table in PUBLISHED_DETECTION:
+        dataset, model = column.split()
+        return Target(PUBLISHED_DATASETS[dataset], model.lower(), 1.0, 1.0,
+                      f"{PUBLISHED_DETECTION[table]}.{PUBLISHED_MEASURES[row]}.auroc")
+    if table == "5":
+        model = PUBLISHED_BASELINES.get(column, column.lower())
+        return Target(PUBLISHED_DATASETS[row], model, 1.0, 1.0, "test.accuracy")
+    raise KeyError(f"the mixture report has no mapping of published Table {table}")
+
+
+def configuration_of(configurations, target):
+    """Our configuration of a ``Target`` (the one with most seeds), or None."""
+    if target.model in MIXTURE_MODELS:
+        found = [c for c in mixtures(configurations, target.kl_weight, target.prior_variance,
+                                     target.dataset) if c.model == target.model]
+    else:
+        found = [c for c in _one_per_setting(configurations)
+                 if c.dataset == target.dataset and c.model == target.model]
+    return found[0] if found else None
+
+
+def run_settings(root, config):
+    """{seed: settings} of a configuration's runs: its flags.cfg and metrics.json (scalars)."""
+    settings = {}
+    for seed, metrics in config.runs.items():
+        merged = published.read_flags(os.path.join(root, config.name, f"seed_{seed}",
+                                                   runs.FLAGS_FILE))
+        merged.update(sweep.flatten(metrics))
+        settings[seed] = merged
+    return settings
+
+
+def _attack_phrases(settings_by_seed):
+    """The adversarial tables' own checks: ε, gradient samples, and the attack protocol."""
+    phrases = []
+    for key, expected in PUBLISHED_ATTACK.items():
+        found = {s.get(key) for s in settings_by_seed.values()}
+        if found != {expected}:
+            shown = ", ".join(str(v) for v in sorted(found, key=str))
+            phrases.append(f"{key.rsplit('.', 1)[-1]} {shown} (paper: {expected})")
+    recorded = {name: sorted({str(s[name]) for s in settings_by_seed.values() if name in s})
+                for name in ATTACK_FLAGS}
+    shown = [f"{name} {'/'.join(values)}" for name, values in recorded.items() if values]
+    phrases.append("attack " + ", ".join(shown) if shown
+                   else "attack protocol flags not recorded (run predates them)")
+    return phrases
+
+
+# Protocol settings that do not apply to a model (an ensemble predicts with its 5 networks).
+PROTOCOL_NOT_APPLICABLE = {"ensemble": ("train_samples", "test_samples"),
+                           "deterministic": ("train_samples", "test_samples")}
+
+
+def protocol_text(root, config, reference, table):
+    """``published.protocol_label`` of a configuration's runs for a published table."""
+    settings = run_settings(root, config)
+    skipped = PROTOCOL_NOT_APPLICABLE.get(config.model, ())
+    protocol = {k: v for k, v in reference["protocol"].items() if k not in skipped}
+    phrases = published.protocol_differences(settings, dict(reference, protocol=protocol))
+    text = published.protocol_label(phrases)
+    if table in ("4", "7"):
+        text += "; " + "; ".join(_attack_phrases(settings))
+    return text
+
+
+def published_comparison(configurations, root, reference=None):
+    """{table: {"title", "values": [record], "directions": [record]}} against the paper.
+
+    A value record per published cell (row, column, our configuration, our stats, the
+    published cell, verdict, difference, band, protocol); a direction record per pair of
+    ML and VI cells of one table with everything else equal (verdict of ML − VI).
+    Verdicts: ``uqmix.studies.published``.
+    """
+    reference = reference or published.load_reference(published.MIXTURE)
+    comparison = {}
+    for table, spec in reference["tables"].items():
+        values, cells = [], {}
+        for row, by_column in spec["rows"].items():
+            for column, cell in by_column.items():
+                target = published_target(table, row, column)
+                config = configuration_of(configurations, target)
+                stats = config.stats(target.key) if config else None
+                verdict, difference = published.value_verdict(
+                    stats["mean"] if stats and stats["n"] else None, cell, reference)
+                values.append({"row": row, "column": column,
+                               "configuration": config.name if config else None,
+                               "ours": stats, "published": cell, "verdict": verdict,
+                               "difference": difference, "band": published.band(reference, cell),
+                               "protocol": protocol_text(root, config, reference, table)
+                               if stats and stats["n"] else "not evaluated"})
+                cells[target] = values[-1]
+        directions = []
+        for target, ml in cells.items():
+            vi = cells.get(dataclasses.replace(target, model="vi"))
+            if target.model == "ml" and vi:
+                directions.append({"ml": ml, "vi": vi})
+        comparison[table] = {"title": spec["title"], "values": values, "directions": directions}
+    return comparison
+
+
+def _place(record):
+    return [record["row"], record["column"],
+            f"`{record['configuration']}`" if record["configuration"] else "—"]
+
+
+def published_markdown(comparison, reference=None):
+    """The Markdown of the side-by-side section of ``tables.md``."""
+    reference = reference or published.load_reference(published.MIXTURE)
+    parts = ["## Side by side with the published tables (Däubener & Fischer)",
+             f"Published: {reference['spread']}. Verdict \"{published.WITHIN}\": "
+             f"|ours − published| ≤ {published.K:g} published std (the band column); "
+             f"\"{published.OUTSIDE}\" beyond it; \"{published.NO_SPREAD}\" when the paper "
+             "prints the value alone. ML − VI rows: \"direction reversed\" when the sign of our "
+             "difference differs from the paper's (definitions: uqmix/studies/published.py). "
+             "The last column says how our runs differ from the paper's protocol "
+             f"({', '.join(f'{k} {v}' for k, v in reference['protocol'].items())}, "
+             f"{reference['seeds']} seeds)."]
+    for table, entry in comparison.items():
+        parts.append(f"### Table {table}: {entry['title']}")
+        rows = [_place(r) + published.comparison_row([], r["ours"], r["published"], reference,
+                                                     r["protocol"])
+                for r in entry["values"]]
+        parts.append(published.render(["published row", "published column", "our configuration"]
+                                      + published.VALUE_HEADER, rows))
+        if entry["directions"]:
+            rows = [published.direction_row(
+                [d["ml"]["row"], d["ml"]["column"], d["vi"]["row"], d["vi"]["column"]],
+                d["ml"]["ours"], d["vi"]["ours"], d["ml"]["published"], d["vi"]["published"])
+                for d in entry["directions"]]
+            parts.append(f"ML − VI (A = ML, B = VI), Table {table}:")
+            parts.append(published.render(["A row", "A column", "B row", "B column"]
+                                          + published.DIRECTION_HEADER, rows))
     return "\n\n".join(parts) + "\n"
 
 
@@ -843,7 +1024,8 @@ def write_report(root, output_dir, weight_variance_configs=None, figures_dir=Non
     runs.check_output_dir(figures_dir or output_dir, flag="figures_dir")
     configurations = load_study(root)
     table = aggregate_table(configurations)
-    tables = markdown_tables(configurations, table)
+    comparison = published_comparison(configurations, root)
+    tables = markdown_tables(configurations, table) + "\n" + published_markdown(comparison)
     data, skipped = figure_data(configurations, weight_variance_configs)
     figures_dir = figures_dir or output_dir
     contents = {os.path.join(output_dir, TABLES_FILE): tables.encode("utf-8")}
@@ -858,9 +1040,7 @@ def write_report(root, output_dir, weight_variance_configs=None, figures_dir=Non
         "standard deviation (ddof = 1, 0 for one seed); n = number of seeds; "
         f"figure error bars = ±{SIGMAS:g} std",
         "configurations": {c.name: _configuration_summary(c, table) for c in configurations},
-        "figures": data,
-        "skipped": skipped,
-        "notes": notes,
+        "figures": data, "skipped": skipped, "notes": notes, "published": comparison,
     }
     contents[os.path.join(output_dir, SUMMARY_FILE)] = runs.json_bytes(summary)
     return {

@@ -14,6 +14,12 @@ Reads a sweep tree ``ROOT/<configuration>/seed_<S>/metrics.json`` written by
   line per configuration (mean over seeds, error bars ± 3 sample std);
 * ``summary.json``: the numbers of the tables and the figure.
 
+``tables.md`` ends with the side-by-side comparison with the paper's Table 1 (MNIST test
+error, the only published row we can run; ``published_comparison``): a row per
+configuration of a published column (DNN, PN-KL, PN-RKL, ensemble of 5), with the verdicts
+of ``uqmix.studies.published`` and how the runs differ from the full protocol (the
+flagfiles' epochs, read from each run's flags.cfg; the paper's 5 initialisations).
+
 A value a run did not record is "—" in the tables and a gap in the figure,
 never a zero.
 """
@@ -23,6 +29,7 @@ import os
 import numpy as np
 
 from uqmix import plotting, runs, sweep
+from uqmix.studies import published
 from uqmix.sweep import format_cell, lookup, render_markdown_table, stats_of
 
 TABLES_FILE = "tables.md"
@@ -184,6 +191,88 @@ def markdown_tables(summary):
     return "\n".join(parts) + "\n"
 
 
+# -- side by side with the published Table 1 -----------------------------------------------------
+PUBLISHED_TABLE, PUBLISHED_ROW = "1", "MNIST"
+# (A, B) pairs of published columns whose order the comparison checks (A − B).
+PUBLISHED_PAIRS = (("PN-KL", "PN-RKL"), ("DNN", "PN-RKL"))
+
+
+def error_percent(by_seed):
+    """Stats of the test error in percent (100 · error) over seeds."""
+    return stats_of([None if m.get("error") is None else 100.0 * m["error"]
+                     for m in by_seed.values()])
+
+
+def run_settings(root, name, by_seed):
+    """{seed: settings}: each run's flags.cfg overlaid with the scalars of its metrics.json."""
+    return {seed: {**published.read_flags(os.path.join(root, name, f"seed_{seed}",
+                                                       runs.FLAGS_FILE)),
+                   **{k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}}
+            for seed, metrics in by_seed.items()}
+
+
+def published_comparison(study, root, reference=None):
+    """{"values": [record], "directions": [record]} against the paper's Table 1 (MNIST).
+
+    A value record per configuration whose model (``model_label``) is a column of the
+    published table; a direction record per ``PUBLISHED_PAIRS`` pair of configurations
+    with the same schedule (a 3-epoch run is never compared with a 20-epoch one; the
+    seed counts may differ).
+    """
+    reference = reference or published.load_reference(published.PRIOR_NETWORKS)
+    cells = reference["tables"][PUBLISHED_TABLE]["rows"][PUBLISHED_ROW]
+    values = []
+    for name, by_seed in study.items():
+        label = model_label(next(iter(by_seed.values())))
+        if label not in cells:
+            continue
+        stats = error_percent(by_seed)
+        verdict, difference = published.value_verdict(stats["mean"] if stats["n"] else None,
+                                                       cells[label], reference)
+        settings = run_settings(root, name, by_seed)
+        values.append({"configuration": name, "column": label, "ours": stats,
+                       "published": cells[label], "verdict": verdict, "difference": difference,
+                       "band": published.band(reference, cells[label]),
+                       "protocol": published.protocol_label(
+                           published.protocol_differences(settings, reference)),
+                       # the schedule alone (seed counts may differ between compared runs)
+                       "schedule": published.protocol_differences(settings,
+                                                                  dict(reference, seeds=0))})
+    directions = [{"a": a, "b": b} for first, second in PUBLISHED_PAIRS
+                  for a in values if a["column"] == first
+                  for b in values if b["column"] == second and b["schedule"] == a["schedule"]]
+    return {"values": values, "directions": directions}
+
+
+def published_markdown(comparison, reference=None):
+    """The Markdown of the side-by-side section of ``tables.md``."""
+    reference = reference or published.load_reference(published.PRIOR_NETWORKS)
+    title = reference["tables"][PUBLISHED_TABLE]["title"]
+    rows = [[f"`{r['configuration']}`", r["column"]]
+            + published.comparison_row([], r["ours"], r["published"], reference, r["protocol"],
+                                       fmt=".2f")
+            for r in comparison["values"]]
+    parts = ["", "## Side by side with the published Table 1 (Malinin & Gales), MNIST", "",
+             f"Published: {title}. Ours: 100 · test error, mean ± sample std over seeds. "
+             f"Verdict \"{published.WITHIN}\": |ours − published| ≤ {published.K:g}σ "
+             "(σ = printed spread / 2, so the band is the printed ± 2σ); "
+             f"\"{published.OUTSIDE}\" beyond it; \"{published.NO_SPREAD}\" for the "
+             "ensemble (printed alone). The paper's MNIST rows need no OOD-training data we "
+             "lack; Table 2 (CIFAR) cannot run here. Full protocol: the flagfiles' "
+             f"{reference['protocol']['epochs']} epochs, {reference['seeds']} initialisations.",
+             "", published.render(["configuration", "published column"]
+                                  + published.VALUE_HEADER, rows)]
+    if comparison["directions"]:
+        rows = [published.direction_row([f"`{d['a']['configuration']}`",
+                                         f"`{d['b']['configuration']}`"],
+                                        d["a"]["ours"], d["b"]["ours"], d["a"]["published"],
+                                        d["b"]["published"], fmt=".2f")
+                for d in comparison["directions"]]
+        parts += ["", "Order of the test errors (A − B, runs of the same schedule only):", "",
+                  published.render(["A", "B"] + published.DIRECTION_HEADER, rows)]
+    return "\n".join(parts) + "\n"
+
+
 def attack_figure(summary):
     iterations = summary["iterations"]
     panels, spreads, seeds = {}, {}, []
@@ -215,8 +304,10 @@ def write_report(root, output_dir, figures_dir=None):
     output folder cannot be written."""
     runs.check_output_dir(output_dir)
     runs.check_output_dir(figures_dir or output_dir, flag="figures_dir")
-    summary = summarize(load_study(root))
-    tables = markdown_tables(summary)
+    study = load_study(root)
+    summary = summarize(study)
+    summary["published"] = published_comparison(study, root)
+    tables = markdown_tables(summary) + published_markdown(summary["published"])
     contents = {os.path.join(output_dir, TABLES_FILE): tables.encode("utf-8")}
     if summary["iterations"]:
         path = os.path.join(figures_dir or output_dir, FIGURE_FILE)
