@@ -354,8 +354,11 @@ PUBLISHED_DATASETS = {"MNIST": "mnist", "FMNIST": "fashion_mnist"}
 PUBLISHED_MEASURES = {"predictive variance": "predictive_variance", "entropy": "total_uncertainty"}
 PUBLISHED_BASELINES = {"MC dropout (p = 0.5)": "mc_dropout", "deep ensemble (5)": "ensemble"}
 # Tables 3, 4, 7: AUROC of the two measures; rows = measure, columns = "<dataset> <ML|VI>".
-PUBLISHED_DETECTION = {"3": "ood", "4": "adversarial_detection.all",
-                       "7": "adversarial_detection.correct_vs_successful"}
+PUBLISHED_DETECTION = {
+    "3": "ood",
+    "4": "adversarial_detection.all",
+    "7": "adversarial_detection.correct_vs_successful",
+}
 # What the adversarial tables (4, 7) fix besides the protocol: PGD ε and gradient samples.
 PUBLISHED_ATTACK = {"adversarial_detection.eps": 0.25, "adversarial_detection.gradient_samples": 1}
 ATTACK_FLAGS = ("attack_noise", "attack_preset", "attack_evaluation")
@@ -388,12 +391,18 @@ def published_target(table, row, column):
         dataset, model = row.split()
         value = _parameter(column)
         kl_weight, prior_variance = (1.0, value) if table == "1" else (value, 1.0)
-        return Target(PUBLISHED_DATASETS[dataset], model.lower(), kl_weight, prior_variance,
-                      "test.accuracy")
+        return Target(
+            PUBLISHED_DATASETS[dataset], model.lower(), kl_weight, prior_variance, "test.accuracy"
+        )
     if table in PUBLISHED_DETECTION:
         dataset, model = column.split()
-        return Target(PUBLISHED_DATASETS[dataset], model.lower(), 1.0, 1.0,
-                      f"{PUBLISHED_DETECTION[table]}.{PUBLISHED_MEASURES[row]}.auroc")
+        return Target(
+            PUBLISHED_DATASETS[dataset],
+            model.lower(),
+            1.0,
+            1.0,
+            f"{PUBLISHED_DETECTION[table]}.{PUBLISHED_MEASURES[row]}.auroc",
+        )
     if table == "5":
         model = PUBLISHED_BASELINES.get(column, column.lower())
         return Target(PUBLISHED_DATASETS[row], model, 1.0, 1.0, "test.accuracy")
@@ -403,11 +412,19 @@ def published_target(table, row, column):
 def configuration_of(configurations, target):
     """Our configuration of a ``Target`` (the one with most seeds), or None."""
     if target.model in MIXTURE_MODELS:
-        found = [c for c in mixtures(configurations, target.kl_weight, target.prior_variance,
-                                     target.dataset) if c.model == target.model]
+        found = [
+            c
+            for c in mixtures(
+                configurations, target.kl_weight, target.prior_variance, target.dataset
+            )
+            if c.model == target.model
+        ]
     else:
-        found = [c for c in _one_per_setting(configurations)
-                 if c.dataset == target.dataset and c.model == target.model]
+        found = [
+            c
+            for c in _one_per_setting(configurations)
+            if c.dataset == target.dataset and c.model == target.model
+        ]
     return found[0] if found else None
 
 
@@ -415,8 +432,9 @@ def run_settings(root, config):
     """{seed: settings} of a configuration's runs: its flags.cfg and metrics.json (scalars)."""
     settings = {}
     for seed, metrics in config.runs.items():
-        merged = published.read_flags(os.path.join(root, config.name, f"seed_{seed}",
-                                                   runs.FLAGS_FILE))
+        merged = published.read_flags(
+            os.path.join(root, config.name, f"seed_{seed}", runs.FLAGS_FILE)
+        )
         merged.update(sweep.flatten(metrics))
         settings[seed] = merged
     return settings
@@ -430,17 +448,24 @@ def _attack_phrases(settings_by_seed):
         if found != {expected}:
             shown = ", ".join(str(v) for v in sorted(found, key=str))
             phrases.append(f"{key.rsplit('.', 1)[-1]} {shown} (paper: {expected})")
-    recorded = {name: sorted({str(s[name]) for s in settings_by_seed.values() if name in s})
-                for name in ATTACK_FLAGS}
+    recorded = {
+        name: sorted({str(s[name]) for s in settings_by_seed.values() if name in s})
+        for name in ATTACK_FLAGS
+    }
     shown = [f"{name} {'/'.join(values)}" for name, values in recorded.items() if values]
-    phrases.append("attack " + ", ".join(shown) if shown
-                   else "attack protocol flags not recorded (run predates them)")
+    phrases.append(
+        "attack " + ", ".join(shown)
+        if shown
+        else "attack protocol flags not recorded (run predates them)"
+    )
     return phrases
 
 
 # Protocol settings that do not apply to a model (an ensemble predicts with its 5 networks).
-PROTOCOL_NOT_APPLICABLE = {"ensemble": ("train_samples", "test_samples"),
-                           "deterministic": ("train_samples", "test_samples")}
+PROTOCOL_NOT_APPLICABLE = {
+    "ensemble": ("train_samples", "test_samples"),
+    "deterministic": ("train_samples", "test_samples"),
+}
 
 
 def protocol_text(root, config, reference, table):
@@ -473,13 +498,23 @@ def published_comparison(configurations, root, reference=None):
                 config = configuration_of(configurations, target)
                 stats = config.stats(target.key) if config else None
                 verdict, difference = published.value_verdict(
-                    stats["mean"] if stats and stats["n"] else None, cell, reference)
-                values.append({"row": row, "column": column,
-                               "configuration": config.name if config else None,
-                               "ours": stats, "published": cell, "verdict": verdict,
-                               "difference": difference, "band": published.band(reference, cell),
-                               "protocol": protocol_text(root, config, reference, table)
-                               if stats and stats["n"] else "not evaluated"})
+                    stats["mean"] if stats and stats["n"] else None, cell, reference
+                )
+                values.append(
+                    {
+                        "row": row,
+                        "column": column,
+                        "configuration": config.name if config else None,
+                        "ours": stats,
+                        "published": cell,
+                        "verdict": verdict,
+                        "difference": difference,
+                        "band": published.band(reference, cell),
+                        "protocol": protocol_text(root, config, reference, table)
+                        if stats and stats["n"]
+                        else "not evaluated",
+                    }
+                )
                 cells[target] = values[-1]
         directions = []
         for target, ml in cells.items():
@@ -491,37 +526,57 @@ def published_comparison(configurations, root, reference=None):
 
 
 def _place(record):
-    return [record["row"], record["column"],
-            f"`{record['configuration']}`" if record["configuration"] else "—"]
+    return [
+        record["row"],
+        record["column"],
+        f"`{record['configuration']}`" if record["configuration"] else "—",
+    ]
 
 
 def published_markdown(comparison, reference=None):
     """The Markdown of the side-by-side section of ``tables.md``."""
     reference = reference or published.load_reference(published.MIXTURE)
-    parts = ["## Side by side with the published tables (Däubener & Fischer)",
-             f"Published: {reference['spread']}. Verdict \"{published.WITHIN}\": "
-             f"|ours − published| ≤ {published.K:g} published std (the band column); "
-             f"\"{published.OUTSIDE}\" beyond it; \"{published.NO_SPREAD}\" when the paper "
-             "prints the value alone. ML − VI rows: \"direction reversed\" when the sign of our "
-             "difference differs from the paper's (definitions: uqmix/studies/published.py). "
-             "The last column says how our runs differ from the paper's protocol "
-             f"({', '.join(f'{k} {v}' for k, v in reference['protocol'].items())}, "
-             f"{reference['seeds']} seeds)."]
+    parts = [
+        "## Side by side with the published tables (Däubener & Fischer)",
+        f'Published: {reference["spread"]}. Verdict "{published.WITHIN}": '
+        f"|ours − published| ≤ {published.K:g} published std (the band column); "
+        f'"{published.OUTSIDE}" beyond it; "{published.NO_SPREAD}" when the paper '
+        'prints the value alone. ML − VI rows: "direction reversed" when the sign of our '
+        "difference differs from the paper's (definitions: uqmix/studies/published.py). "
+        "The last column says how our runs differ from the paper's protocol "
+        f"({', '.join(f'{k} {v}' for k, v in reference['protocol'].items())}, "
+        f"{reference['seeds']} seeds).",
+    ]
     for table, entry in comparison.items():
         parts.append(f"### Table {table}: {entry['title']}")
-        rows = [_place(r) + published.comparison_row([], r["ours"], r["published"], reference,
-                                                     r["protocol"])
-                for r in entry["values"]]
-        parts.append(published.render(["published row", "published column", "our configuration"]
-                                      + published.VALUE_HEADER, rows))
+        rows = [
+            _place(r)
+            + published.comparison_row([], r["ours"], r["published"], reference, r["protocol"])
+            for r in entry["values"]
+        ]
+        parts.append(
+            published.render(
+                ["published row", "published column", "our configuration"] + published.VALUE_HEADER,
+                rows,
+            )
+        )
         if entry["directions"]:
-            rows = [published.direction_row(
-                [d["ml"]["row"], d["ml"]["column"], d["vi"]["row"], d["vi"]["column"]],
-                d["ml"]["ours"], d["vi"]["ours"], d["ml"]["published"], d["vi"]["published"])
-                for d in entry["directions"]]
+            rows = [
+                published.direction_row(
+                    [d["ml"]["row"], d["ml"]["column"], d["vi"]["row"], d["vi"]["column"]],
+                    d["ml"]["ours"],
+                    d["vi"]["ours"],
+                    d["ml"]["published"],
+                    d["vi"]["published"],
+                )
+                for d in entry["directions"]
+            ]
             parts.append(f"ML − VI (A = ML, B = VI), Table {table}:")
-            parts.append(published.render(["A row", "A column", "B row", "B column"]
-                                          + published.DIRECTION_HEADER, rows))
+            parts.append(
+                published.render(
+                    ["A row", "A column", "B row", "B column"] + published.DIRECTION_HEADER, rows
+                )
+            )
     return "\n\n".join(parts) + "\n"
 
 
@@ -1035,12 +1090,15 @@ def write_report(root, output_dir, weight_variance_configs=None, figures_dir=Non
             contents[path] = plotting.figure_bytes(spec.draw(data[spec.filename]), path)
     notes = duplicate_settings(configurations)
     summary = {
-        "sweep_root": os.path.abspath(root),
+        "sweep_root": root,  # as given: no machine-specific prefix
         "statistics": "over the seeds of a configuration that have the value: mean; std = sample "
         "standard deviation (ddof = 1, 0 for one seed); n = number of seeds; "
         f"figure error bars = ±{SIGMAS:g} std",
         "configurations": {c.name: _configuration_summary(c, table) for c in configurations},
-        "figures": data, "skipped": skipped, "notes": notes, "published": comparison,
+        "figures": data,
+        "skipped": skipped,
+        "notes": notes,
+        "published": comparison,
     }
     contents[os.path.join(output_dir, SUMMARY_FILE)] = runs.json_bytes(summary)
     return {

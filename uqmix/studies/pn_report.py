@@ -199,16 +199,20 @@ PUBLISHED_PAIRS = (("PN-KL", "PN-RKL"), ("DNN", "PN-RKL"))
 
 def error_percent(by_seed):
     """Stats of the test error in percent (100 · error) over seeds."""
-    return stats_of([None if m.get("error") is None else 100.0 * m["error"]
-                     for m in by_seed.values()])
+    return stats_of(
+        [None if m.get("error") is None else 100.0 * m["error"] for m in by_seed.values()]
+    )
 
 
 def run_settings(root, name, by_seed):
     """{seed: settings}: each run's flags.cfg overlaid with the scalars of its metrics.json."""
-    return {seed: {**published.read_flags(os.path.join(root, name, f"seed_{seed}",
-                                                       runs.FLAGS_FILE)),
-                   **{k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}}
-            for seed, metrics in by_seed.items()}
+    return {
+        seed: {
+            **published.read_flags(os.path.join(root, name, f"seed_{seed}", runs.FLAGS_FILE)),
+            **{k: v for k, v in metrics.items() if not isinstance(v, (dict, list))},
+        }
+        for seed, metrics in by_seed.items()
+    }
 
 
 def published_comparison(study, root, reference=None):
@@ -227,20 +231,34 @@ def published_comparison(study, root, reference=None):
         if label not in cells:
             continue
         stats = error_percent(by_seed)
-        verdict, difference = published.value_verdict(stats["mean"] if stats["n"] else None,
-                                                       cells[label], reference)
+        verdict, difference = published.value_verdict(
+            stats["mean"] if stats["n"] else None, cells[label], reference
+        )
         settings = run_settings(root, name, by_seed)
-        values.append({"configuration": name, "column": label, "ours": stats,
-                       "published": cells[label], "verdict": verdict, "difference": difference,
-                       "band": published.band(reference, cells[label]),
-                       "protocol": published.protocol_label(
-                           published.protocol_differences(settings, reference)),
-                       # the schedule alone (seed counts may differ between compared runs)
-                       "schedule": published.protocol_differences(settings,
-                                                                  dict(reference, seeds=0))})
-    directions = [{"a": a, "b": b} for first, second in PUBLISHED_PAIRS
-                  for a in values if a["column"] == first
-                  for b in values if b["column"] == second and b["schedule"] == a["schedule"]]
+        values.append(
+            {
+                "configuration": name,
+                "column": label,
+                "ours": stats,
+                "published": cells[label],
+                "verdict": verdict,
+                "difference": difference,
+                "band": published.band(reference, cells[label]),
+                "protocol": published.protocol_label(
+                    published.protocol_differences(settings, reference)
+                ),
+                # the schedule alone (seed counts may differ between compared runs)
+                "schedule": published.protocol_differences(settings, dict(reference, seeds=0)),
+            }
+        )
+    directions = [
+        {"a": a, "b": b}
+        for first, second in PUBLISHED_PAIRS
+        for a in values
+        if a["column"] == first
+        for b in values
+        if b["column"] == second and b["schedule"] == a["schedule"]
+    ]
     return {"values": values, "directions": directions}
 
 
@@ -248,28 +266,45 @@ def published_markdown(comparison, reference=None):
     """The Markdown of the side-by-side section of ``tables.md``."""
     reference = reference or published.load_reference(published.PRIOR_NETWORKS)
     title = reference["tables"][PUBLISHED_TABLE]["title"]
-    rows = [[f"`{r['configuration']}`", r["column"]]
-            + published.comparison_row([], r["ours"], r["published"], reference, r["protocol"],
-                                       fmt=".2f")
-            for r in comparison["values"]]
-    parts = ["", "## Side by side with the published Table 1 (Malinin & Gales), MNIST", "",
-             f"Published: {title}. Ours: 100 · test error, mean ± sample std over seeds. "
-             f"Verdict \"{published.WITHIN}\": |ours − published| ≤ {published.K:g}σ "
-             "(σ = printed spread / 2, so the band is the printed ± 2σ); "
-             f"\"{published.OUTSIDE}\" beyond it; \"{published.NO_SPREAD}\" for the "
-             "ensemble (printed alone). The paper's MNIST rows need no OOD-training data we "
-             "lack; Table 2 (CIFAR) cannot run here. Full protocol: the flagfiles' "
-             f"{reference['protocol']['epochs']} epochs, {reference['seeds']} initialisations.",
-             "", published.render(["configuration", "published column"]
-                                  + published.VALUE_HEADER, rows)]
+    rows = [
+        [f"`{r['configuration']}`", r["column"]]
+        + published.comparison_row(
+            [], r["ours"], r["published"], reference, r["protocol"], fmt=".2f"
+        )
+        for r in comparison["values"]
+    ]
+    parts = [
+        "",
+        "## Side by side with the published Table 1 (Malinin & Gales), MNIST",
+        "",
+        f"Published: {title}. Ours: 100 · test error, mean ± sample std over seeds. "
+        f'Verdict "{published.WITHIN}": |ours − published| ≤ {published.K:g}σ '
+        "(σ = printed spread / 2, so the band is the printed ± 2σ); "
+        f'"{published.OUTSIDE}" beyond it; "{published.NO_SPREAD}" for the '
+        "ensemble (printed alone). The paper's MNIST rows need no OOD-training data we "
+        "lack; Table 2 (CIFAR) cannot run here. Full protocol: the flagfiles' "
+        f"{reference['protocol']['epochs']} epochs, {reference['seeds']} initialisations.",
+        "",
+        published.render(["configuration", "published column"] + published.VALUE_HEADER, rows),
+    ]
     if comparison["directions"]:
-        rows = [published.direction_row([f"`{d['a']['configuration']}`",
-                                         f"`{d['b']['configuration']}`"],
-                                        d["a"]["ours"], d["b"]["ours"], d["a"]["published"],
-                                        d["b"]["published"], fmt=".2f")
-                for d in comparison["directions"]]
-        parts += ["", "Order of the test errors (A − B, runs of the same schedule only):", "",
-                  published.render(["A", "B"] + published.DIRECTION_HEADER, rows)]
+        rows = [
+            published.direction_row(
+                [f"`{d['a']['configuration']}`", f"`{d['b']['configuration']}`"],
+                d["a"]["ours"],
+                d["b"]["ours"],
+                d["a"]["published"],
+                d["b"]["published"],
+                fmt=".2f",
+            )
+            for d in comparison["directions"]
+        ]
+        parts += [
+            "",
+            "Order of the test errors (A − B, runs of the same schedule only):",
+            "",
+            published.render(["A", "B"] + published.DIRECTION_HEADER, rows),
+        ]
     return "\n".join(parts) + "\n"
 
 
@@ -313,6 +348,6 @@ def write_report(root, output_dir, figures_dir=None):
         path = os.path.join(figures_dir or output_dir, FIGURE_FILE)
         contents[path] = plotting.figure_bytes(attack_figure(summary), path)
     contents[os.path.join(output_dir, SUMMARY_FILE)] = runs.json_bytes(
-        {"sweep_root": os.path.abspath(root), **summary}
+        {"sweep_root": root, **summary}  # as given: no machine-specific prefix
     )
     return {"written": runs.atomic_write_files(contents), "tables": tables}

@@ -162,25 +162,44 @@ def comparison_row(label, ours, cell, reference, protocol, fmt=".4f"):
     mean = ours["mean"] if ours and ours.get("n") else None
     verdict, difference = value_verdict(mean, cell, reference)
     width = band(reference, cell)
-    return label + [format_cell(ours, fmt) if ours else "—", published_text(cell),
-                    _number(difference, "+" + fmt), _number(width, fmt), verdict, protocol]
+    return label + [
+        format_cell(ours, fmt) if ours else "—",
+        published_text(cell),
+        _number(difference, "+" + fmt),
+        _number(width, fmt),
+        verdict,
+        protocol,
+    ]
 
 
-VALUE_HEADER = ["ours (mean ± std (n))", "published", "ours − published", f"± {K:g}σ band",
-                "verdict", "our runs vs the paper's protocol"]
+VALUE_HEADER = [
+    "ours (mean ± std (n))",
+    "published",
+    "ours − published",
+    f"± {K:g}σ band",
+    "verdict",
+    "our runs vs the paper's protocol",
+]
 DIRECTION_HEADER = ["ours A − B", "published A − B", "verdict"]
 
 
 def direction_row(label, ours_a, ours_b, cell_a, cell_b, fmt=".4f"):
     """A Markdown row comparing A − B of ours and of the paper (``direction_verdict``)."""
+
     def mean(stats):
         return stats["mean"] if stats and stats.get("n") else None
 
     ours = None if mean(ours_a) is None or mean(ours_b) is None else mean(ours_a) - mean(ours_b)
-    published = (None if cell_a.get("value") is None or cell_b.get("value") is None
-                 else cell_a["value"] - cell_b["value"])
-    return label + [_number(ours, "+" + fmt), _number(published, "+" + fmt),
-                    direction_verdict(ours, published)]
+    published = (
+        None
+        if cell_a.get("value") is None or cell_b.get("value") is None
+        else cell_a["value"] - cell_b["value"]
+    )
+    return label + [
+        _number(ours, "+" + fmt),
+        _number(published, "+" + fmt),
+        direction_verdict(ours, published),
+    ]
 
 
 def render(header, rows):
