@@ -16,7 +16,6 @@ import tensorflow as tf
 from tensorflow.python.framework import config as tf_config
 
 from uqmix import layers as uqmix_layers
-from uqmix import mixture_experiment, pn_experiment, synthetic_experiment
 from uqmix.adversarial_training import AdversarialPriorNetwork
 from uqmix.attacks import (
     gradient_attacks,
@@ -34,6 +33,7 @@ from uqmix.models import (
     PriorNetwork,
 )
 from uqmix.models.backbones import mlp
+from uqmix.studies import mixture_experiment, pn_experiment, synthetic_experiment
 
 INPUT_SHAPE, K, B = (4, 3), 3, 6
 RTOL, ATOL = 2e-5, 2e-6
