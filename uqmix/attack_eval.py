@@ -545,12 +545,14 @@ def _criterion(
     noise="redraw",
     combine="log_mean",
     seed=None,
+    draw=None,
 ):
     """(model_fn, loss_fn) of an adaptive criterion for one batch of clean outputs.
 
     A sampled uqmix model is attacked through ``stochastic_model_fn`` (noise,
     combine; S = num_gradient_samples or the model's default); with
     combine="mean_loss" the criterion is averaged over the samples (EOT).
+    ``draw`` (the batch index) keys that model_fn's frozen draw (``new_draw``).
     """
     if criterion == "kl_dir":
         if not isinstance(clean_part, DirichletPredictive):
@@ -574,10 +576,20 @@ def _criterion(
             if _is_uqmix_model(model)
             else attack_model_fn(model)
         )
+    if draw is not None and isinstance(model_fn, attacks.StochasticModelFn):
+        model_fn.new_draw(draw)
     loss_fn = attacks.kl_pmf_loss(clean_part.mean()) if criterion == "kl_pmf" else None
     if sampled:
         loss_fn = model_fn.loss(loss_fn)
     return model_fn, loss_fn
+
+
+def _curves(iterations, points):
+    """{"iterations", "success_rate", "auroc", "jsr"} from one ``_adaptive_point`` per count."""
+    result = {"iterations": np.asarray(iterations)}
+    for key, values in zip(("success_rate", "auroc", "jsr"), zip(*points)):
+        result[key] = np.asarray(values, np.float64)
+    return result
 
 
 def _adaptive_point(natural_scores, scores, hit):
@@ -662,9 +674,8 @@ def adaptive_attack_curves(
             noise,
             combine,
             seed,
+            draw=index,
         )
-        if isinstance(model_fn, attacks.StochasticModelFn):
-            model_fn.new_draw(index)
         runs = attacks.iterative_attack_checkpoints(
             method,
             model_fn,
@@ -691,10 +702,7 @@ def adaptive_attack_curves(
         _adaptive_point(natural_scores, np.concatenate(scores[c]), np.concatenate(success[c]))
         for c in checkpoints
     ]
-    result = {"iterations": np.asarray(checkpoints)}
-    for key, values in zip(("success_rate", "auroc", "jsr"), zip(*points)):
-        result[key] = np.asarray(values, np.float64)
-    return result
+    return _curves(checkpoints, points)
 
 
 def adaptive_cw_curves(
@@ -749,9 +757,8 @@ def adaptive_cw_curves(
                 noise,
                 combine,
                 seed,
+                draw=index,
             )
-            if isinstance(model_fn, attacks.StochasticModelFn):
-                model_fn.new_draw(index)
             adversarial.append(
                 attacks.carlini_wagner_l2_run(
                     model_fn,
@@ -777,8 +784,6 @@ def adaptive_cw_curves(
         points.append(_adaptive_point(natural_scores, detection_score(predictive, measure), hit))
         distances = np.sqrt(((adversarial - x).reshape(len(x), -1) ** 2).sum(1))
         medians.append(float(np.median(distances[hit])) if hit.any() else float("nan"))
-    result = {"iterations": np.asarray(budgets)}
-    for key, values in zip(("success_rate", "auroc", "jsr"), zip(*points)):
-        result[key] = np.asarray(values, np.float64)
+    result = _curves(budgets, points)
     result["median_l2"] = np.asarray(medians, np.float64)
     return result
