@@ -8,11 +8,17 @@ compiled ``tf.function`` step each (forward, backward, optimizer update):
 * ``mixture_local``        uqmix ``InfiniteMixture`` (ML, S = 5, batch 200, λ = 1,
                            N = 60,000), local reparameterisation, its train_step
                            (metrics included), sampling as plain TF ops
-* ``mixture_local_jit``    the same with ``jit_sampling=True`` (the noise of each
-                           layer from one XLA kernel)
+* ``mixture_local_jit``    the same with ``jit_sampling=True``: the noise of all
+                           layers from one XLA kernel (ThreeFry), then the forward
+                           and backward pass as a second XLA program fed that noise
+                           (``step_noise``); optimizer update and metrics as TF ops
 * ``mixture_shared[_jit]`` shared weights (S weight draws per step)
 * ``det_200`` / ``det_1000``  uqmix ``Deterministic`` (L2 1/60000) train_step
                            at batch 200 / 1,000 (metrics included)
+* ``det_mixture_shapes``   the same deterministic MLP with the mixture step's shapes:
+                           input layer on the 200 rows, its output tiled S = 5 times,
+                           the other layers on 1,000 rows (the arithmetic of the
+                           mixture's means, without variances or noise)
 * ``..._xla``              the whole train_step compiled by XLA (``jit_compile=True``,
                            what ``compile(jit_compile=True)`` / ``--jit_compile`` run);
                            mixtures with ``jit_sampling`` (its polynomial cosine)
@@ -31,8 +37,9 @@ interleaving spreads the load evenly).  Reported: median and minimum ms per
 step over rounds, and ratios to ``det_1000`` and to ``tfp_reparam``; then the
 floor of the mixture step, measured in the same run: the deterministic step at
 batch 200 plus the noise draw alone (``det_200 + noise[uqmix box-muller xla]``;
-with XLA: ``det_200_xla`` + the same noise), and every mixture case as ratios
-to ``det_1000`` and to that floor, with the load average (the machine is
+with XLA: ``det_200_xla`` + the same noise; issue 16's floor) and the arithmetic
+floor ``det_mixture_shapes`` + the noise (layers 2 and 3 necessarily run on S·B
+rows), and every mixture case as ratios to ``det_1000`` and to those floors, with the load average (the machine is
 shared: compare ratios, and only runs with a load average near 0).
 """
 
@@ -124,12 +131,24 @@ def mixture_step(sampling, jit_sampling, noise_fn=None, jit_compile=False, objec
     return step
 
 
-def deterministic_step(batch, jit_compile=False):
+def deterministic_step(batch, jit_compile=False, model_class=Deterministic):
     return _uqmix_step(
-        Deterministic(input_shape=(INPUT_DIM,), num_classes=NUM_CLASSES, hidden_units=HIDDEN),
+        model_class(input_shape=(INPUT_DIM,), num_classes=NUM_CLASSES, hidden_units=HIDDEN),
         batch,
         jit_compile,
     )
+
+
+class MixtureShapedDeterministic(Deterministic):
+    """``Deterministic`` with the mixture step's shapes: the input layer on the B rows, its
+    output tiled S times, the other layers on S·B rows; Σ_s CE over the S copies."""
+
+    def training_logits(self, x, training):
+        dense = [layer for layer in self.network.layers if isinstance(layer, keras.layers.Dense)]
+        h = tf.tile(dense[0](x), [NUM_SAMPLES, 1])
+        for layer in dense[1:]:
+            h = layer(h)
+        return tf.reshape(h, [NUM_SAMPLES, -1, NUM_CLASSES])
 
 
 def tfp_step(layer_name):
@@ -236,9 +255,11 @@ def main(argv=None):
         "det_200": deterministic_step(200),
         "det_1000_xla": deterministic_step(1000, jit_compile=True),
         "det_200_xla": deterministic_step(200, jit_compile=True),
+        "det_mixture_shapes": deterministic_step(200, model_class=MixtureShapedDeterministic),
         "mixture_local": mixture_step(local, False),
         "mixture_local_jit": mixture_step(local, True),
         "mixture_local_xla": mixture_step(local, True, jit_compile=True),
+        "vi_local_jit": mixture_step(local, True, objective="vi"),
         "vi_local_xla": mixture_step(local, True, jit_compile=True, objective="vi"),
         "mixture_local_xla[no_noise]": mixture_step(local, True, _constant_fill, jit_compile=True),
         "mixture_shared": mixture_step(shared, False),
@@ -272,16 +293,21 @@ def report_floor(times, out=sys.stdout):
     case against det_1000, its floor and the TFP peers (issue 16's targets)."""
     med = {k: statistics.median(v) for k, v in times.items()}
     noise = med["noise[uqmix box-muller xla]"]
-    floors = {"plain": med["det_200"] + noise, "xla": med["det_200_xla"] + noise}
+    floors = {
+        "plain": med["det_200"] + noise,
+        "xla": med["det_200_xla"] + noise,
+        "shapes": med["det_mixture_shapes"] + noise,
+    }
     print(
         f"floor = det_200 + noise[uqmix box-muller xla] = {floors['plain']:.2f} ms "
         f"({floors['plain'] / med['det_1000']:.2f}× det_1000); with XLA: det_200_xla + noise = "
-        f"{floors['xla']:.2f} ms",
+        f"{floors['xla']:.2f} ms; arithmetic floor = det_mixture_shapes + noise = "
+        f"{floors['shapes']:.2f} ms ({floors['shapes'] / med['det_1000']:.2f}× det_1000)",
         file=out,
     )
     print(
-        f"{'case':28s} {'/det_1000':>10s} {'/floor':>8s} {'reparam/case':>13s} "
-        f"{'flipout/case':>13s}   (targets ≤ 1.0×, ≤ 1.25×, ≥ 2.5×, ≥ 4×)",
+        f"{'case':28s} {'/det_1000':>10s} {'/floor':>8s} {'/arith':>8s} {'reparam/case':>13s} "
+        f"{'flipout/case':>13s}   (targets ≤ 1.0×, ≤ 1.25× floor, ≥ 2.5×, ≥ 4×)",
         file=out,
     )
     for case in med:
@@ -290,6 +316,7 @@ def report_floor(times, out=sys.stdout):
         floor = floors["xla" if case.endswith("_xla") else "plain"]
         print(
             f"{case:28s} {med[case] / med['det_1000']:9.2f}× {med[case] / floor:7.2f}× "
+            f"{med[case] / floors['shapes']:7.2f}× "
             f"{med['tfp_reparam'] / med[case]:12.2f}× {med['tfp_flipout'] / med[case]:12.2f}×",
             file=out,
         )

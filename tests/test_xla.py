@@ -333,3 +333,55 @@ def test_jit_sampling_draws_all_layers_noise_at_once_and_splits_it(monkeypatch):
             out = mean + std * noise.reshape(rows, -1)
         h = np.maximum(out, 0.0) if i < 2 else out
     np.testing.assert_allclose(logits, h.reshape(num_samples, B, K), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("objective", ["ml", "vi"])
+def test_jit_sampling_step_draws_noise_outside_its_xla_gradient_program(objective, monkeypatch):
+    """The graph step (noise kernel, then the forward/backward pass as a nested XLA program
+    fed that noise) trains exactly like the eager step, whose layers draw the same noise
+    (same seeds, same kernel) inside the forward pass."""
+    drawn = []
+    original = InfiniteMixture.step_noise
+
+    def recording(self, x):
+        noise = original(self, x)
+        drawn.append(None if noise is None else tuple(noise.shape))
+        return noise
+
+    monkeypatch.setattr(InfiniteMixture, "step_noise", recording)
+
+    def model(run_eagerly):
+        net = InfiniteMixture(
+            K,
+            (8, 5),
+            objective=objective,
+            num_train_samples=3,
+            dataset_size=50,
+            seed=4,
+            jit_sampling=True,
+        )
+        net.build((None,) + INPUT_SHAPE)
+        net.compile(keras.optimizers.Adam(0.05), run_eagerly=run_eagerly)
+        return net
+
+    eager, graph = model(True), model(False)
+    graph.set_weights(eager.get_weights())
+    x, y = _batch(7, n=12)
+    logs_eager = eager.fit(x, y, batch_size=6, epochs=2, shuffle=False, verbose=0).history
+    assert drawn == []  # eager steps draw inside the forward pass
+    logs_graph = graph.fit(x, y, batch_size=6, epochs=2, shuffle=False, verbose=0).history
+    assert drawn and set(drawn) == {(3 * 6 * (8 + 5 + K),)}  # traced: the flat noise of S·B rows
+    for key in logs_eager:
+        np.testing.assert_allclose(logs_graph[key], logs_eager[key], rtol=1e-4, err_msg=key)
+    for a, b in zip(eager.trainable_weights, graph.trainable_weights):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)
+    assert not np.allclose(
+        eager.dense_layers[0].mean.numpy(), model(True).dense_layers[0].mean.numpy()
+    )
+
+
+def test_noise_argument_needs_the_one_draw_mode():
+    net = InfiniteMixture(K, (4,), seed=1, jit_sampling=False)
+    x = _batch(1)[0]
+    with pytest.raises(ValueError, match="jit_sampling=True and local_reparameterization"):
+        net(x, num_samples=2, noise=tf.zeros([2 * B * (4 + K)]))

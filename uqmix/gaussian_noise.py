@@ -12,7 +12,13 @@ on CPU: TF's kernel evaluates log/sin/cos one scalar at a time, whereas here
 they are vectorised TF ops, or (``standard_normal_xla``) one XLA kernel of
 a few fused vector loops, where cos(2πt) is an even polynomial after range
 reduction (|error| ≤ 2e−7, float32 resolution) because XLA's CPU cosine is
-scalar and slow.  Measured in bench/mixture_step.py.
+scalar and slow, and the uniforms come from ThreeFry-2x32 (20 rounds; Salmon
+et al. 2011, JAX's default generator) instead of Philox-4x32-10: ThreeFry
+needs only 32-bit adds, rotations and xors, which XLA:CPU vectorises, while
+Philox's 32×32→64-bit multiplies stay scalar (uniforms 1.5× faster, the whole
+XLA noise kernel 1.5× faster; bench/RESULTS.md).  TF's CPU kernel outside XLA
+has no working ThreeFry, so the plain-op ``box_muller`` keeps Philox.
+Measured in bench/mixture_step.py.
 
 The noise is a pure function of ``seed`` (int32 [2]): layers draw it from
 their ``keras.random.SeedGenerator`` (``stateless_seed``).
@@ -54,13 +60,14 @@ def cos_two_pi(t):
     return tf.where(flip, -value, value)
 
 
-def _uniform_pairs(shape, seed, dtype):
-    """(shape, size, u [2, ⌈size/2⌉]): i.i.d. U[0, 1) Philox uniforms in the working float dtype."""
+def _uniform_pairs(shape, seed, dtype, alg="philox"):
+    """(shape, size, u [2, ⌈size/2⌉]): i.i.d. U[0, 1) uniforms of the counter-based
+    generator ``alg`` ("philox", or "threefry" inside XLA only) in the working float dtype."""
     work_dtype = tf.float64 if dtype == tf.float64 else tf.float32
     shape = tf.convert_to_tensor(shape, tf.int32)
     size = tf.reduce_prod(shape)
     uniforms = tf.random.stateless_uniform(
-        tf.stack([2, (size + 1) // 2]), seed=seed, dtype=work_dtype, alg="philox"
+        tf.stack([2, (size + 1) // 2]), seed=seed, dtype=work_dtype, alg=alg
     )
     return shape, size, uniforms
 
@@ -82,8 +89,9 @@ def box_muller(shape, seed, dtype=tf.float32):
 
 
 def box_muller_for_xla(shape, seed, dtype=tf.float32):
-    """``box_muller`` with the polynomial ``cos_two_pi``: for tracing inside XLA kernels."""
-    shape, size, u = _uniform_pairs(shape, seed, dtype)
+    """``box_muller`` with the polynomial ``cos_two_pi`` and ThreeFry uniforms: for tracing
+    inside XLA programs only (TF's CPU kernel outside XLA cannot run ThreeFry)."""
+    shape, size, u = _uniform_pairs(shape, seed, dtype, alg="threefry")
     phases = tf.constant([[0.0], [0.25]], u.dtype)
     pairs = _radius(u[0]) * cos_two_pi(u[1] - phases)
     return _to_shape(pairs, size, shape, dtype)

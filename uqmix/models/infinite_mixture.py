@@ -54,9 +54,11 @@ class InfiniteMixture(MixtureObjectiveMixin, PredictiveModelMixin, keras.Model):
       Keras' global seed).
     jit_sampling: draw the noise of all layers (local reparameterisation) in
       one XLA kernel per call, split over the layers (with shared weights:
-      one XLA kernel per layer, ``MatrixNormalDense``): the fast setting for long training runs and
-      large evaluations on CPU, and inside ``compile(jit_compile=True)``; off
-      by default because each new input shape costs an XLA compilation.
+      one XLA kernel per layer, ``MatrixNormalDense``), and run each graph-mode
+      training step as that noise kernel followed by the forward and backward
+      pass as one XLA program fed the noise (``step_noise``): the fast setting
+      for long training runs and large evaluations on CPU; off by default
+      because each new input shape costs an XLA compilation.
     """
 
     default_num_samples = 100
@@ -133,14 +135,29 @@ class InfiniteMixture(MixtureObjectiveMixin, PredictiveModelMixin, keras.Model):
             layer.build(shape)
             shape = (None, layer.units)
 
-    def call(self, inputs, num_samples=None, sampling=None, training=None):
-        """Logits: [B, K] for one sample per example, [S, B, K] with ``num_samples=S``."""
+    def call(self, inputs, num_samples=None, sampling=None, training=None, noise=None):
+        """Logits: [B, K] for one sample per example, [S, B, K] with ``num_samples=S``.
+
+        noise: optional N(0, 1) values of every layer's pre-activations, flat (local
+        reparameterisation; ``step_noise``), split over the layers in order.
+        """
         h = self.flatten(inputs)
-        noise = self._one_noise_draw(tf.shape(h)[0], num_samples, sampling)
+        if noise is None:
+            noise = self._one_noise_draw(tf.shape(h)[0], num_samples, sampling)
+        else:
+            noise = self._split_noise(noise, tf.shape(h)[0], num_samples, sampling)
         h = self.dense_layers[0](h, num_samples=num_samples, sampling=sampling, noise=noise[0])
         for layer, layer_noise in zip(self.dense_layers[1:], noise[1:]):
             h = layer(h, sampling=sampling, noise=layer_noise)
         return h
+
+    def _draws_one_noise(self, sampling):
+        mode = self.sampling if sampling is None else sampling
+        return self.jit_sampling and mode == "local_reparameterization"
+
+    def _noise_sizes(self, batch_size, num_samples):
+        rows = batch_size if num_samples is None else batch_size * num_samples
+        return [rows * layer.units for layer in self.dense_layers]
 
     def _one_noise_draw(self, batch_size, num_samples, sampling):
         """With ``jit_sampling`` and local reparameterisation: the N(0, 1) noise of every
@@ -148,15 +165,30 @@ class InfiniteMixture(MixtureObjectiveMixin, PredictiveModelMixin, keras.Model):
         into the layers' [rows · width] parts — inside a jit-compiled step one RNG call costs
         about a third of one per layer (bench/RESULTS.md, issue 16).  Otherwise [None] × L:
         each layer draws its own."""
-        mode = self.sampling if sampling is None else sampling
-        if not self.jit_sampling or mode != "local_reparameterization":
+        if not self._draws_one_noise(sampling):
             return [None] * len(self.dense_layers)
-        rows = batch_size if num_samples is None else batch_size * num_samples
-        widths = [layer.units for layer in self.dense_layers]
-        draw = _xla_noise(
-            tf.reshape(rows * sum(widths), [1]), stateless_seed(self.dense_layers[0].seed_generator)
+        return tf.split(
+            self._flat_noise(batch_size, num_samples), self._noise_sizes(batch_size, num_samples)
         )
-        return tf.split(draw, [rows * w for w in widths])
+
+    def _flat_noise(self, batch_size, num_samples):
+        size = tf.add_n(self._noise_sizes(batch_size, num_samples))
+        return _xla_noise(
+            tf.reshape(size, [1]), stateless_seed(self.dense_layers[0].seed_generator)
+        )
+
+    def _split_noise(self, noise, batch_size, num_samples, sampling):
+        if not self._draws_one_noise(sampling):
+            raise ValueError("noise= needs jit_sampling=True and local_reparameterization.")
+        return tf.split(tf.reshape(noise, [-1]), self._noise_sizes(batch_size, num_samples))
+
+    def step_noise(self, x):
+        """With ``jit_sampling`` and local reparameterisation: a training step's noise, drawn
+        as its own XLA kernel before the step's compiled forward/backward program
+        (``SampledTrainingMixin``); otherwise None."""
+        if not self._draws_one_noise(None):
+            return None
+        return self._flat_noise(tf.shape(x)[0], self.num_train_samples)
 
     # -- objective (``MixtureObjectiveMixin``, shared with ``MixtureModel``) ----
     def stochastic_layers(self):
@@ -170,8 +202,8 @@ class InfiniteMixture(MixtureObjectiveMixin, PredictiveModelMixin, keras.Model):
         """Per layer name, Var[W_ij] = u_i v_j, [d + 1, c] (last row: biases)."""
         return {layer.name: layer.weight_variance() for layer in self.dense_layers}
 
-    def training_logits(self, x, training):
-        return self(x, num_samples=self.num_train_samples, training=training)
+    def training_logits(self, x, training, noise=None):
+        return self(x, num_samples=self.num_train_samples, training=training, noise=noise)
 
     # -- prediction --------------------------------------------------------
     def predictive_parameters(self, x, num_samples, training=False):

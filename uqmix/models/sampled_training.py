@@ -19,6 +19,14 @@ the gradients the optimizer sums over replicas are those of the full-batch
 loss.  Reported metrics: ``loss`` (data term + regularizer, unscaled),
 ``nll`` (the data term), the reported regularizer under ``regularizer_metric_name``
 and ``accuracy`` of the mixture's mean prediction (1/S) Σ_s softmax(logits_s).
+
+A model whose random numbers are cheaper as their own XLA kernel may return them from
+``step_noise(x)``: the step then draws them first and runs the forward and backward pass
+as a second XLA program (``jit_compile=True``) that takes them as an input
+(``training_logits(x, training, noise=...)``); the optimizer update and the metrics stay
+TF ops.  Inside one XLA program XLA:CPU's random numbers cost about 3× a separate
+kernel (bench/RESULTS.md, issue 16), so this split is the fast CPU step; under
+``compile(jit_compile=True)`` the whole step is one program and ``step_noise`` is not used.
 """
 
 import keras
@@ -66,8 +74,14 @@ class SampledTrainingMixin:
             raise ValueError("sample_weight is not supported by this model's objective.")
         return x, y
 
-    def _objective_terms(self, x, y, training):
-        logits = full_precision(self.training_logits(x, training=training))
+    def step_noise(self, x):
+        """Random numbers of one training step drawn outside its XLA program, or None
+        (default: the model draws its own inside ``training_logits``)."""
+        return None
+
+    def _objective_terms(self, x, y, training, noise=None):
+        given = {} if noise is None else {"noise": noise}
+        logits = full_precision(self.training_logits(x, training=training, **given))
         data_loss = self.per_example_data_loss(y, logits)  # [B]
         term, reported = self.regularization_loss()
         term = tf.cast(term, data_loss.dtype)
@@ -84,12 +98,23 @@ class SampledTrainingMixin:
         self.accuracy_tracker.update_state(y, mean_probs)
         return {m.name: m.result() for m in self.metrics}
 
+    def _gradients(self, x, y, noise=None):
+        """(∇ scaled loss, logits, per-example data loss, regularizer) of one batch."""
+        with tf.GradientTape() as tape:
+            logits, data_loss, regularizer, scaled_loss = self._objective_terms(
+                x, y, training=True, noise=noise
+            )
+            scaled_loss = self.optimizer.scale_loss(scaled_loss)  # mixed_float16: loss scaling
+        return tape.gradient(scaled_loss, self.trainable_variables), logits, data_loss, regularizer
+
     def train_step(self, data):
         x, y = self._unpack(data)
-        with tf.GradientTape() as tape:
-            logits, data_loss, regularizer, scaled_loss = self._objective_terms(x, y, training=True)
-            scaled_loss = self.optimizer.scale_loss(scaled_loss)  # mixed_float16: loss scaling
-        gradients = tape.gradient(scaled_loss, self.trainable_variables)
+        noise = None if tf.executing_eagerly() or self.jit_compile else self.step_noise(x)
+        if noise is None:
+            gradients, logits, data_loss, regularizer = self._gradients(x, y)
+        else:  # traced once per trace of the step: a nested XLA program fed the noise
+            compiled = tf.function(self._gradients, jit_compile=True)
+            gradients, logits, data_loss, regularizer = compiled(x, y, noise)
         self.optimizer.apply(gradients, self.trainable_variables)
         return self._update_trackers(y, logits, data_loss, regularizer)
 

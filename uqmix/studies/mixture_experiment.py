@@ -125,7 +125,12 @@ OPTIONS = (
         "local_reparameterization",
         "Sampling mode of the mixture's predictive.",
     ),
-    ("jit_sampling", True, "Draw each mixture layer's noise in one XLA kernel (faster on CPU)."),
+    (
+        "jit_sampling",
+        True,
+        "Draw the mixture's noise in one XLA kernel and run the training step's forward and "
+        "backward pass as one XLA program (faster on CPU).",
+    ),
     ("weight_decay", -1.0, "L2 strength w of the baselines (loss + w * sum W^2); -1: 1/N."),
     ("dropout_rate", 0.5, "Dropout rate of mc_dropout."),
     ("ensemble_size", 5, "Members of the ensemble."),
