@@ -101,7 +101,7 @@ FLAG_CASES = [
     (synthetic_experiment, ["--losses=reverse_kl,reverse_kl"], "--losses lists a loss twice"),
     (
         synthetic_experiment,
-        ["--strategy=multi_worker"],
+        ["--strategy=multi_worker", "--steps_per_execution=25"],
         "--strategy=multi_worker needs --steps_per_execution=1",
     ),
     (synthetic_experiment, ["--strategy=gpu"], "Unknown --strategy 'gpu'"),

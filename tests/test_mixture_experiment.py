@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from tests.conftest import REPO_ROOT
 from tests.test_data import write_idx_set
-from uqmix import runs, tensorboard_logging
+from uqmix import options, runs, tensorboard_logging
 from uqmix.studies import mixture_experiment, pn_experiment
 
 
@@ -299,9 +299,36 @@ def test_same_seed_same_metrics_and_resume_after_a_crash(
     assert _without_times(resumed) == _without_times(uninterrupted)
 
 
+def test_steps_per_execution_changes_no_result(data_dir, tmp_path):
+    """Several steps per compiled call (auto: 30 here) train exactly like one step per call."""
+    config = dict(model="vi", evaluations=["classification", "ood"])
+    one = mixture_experiment.run(_config(data_dir, tmp_path / "a", steps_per_execution=1, **config))
+    auto = mixture_experiment.run(_config(data_dir, tmp_path / "b", **config))
+    assert options.resolve_steps_per_execution(_config(data_dir, tmp_path / "c"), 60, 30) == 30
+    assert _without_times(auto) == _without_times(one)
+
+
+@pytest.mark.parametrize(
+    "total, per_epoch, strategy, expected",
+    [
+        (30000, 1000, "default", 50),
+        (9380, 469, "default", 7),
+        (60, 30, "mirrored", 30),
+        (97, 97, "default", 1),
+        (30000, 1000, "multi_worker", 1),
+    ],
+)
+def test_auto_steps_per_execution(total, per_epoch, strategy, expected):
+    config = {"steps_per_execution": 0, "strategy": strategy}
+    assert options.resolve_steps_per_execution(config, total, per_epoch) == expected
+    assert total % expected == 0 and per_epoch % expected == 0
+
+
 @pytest.mark.parametrize(
     "flag, message",
     [
+        ("--steps_per_execution=7", "--steps_per_execution (7) must divide the steps per epoch"),
+        ("--steps_per_execution=-2", "--steps_per_execution must be an integer >= 0"),
         ("--kl_weight=-1", "--kl_weight must be >= 0"),
         ("--prior_variance=0", "--prior_variance must be > 0"),
         ("--train_samples=0", "--train_samples must be >= 1"),

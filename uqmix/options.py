@@ -118,6 +118,47 @@ def first(array, count):
     return array[:count] if count else array
 
 
+# Several training steps per compiled call (issue 16): shared by the binaries' option tables.
+AUTO_STEPS_PER_EXECUTION_MAX = 50
+STEPS_PER_EXECUTION_OPTION = (
+    "steps_per_execution",
+    0,
+    "Training steps per compiled call (Keras compile(steps_per_execution=n): one Python "
+    "round trip per n steps). 0: auto, the largest divisor <= "
+    f"{AUTO_STEPS_PER_EXECUTION_MAX} of the steps per epoch and the total steps (1 under "
+    "--strategy=multi_worker). n >= 1 must divide both. The same results for every n.",
+)
+
+
+def resolve_steps_per_execution(config, total_steps, steps_per_epoch):
+    """The validated steps per compiled call of ``config["steps_per_execution"]`` (0 = auto).
+
+    n must divide ``steps_per_epoch`` and ``total_steps`` (checkpoints and epochs stay at
+    exact steps); Keras 3.15's multi-step loop fails under MultiWorkerMirroredStrategy
+    ("You must feed a value for placeholder tensor ... while/cond"), so it is 1 there.
+    """
+    requested = config["steps_per_execution"]
+    if int(requested) != requested or requested < 0:
+        raise ValueError(f"--steps_per_execution must be an integer >= 0, got {requested}.")
+    multi_worker = config.get("strategy") == "multi_worker"
+    if requested == 0:
+        if multi_worker:
+            return 1
+        common = math.gcd(int(total_steps), int(steps_per_epoch))
+        return max(d for d in range(1, AUTO_STEPS_PER_EXECUTION_MAX + 1) if common % d == 0)
+    if multi_worker and requested != 1:
+        raise ValueError(
+            f"--strategy=multi_worker needs --steps_per_execution=1 (or 0: auto), got {requested}."
+        )
+    for name, value in (("steps per epoch", steps_per_epoch), ("total steps", total_steps)):
+        if value % requested:
+            raise ValueError(
+                f"--steps_per_execution ({requested}) must divide the {name} ({value}); "
+                "0 picks a divisor automatically."
+            )
+    return int(requested)
+
+
 # XLA (issue 16): shared by the experiment binaries' option tables.
 JIT_COMPILE_OPTION = (
     "jit_compile",

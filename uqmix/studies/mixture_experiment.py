@@ -139,6 +139,7 @@ OPTIONS = (
     ("batch_size", 200, "Examples per step."),
     ("learning_rate", 1e-3, "Adam learning rate."),
     ("steps_per_epoch", 1000, "Steps between checkpoints / TensorBoard points."),
+    options.STEPS_PER_EXECUTION_OPTION,
     ("seed", 0, "Seed of initialisation, noise, batch order and attacks."),
     ("deterministic", True, "TensorFlow op determinism."),
     options.JIT_COMPILE_OPTION,
@@ -294,6 +295,7 @@ def validate_config(config):
     _check_attack_options(config)
     options.check_run_options(config)
     options.check_jit_compile(config)
+    options.resolve_steps_per_execution(config, config["steps"], config["steps_per_epoch"])
     return config
 
 
@@ -414,7 +416,11 @@ def build_model(config, input_shape, dataset_size):
         )
     model.build((None, *input_shape))
     model.compile(
-        optimizer=keras.optimizers.Adam(config["learning_rate"]), jit_compile=config["jit_compile"]
+        optimizer=keras.optimizers.Adam(config["learning_rate"]),
+        steps_per_execution=options.resolve_steps_per_execution(
+            config, config["steps"], config["steps_per_epoch"]
+        ),
+        jit_compile=config["jit_compile"],
     )
     return options.check_compiled_with_xla(model, config)
 

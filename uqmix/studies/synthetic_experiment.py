@@ -96,11 +96,7 @@ OPTIONS = (
     ("batch_size", 128, "In-domain (and OOD) examples per step."),
     ("train_steps", 3000, "Training steps per model."),
     ("steps_per_epoch", 500, "Steps between checkpoints / logs / validation."),
-    (
-        "steps_per_execution",
-        25,
-        "Training steps per compiled call (divides --steps_per_epoch and --train_steps).",
-    ),
+    options.STEPS_PER_EXECUTION_OPTION,
     ("plot_extent", 8.0, "Maps cover [-e, e]²."),
     ("grid_resolution", 200, "Map points per axis."),
     ("verbose", 2, "Keras fit verbosity (0, 1, 2)."),
@@ -151,27 +147,14 @@ def validate_config(config):
             ("batch_size", config["batch_size"] >= 1, ">= 1"),
             ("train_steps", config["train_steps"] >= 1, ">= 1"),
             ("steps_per_epoch", config["steps_per_epoch"] >= 1, ">= 1"),
-            ("steps_per_execution", config["steps_per_execution"] >= 1, ">= 1"),
             ("plot_extent", config["plot_extent"] > 0, "> 0"),
             ("grid_resolution", 10 <= config["grid_resolution"] <= 1000, "in [10, 1000]"),
             ("verbose", config["verbose"] in (0, 1, 2), "0, 1 or 2"),
             ("seed", config["seed"] >= 0, ">= 0"),
         ],
     )
-    for name in ("steps_per_epoch", "train_steps"):
-        if config[name] % config["steps_per_execution"]:
-            raise ValueError(
-                f"--steps_per_execution ({config['steps_per_execution']}) must divide "
-                f"--{name} ({config[name]})."
-            )
     options.check_choices([("strategy", config["strategy"], STRATEGIES)])
-    if config["strategy"] == "multi_worker" and config["steps_per_execution"] != 1:
-        # Keras 3.15's multi-step training loop fails under MultiWorkerMirroredStrategy
-        # ("You must feed a value for placeholder tensor ... while/cond").
-        raise ValueError(
-            "--strategy=multi_worker needs --steps_per_execution=1, got "
-            f"{config['steps_per_execution']}."
-        )
+    options.resolve_steps_per_execution(config, config["train_steps"], config["steps_per_epoch"])
     if not config["output_dir"]:
         raise ValueError("--output_dir must be set.")
     # --resume is on by default here and --overwrite takes precedence, so the shared
@@ -231,7 +214,9 @@ def build_model(loss, config):
     )
     model.compile(
         optimizer=keras.optimizers.Adam(config["learning_rate"]),
-        steps_per_execution=config["steps_per_execution"],
+        steps_per_execution=options.resolve_steps_per_execution(
+            config, config["train_steps"], config["steps_per_epoch"]
+        ),
         jit_compile=config["jit_compile"],
     )
     return options.check_compiled_with_xla(model, config)
