@@ -1,6 +1,7 @@
 """uqmix.studies.mixture_report / experiments.mixture_report on synthetic sweep trees (no training)."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -51,8 +52,8 @@ def _detection(rng, measures=("predictive_variance", "total_uncertainty", "mutua
     }
 
 
-def _histogram(rng, shared_edges):
-    edges = np.linspace(0.0, 0.2 if shared_edges else rng.uniform(0.1, 0.3), 11)
+def _histogram(rng, shared_edges, upper=0.2):
+    edges = np.linspace(0.0, upper if shared_edges else rng.uniform(0.1, 0.3), 11)
     correct, wrong = rng.integers(0, 500, 10), rng.integers(0, 50, 10)
     return {
         "bin_edges": edges.tolist(),
@@ -115,7 +116,9 @@ def synthetic_metrics(dataset, model, kl_weight, prior_variance, seed, evaluatio
         metrics["misclassification"] = _detection(rng)
         shared = model == "vi"  # VI histograms pool; ML ones have per-seed edges
         metrics["histograms"] = {
-            m: _histogram(rng, shared) for m in ("predictive_variance", "total_uncertainty")
+            "predictive_variance": _histogram(rng, shared),
+            # the entropy's edges are fixed, [0, log K], as in experiments.mixture_mnist
+            "total_uncertainty": _histogram(rng, True, upper=math.log(10)),
         }
     if "ood" in evaluations:
         metrics["ood"] = dict(_detection(rng), dataset="notmnist", num_examples=100)
@@ -266,13 +269,16 @@ def test_partial_sweep_writes_what_it_can(tmp_path):
         "accuracy_vs_lambda.png",
         "robustness.png",
         "robustness_samples.png",
+        "robustness_vs_prior.png",
     }
     assert all(reason.startswith("needs") for reason in report["skipped"].values())
+    assert f"Skipped: {report['skipped']['robustness_vs_prior.png']}." in report["tables"]
     for filename in (
         "accuracy_vs_prior.png",
         "weight_variance_bars.png",
         "predictive_variance_hist.png",
         "correct_vs_wrong_variance.png",
+        "entropy_correct_vs_wrong.png",
     ):
         assert os.path.getsize(os.path.join(out, filename)) > 10_000
     accuracy = written["c_ml"][4]["test"]["accuracy"]
@@ -337,3 +343,204 @@ def test_binary_end_to_end_and_empty_root(tmp_path):
     assert result.returncode != 0
     assert "no finished runs" in result.stderr
     assert not os.path.exists(f"{out}_empty")
+
+
+# -- the paper's figures 9 and 10 -----------------------------------------------------------------
+def _section(tables, heading):
+    """The lines of tables.md from ``heading`` to the next heading."""
+    lines = tables.splitlines()
+    start = lines.index(heading)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("#")), len(lines))
+    return lines[start + 1 : end]
+
+
+def _row(lines, folder):
+    (row,) = [line for line in lines if f"| `{folder}` |" in line]
+    return row
+
+
+FIG_9 = "### Fig. 9: PGD robustness vs prior variance σ² (λ = 1, S=1)"
+FIG_10 = "### Fig. 10: predictive entropy of correct vs wrong test inputs (λ = 1, σ² = 1)"
+
+
+def test_figure_9_table_and_verdicts_match_numpy(full_report):
+    written, out, report = full_report
+    section = _section(report["tables"], FIG_9)
+    with open(os.path.join(out, mixture_report.SUMMARY_FILE), encoding="utf-8") as handle:
+        summary = json.load(handle)
+    verdicts = summary["paper_figures"]["robustness_vs_prior.png"]["verdicts"]
+    # λ = 1: ML at σ² = 1 (a_ml), 3 (c_ml); VI at σ² = 0.5 (d_vi), 1 (b_vi)
+    for panel, folders in (
+        ("MNIST ML (λ = 1)", ["a_ml", "c_ml"]),
+        ("MNIST VI (λ = 1)", ["d_vi", "b_vi"]),
+    ):
+        accuracy = {
+            f: np.array([m["robustness"]["S=1"]["accuracy"] for m in written[f].values()])
+            for f in folders
+        }
+        for folder, per_seed in accuracy.items():
+            row = _row(section, folder)
+            assert "| 3 (0, 1, 2) |" in row and "| SHORTENED: steps 100 (full: 30000);" in row
+            assert row.endswith(
+                "; 3 of 10 seeds; attack protocol flags not recorded (run predates them) |"
+            )
+            for mean, std in zip(per_seed.mean(axis=0), per_seed.std(axis=0, ddof=1)):
+                assert f"| {mean:.3f} ± {std:.3f} (3) |" in row
+        means = np.array([a.mean(axis=0) for a in accuracy.values()])
+        stds = np.array([a.std(axis=0, ddof=1) for a in accuracy.values()])
+        spread, noise = means.max(axis=0) - means.min(axis=0), stds.max(axis=0)
+        worst = int(np.argmax(spread))
+        verdict = verdicts[panel]
+        np.testing.assert_allclose([j["spread"] for j in verdict["judged"]], spread)
+        np.testing.assert_allclose([j["seed_std"] for j in verdict["judged"]], noise)
+        assert verdict["within"] == bool(np.all(spread <= noise))
+        expected = (
+            f"- {panel}: max spread across σ² {spread[worst]:.3f} at ε={EPSILONS[worst]:g} "
+            f"vs seed std ≤ {noise[worst]:.3f}: "
+            + ("within seed noise" if np.all(spread <= noise) else "outside seed noise at ")
+        )
+        assert any(line.startswith(expected) for line in section), expected
+    assert [line for line in section if line.startswith("| ")][0].split(" | ")[5:9] == [
+        f"ε = {eps:g}" for eps in EPSILONS
+    ]
+    # one σ² with a curve, or none: named with the reason, not drawn
+    assert "`h_fashion` (the only σ² with a S=1 curve of Fashion-MNIST VI)" in "\n".join(section)
+    assert "`g_vi`" not in "\n".join(section)  # λ = 0.01
+    root = summary["sweep_root"]
+    assert (
+        f"Regenerate with `python -m experiments.mixture_report --sweep_root={root} "
+        in (report["tables"])
+    )
+    assert "[robustness_vs_prior.png](robustness_vs_prior.png)" in "\n".join(section)
+
+
+def test_figure_10_table_matches_numpy(full_report):
+    written, out, report = full_report
+    section = _section(report["tables"], FIG_10)
+    with open(os.path.join(out, mixture_report.SUMMARY_FILE), encoding="utf-8") as handle:
+        summary = json.load(handle)
+    figure = summary["figures"]["entropy_correct_vs_wrong.png"]
+    assert set(figure) == {  # summary.json sorts its keys
+        "MNIST ML (λ = 1, σ² = 1)",
+        "MNIST VI (λ = 1, σ² = 1)",
+        "Fashion-MNIST VI (λ = 1, σ² = 1)",
+    }
+    for folder in ("a_ml", "b_vi", "h_fashion"):
+        hists = [m["histograms"]["total_uncertainty"] for m in written[folder].values()]
+        correct = [h["mean_correct"] for h in hists]
+        wrong = [h["mean_wrong"] for h in hists]
+        counts = {g: np.sum([h[g] for h in hists], axis=0) for g in ("correct", "wrong")}
+        row = _row(section, folder)
+        assert f"| {_cell(correct, '.4f')} | {_cell(wrong, '.4f')} |" in row
+        assert f"| {np.mean(wrong) / np.mean(correct):.2f} |" in row
+        assert f"| {counts['correct'].sum():,} / {counts['wrong'].sum():,} |" in row
+        assert "| 3 (0, 1, 2) |" in row and "| SHORTENED: steps 100 (full: 30000);" in row
+        assert row.endswith("; 3 of 10 seeds |")
+        (entry,) = [e for e in figure.values() if e["configuration"] == folder]
+        for group in ("correct", "wrong"):
+            assert entry[group]["counts"] == counts[group].tolist()
+            assert entry[group]["bin_edges"] == hists[0]["bin_edges"]
+    # the figure draws the summed counts as densities
+    drawn = mixture_report.entropy_correct_vs_wrong_figure(
+        mixture_report.load_study(summary["sweep_root"])
+    )
+    hists = [m["histograms"]["total_uncertainty"] for m in written["a_ml"].values()]
+    counts = np.sum([h["wrong"] for h in hists], axis=0)
+    width = np.diff(hists[0]["bin_edges"])
+    (stairs,) = [p for p in drawn.axes[0].patches if p.get_label().startswith("wrong")]
+    np.testing.assert_allclose(stairs.get_data().values, counts / (counts.sum() * width))
+
+
+def test_figure_9_draws_one_panel_per_dataset_and_model(full_report):
+    _, out, _ = full_report
+    with open(os.path.join(out, mixture_report.SUMMARY_FILE), encoding="utf-8") as handle:
+        summary = json.load(handle)
+    configurations = mixture_report.load_study(summary["sweep_root"])
+    figure = mixture_report.robustness_vs_prior_figure(configurations)
+    assert [ax.get_title() for ax in figure.axes] == ["MNIST ML (λ = 1)", "MNIST VI (λ = 1)"]
+    panel = mixture_report.robustness_vs_prior_data(configurations)["MNIST ML (λ = 1)"]
+    assert list(panel) == ["σ² = 1", "σ² = 3"]
+    assert [c["configuration"] for c in panel.values()] == ["a_ml", "c_ml"]
+    for container, curve in zip(figure.axes[0].containers, panel.values()):
+        np.testing.assert_allclose(container.lines[0].get_ydata(), curve["mean"])
+
+
+def test_entropy_bin_edge_mismatch_is_a_clear_error(tmp_path):
+    root, out = str(tmp_path / "sweep"), str(tmp_path / "report")
+    written = write_study(root, {"a_ml": FULL_STUDY["a_ml"]}, seeds=[0, 1])
+    metrics = written["a_ml"][1]
+    metrics["histograms"]["total_uncertainty"]["bin_edges"][3] += 0.01
+    runs.atomic_write_json(os.path.join(root, "a_ml", "seed_1", runs.METRICS_FILE), metrics)
+    edges = written["a_ml"][0]["histograms"]["total_uncertainty"]["bin_edges"]
+    message = (
+        "the total_uncertainty histograms of a_ml have different bin edges in seed 0 and seed 1 "
+        f"(edge 3: {edges[3]:.6g} vs {edges[3] + 0.01:.6g}); their counts cannot be summed"
+    )
+    with pytest.raises(mixture_report.BinEdgeMismatch) as raised:
+        mixture_report.write_report(root, out)
+    assert message in str(raised.value)
+    assert not os.path.exists(out)  # nothing written
+    result = _run_binary(f"--sweep_root={root}", f"--output_dir={out}")
+    assert result.returncode == 2 and message in result.stderr
+
+
+def test_paper_figure_sections_state_why_they_are_skipped(tmp_path):
+    root, out = str(tmp_path / "sweep"), str(tmp_path / "report")
+    # λ = σ² = 1 only (no prior variants), robustness but no histograms
+    study = {name: FULL_STUDY[name] for name in ("a_ml", "b_vi")}
+    write_study(root, study, seeds=[0, 1], evaluations=("classification", "robustness"))
+    report = mixture_report.write_report(root, out)
+    skipped = report["skipped"]
+    assert "at least two prior variances" in skipped["robustness_vs_prior.png"]
+    assert "histograms at λ = 1, σ² = 1" in skipped["entropy_correct_vs_wrong.png"]
+    assert _section(report["tables"], FIG_9) == [
+        "",
+        f"Skipped: {skipped['robustness_vs_prior.png']}.",
+        "",
+    ]
+    assert _section(report["tables"], FIG_10) == [
+        "",
+        f"Skipped: {skipped['entropy_correct_vs_wrong.png']}.",
+    ]
+    assert not os.path.exists(os.path.join(out, "robustness_vs_prior.png"))
+
+
+def _hand_curve(prior_variance, accuracy, epsilons=(0.0, 0.1)):
+    accuracy = np.asarray(accuracy, np.float64)
+    std = accuracy.std(axis=0, ddof=1) if len(accuracy) > 1 else np.zeros(accuracy.shape[1])
+    return {
+        "epsilons": list(epsilons),
+        "accuracy": accuracy.tolist(),
+        "seeds": list(range(len(accuracy))),
+        "dropped_seeds": [],
+        "num_examples": [1000],
+        "mean": accuracy.mean(axis=0).tolist(),
+        "std": std.tolist(),
+        "n": [len(accuracy)] * accuracy.shape[1],
+        "configuration": f"c{prior_variance:g}",
+        "dataset": "mnist",
+        "model": "ml",
+        "prior_variance": prior_variance,
+    }
+
+
+def test_figure_9_verdicts_on_hand_made_curves():
+    base = [[0.9, 0.5], [0.8, 0.4], [0.85, 0.45]]  # std 0.05 at both ε
+    close = [[0.89, 0.49], [0.79, 0.39], [0.84, 0.44]]  # means 0.01 lower: within
+    far = [[0.89, 0.3], [0.79, 0.2], [0.84, 0.25]]  # 0.2 lower at ε = 0.1: outside
+    table = mixture_report.robustness_vs_prior_table(
+        {
+            "within": {"a": _hand_curve(1.0, base), "b": _hand_curve(3.0, close)},
+            "outside": {"a": _hand_curve(1.0, base), "b": _hand_curve(3.0, far)},
+            "one seed": {"a": _hand_curve(1.0, base), "b": _hand_curve(3.0, far[:1])},
+        }
+    )
+    verdicts = {panel: v["text"] for panel, v in table["verdicts"].items()}
+    assert verdicts == {
+        "within": "within: max spread across σ² 0.010 at ε=0 vs seed std ≤ 0.050: "
+        "within seed noise at every ε (2 compared)",
+        "outside": "outside: max spread across σ² 0.200 at ε=0.1 vs seed std ≤ 0.050: "
+        "outside seed noise at ε=0.1 (0.200 > 0.050)",
+        "one seed": "one seed: not judged (no ε with two or more σ² of at least two seeds each)",
+    }
+    assert table["epsilons"] == [0.0, 0.1] and len(table["rows"]) == 6
