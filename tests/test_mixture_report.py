@@ -287,6 +287,11 @@ def test_partial_sweep_writes_what_it_can(tmp_path):
     assert ood_row.count("—") == 2  # OOD by variance and entropy not evaluated
     with open(os.path.join(out, mixture_report.SUMMARY_FILE), encoding="utf-8") as handle:
         assert json.load(handle)["skipped"] == report["skipped"]
+    assert _section(report["tables"], "## Robustness by attack protocol") == [
+        "",
+        "No run has a robustness curve.",
+        "",
+    ]
 
 
 def test_bad_sweeps_are_clear_errors(tmp_path):
@@ -544,3 +549,357 @@ def test_figure_9_verdicts_on_hand_made_curves():
         "one seed": "one seed: not judged (no ε with two or more σ² of at least two seeds each)",
     }
     assert table["epsilons"] == [0.0, 0.1] and len(table["rows"]) == 6
+
+
+# -- robustness and adversarial detection by attack protocol -------------------------------------
+ROBUSTNESS_BY_PROTOCOL = "## Robustness by attack protocol"
+DETECTION_BY_PROTOCOL = "## Adversarial detection by attack protocol"
+TABLE_EPSILONS = (0.05, 0.1, 0.15, 0.2, 0.25)
+PROTOCOL_GRID = np.linspace(0.0, 0.5, 11).tolist()  # 0.15000000000000002: found by value
+CH4_FROZEN = {
+    "preset": "cleverhans4",
+    "noise": "frozen",
+    "nb_iter": 40,
+    "rand_init": False,
+    "labels": "true",
+    "eps_iter": None,
+    "eps_iter_ratio": 0.0625,
+    "frozen_scope": "batch",
+    "combine": "log_mean",
+    "evaluation": "single",
+    "norm": "inf",
+    "label_samples": None,
+    "eval_attacks": None,
+}
+CH4_REDRAW = dict(CH4_FROZEN, noise="redraw", frozen_scope=None)
+CH3_PGD = dict(
+    CH4_REDRAW,
+    preset="cleverhans3_pgd",
+    nb_iter=10,
+    rand_init=True,
+    labels="predicted",
+    eps_iter=0.05,
+    eps_iter_ratio=None,
+)
+# folder: (dataset, model, λ, σ², attack options; None: a run that predates them)
+PROTOCOL_STUDY = {
+    "p_ml_frozen": ("mnist", "ml", 1.0, 1.0, CH4_FROZEN),
+    "p_vi_frozen": ("mnist", "vi", 1.0, 1.0, CH4_FROZEN),
+    "p_ml_ch3": ("mnist", "ml", 1.0, 1.0, CH3_PGD),
+    "p_vi_ch3": ("mnist", "vi", 1.0, 1.0, CH3_PGD),
+    "p_ml_ch3_20": ("mnist", "ml", 1.0, 1.0, dict(CH3_PGD, nb_iter=20)),
+    "p_vi_ch3_20": ("mnist", "vi", 1.0, 1.0, dict(CH3_PGD, nb_iter=20)),
+    "q_vi_mixed": ("mnist", "vi", 1.0, 1.0, CH3_PGD),  # seed 2 without options (below)
+    "r_det": ("mnist", "deterministic", 1.0, 1.0, CH4_REDRAW),
+    "s_fashion_ml": ("fashion_mnist", "ml", 1.0, 1.0, CH4_FROZEN),  # no VI: no ML − VI line
+}
+PROTOCOL_OVERRIDES = {("q_vi_mixed", 2): None}
+SHORT_GRID = {("p_vi_frozen", 2)}  # its curves stop at ε = 0.2: n = 2 at ε = 0.25
+
+
+def _protocol_options(name, seed):
+    return PROTOCOL_OVERRIDES.get((name, seed), PROTOCOL_STUDY[name][4])
+
+
+def write_protocol_study(root, seeds=(0, 1, 2)):
+    """Runs with recorded attack options and success rates; returns {name: {seed: metrics}}."""
+    written = {}
+    for index, (name, (dataset, model, kl_weight, prior_variance, _)) in enumerate(
+        sorted(PROTOCOL_STUDY.items())
+    ):
+        for seed in seeds:
+            rng = np.random.default_rng([100 + index, seed])
+            metrics = synthetic_metrics(
+                dataset, model, kl_weight, prior_variance, seed, ("classification",), rng
+            )
+            options = _protocol_options(name, seed)
+            grid = PROTOCOL_GRID[:5] if (name, seed) in SHORT_GRID else PROTOCOL_GRID
+            metrics["robustness"] = {}
+            for samples in [1, 5, 100] if model in ("ml", "vi") else [1]:
+                curve = {
+                    "epsilons": grid,
+                    "accuracy": np.sort(rng.uniform(0, 1, len(grid)))[::-1].tolist(),
+                    "num_examples": 1000,
+                }
+                if options is not None:
+                    curve["success_rate"] = rng.uniform(0, 1, len(grid)).tolist()
+                    curve["attack_options"] = dict(options, gradient_samples=samples)
+                metrics["robustness"][f"S={samples}"] = curve
+            detection = {
+                "all": _detection(rng),
+                "correct_vs_successful": _detection(rng),
+                "eps": 0.25,
+                "gradient_samples": 1,
+                "adversarial_accuracy": float(rng.uniform(0, 0.5)),
+            }
+            if options is not None:
+                detection["success_rate"] = float(rng.uniform(0.5, 1))
+                detection["attack_options"] = dict(options, gradient_samples=1)
+            metrics["adversarial_detection"] = detection
+            runs.atomic_write_json(
+                os.path.join(root, name, f"seed_{seed}", runs.METRICS_FILE), metrics
+            )
+            written.setdefault(name, {})[seed] = metrics
+    return written
+
+
+@pytest.fixture(scope="module")
+def protocol_report(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("protocol_sweep"))
+    written = write_protocol_study(root)
+    out = str(tmp_path_factory.mktemp("protocol_report"))
+    return written, out, mixture_report.write_report(root, out)
+
+
+def _cells(line):
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def _table(lines):
+    """{column title: index} and the rows (lists of cells) of the one table in ``lines``."""
+    table = [_cells(line) for line in lines if line.startswith("| ")]
+    return {title: i for i, title in enumerate(table[0])}, table[1:]
+
+
+def _protocol_rows(lines, folder, key=None):
+    columns, rows = _table(lines)
+    return [
+        r
+        for r in rows
+        if r[columns["configuration"]] == f"`{folder}`"
+        and (key is None or r[columns["curve"]] == key)
+    ]
+
+
+def _expected(values, fmt, spread=True):
+    """The cell of ``values`` (None: missing), computed with NumPy."""
+    values = np.array([v for v in values if v is not None], np.float64)
+    if values.size == 0:
+        return "—"
+    if values.size == 1 or not spread:
+        return f"{values.mean():{fmt}} ({values.size})"
+    return _cell(values, fmt)
+
+
+def _value_at(curve, field, eps):
+    found = np.flatnonzero(np.isclose(curve["epsilons"], eps, rtol=0, atol=1e-9))
+    return curve[field][found[0]] if found.size and field in curve else None
+
+
+def _seed_groups(written, name):
+    """[(seeds, options)] of a folder: its seeds grouped by their recorded options."""
+    groups = []
+    for seed in sorted(written[name]):
+        options = _protocol_options(name, seed)
+        for seeds, known in groups:
+            if known == options:
+                seeds.append(seed)
+                break
+        else:
+            groups.append(([seed], options))
+    return groups
+
+
+def _option_cells_expected(options, samples):
+    if options is None:
+        return ["not recorded"] * 6
+    return [
+        options["preset"],
+        options["noise"],
+        str(samples),
+        str(options["nb_iter"]),
+        "yes" if options["rand_init"] else "no",
+        options["labels"],
+    ]
+
+
+def test_robustness_by_protocol_matches_numpy(protocol_report):
+    written, _, report = protocol_report
+    section = _section(report["tables"], ROBUSTNESS_BY_PROTOCOL)
+    columns, rows = _table(section)
+    assert [title for title in columns][13:] == [
+        *(f"ε = {eps:g}" for eps in TABLE_EPSILONS),
+        "success rate ε = 0.25",
+        "seeds",
+    ]
+    checked = 0
+    for name, (dataset, model, kl_weight, prior_variance, _) in PROTOCOL_STUDY.items():
+        for seeds, options in _seed_groups(written, name):
+            seeds_text = f"{len(seeds)} ({', '.join(str(s) for s in seeds)})"
+            for key in written[name][seeds[0]]["robustness"]:
+                (row,) = [
+                    r
+                    for r in _protocol_rows(section, name, key)
+                    if r[columns["seeds"]] == seeds_text
+                ]
+                curves = [written[name][s]["robustness"][key] for s in seeds]
+                mixture = model in ("ml", "vi")
+                assert row[:6] == [
+                    {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}[dataset],
+                    model.upper() if mixture else model,
+                    f"{kl_weight:g}" if mixture else "—",
+                    f"{prior_variance:g}" if mixture else "—",
+                    f"`{name}`",
+                    key,
+                ]
+                assert row[6:12] == _option_cells_expected(options, key.split("=")[1])
+                assert row[13:18] == [
+                    _expected([_value_at(c, "accuracy", eps) for c in curves], ".3f")
+                    for eps in TABLE_EPSILONS
+                ]
+                assert row[18] == _expected(
+                    [_value_at(c, "success_rate", 0.25) for c in curves], ".3f", spread=False
+                )
+                checked += 1
+    assert checked == len(rows) == 7 * 3 + 2 * 3 + 1  # q_vi_mixed: rows per protocol
+    # the truncated grid of one seed: n = 2 at ε = 0.25, 3 before it
+    (frozen,) = _protocol_rows(section, "p_vi_frozen", "S=1")
+    assert frozen[columns["ε = 0.2"]].endswith("(3)")
+    assert frozen[columns["ε = 0.25"]].endswith("(2)")
+    success = frozen[columns["success rate ε = 0.25"]]
+    assert success.endswith(" (2)") and "±" not in success
+    # options without a column: shared ones stated once, the others per row
+    assert section[1].endswith(
+        "Recorded by every row with options (no column): combine log_mean, evaluation single, "
+        "norm inf."
+    )
+    (ch3,) = _protocol_rows(section, "p_ml_ch3", "S=1")
+    assert ch3[columns["other options"]] == "eps_iter 0.05"
+    (ch4,) = _protocol_rows(section, "p_ml_frozen", "S=1")
+    assert ch4[columns["other options"]] == "eps_iter_ratio 0.0625, frozen_scope batch"
+    # order: MNIST first, recorded protocols before unrecorded, ML right before VI
+    order = [(r[columns["configuration"]], r[columns["curve"]]) for r in rows]
+    for protocol in ("frozen", "ch3", "ch3_20"):
+        for key in ("S=1", "S=5", "S=100"):
+            ml = order.index((f"`p_ml_{protocol}`", key))
+            assert order[ml + 1] == (f"`p_vi_{protocol}`", key)
+    assert [r[0] for r in rows].index("Fashion-MNIST") == len(rows) - 3
+    unrecorded = [i for i, r in enumerate(rows) if r[6] == "not recorded"]
+    assert unrecorded == [len(rows) - 6, len(rows) - 5, len(rows) - 4]  # last of MNIST
+
+
+def _ml_minus_vi(written, ml, vi, key, eps, seeds=(0, 1, 2)):
+    means = [
+        np.mean(
+            [
+                v
+                for v in (
+                    _value_at(written[name][s]["robustness"][key], "accuracy", eps) for s in seeds
+                )
+                if v is not None
+            ]
+        )
+        for name in (ml, vi)
+    ]
+    return means[0] - means[1]
+
+
+def _difference_lines(section):
+    start = next(i for i, line in enumerate(section) if line.startswith("ML − VI at ε = 0.1"))
+    return [line for line in section[start:] if line.startswith("- ")]
+
+
+def test_ml_minus_vi_per_protocol(protocol_report):
+    written, out, report = protocol_report
+    section = _section(report["tables"], ROBUSTNESS_BY_PROTOCOL)
+    expected = []
+    for folder, label in (
+        ("ch3", "cleverhans3_pgd/redraw/{key} [nb_iter 10]"),
+        ("ch3_20", "cleverhans3_pgd/redraw/{key} [nb_iter 20]"),
+        ("frozen", "cleverhans4/frozen/{key}"),
+    ):
+        for key in ("S=1", "S=5", "S=100"):
+            ml, vi = f"p_ml_{folder}", f"p_vi_{folder}"
+            d = [_ml_minus_vi(written, ml, vi, key, eps) for eps in (0.1, 0.25)]
+            expected.append(
+                f"- MNIST, {label.format(key=key)}: ML − VI = {d[0]:+.3f} at ε 0.1, "
+                f"{d[1]:+.3f} at ε 0.25 (seeds: ML 3, VI 3)"
+            )
+    # p_vi_ch3 (3 seeds), not q_vi_mixed (2 seeds with the same options); no Fashion-MNIST VI;
+    # q_vi_mixed's unrecorded seed has no ML partner
+    assert sorted(_difference_lines(section)) == sorted(expected)
+    with open(os.path.join(out, mixture_report.SUMMARY_FILE), encoding="utf-8") as handle:
+        summary = json.load(handle)
+    entries = summary["attack_protocols"]["ml_minus_vi"]
+    # a setting in two folders with the same options: the one with most seeds, in any row order
+    rows = mixture_report.robustness_protocol_table(
+        mixture_report.load_study(summary["sweep_root"])
+    )["rows"]
+    for reordered in (rows, rows[::-1]):
+        chosen = {
+            e["vi"]["configuration"]
+            for e in mixture_report.ml_minus_vi(reordered)
+            if "nb_iter 10" in e["label"]
+        }
+        assert chosen == {"p_vi_ch3"}
+    (frozen,) = [e for e in entries if e["label"] == "cleverhans4/frozen/S=1"]
+    assert frozen["vi"] == {"configuration": "p_vi_frozen", "seeds": [0, 1, 2]}
+    np.testing.assert_allclose(
+        frozen["difference"],
+        [_ml_minus_vi(written, "p_ml_frozen", "p_vi_frozen", "S=1", e) for e in (0.1, 0.25)],
+    )
+
+
+def test_old_runs_without_attack_options(full_report):
+    written, _, report = full_report
+    section = _section(report["tables"], ROBUSTNESS_BY_PROTOCOL)
+    columns, _ = _table(section)
+    (row,) = _protocol_rows(section, "a_ml", "S=1")
+    assert row[6:13] == ["not recorded"] * 7
+    curves = [m["robustness"]["S=1"] for m in written["a_ml"].values()]
+    assert row[13:18] == [
+        "—",
+        _cell([c["accuracy"][1] for c in curves], ".3f"),
+        "—",
+        _cell([c["accuracy"][2] for c in curves], ".3f"),
+        "—",
+    ]  # the old grid 0, 0.1, 0.2, 0.3
+    assert row[columns["success rate ε = 0.25"]] == "—"  # no success rate recorded
+    expected = []
+    for ml, vi, key, where in (
+        ("a_ml", "b_vi", "S=1", ""),
+        ("e_ml", "f_vi", "S=1", " (λ = 0.1, σ² = 1)"),
+        ("a_ml", "b_vi", "S=5", ""),
+        ("a_ml", "b_vi", "S=100", ""),
+    ):
+        d = _ml_minus_vi(written, ml, vi, key, 0.1)
+        expected.append(
+            f"- MNIST, attack options not recorded, {key}{where}: ML − VI = {d:+.3f} at ε 0.1, "
+            "— at ε 0.25 (seeds: ML 3, VI 3)"
+        )
+    assert _difference_lines(section) == expected
+    detection = _section(report["tables"], DETECTION_BY_PROTOCOL)
+    columns, rows = _table(detection)
+    (row,) = [r for r in rows if r[columns["configuration"]] == "`j_drop`"]
+    assert row[5:9] == ["0.25", "not recorded", "not recorded", "1"]
+    assert row[columns["success rate"]] == "—"
+
+
+def test_detection_by_protocol_matches_numpy(protocol_report):
+    written, _, report = protocol_report
+    section = _section(report["tables"], DETECTION_BY_PROTOCOL)
+    columns, rows = _table(section)
+    assert len(rows) == len(PROTOCOL_STUDY) + 1  # q_vi_mixed: a row per protocol
+    for name in ("p_ml_frozen", "p_vi_ch3_20", "r_det"):
+        records = [m["adversarial_detection"] for m in written[name].values()]
+        options = PROTOCOL_STUDY[name][4]
+        (row,) = [r for r in rows if r[columns["configuration"]] == f"`{name}`"]
+        assert row[5:9] == ["0.25", options["preset"], options["noise"], "1"]
+        assert row[columns["adversarial accuracy"]] == _cell(
+            [r["adversarial_accuracy"] for r in records], ".3f"
+        )
+        assert row[columns["success rate"]] == _expected(
+            [r["success_rate"] for r in records], ".3f", spread=False
+        )
+        for group, title in (("all", "all"), ("correct_vs_successful", "correct vs successful")):
+            for measure, measure_title in (
+                ("predictive_variance", "predictive variance"),
+                ("total_uncertainty", "total uncertainty"),
+            ):
+                values = [r[group][measure]["auroc"] for r in records]
+                assert row[columns[f"AUROC {title} ({measure_title})"]] == _cell(values, ".4f")
+    mixed = [r for r in rows if r[columns["configuration"]] == "`q_vi_mixed`"]
+    assert [(r[6], r[-1]) for r in mixed] == [
+        ("cleverhans3_pgd", "2 (0, 1)"),
+        ("not recorded", "1 (2)"),
+    ]
