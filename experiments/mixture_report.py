@@ -10,7 +10,8 @@ whose runs are absent are skipped and listed) and ``summary.json``.  Prints the
 tables and the files written.
 Exit codes: 1 bad flags; 2 bad data (no usable run, a metrics.json that is not a
 JSON object, a ``seed_*`` folder without an integer, seeds of one folder made
-with different configurations) or an output folder that cannot be written;
+with different configurations, seeds of a Fig. 10 configuration whose entropy
+histograms have different bin edges) or an output folder that cannot be written;
 all outputs are written or none.
 """
 

@@ -1,6 +1,7 @@
 """uqmix.studies.mixture_report / experiments.mixture_report on synthetic sweep trees (no training)."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -51,8 +52,8 @@ def _detection(rng, measures=("predictive_variance", "total_uncertainty", "mutua
     }
 
 
-def _histogram(rng, shared_edges):
-    edges = np.linspace(0.0, 0.2 if shared_edges else rng.uniform(0.1, 0.3), 11)
+def _histogram(rng, shared_edges, upper=0.2):
+    edges = np.linspace(0.0, upper if shared_edges else rng.uniform(0.1, 0.3), 11)
     correct, wrong = rng.integers(0, 500, 10), rng.integers(0, 50, 10)
     return {
         "bin_edges": edges.tolist(),
@@ -115,7 +116,9 @@ def synthetic_metrics(dataset, model, kl_weight, prior_variance, seed, evaluatio
         metrics["misclassification"] = _detection(rng)
         shared = model == "vi"  # VI histograms pool; ML ones have per-seed edges
         metrics["histograms"] = {
-            m: _histogram(rng, shared) for m in ("predictive_variance", "total_uncertainty")
+            "predictive_variance": _histogram(rng, shared),
+            # the entropy's edges are fixed, [0, log K], as in experiments.mixture_mnist
+            "total_uncertainty": _histogram(rng, True, upper=math.log(10)),
         }
     if "ood" in evaluations:
         metrics["ood"] = dict(_detection(rng), dataset="notmnist", num_examples=100)
@@ -266,13 +269,16 @@ def test_partial_sweep_writes_what_it_can(tmp_path):
         "accuracy_vs_lambda.png",
         "robustness.png",
         "robustness_samples.png",
+        "robustness_vs_prior.png",
     }
     assert all(reason.startswith("needs") for reason in report["skipped"].values())
+    assert f"Skipped: {report['skipped']['robustness_vs_prior.png']}." in report["tables"]
     for filename in (
         "accuracy_vs_prior.png",
         "weight_variance_bars.png",
         "predictive_variance_hist.png",
         "correct_vs_wrong_variance.png",
+        "entropy_correct_vs_wrong.png",
     ):
         assert os.path.getsize(os.path.join(out, filename)) > 10_000
     accuracy = written["c_ml"][4]["test"]["accuracy"]
@@ -281,6 +287,11 @@ def test_partial_sweep_writes_what_it_can(tmp_path):
     assert ood_row.count("—") == 2  # OOD by variance and entropy not evaluated
     with open(os.path.join(out, mixture_report.SUMMARY_FILE), encoding="utf-8") as handle:
         assert json.load(handle)["skipped"] == report["skipped"]
+    assert _section(report["tables"], "## Robustness by attack protocol") == [
+        "",
+        "No run has a robustness curve.",
+        "",
+    ]
 
 
 def test_bad_sweeps_are_clear_errors(tmp_path):
@@ -337,3 +348,558 @@ def test_binary_end_to_end_and_empty_root(tmp_path):
     assert result.returncode != 0
     assert "no finished runs" in result.stderr
     assert not os.path.exists(f"{out}_empty")
+
+
+# -- the paper's figures 9 and 10 -----------------------------------------------------------------
+def _section(tables, heading):
+    """The lines of tables.md from ``heading`` to the next heading."""
+    lines = tables.splitlines()
+    start = lines.index(heading)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("#")), len(lines))
+    return lines[start + 1 : end]
+
+
+def _row(lines, folder):
+    (row,) = [line for line in lines if f"| `{folder}` |" in line]
+    return row
+
+
+FIG_9 = "### Fig. 9: PGD robustness vs prior variance σ² (λ = 1, S=1)"
+FIG_10 = "### Fig. 10: predictive entropy of correct vs wrong test inputs (λ = 1, σ² = 1)"
+
+
+def test_figure_9_table_and_verdicts_match_numpy(full_report):
+    written, out, report = full_report
+    section = _section(report["tables"], FIG_9)
+    with open(os.path.join(out, mixture_report.SUMMARY_FILE), encoding="utf-8") as handle:
+        summary = json.load(handle)
+    verdicts = summary["paper_figures"]["robustness_vs_prior.png"]["verdicts"]
+    # λ = 1: ML at σ² = 1 (a_ml), 3 (c_ml); VI at σ² = 0.5 (d_vi), 1 (b_vi)
+    for panel, folders in (
+        ("MNIST ML (λ = 1)", ["a_ml", "c_ml"]),
+        ("MNIST VI (λ = 1)", ["d_vi", "b_vi"]),
+    ):
+        accuracy = {
+            f: np.array([m["robustness"]["S=1"]["accuracy"] for m in written[f].values()])
+            for f in folders
+        }
+        for folder, per_seed in accuracy.items():
+            row = _row(section, folder)
+            assert "| 3 (0, 1, 2) |" in row and "| SHORTENED: steps 100 (full: 30000);" in row
+            assert row.endswith(
+                "; 3 of 10 seeds; attack protocol flags not recorded (run predates them) |"
+            )
+            for mean, std in zip(per_seed.mean(axis=0), per_seed.std(axis=0, ddof=1)):
+                assert f"| {mean:.3f} ± {std:.3f} (3) |" in row
+        means = np.array([a.mean(axis=0) for a in accuracy.values()])
+        stds = np.array([a.std(axis=0, ddof=1) for a in accuracy.values()])
+        spread, noise = means.max(axis=0) - means.min(axis=0), stds.max(axis=0)
+        worst = int(np.argmax(spread))
+        verdict = verdicts[panel]
+        np.testing.assert_allclose([j["spread"] for j in verdict["judged"]], spread)
+        np.testing.assert_allclose([j["seed_std"] for j in verdict["judged"]], noise)
+        assert verdict["within"] == bool(np.all(spread <= noise))
+        expected = (
+            f"- {panel}: max spread across σ² {spread[worst]:.3f} at ε={EPSILONS[worst]:g} "
+            f"vs seed std ≤ {noise[worst]:.3f}: "
+            + ("within seed noise" if np.all(spread <= noise) else "outside seed noise at ")
+        )
+        assert any(line.startswith(expected) for line in section), expected
+    assert [line for line in section if line.startswith("| ")][0].split(" | ")[5:9] == [
+        f"ε = {eps:g}" for eps in EPSILONS
+    ]
+    # one σ² with a curve, or none: named with the reason, not drawn
+    assert "`h_fashion` (the only σ² with a S=1 curve of Fashion-MNIST VI)" in "\n".join(section)
+    assert "`g_vi`" not in "\n".join(section)  # λ = 0.01
+    root = summary["sweep_root"]
+    assert (
+        f"Regenerate with `python -m experiments.mixture_report --sweep_root={root} "
+        in (report["tables"])
+    )
+    assert "[robustness_vs_prior.png](robustness_vs_prior.png)" in "\n".join(section)
+
+
+def test_figure_10_table_matches_numpy(full_report):
+    written, out, report = full_report
+    section = _section(report["tables"], FIG_10)
+    with open(os.path.join(out, mixture_report.SUMMARY_FILE), encoding="utf-8") as handle:
+        summary = json.load(handle)
+    figure = summary["figures"]["entropy_correct_vs_wrong.png"]
+    assert set(figure) == {  # summary.json sorts its keys
+        "MNIST ML (λ = 1, σ² = 1)",
+        "MNIST VI (λ = 1, σ² = 1)",
+        "Fashion-MNIST VI (λ = 1, σ² = 1)",
+    }
+    for folder in ("a_ml", "b_vi", "h_fashion"):
+        hists = [m["histograms"]["total_uncertainty"] for m in written[folder].values()]
+        correct = [h["mean_correct"] for h in hists]
+        wrong = [h["mean_wrong"] for h in hists]
+        counts = {g: np.sum([h[g] for h in hists], axis=0) for g in ("correct", "wrong")}
+        row = _row(section, folder)
+        assert f"| {_cell(correct, '.4f')} | {_cell(wrong, '.4f')} |" in row
+        assert f"| {np.mean(wrong) / np.mean(correct):.2f} |" in row
+        assert f"| {counts['correct'].sum():,} / {counts['wrong'].sum():,} |" in row
+        assert "| 3 (0, 1, 2) |" in row and "| SHORTENED: steps 100 (full: 30000);" in row
+        assert row.endswith("; 3 of 10 seeds |")
+        (entry,) = [e for e in figure.values() if e["configuration"] == folder]
+        for group in ("correct", "wrong"):
+            assert entry[group]["counts"] == counts[group].tolist()
+            assert entry[group]["bin_edges"] == hists[0]["bin_edges"]
+    # the figure draws the summed counts as densities
+    drawn = mixture_report.entropy_correct_vs_wrong_figure(
+        mixture_report.load_study(summary["sweep_root"])
+    )
+    hists = [m["histograms"]["total_uncertainty"] for m in written["a_ml"].values()]
+    counts = np.sum([h["wrong"] for h in hists], axis=0)
+    width = np.diff(hists[0]["bin_edges"])
+    (stairs,) = [p for p in drawn.axes[0].patches if p.get_label().startswith("wrong")]
+    np.testing.assert_allclose(stairs.get_data().values, counts / (counts.sum() * width))
+
+
+def test_figure_9_draws_one_panel_per_dataset_and_model(full_report):
+    _, out, _ = full_report
+    with open(os.path.join(out, mixture_report.SUMMARY_FILE), encoding="utf-8") as handle:
+        summary = json.load(handle)
+    configurations = mixture_report.load_study(summary["sweep_root"])
+    figure = mixture_report.robustness_vs_prior_figure(configurations)
+    assert [ax.get_title() for ax in figure.axes] == ["MNIST ML (λ = 1)", "MNIST VI (λ = 1)"]
+    panel = mixture_report.robustness_vs_prior_data(configurations)["MNIST ML (λ = 1)"]
+    assert list(panel) == ["σ² = 1", "σ² = 3"]
+    assert [c["configuration"] for c in panel.values()] == ["a_ml", "c_ml"]
+    for container, curve in zip(figure.axes[0].containers, panel.values()):
+        np.testing.assert_allclose(container.lines[0].get_ydata(), curve["mean"])
+
+
+def test_entropy_bin_edge_mismatch_is_a_clear_error(tmp_path):
+    root, out = str(tmp_path / "sweep"), str(tmp_path / "report")
+    written = write_study(root, {"a_ml": FULL_STUDY["a_ml"]}, seeds=[0, 1])
+    metrics = written["a_ml"][1]
+    metrics["histograms"]["total_uncertainty"]["bin_edges"][3] += 0.01
+    runs.atomic_write_json(os.path.join(root, "a_ml", "seed_1", runs.METRICS_FILE), metrics)
+    edges = written["a_ml"][0]["histograms"]["total_uncertainty"]["bin_edges"]
+    message = (
+        "the total_uncertainty histograms of a_ml have different bin edges in seed 0 and seed 1 "
+        f"(edge 3: {edges[3]:.6g} vs {edges[3] + 0.01:.6g}); their counts cannot be summed"
+    )
+    with pytest.raises(mixture_report.BinEdgeMismatch) as raised:
+        mixture_report.write_report(root, out)
+    assert message in str(raised.value)
+    assert not os.path.exists(out)  # nothing written
+    result = _run_binary(f"--sweep_root={root}", f"--output_dir={out}")
+    assert result.returncode == 2 and message in result.stderr
+
+
+def test_paper_figure_sections_state_why_they_are_skipped(tmp_path):
+    root, out = str(tmp_path / "sweep"), str(tmp_path / "report")
+    # λ = σ² = 1 only (no prior variants), robustness but no histograms
+    study = {name: FULL_STUDY[name] for name in ("a_ml", "b_vi")}
+    write_study(root, study, seeds=[0, 1], evaluations=("classification", "robustness"))
+    report = mixture_report.write_report(root, out)
+    skipped = report["skipped"]
+    assert "at least two prior variances" in skipped["robustness_vs_prior.png"]
+    assert "histograms at λ = 1, σ² = 1" in skipped["entropy_correct_vs_wrong.png"]
+    assert _section(report["tables"], FIG_9) == [
+        "",
+        f"Skipped: {skipped['robustness_vs_prior.png']}.",
+        "",
+    ]
+    assert _section(report["tables"], FIG_10) == [
+        "",
+        f"Skipped: {skipped['entropy_correct_vs_wrong.png']}.",
+    ]
+    assert not os.path.exists(os.path.join(out, "robustness_vs_prior.png"))
+
+
+def _hand_curve(prior_variance, accuracy, epsilons=(0.0, 0.1)):
+    accuracy = np.asarray(accuracy, np.float64)
+    std = accuracy.std(axis=0, ddof=1) if len(accuracy) > 1 else np.zeros(accuracy.shape[1])
+    return {
+        "epsilons": list(epsilons),
+        "accuracy": accuracy.tolist(),
+        "seeds": list(range(len(accuracy))),
+        "dropped_seeds": [],
+        "num_examples": [1000],
+        "mean": accuracy.mean(axis=0).tolist(),
+        "std": std.tolist(),
+        "n": [len(accuracy)] * accuracy.shape[1],
+        "configuration": f"c{prior_variance:g}",
+        "dataset": "mnist",
+        "model": "ml",
+        "prior_variance": prior_variance,
+    }
+
+
+def test_figure_9_verdicts_on_hand_made_curves():
+    base = [[0.9, 0.5], [0.8, 0.4], [0.85, 0.45]]  # std 0.05 at both ε
+    close = [[0.89, 0.49], [0.79, 0.39], [0.84, 0.44]]  # means 0.01 lower: within
+    far = [[0.89, 0.3], [0.79, 0.2], [0.84, 0.25]]  # 0.2 lower at ε = 0.1: outside
+    table = mixture_report.robustness_vs_prior_table(
+        {
+            "within": {"a": _hand_curve(1.0, base), "b": _hand_curve(3.0, close)},
+            "outside": {"a": _hand_curve(1.0, base), "b": _hand_curve(3.0, far)},
+            "one seed": {"a": _hand_curve(1.0, base), "b": _hand_curve(3.0, far[:1])},
+        }
+    )
+    verdicts = {panel: v["text"] for panel, v in table["verdicts"].items()}
+    assert verdicts == {
+        "within": "within: max spread across σ² 0.010 at ε=0 vs seed std ≤ 0.050: "
+        "within seed noise at every ε (2 compared)",
+        "outside": "outside: max spread across σ² 0.200 at ε=0.1 vs seed std ≤ 0.050: "
+        "outside seed noise at ε=0.1 (0.200 > 0.050)",
+        "one seed": "one seed: not judged (no ε with two or more σ² of at least two seeds each)",
+    }
+    assert table["epsilons"] == [0.0, 0.1] and len(table["rows"]) == 6
+
+
+# -- robustness and adversarial detection by attack protocol -------------------------------------
+ROBUSTNESS_BY_PROTOCOL = "## Robustness by attack protocol"
+DETECTION_BY_PROTOCOL = "## Adversarial detection by attack protocol"
+TABLE_EPSILONS = (0.05, 0.1, 0.15, 0.2, 0.25)
+PROTOCOL_GRID = np.linspace(0.0, 0.5, 11).tolist()  # 0.15000000000000002: found by value
+CH4_FROZEN = {
+    "preset": "cleverhans4",
+    "noise": "frozen",
+    "nb_iter": 40,
+    "rand_init": False,
+    "labels": "true",
+    "eps_iter": None,
+    "eps_iter_ratio": 0.0625,
+    "frozen_scope": "batch",
+    "combine": "log_mean",
+    "evaluation": "single",
+    "norm": "inf",
+    "label_samples": None,
+    "eval_attacks": None,
+}
+CH4_REDRAW = dict(CH4_FROZEN, noise="redraw", frozen_scope=None)
+CH3_PGD = dict(
+    CH4_REDRAW,
+    preset="cleverhans3_pgd",
+    nb_iter=10,
+    rand_init=True,
+    labels="predicted",
+    eps_iter=0.05,
+    eps_iter_ratio=None,
+)
+# folder: (dataset, model, λ, σ², attack options; None: a run that predates them)
+PROTOCOL_STUDY = {
+    "p_ml_frozen": ("mnist", "ml", 1.0, 1.0, CH4_FROZEN),
+    "p_vi_frozen": ("mnist", "vi", 1.0, 1.0, CH4_FROZEN),
+    "p_ml_ch3": ("mnist", "ml", 1.0, 1.0, CH3_PGD),
+    "p_vi_ch3": ("mnist", "vi", 1.0, 1.0, CH3_PGD),
+    "p_ml_ch3_20": ("mnist", "ml", 1.0, 1.0, dict(CH3_PGD, nb_iter=20)),
+    "p_vi_ch3_20": ("mnist", "vi", 1.0, 1.0, dict(CH3_PGD, nb_iter=20)),
+    "q_vi_mixed": ("mnist", "vi", 1.0, 1.0, CH3_PGD),  # seed 2 without options (below)
+    "r_det": ("mnist", "deterministic", 1.0, 1.0, CH4_REDRAW),
+    "s_fashion_ml": ("fashion_mnist", "ml", 1.0, 1.0, CH4_FROZEN),  # no VI: no ML − VI line
+}
+PROTOCOL_OVERRIDES = {("q_vi_mixed", 2): None}
+SHORT_GRID = {("p_vi_frozen", 2)}  # its curves stop at ε = 0.2: n = 2 at ε = 0.25
+
+
+def _protocol_options(name, seed):
+    return PROTOCOL_OVERRIDES.get((name, seed), PROTOCOL_STUDY[name][4])
+
+
+def write_protocol_study(root, seeds=(0, 1, 2)):
+    """Runs with recorded attack options and success rates; returns {name: {seed: metrics}}."""
+    written = {}
+    for index, (name, (dataset, model, kl_weight, prior_variance, _)) in enumerate(
+        sorted(PROTOCOL_STUDY.items())
+    ):
+        for seed in seeds:
+            rng = np.random.default_rng([100 + index, seed])
+            metrics = synthetic_metrics(
+                dataset, model, kl_weight, prior_variance, seed, ("classification",), rng
+            )
+            options = _protocol_options(name, seed)
+            grid = PROTOCOL_GRID[:5] if (name, seed) in SHORT_GRID else PROTOCOL_GRID
+            metrics["robustness"] = {}
+            for samples in [1, 5, 100] if model in ("ml", "vi") else [1]:
+                curve = {
+                    "epsilons": grid,
+                    "accuracy": np.sort(rng.uniform(0, 1, len(grid)))[::-1].tolist(),
+                    "num_examples": 1000,
+                }
+                if options is not None:
+                    curve["success_rate"] = rng.uniform(0, 1, len(grid)).tolist()
+                    curve["attack_options"] = dict(options, gradient_samples=samples)
+                metrics["robustness"][f"S={samples}"] = curve
+            detection = {
+                "all": _detection(rng),
+                "correct_vs_successful": _detection(rng),
+                "eps": 0.25,
+                "gradient_samples": 1,
+                "adversarial_accuracy": float(rng.uniform(0, 0.5)),
+            }
+            if options is not None:
+                detection["success_rate"] = float(rng.uniform(0.5, 1))
+                detection["attack_options"] = dict(options, gradient_samples=1)
+            metrics["adversarial_detection"] = detection
+            runs.atomic_write_json(
+                os.path.join(root, name, f"seed_{seed}", runs.METRICS_FILE), metrics
+            )
+            written.setdefault(name, {})[seed] = metrics
+    return written
+
+
+@pytest.fixture(scope="module")
+def protocol_report(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("protocol_sweep"))
+    written = write_protocol_study(root)
+    out = str(tmp_path_factory.mktemp("protocol_report"))
+    return written, out, mixture_report.write_report(root, out)
+
+
+def _cells(line):
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def _table(lines):
+    """{column title: index} and the rows (lists of cells) of the one table in ``lines``."""
+    table = [_cells(line) for line in lines if line.startswith("| ")]
+    return {title: i for i, title in enumerate(table[0])}, table[1:]
+
+
+def _protocol_rows(lines, folder, key=None):
+    columns, rows = _table(lines)
+    return [
+        r
+        for r in rows
+        if r[columns["configuration"]] == f"`{folder}`"
+        and (key is None or r[columns["curve"]] == key)
+    ]
+
+
+def _expected(values, fmt, spread=True):
+    """The cell of ``values`` (None: missing), computed with NumPy."""
+    values = np.array([v for v in values if v is not None], np.float64)
+    if values.size == 0:
+        return "—"
+    if values.size == 1 or not spread:
+        return f"{values.mean():{fmt}} ({values.size})"
+    return _cell(values, fmt)
+
+
+def _value_at(curve, field, eps):
+    found = np.flatnonzero(np.isclose(curve["epsilons"], eps, rtol=0, atol=1e-9))
+    return curve[field][found[0]] if found.size and field in curve else None
+
+
+def _seed_groups(written, name):
+    """[(seeds, options)] of a folder: its seeds grouped by their recorded options."""
+    groups = []
+    for seed in sorted(written[name]):
+        options = _protocol_options(name, seed)
+        for seeds, known in groups:
+            if known == options:
+                seeds.append(seed)
+                break
+        else:
+            groups.append(([seed], options))
+    return groups
+
+
+def _option_cells_expected(options, samples):
+    if options is None:
+        return ["not recorded"] * 6
+    return [
+        options["preset"],
+        options["noise"],
+        str(samples),
+        str(options["nb_iter"]),
+        "yes" if options["rand_init"] else "no",
+        options["labels"],
+    ]
+
+
+def test_robustness_by_protocol_matches_numpy(protocol_report):
+    written, _, report = protocol_report
+    section = _section(report["tables"], ROBUSTNESS_BY_PROTOCOL)
+    columns, rows = _table(section)
+    assert [title for title in columns][13:] == [
+        *(f"ε = {eps:g}" for eps in TABLE_EPSILONS),
+        "success rate ε = 0.25",
+        "seeds",
+    ]
+    checked = 0
+    for name, (dataset, model, kl_weight, prior_variance, _) in PROTOCOL_STUDY.items():
+        for seeds, options in _seed_groups(written, name):
+            seeds_text = f"{len(seeds)} ({', '.join(str(s) for s in seeds)})"
+            for key in written[name][seeds[0]]["robustness"]:
+                (row,) = [
+                    r
+                    for r in _protocol_rows(section, name, key)
+                    if r[columns["seeds"]] == seeds_text
+                ]
+                curves = [written[name][s]["robustness"][key] for s in seeds]
+                mixture = model in ("ml", "vi")
+                assert row[:6] == [
+                    {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}[dataset],
+                    model.upper() if mixture else model,
+                    f"{kl_weight:g}" if mixture else "—",
+                    f"{prior_variance:g}" if mixture else "—",
+                    f"`{name}`",
+                    key,
+                ]
+                assert row[6:12] == _option_cells_expected(options, key.split("=")[1])
+                assert row[13:18] == [
+                    _expected([_value_at(c, "accuracy", eps) for c in curves], ".3f")
+                    for eps in TABLE_EPSILONS
+                ]
+                assert row[18] == _expected(
+                    [_value_at(c, "success_rate", 0.25) for c in curves], ".3f", spread=False
+                )
+                checked += 1
+    assert checked == len(rows) == 7 * 3 + 2 * 3 + 1  # q_vi_mixed: rows per protocol
+    # the truncated grid of one seed: n = 2 at ε = 0.25, 3 before it
+    (frozen,) = _protocol_rows(section, "p_vi_frozen", "S=1")
+    assert frozen[columns["ε = 0.2"]].endswith("(3)")
+    assert frozen[columns["ε = 0.25"]].endswith("(2)")
+    success = frozen[columns["success rate ε = 0.25"]]
+    assert success.endswith(" (2)") and "±" not in success
+    # options without a column: shared ones stated once, the others per row
+    assert section[1].endswith(
+        "Recorded by every row with options (no column): combine log_mean, evaluation single, "
+        "norm inf."
+    )
+    (ch3,) = _protocol_rows(section, "p_ml_ch3", "S=1")
+    assert ch3[columns["other options"]] == "eps_iter 0.05"
+    (ch4,) = _protocol_rows(section, "p_ml_frozen", "S=1")
+    assert ch4[columns["other options"]] == "eps_iter_ratio 0.0625, frozen_scope batch"
+    # order: MNIST first, recorded protocols before unrecorded, ML right before VI
+    order = [(r[columns["configuration"]], r[columns["curve"]]) for r in rows]
+    for protocol in ("frozen", "ch3", "ch3_20"):
+        for key in ("S=1", "S=5", "S=100"):
+            ml = order.index((f"`p_ml_{protocol}`", key))
+            assert order[ml + 1] == (f"`p_vi_{protocol}`", key)
+    assert [r[0] for r in rows].index("Fashion-MNIST") == len(rows) - 3
+    unrecorded = [i for i, r in enumerate(rows) if r[6] == "not recorded"]
+    assert unrecorded == [len(rows) - 6, len(rows) - 5, len(rows) - 4]  # last of MNIST
+
+
+def _ml_minus_vi(written, ml, vi, key, eps, seeds=(0, 1, 2)):
+    means = [
+        np.mean(
+            [
+                v
+                for v in (
+                    _value_at(written[name][s]["robustness"][key], "accuracy", eps) for s in seeds
+                )
+                if v is not None
+            ]
+        )
+        for name in (ml, vi)
+    ]
+    return means[0] - means[1]
+
+
+def _difference_lines(section):
+    start = next(i for i, line in enumerate(section) if line.startswith("ML − VI at ε = 0.1"))
+    return [line for line in section[start:] if line.startswith("- ")]
+
+
+def test_ml_minus_vi_per_protocol(protocol_report):
+    written, out, report = protocol_report
+    section = _section(report["tables"], ROBUSTNESS_BY_PROTOCOL)
+    expected = []
+    for folder, label in (
+        ("ch3", "cleverhans3_pgd/redraw/{key} [nb_iter 10]"),
+        ("ch3_20", "cleverhans3_pgd/redraw/{key} [nb_iter 20]"),
+        ("frozen", "cleverhans4/frozen/{key}"),
+    ):
+        for key in ("S=1", "S=5", "S=100"):
+            ml, vi = f"p_ml_{folder}", f"p_vi_{folder}"
+            d = [_ml_minus_vi(written, ml, vi, key, eps) for eps in (0.1, 0.25)]
+            expected.append(
+                f"- MNIST, {label.format(key=key)}: ML − VI = {d[0]:+.3f} at ε 0.1, "
+                f"{d[1]:+.3f} at ε 0.25 (seeds: ML 3, VI 3)"
+            )
+    # p_vi_ch3 (3 seeds), not q_vi_mixed (2 seeds with the same options); no Fashion-MNIST VI;
+    # q_vi_mixed's unrecorded seed has no ML partner
+    assert sorted(_difference_lines(section)) == sorted(expected)
+    with open(os.path.join(out, mixture_report.SUMMARY_FILE), encoding="utf-8") as handle:
+        summary = json.load(handle)
+    entries = summary["attack_protocols"]["ml_minus_vi"]
+    # a setting in two folders with the same options: the one with most seeds, in any row order
+    rows = mixture_report.robustness_protocol_table(
+        mixture_report.load_study(summary["sweep_root"])
+    )["rows"]
+    for reordered in (rows, rows[::-1]):
+        chosen = {
+            e["vi"]["configuration"]
+            for e in mixture_report.ml_minus_vi(reordered)
+            if "nb_iter 10" in e["label"]
+        }
+        assert chosen == {"p_vi_ch3"}
+    (frozen,) = [e for e in entries if e["label"] == "cleverhans4/frozen/S=1"]
+    assert frozen["vi"] == {"configuration": "p_vi_frozen", "seeds": [0, 1, 2]}
+    np.testing.assert_allclose(
+        frozen["difference"],
+        [_ml_minus_vi(written, "p_ml_frozen", "p_vi_frozen", "S=1", e) for e in (0.1, 0.25)],
+    )
+
+
+def test_old_runs_without_attack_options(full_report):
+    written, _, report = full_report
+    section = _section(report["tables"], ROBUSTNESS_BY_PROTOCOL)
+    columns, _ = _table(section)
+    (row,) = _protocol_rows(section, "a_ml", "S=1")
+    assert row[6:13] == ["not recorded"] * 7
+    curves = [m["robustness"]["S=1"] for m in written["a_ml"].values()]
+    assert row[13:18] == [
+        "—",
+        _cell([c["accuracy"][1] for c in curves], ".3f"),
+        "—",
+        _cell([c["accuracy"][2] for c in curves], ".3f"),
+        "—",
+    ]  # the old grid 0, 0.1, 0.2, 0.3
+    assert row[columns["success rate ε = 0.25"]] == "—"  # no success rate recorded
+    expected = []
+    for ml, vi, key, where in (
+        ("a_ml", "b_vi", "S=1", ""),
+        ("e_ml", "f_vi", "S=1", " (λ = 0.1, σ² = 1)"),
+        ("a_ml", "b_vi", "S=5", ""),
+        ("a_ml", "b_vi", "S=100", ""),
+    ):
+        d = _ml_minus_vi(written, ml, vi, key, 0.1)
+        expected.append(
+            f"- MNIST, attack options not recorded, {key}{where}: ML − VI = {d:+.3f} at ε 0.1, "
+            "— at ε 0.25 (seeds: ML 3, VI 3)"
+        )
+    assert _difference_lines(section) == expected
+    detection = _section(report["tables"], DETECTION_BY_PROTOCOL)
+    columns, rows = _table(detection)
+    (row,) = [r for r in rows if r[columns["configuration"]] == "`j_drop`"]
+    assert row[5:9] == ["0.25", "not recorded", "not recorded", "1"]
+    assert row[columns["success rate"]] == "—"
+
+
+def test_detection_by_protocol_matches_numpy(protocol_report):
+    written, _, report = protocol_report
+    section = _section(report["tables"], DETECTION_BY_PROTOCOL)
+    columns, rows = _table(section)
+    assert len(rows) == len(PROTOCOL_STUDY) + 1  # q_vi_mixed: a row per protocol
+    for name in ("p_ml_frozen", "p_vi_ch3_20", "r_det"):
+        records = [m["adversarial_detection"] for m in written[name].values()]
+        options = PROTOCOL_STUDY[name][4]
+        (row,) = [r for r in rows if r[columns["configuration"]] == f"`{name}`"]
+        assert row[5:9] == ["0.25", options["preset"], options["noise"], "1"]
+        assert row[columns["adversarial accuracy"]] == _cell(
+            [r["adversarial_accuracy"] for r in records], ".3f"
+        )
+        assert row[columns["success rate"]] == _expected(
+            [r["success_rate"] for r in records], ".3f", spread=False
+        )
+        for group, title in (("all", "all"), ("correct_vs_successful", "correct vs successful")):
+            for measure, measure_title in (
+                ("predictive_variance", "predictive variance"),
+                ("total_uncertainty", "total uncertainty"),
+            ):
+                values = [r[group][measure]["auroc"] for r in records]
+                assert row[columns[f"AUROC {title} ({measure_title})"]] == _cell(values, ".4f")
+    mixed = [r for r in rows if r[columns["configuration"]] == "`q_vi_mixed`"]
+    assert [(r[6], r[-1]) for r in mixed] == [
+        ("cleverhans3_pgd", "2 (0, 1)"),
+        ("not recorded", "1 (2)"),
+    ]

@@ -87,6 +87,22 @@ def test_robustness_figure_title_counts_seeds_and_attacked_images():
     assert three.axes[0].get_title() == "PGD robustness\nmean ± 3σ over 3 seeds"
 
 
+def test_robustness_panels_title_each_panel_and_count_seeds_in_the_figure_title():
+    curve = {"epsilons": [0, 0.1], "accuracy": [[0.9, 0.5], [0.8, 0.4]], "num_examples": 1000}
+    figure = plotting.robustness_panels({"A": {"σ² = 1": curve}, "B": {"σ² = 3": curve}}, "Fig")
+    assert [ax.get_title() for ax in figure.axes] == ["A", "B"]
+    assert figure.get_suptitle() == "Fig: mean ± 3σ over 2 seeds, 1,000 attacked images"
+    assert figure.axes[0].get_legend().get_texts()[0].get_text() == "σ² = 1 (n=2)"
+    np.testing.assert_allclose(figure.axes[1].containers[0].lines[0].get_ydata(), [0.85, 0.45])
+
+
+def test_density_stairs_in_rows_of_columns_hides_the_unused_panels():
+    hist = [{"bin_edges": [0.0, 1.0, 2.0], "counts": [3, 1]}]
+    figure = plotting.density_stairs({p: {"x": hist} for p in "abc"}, "value", columns=2)
+    assert [ax.get_visible() for ax in figure.axes] == [True, True, True, False]
+    assert [ax.get_title() for ax in figure.axes[:3]] == ["a", "b", "c"]
+
+
 def test_weight_variance_histograms_are_densities_of_each_layer():
     """Layers of 100 and 10,000 weights: each line integrates to 1 and equals NumPy's
     density histogram of the same values."""

@@ -438,33 +438,7 @@ def robustness_figure(curves, title=None, sigmas=3.0):
         raise ValueError("curves is empty.")
     figure = plotting.new_figure(5.0, 3.8)
     ax = figure.subplots()
-    seeds, examples = [], []
-    for (label, curve), (color, style) in zip(curves.items(), plotting.series_styles(len(curves))):
-        epsilons = np.asarray(curve["epsilons"], np.float64)
-        accuracy = np.atleast_2d(np.asarray(curve["accuracy"], np.float64))
-        if accuracy.shape[1] != epsilons.size:
-            raise ValueError(
-                f"{label!r}: {accuracy.shape[1]} accuracies for {epsilons.size} epsilons."
-            )
-        seeds.append(accuracy.shape[0])
-        examples += [int(n) for n in np.atleast_1d(curve.get("num_examples") or [])]
-        spread = sigmas * accuracy.std(axis=0, ddof=1) if accuracy.shape[0] > 1 else None
-        ax.errorbar(
-            epsilons,
-            accuracy.mean(axis=0),
-            yerr=spread,
-            marker="o",
-            markersize=3,
-            capsize=3,
-            linewidth=1.5,
-            label=f"{label} (n={accuracy.shape[0]})",
-            color=color,
-            linestyle=style,
-        )
-    ax.set_xlabel("ε")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=8)
+    seeds, examples = plotting.robustness_axes(ax, curves, sigmas)
     ax.set_title(
         f"{title or 'PGD robustness'}\n"
         + plotting.averaging_text(seeds, sigmas, examples or None, "attacked image"),

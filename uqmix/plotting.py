@@ -432,6 +432,69 @@ def errorbar_panels(
     return figure
 
 
+def robustness_axes(ax, curves, sigmas=3.0):
+    """Accuracy against ε on ``ax``, one line per curve, error bars ± ``sigmas``·std over seeds
+    (sample standard deviation, ddof = 1; none for one seed); the legend gives "(n=seeds)".
+
+    curves: {label: {"epsilons": [E], "accuracy": [E] or [seeds, E]}}, optionally
+    "num_examples" (count or counts of attacked images); other keys are ignored.
+    Returns (seeds per curve, attacked-image counts) for a title (``averaging_text``).
+    """
+    seeds, examples = [], []
+    for (label, curve), (color, style) in zip(curves.items(), series_styles(len(curves))):
+        epsilons = np.asarray(curve["epsilons"], np.float64)
+        accuracy = np.atleast_2d(np.asarray(curve["accuracy"], np.float64))
+        if accuracy.shape[1] != epsilons.size:
+            raise ValueError(
+                f"{label!r}: {accuracy.shape[1]} accuracies for {epsilons.size} epsilons."
+            )
+        seeds.append(accuracy.shape[0])
+        examples += [int(n) for n in np.atleast_1d(curve.get("num_examples") or [])]
+        spread = sigmas * accuracy.std(axis=0, ddof=1) if accuracy.shape[0] > 1 else None
+        ax.errorbar(
+            epsilons,
+            accuracy.mean(axis=0),
+            yerr=spread,
+            marker="o",
+            markersize=3,
+            capsize=3,
+            linewidth=1.5,
+            label=f"{label} (n={accuracy.shape[0]})",
+            color=color,
+            linestyle=style,
+        )
+    ax.set_xlabel("ε")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=8)
+    return seeds, examples
+
+
+def robustness_panels(panels, title=None, sigmas=3.0):
+    """``robustness_axes`` side by side, one panel per key: {panel title: curves}.
+
+    The figure title (``title``: what the figure shows) gets the seeds and attacked
+    images appended (``averaging_text``; "± σ" only with more than one seed).
+    """
+    if not panels:
+        raise ValueError("panels is empty.")
+    figure = new_figure(4.6 * len(panels), 3.8)
+    axes = figure.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+    seeds, examples = [], []
+    for ax, (panel, curves) in zip(axes, panels.items()):
+        if not curves:
+            raise ValueError(f"panel {panel!r} has no curves.")
+        panel_seeds, panel_examples = robustness_axes(ax, curves, sigmas)
+        seeds += panel_seeds
+        examples += panel_examples
+        ax.set_title(panel, fontsize=10)
+    figure.suptitle(
+        join_title(title, averaging_text(seeds, sigmas, examples or None, "attacked image")),
+        fontsize=10,
+    )
+    return figure
+
+
 def grouped_bars(panels, ylabel, log_y=False, sigmas=3.0, title=None, examples=None):
     """Grouped bars of means over seeds with ± ``sigmas``·std error bars, one panel per key.
 
@@ -482,18 +545,23 @@ def grouped_bars(panels, ylabel, log_y=False, sigmas=3.0, title=None, examples=N
     return figure
 
 
-def density_stairs(panels, xlabel, log_y=True, colors=None, title=None):
+def density_stairs(panels, xlabel, log_y=True, colors=None, title=None, columns=None):
     """Histograms drawn as densities (counts / (total · bin width)), one panel per key.
 
     panels: {panel title: {label: [{"bin_edges": [M + 1], "counts": [M]}, ...]}};
       the histograms of one label (e.g. one per seed when they cannot be
       pooled) share a colour and a legend entry; empty histograms are skipped.
     colors: {label: matplotlib colour} (default: the colour cycle, per panel).
+    columns: panels per row (default: all in one row).
     """
     if not panels:
         raise ValueError("panels is empty.")
-    figure = new_figure(4.6 * len(panels), 3.6)
-    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    columns = min(len(panels), columns or len(panels))
+    rows = -(-len(panels) // columns)
+    figure = new_figure(4.6 * columns, 3.6 * rows)
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for unused in axes[len(panels) :]:
+        unused.set_visible(False)
     for ax, (panel, series) in zip(axes, panels.items()):
         for index, (label, histograms) in enumerate(series.items()):
             color = (colors or {}).get(label, f"C{index % 10}")

@@ -307,13 +307,13 @@ def stats_of(values):
     return {"mean": mean, "std": std, "n": n}
 
 
-def format_cell(stats, fmt=".4f"):
+def format_cell(stats, fmt=".4f", spread=True):
     """ "mean ± std (n)"; "value (1)" for a single seed (no spread to show); "—" when no seed
-    has the number."""
+    has the number.  spread=False: "mean (n)" for any n."""
     if stats is None or not stats["n"]:
         return "—"
-    if stats["n"] == 1:
-        return f"{stats['mean']:{fmt}} (1)"
+    if stats["n"] == 1 or not spread:
+        return f"{stats['mean']:{fmt}} ({stats['n']})"
     return f"{stats['mean']:{fmt}} ± {stats['std']:{fmt}} ({stats['n']})"
 
 

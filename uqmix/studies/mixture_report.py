@@ -25,16 +25,31 @@ their legends.
   and the reason returned (a partial sweep gives what it can);
 * ``summary.json``: the numbers behind the tables and figures.
 
-``tables.md`` ends with the side-by-side comparison with the paper's tables 1, 2, 3, 4, 5
+``tables.md`` then has robustness and adversarial detection by attack protocol
+(``protocol_tables`` / ``protocol_markdown``): a row per (configuration, robustness key,
+attack options as each curve records them — "not recorded" for runs that predate them) with
+the accuracy at ε ∈ ``PROTOCOL_EPSILONS`` and the success rate at ε = 0.25, the
+adversarial-detection numbers per configuration and protocol, and the lines "ML − VI at ε = 0.1
+and 0.25" per (dataset, λ, σ², protocol) with both models (``ml_minus_vi``); then the
+side-by-side comparison with the paper's tables 1, 2, 3, 4, 5
 and 7 (``published_comparison``: the reference data and the verdicts of
-``uqmix.studies.published``; every row names how our runs differ from the paper's protocol).
+``uqmix.studies.published``; every row names how our runs differ from the paper's protocol),
+and ends with the sections of the paper's figures 9 and 10 (``paper_figures_markdown``; the
+paper prints no numbers for them): PGD accuracy (S=1) against ε per prior variance σ² at λ = 1
+(``robustness_vs_prior.png``, with a verdict of the spread across σ² against the seed std) and
+the predictive entropy of correct vs wrong test inputs at λ = σ² = 1
+(``entropy_correct_vs_wrong.png``, histogram counts summed over seeds, which must share their
+bin edges: ``BinEdgeMismatch`` otherwise).  Each names the command that regenerates it and
+its configurations and seeds, or why it was skipped.
 
 The robustness figures are drawn by ``uqmix.attack_eval.robustness_figure``,
-imported lazily: everything else here runs without TensorFlow.
+imported lazily: everything else here runs without TensorFlow (Fig. 9's panels are
+``uqmix.plotting.robustness_panels``, which shares its axes with ``robustness_figure``).
 """
 
 import collections
 import dataclasses
+import json
 import math
 import os
 
@@ -64,6 +79,10 @@ MODEL_COLORS = {"ML": "C0", "VI": "C1"}
 
 class MissingRuns(ValueError):
     """The runs a figure needs are not in the sweep."""
+
+
+class BinEdgeMismatch(ValueError):
+    """Histograms of one configuration that must be summed over seeds have different bins."""
 
 
 class UnknownConfigurations(ValueError):
@@ -136,14 +155,16 @@ def _configuration(name, by_seed):
     return Configuration(name, dataset, model, label, kl_weight, prior_variance, dict(by_seed))
 
 
-def _order(config):
-    def index(order, value):
-        return order.index(value) if value in order else len(order)
+def _rank(order, value):
+    """The position of ``value`` in ``order`` (values not in it after all of them)."""
+    return order.index(value) if value in order else len(order)
 
+
+def _order(config):
     return (
-        index(DATASET_ORDER, config.dataset),
+        _rank(DATASET_ORDER, config.dataset),
         config.dataset,
-        index(MODEL_ORDER, config.model),
+        _rank(MODEL_ORDER, config.model),
         config.model,
         -config.kl_weight if config.is_mixture else 0.0,
         config.prior_variance if config.is_mixture else 0.0,
@@ -253,6 +274,7 @@ class Column:
     title: str
     key: str
     fmt: str = ".4f"
+    spread: bool = True  # False: "mean (n)" without the std (``sweep.format_cell``)
 
 
 def _measure_columns(prefix, title):
@@ -326,7 +348,7 @@ def markdown_table(configurations, table, columns):
     """One Markdown table: a row per configuration, a column per ``Column``."""
     rows = [
         [config.label, f"`{config.name}`"]
-        + [format_cell(table.get(config.name, {}).get(c.key), c.fmt) for c in columns]
+        + [format_cell(table.get(config.name, {}).get(c.key), c.fmt, c.spread) for c in columns]
         for config in configurations
     ]
     return render_markdown_table(["configuration", "folder"] + [c.title for c in columns], rows)
@@ -346,6 +368,435 @@ def markdown_tables(configurations, table=None):
         for title, columns in table_sections(members):
             parts.append(f"### {title}")
             parts.append(markdown_table(members, table, columns))
+    return "\n\n".join(parts) + "\n"
+
+
+# -- robustness and adversarial detection by attack protocol: sections of tables.md ------------
+# The ε of the robustness-by-protocol table, of its success-rate column and of the ML − VI lines.
+PROTOCOL_EPSILONS = (0.05, 0.1, 0.15, 0.2, 0.25)
+SUCCESS_EPS = 0.25
+DIFFERENCE_EPSILONS = (0.1, 0.25)
+# The recorded attack options (``attack_eval.AttackOptions.resolved``) with a column each;
+# the others are stated once when every row shares them, else in the "other options" column.
+PROTOCOL_OPTIONS = {
+    "preset": "preset",
+    "noise": "noise",
+    "gradient_samples": "gradient samples / frozen draws",
+    "nb_iter": "nb_iter",
+    "rand_init": "rand_init",
+    "labels": "labels",
+}
+NOT_RECORDED = "not recorded"
+# The adversarial-detection table's numbers: keys inside a run's ``adversarial_detection``.
+PROTOCOL_DETECTION_COLUMNS = (
+    [
+        Column("adversarial accuracy", "adversarial_accuracy", ".3f"),
+        Column("success rate", "success_rate", ".3f", spread=False),
+    ]
+    + _measure_columns("all", "AUROC all")
+    + _measure_columns("correct_vs_successful", "AUROC correct vs successful")
+)
+
+
+def _options_key(options):
+    """A hashable identity of recorded attack options (None: not recorded)."""
+    return None if options is None else json.dumps(options, sort_keys=True)
+
+
+def _by_protocol(entries):
+    """[(attack options or None, {seed: entry})]: the seeds' entries (robustness curves or
+    adversarial_detection records, each with its ``attack_options``) grouped by those options,
+    seeds without an entry left out.  The seeds of a folder share their protocol, so this is one
+    group; a folder whose seeds differ gets a row per protocol, never a mean over attacks."""
+    groups = {}
+    for seed, entry in sorted(entries.items()):
+        if entry:
+            options = entry.get("attack_options") or None
+            groups.setdefault(_options_key(options), (options, {}))[1][seed] = entry
+    return list(groups.values())
+
+
+def _at_eps(curve, field, eps):
+    """``curve[field]`` at ε; None when the curve lacks the field or ε is not in its grid."""
+    values = curve.get(field)
+    found = [v for x, v in zip(curve["epsilons"], values or []) if _close(x, eps)]
+    return found[0] if found else None
+
+
+def _protocol_row(config, options, group):
+    """What a row of the protocol tables is: configuration, recorded options and seeds."""
+    return {
+        "dataset": config.dataset,
+        "model": config.model,
+        "kl_weight": config.kl_weight if config.is_mixture else None,
+        "prior_variance": config.prior_variance if config.is_mixture else None,
+        "configuration": config.name,
+        "attack_options": options,
+        "seeds": sorted(group),
+    }
+
+
+def _protocol_order(row, samples):
+    """Dataset, protocol (recorded ones first), gradient samples, then ML next to VI of the same
+    λ, σ², the baselines after them."""
+    options = row["attack_options"] or {}
+    return (
+        _rank(DATASET_ORDER, row["dataset"]),
+        row["dataset"],
+        row["attack_options"] is None,
+        str(options.get("preset", "")),
+        str(options.get("noise", "")),
+        samples,
+        _options_key(row["attack_options"]) or "",
+        row["model"] not in MIXTURE_MODELS,
+        -(row["kl_weight"] or 0.0),
+        row["prior_variance"] or 0.0,
+        _rank(MODEL_ORDER, row["model"]),
+        row["model"],
+        row["configuration"],
+    )
+
+
+def robustness_protocol_table(configurations):
+    """Robustness by attack protocol: a row per (configuration, robustness key, recorded attack
+    options) with the seeds that have the curve.
+
+    Returns {"epsilons": PROTOCOL_EPSILONS, "success_eps": SUCCESS_EPS, "rows": [dataset,
+    model, kl_weight, prior_variance (None for baselines), configuration, key, attack_options
+    (None: not recorded), seeds, num_examples, accuracy = [stats per ε], success_rate = stats
+    at SUCCESS_EPS]}; stats over the seeds whose curve has the ε (n = 0: none), rows in
+    ``_protocol_order``.
+    """
+    rows = []
+    for config in configurations:
+        for key in _robustness_keys(config):
+            curves = {s: (m.get("robustness") or {}).get(key) for s, m in config.runs.items()}
+            for options, group in _by_protocol(curves):
+                rows.append(
+                    dict(
+                        _protocol_row(config, options, group),
+                        key=key,
+                        num_examples=sorted(
+                            {
+                                int(c["num_examples"])
+                                for c in group.values()
+                                if c.get("num_examples")
+                            }
+                        ),
+                        accuracy=[
+                            stats_of([_at_eps(c, "accuracy", eps) for c in group.values()])
+                            for eps in PROTOCOL_EPSILONS
+                        ],
+                        success_rate=stats_of(
+                            [_at_eps(c, "success_rate", SUCCESS_EPS) for c in group.values()]
+                        ),
+                    )
+                )
+    rows.sort(key=lambda r: _protocol_order(r, _sample_count(r["key"])))
+    return {"epsilons": list(PROTOCOL_EPSILONS), "success_eps": SUCCESS_EPS, "rows": rows}
+
+
+def detection_protocol_table(configurations):
+    """Adversarial detection by attack protocol: a row per (configuration, recorded attack
+    options) with the seeds that have the evaluation.
+
+    Returns {"rows": [dataset, model, kl_weight, prior_variance, configuration,
+    attack_options, seeds, eps and gradient_samples (the values the seeds recorded), stats =
+    {key of ``PROTOCOL_DETECTION_COLUMNS``: stats over seeds}]} in ``_protocol_order``.
+    """
+    rows = []
+    for config in configurations:
+        records = {s: m.get("adversarial_detection") for s, m in config.runs.items()}
+        for options, group in _by_protocol(records):
+            flat = [sweep.flatten(record) for record in group.values()]
+            rows.append(
+                dict(
+                    _protocol_row(config, options, group),
+                    eps=sorted({f["eps"] for f in flat if "eps" in f}),
+                    gradient_samples=sorted(
+                        {int(f["gradient_samples"]) for f in flat if "gradient_samples" in f}
+                    ),
+                    stats={
+                        c.key: stats_of([f.get(c.key) for f in flat])
+                        for c in PROTOCOL_DETECTION_COLUMNS
+                    },
+                )
+            )
+    rows.sort(key=lambda r: _protocol_order(r, min(r["gradient_samples"], default=math.inf)))
+    return {"rows": rows}
+
+
+def _option_text(value):
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _protocol_label(row):
+    """preset/noise/S=<gradient samples or frozen draws> of a robustness row."""
+    options = row["attack_options"]
+    if options is None:
+        return f"attack options {NOT_RECORDED}, {row['key']}"
+    return "/".join(
+        [_option_text(options.get("preset")), _option_text(options.get("noise"))]
+        + [f"S={_option_text(options.get('gradient_samples'))}"]
+    )
+
+
+def _disambiguate(entries):
+    """Appends to the labels that different options of one (dataset, λ, σ²) share the options
+    in which they differ."""
+    same = collections.defaultdict(list)
+    for entry in entries:
+        same[
+            (entry["dataset"], entry["kl_weight"], entry["prior_variance"], entry["label"])
+        ].append(entry)
+    for group in same.values():
+        if len(group) > 1:
+            options = [entry["attack_options"] or {} for entry in group]
+            names = sorted(
+                {
+                    n
+                    for o in options
+                    for n in o
+                    if len({_option_text(p.get(n)) for p in options}) > 1
+                }
+            )
+            for entry, chosen in zip(group, options):
+                shown = ", ".join(f"{n} {_option_text(chosen.get(n))}" for n in names)
+                entry["label"] += f" [{shown}]"
+
+
+def _difference_text(entry):
+    where = f"{dataset_title(entry['dataset'])}, {entry['label']}"
+    if not (entry["kl_weight"] == 1.0 and entry["prior_variance"] == 1.0):
+        where += f" (λ = {entry['kl_weight']:g}, σ² = {entry['prior_variance']:g})"
+    values = ", ".join(
+        ("—" if d is None else f"{d:+.3f}") + f" at ε {eps:g}"
+        for eps, d in zip(entry["epsilons"], entry["difference"])
+    )
+    seeds = f"seeds: ML {len(entry['ml']['seeds'])}, VI {len(entry['vi']['seeds'])}"
+    return f"{where}: ML − VI = {values} ({seeds})"
+
+
+def ml_minus_vi(rows):
+    """ML − VI mean accuracy at each ε of ``DIFFERENCE_EPSILONS``, per (dataset, λ, σ²,
+    robustness key, attack options) that has an ML and a VI row of
+    ``robustness_protocol_table`` (a setting in several folders: the row with most seeds).
+    Rows without recorded options pair by their key alone.
+
+    Returns [{"dataset", "kl_weight", "prior_variance", "key", "attack_options", "label",
+    "epsilons", "difference" (None where either has no value), "ml" / "vi": {"configuration",
+    "seeds"}, "text"}] in table order.
+    """
+    pairs = {}
+    for row in rows:
+        if row["model"] in MIXTURE_MODELS:
+            group = pairs.setdefault(
+                (
+                    row["dataset"],
+                    row["kl_weight"],
+                    row["prior_variance"],
+                    row["key"],
+                    _options_key(row["attack_options"]),
+                ),
+                {},
+            )
+            kept = group.get(row["model"])
+            if kept is None or len(row["seeds"]) > len(kept["seeds"]):
+                group[row["model"]] = row
+    indices = [PROTOCOL_EPSILONS.index(eps) for eps in DIFFERENCE_EPSILONS]
+    entries = []
+    for group in pairs.values():
+        if set(group) != set(MIXTURE_MODELS):
+            continue
+        ml, vi = (group[model]["accuracy"] for model in MIXTURE_MODELS)
+        entries.append(
+            {
+                **{k: group["ml"][k] for k in ("dataset", "kl_weight", "prior_variance", "key")},
+                "attack_options": group["ml"]["attack_options"],
+                "label": _protocol_label(group["ml"]),
+                "epsilons": list(DIFFERENCE_EPSILONS),
+                "difference": [
+                    ml[i]["mean"] - vi[i]["mean"] if ml[i]["n"] and vi[i]["n"] else None
+                    for i in indices
+                ],
+                **{
+                    model: {k: group[model][k] for k in ("configuration", "seeds")}
+                    for model in MIXTURE_MODELS
+                },
+            }
+        )
+    _disambiguate(entries)
+    for entry in entries:
+        entry["text"] = _difference_text(entry)
+    return entries
+
+
+def protocol_tables(configurations):
+    """{"robustness", "detection", "ml_minus_vi"}: the numbers of the attack-protocol sections."""
+    robustness = robustness_protocol_table(configurations)
+    return {
+        "robustness": robustness,
+        "detection": detection_protocol_table(configurations),
+        "ml_minus_vi": ml_minus_vi(robustness["rows"]),
+    }
+
+
+def _shared_options(rows):
+    """{option: text} of the options without a column of their own that every row with
+    recorded options has with one value (None values left out)."""
+    recorded = [r["attack_options"] for r in rows if r["attack_options"]]
+    shared = {}
+    for name in sorted({n for o in recorded for n in o} - set(PROTOCOL_OPTIONS)):
+        texts = {_option_text(o.get(name)) for o in recorded}
+        if len(texts) == 1:
+            shared[name] = texts.pop()
+    return shared
+
+
+def _other_options(options, shared):
+    if options is None:
+        return NOT_RECORDED
+    texts = [
+        f"{n} {_option_text(v)}"
+        for n, v in sorted(options.items())
+        if n not in PROTOCOL_OPTIONS and n not in shared and v is not None
+    ]
+    return ", ".join(texts) or "—"
+
+
+def _shared_text(rows):
+    shared = {n: t for n, t in _shared_options(rows).items() if t != "—"}
+    if not shared:
+        return ""
+    return (
+        " Recorded by every row with options (no column): "
+        + ", ".join(f"{n} {t}" for n, t in shared.items())
+        + "."
+    )
+
+
+def _protocol_setting_cells(row):
+    mixture = row["model"] in MIXTURE_MODELS
+    return [
+        dataset_title(row["dataset"]),
+        row["model"].upper() if mixture else row["model"],
+        f"{row['kl_weight']:g}" if mixture else "—",
+        f"{row['prior_variance']:g}" if mixture else "—",
+        f"`{row['configuration']}`",
+    ]
+
+
+def _option_cells(options, names):
+    if options is None:
+        return [NOT_RECORDED] * len(names)
+    return [_option_text(options.get(name)) for name in names]
+
+
+SETTING_HEADER = ["dataset", "model", "λ", "σ²", "configuration"]
+
+
+def _robustness_protocol_markdown(table, differences):
+    rows = table["rows"]
+    if not rows:
+        return ["No run has a robustness curve."]
+    examples = sorted({n for r in rows for n in r["num_examples"]})
+    parts = [
+        "One row per configuration (folder), robustness curve (key S=k) and attack protocol, "
+        "as each curve's `attack_options` in metrics.json records it (not recorded: the run "
+        "predates them; its numbers are shown all the same). Noise redraw: fresh weight "
+        "samples at every gradient; frozen: one set of draws held for the whole attack (the "
+        "gradient samples are then the frozen draws). Cells: accuracy under untargeted L∞ PGD "
+        f"on {plotting.count_text(examples, 'attacked test image')} per run, mean ± sample std "
+        "(n seeds); success rate = share of the correctly classified test inputs that the "
+        f"attack at ε = {table['success_eps']:g} makes misclassified, mean (n seeds); — = not "
+        "evaluated at that ε. Rows: by dataset, protocol and gradient samples; ML next to VI "
+        "of the same λ, σ²." + _shared_text(rows)
+    ]
+    shared = _shared_options(rows)
+    header = (
+        SETTING_HEADER
+        + ["curve"]
+        + list(PROTOCOL_OPTIONS.values())
+        + ["other options"]
+        + [f"ε = {eps:g}" for eps in table["epsilons"]]
+        + [f"success rate ε = {table['success_eps']:g}", "seeds"]
+    )
+    parts.append(
+        render_markdown_table(
+            header,
+            [
+                _protocol_setting_cells(r)
+                + [r["key"]]
+                + _option_cells(r["attack_options"], PROTOCOL_OPTIONS)
+                + [_other_options(r["attack_options"], shared)]
+                + [format_cell(cell, ".3f") for cell in r["accuracy"]]
+                + [format_cell(r["success_rate"], ".3f", spread=False), _seeds_text(r["seeds"])]
+                for r in rows
+            ],
+        )
+    )
+    epsilons = " and ".join(f"{eps:g}" for eps in DIFFERENCE_EPSILONS)
+    lines = [f"- {d['text']}" for d in differences] or [
+        "- none: no dataset and protocol with both an ML and a VI row"
+    ]
+    parts.append(
+        f"ML − VI at ε = {epsilons} per protocol (difference of the mean accuracies above; "
+        "λ = σ² = 1 unless stated; a protocol = the same curve key and recorded options):\n\n"
+        + "\n".join(lines)
+    )
+    return parts
+
+
+def _detection_protocol_markdown(table):
+    rows = table["rows"]
+    if not rows:
+        return ["No run has the adversarial-detection evaluation."]
+    parts = [
+        "The adversarial-detection evaluation per configuration (folder) and attack protocol "
+        "(`attack_options` of metrics.json; not recorded: the run predates them) at the ε and "
+        "gradient samples (frozen draws) it recorded: adversarial accuracy, mean ± sample std "
+        "(n seeds); success rate among the correctly classified inputs, mean (n seeds); AUROC "
+        "of clean vs adversarial test inputs (all) and of correctly classified clean vs "
+        "successful adversarial inputs (correct vs successful), mean ± sample std (n seeds)."
+    ]
+    header = (
+        SETTING_HEADER
+        + ["ε", "preset", "noise", PROTOCOL_OPTIONS["gradient_samples"]]
+        + [c.title for c in PROTOCOL_DETECTION_COLUMNS]
+        + ["seeds"]
+    )
+    parts.append(
+        render_markdown_table(
+            header,
+            [
+                _protocol_setting_cells(r)
+                + [", ".join(f"{eps:g}" for eps in r["eps"]) or "—"]
+                + _option_cells(r["attack_options"], ("preset", "noise"))
+                + [", ".join(str(s) for s in r["gradient_samples"]) or "—"]
+                + [
+                    format_cell(r["stats"][c.key], c.fmt, spread=c.spread)
+                    for c in PROTOCOL_DETECTION_COLUMNS
+                ]
+                + [_seeds_text(r["seeds"])]
+                for r in rows
+            ],
+        )
+    )
+    return parts
+
+
+def protocol_markdown(tables):
+    """The Markdown of the attack-protocol sections of ``tables.md`` (``protocol_tables``)."""
+    parts = ["## Robustness by attack protocol"]
+    parts += _robustness_protocol_markdown(tables["robustness"], tables["ml_minus_vi"])
+    parts.append("## Adversarial detection by attack protocol")
+    parts += _detection_protocol_markdown(tables["detection"])
     return "\n\n".join(parts) + "\n"
 
 
@@ -448,17 +899,22 @@ def _attack_phrases(settings_by_seed):
         if found != {expected}:
             shown = ", ".join(str(v) for v in sorted(found, key=str))
             phrases.append(f"{key.rsplit('.', 1)[-1]} {shown} (paper: {expected})")
+    phrases.append(_attack_protocol_phrase(settings_by_seed))
+    return phrases
+
+
+def _attack_protocol_phrase(settings_by_seed):
+    """The attack protocol flags the runs recorded (``ATTACK_FLAGS``), or that they did not."""
     recorded = {
         name: sorted({str(s[name]) for s in settings_by_seed.values() if name in s})
         for name in ATTACK_FLAGS
     }
     shown = [f"{name} {'/'.join(values)}" for name, values in recorded.items() if values]
-    phrases.append(
+    return (
         "attack " + ", ".join(shown)
         if shown
         else "attack protocol flags not recorded (run predates them)"
     )
-    return phrases
 
 
 # Protocol settings that do not apply to a model (an ensemble predicts with its 5 networks).
@@ -469,7 +925,8 @@ PROTOCOL_NOT_APPLICABLE = {
 
 
 def protocol_text(root, config, reference, table):
-    """``published.protocol_label`` of a configuration's runs for a published table."""
+    """``published.protocol_label`` of a configuration's runs for a published table
+    (``table``: its number, or "figure 9" / "figure 10" for the paper's figures)."""
     settings = run_settings(root, config)
     skipped = PROTOCOL_NOT_APPLICABLE.get(config.model, ())
     protocol = {k: v for k, v in reference["protocol"].items() if k not in skipped}
@@ -477,6 +934,8 @@ def protocol_text(root, config, reference, table):
     text = published.protocol_label(phrases)
     if table in ("4", "7"):
         text += "; " + "; ".join(_attack_phrases(settings))
+    elif table == "figure 9":  # robustness curves: the attack protocol, not Table 4's ε
+        text += "; " + _attack_protocol_phrase(settings)
     return text
 
 
@@ -577,6 +1036,178 @@ def published_markdown(comparison, reference=None):
                     ["A row", "A column", "B row", "B column"] + published.DIRECTION_HEADER, rows
                 )
             )
+    return "\n\n".join(parts) + "\n"
+
+
+# -- the paper's figures 9 and 10: sections of tables.md -----------------------------------------
+PAPER_FIGURES = ("robustness_vs_prior.png", "entropy_correct_vs_wrong.png")
+
+
+def report_command(root, output_dir, figures_dir=None, weight_variance_configs=None):
+    """The command line of ``experiments.mixture_report`` that writes this report."""
+    parts = [
+        "python -m experiments.mixture_report",
+        f"--sweep_root={root}",
+        f"--output_dir={output_dir}",
+    ]
+    if figures_dir:
+        parts.append(f"--figures_dir={figures_dir}")
+    if weight_variance_configs:
+        parts.append(f"--weight_variance_configs={','.join(weight_variance_configs)}")
+    return " ".join(parts)
+
+
+def paper_figure_tables(data):
+    """{figure file: the numbers of its section} of the drawn figures of ``PAPER_FIGURES``
+    (Fig. 10's numbers are its figure data)."""
+    tables = {}
+    if "robustness_vs_prior.png" in data:
+        tables["robustness_vs_prior.png"] = robustness_vs_prior_table(
+            data["robustness_vs_prior.png"]
+        )
+    if "entropy_correct_vs_wrong.png" in data:
+        tables["entropy_correct_vs_wrong.png"] = data["entropy_correct_vs_wrong.png"]
+    return tables
+
+
+def _seeds_text(seeds, dropped=()):
+    text = f"{len(seeds)} ({', '.join(str(s) for s in seeds)})"
+    if dropped:
+        text += f"; seeds {', '.join(str(s) for s in dropped)} left out (other ε grid)"
+    return text
+
+
+def _not_in_figure_9(configurations, rows):
+    """Why the ML / VI configurations at λ = 1 without a row of Fig. 9 are not in it."""
+    shown = {r["configuration"] for r in rows}
+    notes = []
+    for config in mixtures(configurations, kl_weight=1.0):
+        if config.name in shown:
+            continue
+        reason = (
+            f"the only σ² with a {ROBUSTNESS_KEY} curve of {dataset_title(config.dataset)} "
+            f"{config.model.upper()}"
+            if _robustness_curve(config, ROBUSTNESS_KEY)
+            else f"no {ROBUSTNESS_KEY} robustness curve"
+        )
+        notes.append(f"`{config.name}` ({reason})")
+    return notes
+
+
+def _figure_9_markdown(configurations, table, link, protocol):
+    examples = sorted({n for r in table["rows"] for n in r["num_examples"] or []})
+    parts = [
+        f"Figure: [robustness_vs_prior.png]({link}). Published finding (qualitative, no "
+        f"numbers): {FIGURE_9_FINDING}. Cells: accuracy under untargeted PGD with one gradient "
+        f"sample ({ROBUSTNESS_KEY}) on {plotting.count_text(examples, 'attacked test image')} "
+        "per run, mean ± sample std (n seeds), for every ML / VI configuration at λ = 1 with "
+        "that curve. Verdict per (dataset, model): at each ε, the spread across σ² (largest − "
+        "smallest mean) against the largest seed std of the σ² at that ε; within seed noise "
+        "when the spread is at most that std at every ε (a rough yardstick, not a test)."
+    ]
+    left_out = _not_in_figure_9(configurations, table["rows"])
+    if left_out:
+        parts.append("Not in the figure: " + "; ".join(left_out) + ".")
+    header = (
+        ["dataset", "model", "σ²", "configuration", "seeds"]
+        + [f"ε = {eps:g}" for eps in table["epsilons"]]
+        + ["our runs vs the paper's protocol"]
+    )
+    rows = [
+        [
+            dataset_title(r["dataset"]),
+            r["model"].upper(),
+            f"{r['prior_variance']:g}",
+            f"`{r['configuration']}`",
+            _seeds_text(r["seeds"], r["dropped_seeds"]),
+        ]
+        + [format_cell(cell, ".3f") for cell in r["accuracy"]]
+        + [protocol(r["configuration"])]
+        for r in table["rows"]
+    ]
+    parts.append(render_markdown_table(header, rows))
+    parts.append("Verdicts:\n\n" + "\n".join(f"- {v['text']}" for v in table["verdicts"].values()))
+    return parts
+
+
+def _figure_10_markdown(panels, link, protocol):
+    edges = [e["correct"]["bin_edges"] for e in panels.values()]
+    bins = sorted({f"{len(e) - 1} bins on [{e[0]:.4g}, {e[-1]:.4g}]" for e in edges})
+    parts = [
+        f"Figure: [entropy_correct_vs_wrong.png]({link}). Published: {FIGURE_10_FINDING}. "
+        "Per (dataset, model), the histograms of the predictive entropy (total uncertainty, "
+        f"nats; {', '.join(bins)}) of the correctly and of the wrongly classified test "
+        "inputs, counts summed over the seeds (whose bin edges must agree) and drawn as "
+        "densities (log y axis). Table: mean entropy of the group, mean ± sample std over "
+        "seeds of each run's mean (n seeds); ratio = mean wrong / mean correct of those two "
+        "means."
+    ]
+    header = [
+        "dataset",
+        "model",
+        "configuration",
+        "seeds",
+        "test inputs correct / wrong (summed over seeds)",
+        "mean entropy correct",
+        "mean entropy wrong",
+        "ratio wrong / correct",
+        "our runs vs the paper's protocol",
+    ]
+    rows = [
+        [
+            dataset_title(e["dataset"]),
+            e["model"].upper(),
+            f"`{e['configuration']}`",
+            _seeds_text(e["seeds"]),
+            " / ".join(f"{int(np.sum(e[g]['counts'])):,}" for g in ("correct", "wrong")),
+            format_cell(e["mean_correct"], ".4f"),
+            format_cell(e["mean_wrong"], ".4f"),
+            "—" if e["ratio"] is None else f"{e['ratio']:.2f}",
+            protocol(e["configuration"]),
+        ]
+        for e in panels.values()
+    ]
+    parts.append(render_markdown_table(header, rows))
+    return parts
+
+
+def paper_figures_markdown(configurations, tables, skipped, root, command, links, reference=None):
+    """The Markdown of the sections of ``tables.md`` on the paper's figures 9 and 10.
+
+    tables: ``paper_figure_tables``; skipped: {figure file: reason} (``figure_data``);
+    command: the command line that regenerates the report; links: {figure file: its path
+    relative to tables.md}.  A figure without its runs gets its section with the reason.
+    """
+    reference = reference or published.load_reference(published.MIXTURE)
+    by_name = {c.name: c for c in configurations}
+
+    def protocol(figure):
+        return lambda name: protocol_text(root, by_name[name], reference, figure)
+
+    parts = [
+        "## Figures 9 and 10 of the paper (Däubener & Fischer)",
+        f"Regenerate with `{command}` (from the runs' metrics.json and flags.cfg alone). The "
+        "paper shows these as figures without numbers: the tables are ours, nothing is "
+        "compared with a published value. Every row names its configuration (folder under "
+        "the sweep root) and seeds; the last column says how the runs differ from the "
+        "paper's protocol "
+        f"({', '.join(f'{k} {v}' for k, v in reference['protocol'].items())}, "
+        f"{reference['seeds']} seeds).",
+        f"### Fig. 9: PGD robustness vs prior variance σ² (λ = 1, {ROBUSTNESS_KEY})",
+    ]
+    filename = "robustness_vs_prior.png"
+    if filename in tables:
+        parts += _figure_9_markdown(
+            configurations, tables[filename], links[filename], protocol("figure 9")
+        )
+    else:
+        parts.append(f"Skipped: {skipped.get(filename, 'not drawn')}.")
+    parts.append("### Fig. 10: predictive entropy of correct vs wrong test inputs (λ = 1, σ² = 1)")
+    filename = "entropy_correct_vs_wrong.png"
+    if filename in tables:
+        parts += _figure_10_markdown(tables[filename], links[filename], protocol("figure 10"))
+    else:
+        parts.append(f"Skipped: {skipped.get(filename, 'not drawn')}.")
     return "\n\n".join(parts) + "\n"
 
 
@@ -696,24 +1327,67 @@ def weight_variance_bars_data(configurations, names=None):
     return panels
 
 
-def _total_histograms(config, measure):
-    """[{"bin_edges", "counts" = correct + wrong}] of every seed that has the histogram."""
-    found = []
-    for _, metrics in sorted(config.runs.items()):
+def _seed_histograms(config, measure, groups=("correct", "wrong")):
+    """{seed: {"bin_edges", "counts" = sum of the ``groups`` counts}} of every seed that has
+    the histogram of ``measure``."""
+    found = {}
+    for seed, metrics in sorted(config.runs.items()):
         hist = (metrics.get("histograms") or {}).get(measure)
         if hist:
-            counts = np.add(hist["correct"], hist["wrong"])
-            found.append({"bin_edges": list(hist["bin_edges"]), "counts": counts.tolist()})
+            counts = np.sum([hist[group] for group in groups], axis=0)
+            found[seed] = {"bin_edges": list(hist["bin_edges"]), "counts": counts.tolist()}
     return found
 
 
-def _same_edges(histograms):
+def _total_histograms(config, measure):
+    """[{"bin_edges", "counts" = correct + wrong}] of every seed that has the histogram."""
+    return list(_seed_histograms(config, measure).values())
+
+
+def _first_other_edges(histograms):
+    """Index of the first histogram whose bin edges differ from the first one's (None: all
+    agree)."""
     first = np.asarray(histograms[0]["bin_edges"], np.float64)
-    return all(
-        len(h["bin_edges"]) == first.size
-        and np.allclose(h["bin_edges"], first, rtol=1e-9, atol=0.0)
-        for h in histograms[1:]
-    )
+    for index, hist in enumerate(histograms[1:], 1):
+        if len(hist["bin_edges"]) != first.size or not np.allclose(
+            hist["bin_edges"], first, rtol=1e-9, atol=0.0
+        ):
+            return index
+    return None
+
+
+def _same_edges(histograms):
+    return _first_other_edges(histograms) is None
+
+
+def _edges_difference(a, b):
+    """How two lists of bin edges differ, for an error message."""
+    if len(a) != len(b):
+        return f"{len(a)} vs {len(b)} edges ({a[0]:.6g}–{a[-1]:.6g} vs {b[0]:.6g}–{b[-1]:.6g})"
+    index = next(i for i, (x, y) in enumerate(zip(a, b)) if not math.isclose(x, y, rel_tol=1e-9))
+    return f"edge {index}: {a[index]:.6g} vs {b[index]:.6g}"
+
+
+def summed_histogram(config, measure, group):
+    """{"bin_edges", "counts"} of the ``group`` ("correct" | "wrong") counts of ``measure``
+    summed over the seeds that have the histogram; None when no seed has it.
+
+    Raises BinEdgeMismatch when the seeds' bin edges differ (counts of different bins cannot
+    be summed; re-binning would need the values inside each bin).
+    """
+    by_seed = _seed_histograms(config, measure, (group,))
+    if not by_seed:
+        return None
+    seeds, histograms = list(by_seed), list(by_seed.values())
+    other = _first_other_edges(histograms)
+    if other is not None:
+        raise BinEdgeMismatch(
+            f"the {measure} histograms of {config.name} have different bin edges in seed "
+            f"{seeds[0]} and seed {seeds[other]} "
+            f"({_edges_difference(histograms[0]['bin_edges'], histograms[other]['bin_edges'])}); "
+            "their counts cannot be summed over seeds"
+        )
+    return pool_histograms(histograms)[0][0]
 
 
 def pool_histograms(histograms):
@@ -876,6 +1550,157 @@ def robustness_samples_data(configurations):
     return curves
 
 
+# The paper's figures 9 and 10 (Däubener & Fischer), at λ = 1 (σ² = 1 for Fig. 10).
+ROBUSTNESS_KEY = "S=1"
+ENTROPY = "total_uncertainty"
+FIGURE_9_FINDING = "the prior variance hardly changes robustness"
+FIGURE_10_FINDING = "entropy of correct vs wrong predictions (the text states no number)"
+FIGURE_10_COLORS = {"correct": "C2", "wrong": "C3"}
+
+
+def robustness_vs_prior_data(configurations):
+    """Fig. 9: PGD accuracy against ε, one gradient sample (S=1), per σ² at λ = 1.
+
+    One panel per (dataset, model ∈ {ML, VI}) that has S=1 curves of at least two prior
+    variances; one curve per σ² (``_robustness_curve``: per-seed accuracies, mean, std, n
+    per ε) with its configuration, dataset, model and σ².
+    """
+    panels = {}
+    for dataset in datasets_of(configurations):
+        for model in MIXTURE_MODELS:
+            curves = {}
+            for config in mixtures(configurations, kl_weight=1.0, dataset=dataset):
+                curve = _robustness_curve(config, ROBUSTNESS_KEY) if config.model == model else None
+                if curve:
+                    curves[f"σ² = {config.prior_variance:g}"] = dict(
+                        curve,
+                        configuration=config.name,
+                        dataset=dataset,
+                        model=model,
+                        prior_variance=config.prior_variance,
+                    )
+            if len(curves) >= 2:
+                panels[f"{dataset_title(dataset)} {model.upper()} (λ = 1)"] = curves
+    if not panels:
+        raise MissingRuns(
+            f"needs ML or VI runs with the robustness evaluation ({ROBUSTNESS_KEY}) at λ = 1 "
+            "for at least two prior variances σ² of one dataset and model"
+        )
+    return panels
+
+
+def _prior_verdict(panel, rows, epsilons):
+    """The Fig. 9 verdict of one panel: at each ε the spread across σ² (largest − smallest
+    mean) against the largest seed std of the σ² at that ε."""
+    judged = []
+    for index, eps in enumerate(epsilons):
+        cells = [r["accuracy"][index] for r in rows if r["accuracy"][index]]
+        cells = [c for c in cells if c["n"]]
+        if len(cells) < 2 or any(c["n"] < 2 for c in cells):
+            continue  # fewer than two σ², or a σ² with one seed (no seed std)
+        means = [c["mean"] for c in cells]
+        judged.append(
+            {
+                "eps": eps,
+                "spread": max(means) - min(means),
+                "seed_std": max(c["std"] for c in cells),
+            }
+        )
+    if not judged:
+        return {
+            "judged": [],
+            "within": None,
+            "text": f"{panel}: not judged (no ε with two or more σ² of at least two seeds each)",
+        }
+    largest = max(judged, key=lambda j: j["spread"])
+    outside = [j for j in judged if j["spread"] > j["seed_std"] * (1 + 1e-9)]
+    text = (
+        f"{panel}: max spread across σ² {largest['spread']:.3f} at ε={largest['eps']:g} "
+        f"vs seed std ≤ {largest['seed_std']:.3f}: "
+    )
+    if outside:
+        text += "outside seed noise at " + ", ".join(
+            f"ε={j['eps']:g} ({j['spread']:.3f} > {j['seed_std']:.3f})" for j in outside
+        )
+    else:
+        text += f"within seed noise at every ε ({len(judged)} compared)"
+    return {"judged": judged, "within": not outside, "text": text}
+
+
+def robustness_vs_prior_table(panels):
+    """The numbers of the Fig. 9 section from ``robustness_vs_prior_data``.
+
+    Returns {"epsilons": [every ε of any curve], "rows": [one per curve: panel, dataset,
+    model, prior_variance, configuration, seeds, dropped_seeds, num_examples, accuracy =
+    [stats {"mean", "std", "n"} or None per ε]], "verdicts": {panel: ``_prior_verdict``}}.
+    """
+    epsilons = sorted(
+        {eps for curves in panels.values() for c in curves.values() for eps in c["epsilons"]}
+    )
+    rows, verdicts = [], {}
+    for panel, curves in panels.items():
+        members = []
+        for curve in curves.values():
+            at = {
+                eps: {"mean": m, "std": s, "n": n}
+                for eps, m, s, n in zip(curve["epsilons"], curve["mean"], curve["std"], curve["n"])
+            }
+            members.append(
+                {
+                    "panel": panel,
+                    "dataset": curve["dataset"],
+                    "model": curve["model"],
+                    "prior_variance": curve["prior_variance"],
+                    "configuration": curve["configuration"],
+                    "seeds": curve["seeds"],
+                    "dropped_seeds": curve["dropped_seeds"],
+                    "num_examples": curve["num_examples"],
+                    "accuracy": [at.get(eps) for eps in epsilons],
+                }
+            )
+        rows += members
+        verdicts[panel] = _prior_verdict(panel, members, epsilons)
+    return {"epsilons": epsilons, "rows": rows, "verdicts": verdicts}
+
+
+def entropy_correct_vs_wrong_data(configurations):
+    """Fig. 10: predictive entropy (total uncertainty) of correctly vs wrongly classified test
+    inputs, ML and VI at λ = 1, σ² = 1, one entry per (dataset, model) with the histograms.
+
+    Per entry: "correct" / "wrong" = {"bin_edges", "counts"} summed over seeds
+    (``summed_histogram``: BinEdgeMismatch when the seeds' edges differ); "mean_correct" /
+    "mean_wrong" = stats over seeds of each run's mean entropy of the group; "ratio" = mean
+    wrong / mean correct (of those two means); the configuration and its seeds.
+    """
+    panels = {}
+    for config in mixtures(configurations, kl_weight=1.0, prior_variance=1.0):
+        seeds = list(_seed_histograms(config, ENTROPY))
+        if not seeds:
+            continue
+        entry = {
+            "dataset": config.dataset,
+            "model": config.model,
+            "label": config.label,
+            "configuration": config.name,
+            "seeds": seeds,
+        }
+        for group in ("correct", "wrong"):
+            entry[group] = summed_histogram(config, ENTROPY, group)
+            entry[f"mean_{group}"] = config.stats(f"histograms.{ENTROPY}.mean_{group}")
+        correct, wrong = entry["mean_correct"], entry["mean_wrong"]
+        entry["ratio"] = (
+            wrong["mean"] / correct["mean"]
+            if correct["n"] and wrong["n"] and correct["mean"] > 0
+            else None
+        )
+        panels[f"{dataset_title(config.dataset)} {config.model.upper()} (λ = 1, σ² = 1)"] = entry
+    if not panels:
+        raise MissingRuns(
+            f"needs ML or VI runs with predictive-entropy ({ENTROPY}) histograms at λ = 1, σ² = 1"
+        )
+    return panels
+
+
 # -- figures -------------------------------------------------------------------------------------
 def _test_examples(panels):
     """The test-set sizes behind the accuracy points of ``panels`` (for the title)."""
@@ -964,6 +1789,31 @@ def _draw_robustness_samples(curves):
     return _draw_robustness(curves, "PGD robustness vs gradient samples S")
 
 
+def _draw_robustness_vs_prior(panels):
+    return plotting.robustness_panels(
+        panels, title="PGD robustness vs prior variance σ², 1 gradient sample", sigmas=SIGMAS
+    )
+
+
+def _draw_entropy_correct_vs_wrong(panels):
+    series, colors = {}, {}
+    for panel, entry in panels.items():
+        series[panel] = {}
+        for group, color in FIGURE_10_COLORS.items():
+            label = f"{group} ({int(np.sum(entry[group]['counts'])):,} test inputs)"
+            series[panel][label] = [entry[group]]
+            colors[label] = color
+    seeds = [len(entry["seeds"]) for entry in panels.values()]
+    return plotting.density_stairs(
+        series,
+        "predictive entropy (total uncertainty, nats)",
+        colors=colors,
+        title="Predictive entropy of correct vs wrong test inputs: counts summed over "
+        + plotting.count_text(seeds, "seed"),
+        columns=2,
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class FigureSpec:
     """A figure of the report: its file, its data (raises MissingRuns) and how it is drawn."""
@@ -992,6 +1842,12 @@ FIGURES = (
     ),
     FigureSpec("robustness.png", robustness_data, _draw_robustness_s1),
     FigureSpec("robustness_samples.png", robustness_samples_data, _draw_robustness_samples),
+    FigureSpec("robustness_vs_prior.png", robustness_vs_prior_data, _draw_robustness_vs_prior),
+    FigureSpec(
+        "entropy_correct_vs_wrong.png",
+        entropy_correct_vs_wrong_data,
+        _draw_entropy_correct_vs_wrong,
+    ),
 )
 FIGURE_FILES = tuple(spec.filename for spec in FIGURES)
 
@@ -1035,6 +1891,16 @@ def robustness_samples_figure(configurations):
     return _spec("robustness_samples.png").figure(configurations)
 
 
+def robustness_vs_prior_figure(configurations):
+    """Fig. 9: PGD accuracy vs ε (S=1) per σ² at λ = 1, one panel per (dataset, ML | VI)."""
+    return _spec("robustness_vs_prior.png").figure(configurations)
+
+
+def entropy_correct_vs_wrong_figure(configurations):
+    """Fig. 10: entropy densities of correct vs wrong test inputs, ML / VI at λ = σ² = 1."""
+    return _spec("entropy_correct_vs_wrong.png").figure(configurations)
+
+
 # -- the report ----------------------------------------------------------------------------------
 def _configuration_summary(config, table):
     return {
@@ -1072,17 +1938,30 @@ def write_report(root, output_dir, weight_variance_configs=None, figures_dir=Non
     Returns {"written": [paths], "skipped": {figure file: reason}, "notes":
     [str], "tables": Markdown text}.  Writes all files or none
     (``runs.atomic_write_files``).  Raises ValueError (before writing
-    anything) when ``root`` holds no usable run, ``runs.OutputPathError`` when
-    an output folder cannot be written.
+    anything) when ``root`` holds no usable run or the seeds of a Fig. 10
+    configuration have different entropy bin edges (``BinEdgeMismatch``),
+    ``runs.OutputPathError`` when an output folder cannot be written.
     """
     runs.check_output_dir(output_dir)
     runs.check_output_dir(figures_dir or output_dir, flag="figures_dir")
     configurations = load_study(root)
     table = aggregate_table(configurations)
     comparison = published_comparison(configurations, root)
-    tables = markdown_tables(configurations, table) + "\n" + published_markdown(comparison)
     data, skipped = figure_data(configurations, weight_variance_configs)
+    command = report_command(root, output_dir, figures_dir, weight_variance_configs)
     figures_dir = figures_dir or output_dir
+    links = {f: os.path.relpath(os.path.join(figures_dir, f), output_dir) for f in PAPER_FIGURES}
+    figure_tables = paper_figure_tables(data)
+    protocols = protocol_tables(configurations)
+    tables = (
+        markdown_tables(configurations, table)
+        + "\n"
+        + protocol_markdown(protocols)
+        + "\n"
+        + published_markdown(comparison)
+        + "\n"
+        + paper_figures_markdown(configurations, figure_tables, skipped, root, command, links)
+    )
     contents = {os.path.join(output_dir, TABLES_FILE): tables.encode("utf-8")}
     for spec in FIGURES:
         if spec.filename in data:
@@ -1099,6 +1978,12 @@ def write_report(root, output_dir, weight_variance_configs=None, figures_dir=Non
         "skipped": skipped,
         "notes": notes,
         "published": comparison,
+        "attack_protocols": protocols,
+        # Fig. 10's numbers are its figure data (above)
+        "paper_figures": {
+            "command": command,
+            **{f: t for f, t in figure_tables.items() if f == "robustness_vs_prior.png"},
+        },
     }
     contents[os.path.join(output_dir, SUMMARY_FILE)] = runs.json_bytes(summary)
     return {
