@@ -53,6 +53,9 @@ VOLATILE_KEYS = frozenset(
         "progress",
         "export_dir",
         "num_workers",
+        # Where a finished training may be reused from (uqmix.training_cache): a run made
+        # with the cache and one made without it are the same result.
+        "training_cache",
     }
 )
 
