@@ -9,7 +9,10 @@ default, help); this binary only parses them and calls
 and ``flags.cfg`` (the flags used), ``metrics.json`` (accuracy, NLL, weight
 variances, misclassification / OOD / adversarial detection, robustness
 curves), ``tensorboard/``, ``checkpoints/`` (``--resume`` continues),
-``model.keras``, ``figures/``; with ``--export_dir`` a SavedModel.
+``model.keras``, ``figures/``; with ``--export_dir`` a SavedModel.  With
+``--training_cache=DIR`` a run whose training (every flag but the evaluation-only
+ones, and the uqmix source) is in DIR reuses it instead of training, and a run that
+trains stores it there (``uqmix.training_cache``).
 
 Exit codes: 0 done; 1 bad flags (before anything runs); 2 bad data, or an
 output_dir holding another run (before any training); 3 training diverged

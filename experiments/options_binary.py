@@ -7,7 +7,7 @@ declares ``OPTIONS`` (name, default, help), ``validate_config``, ``run`` and
 ``summary``; this module turns the table into absl flags and runs it.
 
 Exit codes: 0 done; 1 bad flags (before anything runs); 2 bad data, an
-output_dir / export_dir that cannot be written (a file, under a file, not
+output_dir / export_dir / training_cache that cannot be written (a file, under a file, not
 writable: checked before the data is read) or that holds another run, or a
 folder --overwrite must not delete (before any training); 3 training diverged
 (NaN/Inf loss; the last good checkpoint is kept).  Every error is one line on
@@ -29,7 +29,7 @@ from absl import app, flags  # noqa: E402
 from uqmix import options, runs  # noqa: E402
 
 EXIT_BAD_FLAGS, EXIT_BAD_DATA_OR_OUTPUT, EXIT_DIVERGED = 1, 2, 3
-OUTPUT_PATH_OPTIONS = ("output_dir", "export_dir")
+OUTPUT_PATH_OPTIONS = ("output_dir", "export_dir", "training_cache")
 
 
 def define_flags(experiment, flag_values):

@@ -93,6 +93,11 @@ FLAG_CASES = [
         r"--robustness_epsilons must be in \[0, 1\]",
     ),
     (
+        mixture_experiment,
+        ["--training_cache=runs/training_cache", "--strategy=multi_worker"],
+        "--training_cache cannot be used with --strategy=multi_worker",
+    ),
+    (
         synthetic_experiment,
         ["--target_concentration=inf"],
         "--target_concentration must be a finite number",
@@ -133,6 +138,7 @@ PATH_CASES = [  # (option, path maker, message)
     ("output_dir", lambda tmp: os.path.join(_file(tmp), "run"), "cannot be created: .* is a file"),
     ("output_dir", lambda tmp: UNWRITABLE, "not writable"),
     ("export_dir", _file, "--export_dir=.* is a file, not a folder"),
+    ("training_cache", _file, "--training_cache=.* is a file, not a folder"),
 ]
 
 

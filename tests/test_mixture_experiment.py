@@ -407,3 +407,277 @@ def test_run_options_shared_by_every_experiment(experiment, overrides, message, 
     config = experiment.default_config(**{"output_dir": str(tmp_path), **overrides})
     with pytest.raises(ValueError, match=re.escape(message)):
         experiment.validate_config(config)
+
+
+# -- --training_cache ---------------------------------------------------------------------------
+REUSE_KEYS = ("training_reused_from", "train_seconds_this_run")
+
+
+def _cached(data_dir, out, cache, **overrides):
+    """A short ML run with the training cache ``cache`` ("" = off): 30 steps in 2 epochs."""
+    config = dict(
+        model="ml",
+        steps=30,
+        steps_per_epoch=15,
+        evaluations=["classification"],
+        training_cache=str(cache) if cache else "",
+    )
+    config.update(overrides)
+    return _config(data_dir, out, **config)
+
+
+def _comparable_metrics(result):
+    return {k: v for k, v in _without_times(result).items() if k not in REUSE_KEYS}
+
+
+def _no_training(*args, **kwargs):
+    raise AssertionError("trained although the training cache holds this training")
+
+
+def _counting_train(monkeypatch):
+    calls = []
+    original = mixture_experiment.train
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(mixture_experiment, "train", counted)
+    return calls
+
+
+def test_training_cache_reuses_a_training_for_another_evaluation(
+    data_dir, tmp_path, monkeypatch, capsys
+):
+    cache = tmp_path / "cache"
+    first = mixture_experiment.run(_cached(data_dir, tmp_path / "first", cache))
+    key, keyed = mixture_experiment.training_cache_key(
+        mixture_experiment.validate_config(_cached(data_dir, tmp_path / "first", cache))
+    )
+    entry = cache / key
+    assert sorted(os.listdir(cache)) == [key]  # no temp folder left behind
+    assert sorted(os.listdir(entry)) == ["model.keras", "record.json"]
+    record = runs.read_json(entry / "record.json")
+    assert record["keyed"] == keyed and record["key"] == key
+    assert record["source_run"] == str(tmp_path / "first")
+    assert record["train_seconds"] == first["train_seconds"]
+    assert not any(k in first for k in REUSE_KEYS)
+    capsys.readouterr()
+
+    # Another attack protocol and evaluation list, the same training: reused, not trained.
+    variant = dict(
+        evaluations=["classification", "robustness"],
+        robustness_examples=20,
+        robustness_epsilons=["0", "0.1"],
+        pgd_iterations=2,
+        attack_noise="frozen",
+        test_samples=6,
+    )
+    monkeypatch.setattr(mixture_experiment, "train", _no_training)
+    reused = mixture_experiment.run(
+        _cached(data_dir, tmp_path / "reused", cache, verbose=2, **variant)
+    )
+    monkeypatch.undo()
+    assert (
+        f"training reused from {entry} (trained in {record['train_seconds']:.0f} s by "
+        f"{tmp_path / 'first'})" in capsys.readouterr().out
+    )
+    assert reused["training_reused_from"] == str(entry)
+    assert reused["train_seconds"] == record["train_seconds"]
+    assert 0 <= reused["train_seconds_this_run"] < reused["train_seconds"] + 60
+    assert (tmp_path / "reused" / "model.keras").exists()
+    assert sorted(os.listdir(cache)) == [key]  # a hit stores nothing
+
+    # The same flags trained without the cache: the same numbers (runs are deterministic).
+    fresh = mixture_experiment.run(_cached(data_dir, tmp_path / "fresh", "", verbose=2, **variant))
+    assert _comparable_metrics(reused) == _comparable_metrics(fresh)
+    assert reused["test"] == fresh["test"] and reused["robustness"] == fresh["robustness"]
+
+
+def test_training_cache_reuse_continues_the_dropout_noise_of_a_fresh_run(
+    data_dir, tmp_path, monkeypatch
+):
+    """model.keras does not hold the state of Keras' Dropout noise; the entry's record does, so
+    MC dropout evaluated from the cache draws the masks a freshly trained model draws."""
+    short = dict(model="mc_dropout", steps=10, steps_per_epoch=10, evaluations=["classification"])
+    cache = tmp_path / "cache"
+    mixture_experiment.run(_cached(data_dir, tmp_path / "a", cache, **short))
+    monkeypatch.setattr(mixture_experiment, "train", _no_training)
+    reused = mixture_experiment.run(
+        _cached(data_dir, tmp_path / "b", cache, test_samples=5, **short)
+    )
+    monkeypatch.undo()
+    fresh = mixture_experiment.run(_cached(data_dir, tmp_path / "f", "", test_samples=5, **short))
+    assert "training_reused_from" in reused and reused["test"] == fresh["test"]
+
+
+def test_training_cache_misses_when_a_training_flag_changes(data_dir, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    calls = _counting_train(monkeypatch)
+    mixture_experiment.run(_cached(data_dir, tmp_path / "a", cache, steps=10, steps_per_epoch=10))
+    result = mixture_experiment.run(
+        _cached(data_dir, tmp_path / "b", cache, steps=10, steps_per_epoch=10, seed=1)
+    )
+    assert len(calls) == 2 and "training_reused_from" not in result
+    assert len(os.listdir(cache)) == 2  # a second entry
+
+
+def test_training_cache_hit_does_not_override_a_started_training(
+    data_dir, tmp_path, monkeypatch, interrupted_after_first_epoch
+):
+    """--resume of a run with a checkpoint continues it; the cache serves runs not started."""
+    cache = tmp_path / "cache"
+    with interrupted_after_first_epoch():
+        mixture_experiment.run(_cached(data_dir, tmp_path / "c", cache))
+    assert not cache.exists()  # an interrupted training is not stored
+    stored = mixture_experiment.run(_cached(data_dir, tmp_path / "a", cache))
+    calls = _counting_train(monkeypatch)
+    resumed = mixture_experiment.run(_cached(data_dir, tmp_path / "c", cache, resume=True))
+    assert len(calls) == 1 and "training_reused_from" not in resumed
+    assert _comparable_metrics(resumed) == _comparable_metrics(stored)
+    assert len(os.listdir(cache)) == 1  # the entry was there: never overwritten
+
+
+def _spoil_missing_model(entry):
+    os.remove(entry / "model.keras")
+
+
+def _spoil_record(entry):
+    (entry / "record.json").write_text("{not json")
+
+
+def _spoil_key(entry):
+    record = runs.read_json(entry / "record.json")
+    record["keyed"]["flags"]["learning_rate"] = 0.5
+    runs.atomic_write_json(entry / "record.json", record)
+
+
+def _spoil_model(entry):
+    (entry / "model.keras").write_bytes(b"half a zip")
+
+
+@pytest.mark.parametrize(
+    "spoil, reason",
+    [
+        (_spoil_missing_model, "no model.keras"),
+        (_spoil_record, "corrupt JSON"),
+        (_spoil_key, "do not hash to its name"),
+        (_spoil_model, "not a Keras archive"),
+    ],
+    ids=["missing model", "unreadable record", "record of another key", "truncated model"],
+)
+def test_training_cache_refuses_a_broken_entry_before_any_work(
+    data_dir, tmp_path, monkeypatch, spoil, reason
+):
+    from uqmix import training_cache
+
+    cache = tmp_path / "cache"
+    config = _cached(data_dir, tmp_path / "run", cache)
+    key, keyed = mixture_experiment.training_cache_key(mixture_experiment.validate_config(config))
+    # A complete entry, made without training: a freshly built model stored under this key.
+    model = mixture_experiment.build_model(
+        mixture_experiment.validate_config(config), (28, 28, 1), 400
+    )
+    (tmp_path / "made").mkdir()
+    runs.atomic_save_model(model, str(tmp_path / "made" / "model.keras"))
+    training_cache.store(
+        str(cache), key, keyed, model, str(tmp_path / "made" / "model.keras"), 1.0, "made"
+    )
+    entry = cache / key
+    spoil(entry)
+    monkeypatch.setattr(mixture_experiment, "train", _no_training)
+    with pytest.raises(training_cache.TrainingCacheError) as error:
+        mixture_experiment.run(config)
+    message = str(error.value)
+    assert reason in message and f"entry {entry} is incomplete or corrupt" in message
+    assert f"rm -r {entry}" in message
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+def _changed(value):
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    if isinstance(value, list):
+        return value + ["7"]
+    return value + "_other"
+
+
+def test_training_cache_key_excludes_exactly_the_named_evaluation_flags(tmp_path):
+    config = mixture_experiment.validate_config(
+        mixture_experiment.default_config(output_dir=str(tmp_path / "run"))
+    )
+    key, keyed = mixture_experiment.training_cache_key(config)
+    names = [name for name, _, _ in mixture_experiment.OPTIONS]
+    assert {n for n in names if n in mixture_experiment.TRAINING_CACHE_EXCLUDED} == {
+        "ood_dataset",
+        "ood_examples",
+        "test_examples",
+        "data_dir",
+        "evaluations",
+        "test_samples",
+        "histogram_bins",
+        "robustness_examples",
+        "robustness_epsilons",
+        "robustness_gradient_samples",
+        "pgd_iterations",
+        "pgd_eps_iter_ratio",
+        "pgd_rand_init",
+        "attack_preset",
+        "attack_noise",
+        "attack_frozen_scope",
+        "attack_combine",
+        "attack_labels",
+        "attack_label_samples",
+        "attack_evaluation",
+        "attack_evaluation_attacks",
+        "detection_eps",
+        "detection_examples",
+        "detection_gradient_samples",
+        "output_dir",
+        "export_dir",
+        "resume",
+        "overwrite",
+        "verbose",
+        "training_cache",
+    }
+    assert mixture_experiment.TRAINING_CACHE_EXCLUDED >= runs.VOLATILE_KEYS
+    assert keyed["binary"] == "experiments.mixture_mnist" and len(keyed["uqmix_source"]) == 64
+    for name in names:
+        other = mixture_experiment.training_cache_key({**config, name: _changed(config[name])})[0]
+        if name in mixture_experiment.TRAINING_CACHE_EXCLUDED:
+            assert other == key, f"--{name} changed the key"
+        else:  # every other flag, a future one too, is part of the key
+            assert other != key, f"--{name} is not in the key"
+    for name in ("kl_weight", "steps", "seed", "jit_sampling", "eval_batch_size", "strategy"):
+        assert name in keyed["flags"]
+
+
+def test_source_fingerprint_covers_every_python_file_and_only_those(tmp_path):
+    from uqmix import training_cache
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "sub" / "b.py").write_text("y = 2\n")
+    before = training_cache.source_fingerprint(str(tmp_path))
+    (tmp_path / "notes.txt").write_text("not code")
+    (tmp_path / "__pycache__").mkdir()
+    (tmp_path / "__pycache__" / "c.py").write_text("cached")
+    assert training_cache.source_fingerprint(str(tmp_path)) == before
+    (tmp_path / "sub" / "b.py").write_text("y = 3\n")
+    assert training_cache.source_fingerprint(str(tmp_path)) != before
+    (tmp_path / "sub" / "b.py").write_text("y = 2\n")
+    (tmp_path / "sub" / "b.py").rename(tmp_path / "sub" / "c.py")
+    assert training_cache.source_fingerprint(str(tmp_path)) != before
+    assert len(training_cache.source_fingerprint()) == 64  # the installed uqmix
+
+
+def test_training_cache_is_refused_with_multi_worker(tmp_path):
+    config = mixture_experiment.default_config(
+        output_dir=str(tmp_path / "run"),
+        training_cache=str(tmp_path / "cache"),
+        strategy="multi_worker",
+    )
+    with pytest.raises(ValueError, match="--training_cache cannot be used with --strategy="):
+        mixture_experiment.validate_config(config)

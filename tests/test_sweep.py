@@ -160,3 +160,26 @@ def test_print_commands_gives_the_local_runner_s_commands_for_unfinished_runs(tm
     assert _run_module(*common, "--print_commands").stdout.strip() == ""
     table = sweep.aggregate(sweep.collect(root))
     assert table["a"]["test.accuracy"]["mean"] == pytest.approx(2.0 * 1.5 + 30.0)
+
+
+def test_training_cache_does_not_change_a_run_s_record(tmp_path):
+    """A run made with --training_cache and one made without are the same result: the flag
+    is volatile, so neither makes the other's finished run stale."""
+    from uqmix import options, runs
+    from uqmix.studies import mixture_experiment
+
+    flagfile = os.path.join(REPO, "experiments", "configs", "mixture_mnist_ml_frozen.cfg")
+    (run,) = sweep.plan([flagfile], [0], str(tmp_path / "out"))
+    binary = "experiments.mixture_mnist"
+    cache = ["--training_cache=runs/training_cache"]
+    without = sweep.requested_record(binary, mixture_experiment, run)
+    with_cache = sweep.requested_record(binary, mixture_experiment, run, cache)
+    assert with_cache == without and "training_cache" not in without["flags"]
+    args = sweep.run_args(run, cache)
+    config = mixture_experiment.validate_config(
+        options.config_from_args(mixture_experiment.OPTIONS, args)
+    )
+    runs.prepare_output_dir(run.output_dir, config, resume=True, binary=binary)
+    runs.atomic_write_json(os.path.join(run.output_dir, runs.METRICS_FILE), {"test": {}})
+    assert sweep.status(run, without) == (sweep.DONE, [])
+    assert sweep.status(run, with_cache) == (sweep.DONE, [])

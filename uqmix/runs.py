@@ -54,6 +54,9 @@ VOLATILE_KEYS = frozenset(
         "export_dir",
         "num_workers",
         "steps_per_execution",  # speed only: the same results for every value (tests)
+        # Where a finished training may be reused from (uqmix.training_cache): a run made
+        # with the cache and one made without it are the same result.
+        "training_cache",
     }
 )
 

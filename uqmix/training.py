@@ -120,6 +120,11 @@ def _build_optimizer(model):
             model.optimizer.build(model.trainable_variables)
 
 
+def has_checkpoint(output_dir):
+    """True when ``output_dir`` holds a training checkpoint (``fit_resumable`` would resume)."""
+    return tf.train.latest_checkpoint(os.path.join(output_dir, CHECKPOINT_SUBDIR)) is not None
+
+
 def make_checkpoint(model, **extra_trackables):
     """A ``tf.train.Checkpoint`` of model and optimizer variables, epoch counter and extras."""
     # Keras 3 models are not tracked as a whole by tf.train.Checkpoint, so the

@@ -48,6 +48,14 @@
 
 Running the same configuration again with ``resume`` continues an interrupted
 run, or re-evaluates a finished one without training.
+
+With ``training_cache=DIR`` a run whose training is already in ``DIR`` (same flags
+outside ``TRAINING_CACHE_EXCLUDED``, the evaluation-only / output flags, and the same
+uqmix source: ``uqmix.training_cache``) loads that model instead of training, and
+records ``training_reused_from`` (the entry), ``train_seconds`` (of the original
+training) and ``train_seconds_this_run`` (the load) in ``metrics.json``; a run
+that trains stores its model there.  A run that has a checkpoint already
+(``resume``) continues from it and does not reuse.
 """
 
 import math
@@ -69,6 +77,7 @@ from uqmix import (
     runs,
     tensorboard_logging,
     training,
+    training_cache,
 )
 from uqmix.attacks import gradient_attacks
 from uqmix.data import hold_out, load_arrays, make_dataset
@@ -203,6 +212,13 @@ OPTIONS = (
     ("resume", False, "Continue (or re-evaluate) the run of the same configuration."),
     ("overwrite", False, "Delete output_dir first."),
     ("export_dir", "", "Write a SavedModel with an uncertainty serving signature here."),
+    (
+        "training_cache",
+        "",
+        "Folder of finished trainings keyed by every training flag and the uqmix source: a "
+        "run whose training is there reuses it (evaluation-only flags may differ), else "
+        "trains and stores it; empty: off.",
+    ),
 )
 
 
@@ -293,6 +309,12 @@ def validate_config(config):
     ]
     options.check_rules(config, rules)
     _check_attack_options(config)
+    if config["training_cache"] and config["strategy"] == "multi_worker":
+        raise ValueError(
+            "--training_cache cannot be used with --strategy=multi_worker (every worker would "
+            "have to find the same entry, and workers need not share a file system); drop "
+            "--training_cache."
+        )
     options.check_run_options(config)
     options.check_jit_compile(config)
     options.resolve_steps_per_execution(config, config["steps"], config["steps_per_epoch"])
@@ -692,10 +714,87 @@ def run_label(config):
     ]
 
 
+# -- training cache (--training_cache) ------------------------------------------------------------
+TRAINING_CACHE_BINARY = "experiments.mixture_mnist"  # the key's binary, also for library calls
+
+# The flags that do NOT enter the training-cache key: every other option of ``OPTIONS`` does,
+# so a flag added later is part of the key unless it is named here.  Only flags that cannot
+# change the trained network belong here:
+# * read only after training, by the evaluations: ``ood_dataset`` / ``ood_examples`` (the OOD
+#   set is loaded but never trained on), ``test_examples`` (training sees only the training
+#   split), ``evaluations``, ``test_samples``, ``histogram_bins``, ``robustness_*``,
+#   ``pgd_*``, ``attack_*``, ``detection_*``;
+# * where the run writes and how it talks: ``output_dir``, ``export_dir``, ``resume``,
+#   ``overwrite``, ``verbose``, ``training_cache`` itself; and every key of
+#   ``uqmix.runs.VOLATILE_KEYS`` (``data_dir`` among them: the same dataset from another
+#   folder is the same data; its content is not hashed).
+# Deliberately kept in the key although they look like evaluation or speed flags:
+# ``eval_batch_size`` (the batch of the per-epoch validation pass, whose calls advance the
+# layers' noise generators between training epochs), ``predictive_sampling`` (an argument of
+# the mixture model itself), ``jit_sampling`` / ``jit_compile`` / ``deterministic`` /
+# ``strategy`` / ``tpu_address`` (they change the numbers drawn or computed),
+# ``steps_per_epoch`` (where validation passes and checkpoints fall), ``use_tfds`` /
+# ``check_counts`` / ``train_examples`` / ``validation_examples`` (the data trained on), and
+# ``seed``.
+TRAINING_CACHE_EVALUATION_ONLY = frozenset(
+    {
+        "ood_dataset",
+        "ood_examples",
+        "test_examples",
+        "evaluations",
+        "test_samples",
+        "histogram_bins",
+        "robustness_examples",
+        "robustness_epsilons",
+        "robustness_gradient_samples",
+        "pgd_iterations",
+        "pgd_eps_iter_ratio",
+        "pgd_rand_init",
+        "attack_preset",
+        "attack_noise",
+        "attack_frozen_scope",
+        "attack_combine",
+        "attack_labels",
+        "attack_label_samples",
+        "attack_evaluation",
+        "attack_evaluation_attacks",
+        "detection_eps",
+        "detection_examples",
+        "detection_gradient_samples",
+        "output_dir",
+        "export_dir",
+        "resume",
+        "overwrite",
+        "verbose",
+        "training_cache",
+    }
+)
+TRAINING_CACHE_EXCLUDED = TRAINING_CACHE_EVALUATION_ONLY | runs.VOLATILE_KEYS
+
+
+def training_cache_key(config):
+    """(key, keyed record) of the training a validated ``config`` does
+    (``uqmix.training_cache``: SHA-256 of the binary, every flag outside
+    ``TRAINING_CACHE_EXCLUDED``, the uqmix source fingerprint and the TF/Keras versions)."""
+    keyed = training_cache.keyed_record(TRAINING_CACHE_BINARY, config, TRAINING_CACHE_EXCLUDED)
+    return training_cache.key_of(keyed), keyed
+
+
+def _cached_training(config):
+    """(key, keyed, entry or None) of ``--training_cache``, or None when it is off; a broken
+    entry raises ``training_cache.TrainingCacheError`` here, before any work."""
+    if not config["training_cache"]:
+        return None
+    runs.check_output_dir(config["training_cache"], flag="training_cache")
+    key, keyed = training_cache_key(config)
+    return key, keyed, training_cache.lookup(config["training_cache"], key, keyed)
+
+
 # -- the run -----------------------------------------------------------------------------------
 def run(config):
     """Runs the whole job for a configuration dict; returns the metrics dict (module doc)."""
     config = validate_config(config)
+    cache = _cached_training(config)  # a broken entry is an error before anything runs
     set_seed(config["seed"], deterministic=config["deterministic"])
     gradient_attacks.set_jit_compile(config["jit_compile"])
     # Before any other TF op (multi_worker); then every worker runs the same steps.
@@ -706,13 +805,36 @@ def run(config):
     with strategy.scope():
         model = build_model(config, input_shape, len(data["x_train"]))
     chief = distributed.is_chief(strategy)  # the other workers write no results
-    if config["verbose"]:
-        console.announce(run_label(config))
-    seconds = train(model, config, data)
-    if chief:
-        seconds = runs.add_seconds(config["output_dir"], "train_seconds", seconds)  # over resumes
-    with distributed.writing(os.path.join(config["output_dir"], MODEL_FILE), strategy) as path:
+    # A cached training wins only over a run that has not started training: a run with a
+    # checkpoint (--resume of an interrupted or finished run) continues from it as always.
+    entry = cache[2] if cache and not training.has_checkpoint(config["output_dir"]) else None
+    reused = {}
+    if entry is not None:
+        reused = dict(
+            training_reused_from=entry.path,
+            train_seconds_this_run=training_cache.restore(model, entry),
+        )
+        seconds = entry.train_seconds
+        _progress(
+            config,
+            f"training reused from {entry.path} (trained in {seconds:.0f} s by {entry.source_run})",
+        )
+    else:
+        if config["verbose"]:
+            console.announce(run_label(config))
+        seconds = train(model, config, data)
+        if chief:
+            seconds = runs.add_seconds(config["output_dir"], "train_seconds", seconds)  # resumes
+    model_path = os.path.join(config["output_dir"], MODEL_FILE)
+    with distributed.writing(model_path, strategy) as path:
         runs.atomic_save_model(model, path)
+    if cache and entry is None and chief:
+        key, keyed, _ = cache
+        stored = training_cache.store(
+            config["training_cache"], key, keyed, model, model_path, seconds, config["output_dir"]
+        )
+        if stored:
+            _progress(config, f"training stored in {stored}")
     start = time.perf_counter()
     metrics = evaluate(model, config, data)
     metrics.update(
@@ -730,6 +852,7 @@ def run(config):
         train_seconds=seconds,
         num_replicas=int(strategy.num_replicas_in_sync),
         eval_seconds=time.perf_counter() - start,
+        **reused,
     )
     if chief:
         metrics["figures"] = write_figures(metrics, config)
