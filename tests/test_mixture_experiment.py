@@ -641,6 +641,7 @@ def test_training_cache_key_excludes_exactly_the_named_evaluation_flags(tmp_path
         "overwrite",
         "verbose",
         "training_cache",
+        "steps_per_execution",  # speed only (runs.VOLATILE_KEYS): the same training
     }
     assert mixture_experiment.TRAINING_CACHE_EXCLUDED >= runs.VOLATILE_KEYS
     assert keyed["binary"] == "experiments.mixture_mnist" and len(keyed["uqmix_source"]) == 64
