@@ -15,7 +15,9 @@ weights), all through the models' ``predictive`` (compiled, batched by
 * ``mixture_local``       ``InfiniteMixture.predictive(x, 100)``, local
                           reparameterisation (the input layer's a·M and a²·u
                           once per image, noise per sample), plain TF ops
-* ``mixture_local_jit``   the same with ``jit_sampling=True``
+* ``mixture_local_jit``   the same with ``jit_sampling=True``: per batch the noise as one
+                          XLA kernel (ThreeFry), then the forward pass as one XLA program
+                          fed that noise (``InfiniteMixture._prediction_parameters``)
 * ``mixture_shared[_jit]`` shared weights (100 weight draws per batch)
 * ``mixture_local_xla``   ``jit_sampling`` and the model compiled with
                           ``jit_compile=True``: each batch's prediction is one XLA program

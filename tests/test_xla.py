@@ -385,3 +385,33 @@ def test_noise_argument_needs_the_one_draw_mode():
     x = _batch(1)[0]
     with pytest.raises(ValueError, match="jit_sampling=True and local_reparameterization"):
         net(x, num_samples=2, noise=tf.zeros([2 * B * (4 + K)]))
+
+
+def test_jit_sampling_predictive_draws_noise_outside_its_xla_forward_program(monkeypatch):
+    """``predictive`` (graph mode) = noise kernel + XLA forward fed that noise: the same
+    logits as the eager forward pass drawing the same noise itself (same seeds)."""
+    drawn = []
+    original = InfiniteMixture._flat_noise
+
+    def recording(self, batch_size, num_samples):
+        noise = original(self, batch_size, num_samples)
+        drawn.append(tf.executing_eagerly())
+        return noise
+
+    monkeypatch.setattr(InfiniteMixture, "_flat_noise", recording)
+
+    def model():
+        net = InfiniteMixture(
+            K, (8, 5), num_train_samples=2, dataset_size=50, seed=6, jit_sampling=True
+        )
+        net.build((None,) + INPUT_SHAPE)
+        return net
+
+    graph, eager = model(), model()
+    graph.set_weights(eager.get_weights())
+    x = _batch(2, n=7)[0]
+    got = np.asarray(graph.predictive(x, num_samples=4, batch_size=7).log_probs)
+    assert drawn == [False]  # traced once, outside the XLA forward program
+    expected = tf.nn.log_softmax(eager.predictive_parameters(tf.constant(x), 4)).numpy()
+    assert got.shape == (4, 7, K)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

@@ -60,13 +60,18 @@ class PredictiveModelMixin:
         setting = getattr(self, "_jit_compile", None)
         return bool(setting) if isinstance(setting, bool) else False
 
+    def _prediction_parameters(self, x, num_samples):
+        """What ``predictive`` computes per batch (inside its ``tf.function``): by default
+        ``predictive_parameters``; a model may split it into cheaper compiled parts."""
+        return self.predictive_parameters(x, num_samples, training=False)
+
     def _compiled_predictive_parameters(self, num_samples):
         jit_compile = self._predictive_jit_compile()
         cache = self.__dict__.setdefault("_uqmix_predict_fns", {})
         key = (num_samples, jit_compile)
         if key not in cache:
             cache[key] = tf.function(
-                lambda x: self.predictive_parameters(x, num_samples, training=False),
+                lambda x: self._prediction_parameters(x, num_samples),
                 reduce_retracing=True,
                 jit_compile=jit_compile,
             )

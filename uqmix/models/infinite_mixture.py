@@ -180,7 +180,8 @@ class InfiniteMixture(MixtureObjectiveMixin, PredictiveModelMixin, keras.Model):
     def _split_noise(self, noise, batch_size, num_samples, sampling):
         if not self._draws_one_noise(sampling):
             raise ValueError("noise= needs jit_sampling=True and local_reparameterization.")
-        return tf.split(tf.reshape(noise, [-1]), self._noise_sizes(batch_size, num_samples))
+        noise = tf.stop_gradient(tf.reshape(noise, [-1]))  # data: no gradient flows into it
+        return tf.split(noise, self._noise_sizes(batch_size, num_samples))
 
     def step_noise(self, x):
         """With ``jit_sampling`` and local reparameterisation: a training step's noise, drawn
@@ -209,6 +210,22 @@ class InfiniteMixture(MixtureObjectiveMixin, PredictiveModelMixin, keras.Model):
     def predictive_parameters(self, x, num_samples, training=False):
         """Logits [S, B, K] of S weight samples per example (one vectorised pass)."""
         return self(x, num_samples=num_samples, sampling=self.predictive_sampling)
+
+    def _prediction_parameters(self, x, num_samples):
+        """``predictive``'s batches: with ``jit_sampling`` and local reparameterisation, outside
+        XLA, the noise as its own XLA kernel and then the forward pass as one XLA program fed
+        that noise — the training step's split (``step_noise``), the same numbers as drawing
+        inside the forward pass.  Not used by the attacks, which differentiate the forward pass
+        (XLA cannot compile the gradient of a nested XLA call inside the XLA attack loops)."""
+        sampling = self.predictive_sampling
+        if not self._draws_one_noise(sampling) or self._predictive_jit_compile():
+            return self.predictive_parameters(x, num_samples)
+        noise = self._flat_noise(tf.shape(x)[0], num_samples)
+        forward = tf.function(
+            lambda x, noise: self(x, num_samples=num_samples, sampling=sampling, noise=noise),
+            jit_compile=True,
+        )
+        return forward(x, noise)
 
     def get_config(self):
         config = super().get_config()
