@@ -166,7 +166,10 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent("""
     replicated, _ = train(mirrored, make)
     print("MAXDIFF", max(float(np.abs(a.numpy() - b.numpy()).max())
                          for a, b in zip(single.weights, replicated.weights)))
-    _, logs = train(mirrored, lambda: InfiniteMixture(num_classes=3, hidden_units=(5,), seed=1))
+    _, logs = train(
+        mirrored,
+        lambda: InfiniteMixture(num_classes=3, hidden_units=(5,), seed=1, jit_sampling=True),
+    )
     print("MIXTURE_LOSS", logs["loss"][0])
 """)
 

@@ -198,3 +198,30 @@ def test_float16_trained_down_variances_keep_finite_gradients(float16_policy):
     assert all(np.all(np.isfinite(g.numpy())) for g in gradients)
     logs = model.train_on_batch(x, y, return_dict=True)  # with Keras' loss scaling
     assert all(np.isfinite(value) for value in logs.values()), logs
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_jit_sampling_noise_reaches_the_layers_in_float32(split, bfloat16_policy, monkeypatch):
+    """Keras would cast a float noise= argument to bfloat16; the layers must see float32 noise
+    both when they draw it inside the forward pass and when the split step / predictive hands
+    it in (``InfiniteMixture(noise=...)``)."""
+    from uqmix import layers as uqmix_layers
+
+    seen = []
+    original = uqmix_layers._given_noise
+
+    def recording(noise):
+        seen.append(tf.as_dtype(noise.dtype))
+        return original(noise)
+
+    monkeypatch.setattr(uqmix_layers, "_given_noise", recording)
+    model = InfiniteMixture(3, (4,), num_train_samples=2, seed=1, jit_sampling=True)
+    x = tf.ones([5, 6])
+    model.build((None, 6))
+    if split:
+        noise = model._flat_noise(5, 2)
+        assert noise.dtype == tf.float32
+        logits = model(x, num_samples=2, noise=noise)
+    else:
+        logits = model(x, num_samples=2)
+    assert seen == [tf.float32, tf.float32] and logits.dtype == tf.bfloat16

@@ -1,6 +1,6 @@
-"""Seeded N(0, 1) noise that is cheap on CPU: Box–Muller on stateless Philox uniforms.
+"""Seeded N(0, 1) noise that is cheap on CPU: Box–Muller on stateless counter-based uniforms.
 
-For independent u₁, u₂ ~ U[0, 1) (``tf.random.stateless_uniform``, Philox,
+For independent u₁, u₂ ~ U[0, 1) (``tf.random.stateless_uniform``: Philox, or ThreeFry in XLA,
 23-bit resolution like every float32 uniform in TF), Box–Muller gives two
 independent standard normals
 
@@ -112,7 +112,7 @@ def standard_normal(shape, seed, dtype=tf.float32, jit_compile=False):
 
     jit_compile: one XLA kernel (cheaper per call on CPU, compiled once per
     shape) instead of a few TF ops.  The two give the same law but not the
-    same numbers (XLA maps Philox counters to values differently).
+    same numbers (the XLA kernel uses ThreeFry instead of Philox).
     """
     if jit_compile:
         return standard_normal_xla(shape, seed, dtype)

@@ -48,7 +48,7 @@ objective (``uqmix.models.MixtureModel`` / ``InfiniteMixture``, which call
 KL nobody accounts for raises ``UnaccountedKLError`` naming both fixes, so
 such a network never trains silently without its KL term.
 
-Noise: Box–Muller on Philox uniforms
+Noise: Box–Muller on Philox uniforms (ThreeFry inside the XLA kernel of ``jit_sampling``)
 (``uqmix.gaussian_noise``) seeded from the layer's own
 ``keras.random.SeedGenerator``; the generator's state is saved with the
 weights, so a reloaded layer continues the same stream.
@@ -116,6 +116,13 @@ def _local_reparameterization_sample(
     return mean + std * noise_generator(noise_shape, seed, mean.dtype)
 
 
+def convert_inputs_only(layer, inputs):
+    """The inputs as Keras' ``__call__`` would convert them (tensor, compute dtype under mixed
+    precision), for layers that set ``_convert_input_args = False`` so that Keras leaves their
+    float keyword arguments (``noise=``) in full precision."""
+    return layer.dtype_policy.convert_input(inputs, layer.autocast, layer.input_dtype)
+
+
 def _given_noise(noise):
     """A noise generator (shape, seed, dtype) ↦ the given values reshaped to ``shape``."""
 
@@ -174,10 +181,10 @@ class MatrixNormalDense(keras.layers.Layer):
     seed: int seed of the layer's SeedGenerator (None: drawn from Python's
       RNG, so ``keras.utils.set_random_seed`` makes it reproducible).
     jit_sampling: generate the noise with one XLA kernel per call (about
-      30 % cheaper noise on CPU, see bench/mixture_step.py) instead of a few
-      TF ops; XLA compiles it once per noise shape (about 1 s each on CPU),
-      so it is off by default.  Same law either way, different numbers (XLA
-      maps Philox counters to values differently).
+      half the cost of the noise on CPU, see bench/mixture_step.py) instead of a
+      few TF ops; XLA compiles it once per noise shape (about 1 s each on CPU),
+      so it is off by default.  Same law either way, different numbers (the
+      XLA kernel draws ThreeFry uniforms, the TF ops Philox).
     """
 
     def __init__(
@@ -194,6 +201,10 @@ class MatrixNormalDense(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        # Keras casts every float argument of __call__, noise= included, to the compute dtype
+        # (bfloat16 under mixed precision): only the inputs are converted (``__call__``), so
+        # given noise stays in full precision.
+        self._convert_input_args = False
         if kl_weight is not None and not (
             isinstance(kl_weight, (int, float)) and math.isfinite(kl_weight) and kl_weight >= 0
         ):
@@ -302,6 +313,9 @@ class MatrixNormalDense(keras.layers.Layer):
         return tfd.kl_divergence(self.posterior(), self.prior())
 
     # -- sampling ----------------------------------------------------------
+    def __call__(self, inputs, *args, **kwargs):
+        return super().__call__(convert_inputs_only(self, inputs), *args, **kwargs)
+
     def call(self, inputs, num_samples=None, sampling=None, training=None, noise=None):
         """noise: optional N(0, 1) values for local reparameterisation, as many as the
         pre-activations drawn (any shape; ``InfiniteMixture`` draws all its layers' noise in

@@ -80,6 +80,7 @@ class InfiniteMixture(MixtureObjectiveMixin, PredictiveModelMixin, keras.Model):
     ):
         kwargs.setdefault("name", "infinite_mixture")
         super().__init__(**kwargs)
+        self._convert_input_args = False  # noise= stays float32 (see MatrixNormalDense)
         if int(num_classes) != num_classes or num_classes < 2:
             raise ValueError(f"num_classes must be an integer >= 2, got {num_classes}.")
         hidden_units = tuple(int(h) for h in hidden_units)
@@ -134,6 +135,9 @@ class InfiniteMixture(MixtureObjectiveMixin, PredictiveModelMixin, keras.Model):
         for layer in self.dense_layers:
             layer.build(shape)
             shape = (None, layer.units)
+
+    def __call__(self, inputs, *args, **kwargs):
+        return super().__call__(uqmix_layers.convert_inputs_only(self, inputs), *args, **kwargs)
 
     def call(self, inputs, num_samples=None, sampling=None, training=None, noise=None):
         """Logits: [B, K] for one sample per example, [S, B, K] with ``num_samples=S``.

@@ -3,6 +3,7 @@
 A model mixes in ``SampledTrainingMixin`` and implements
 
 * ``training_logits(x, training)`` → logits [S, B, K] of S components
+  (a model whose ``step_noise`` returns noise also takes ``noise=``)
   (S = 1 for a plain network, S weight samples for an infinite mixture,
   M members for an ensemble);
 * ``per_example_data_loss(labels, logits)`` → [B], the data term of its
