@@ -146,10 +146,13 @@ class InfiniteMixture(MixtureObjectiveMixin, PredictiveModelMixin, keras.Model):
         reparameterisation; ``step_noise``), split over the layers in order.
         """
         h = self.flatten(inputs)
-        if noise is None:
-            noise = self._one_noise_draw(tf.shape(h)[0], num_samples, sampling)
+        batch_size = tf.shape(h)[0]
+        if noise is None and self._draws_one_noise(sampling):
+            noise = self._flat_noise(batch_size, num_samples)
+        if noise is None:  # each layer draws its own
+            noise = [None] * len(self.dense_layers)
         else:
-            noise = self._split_noise(noise, tf.shape(h)[0], num_samples, sampling)
+            noise = self._split_noise(noise, batch_size, num_samples, sampling)
         h = self.dense_layers[0](h, num_samples=num_samples, sampling=sampling, noise=noise[0])
         for layer, layer_noise in zip(self.dense_layers[1:], noise[1:]):
             h = layer(h, sampling=sampling, noise=layer_noise)
@@ -163,19 +166,11 @@ class InfiniteMixture(MixtureObjectiveMixin, PredictiveModelMixin, keras.Model):
         rows = batch_size if num_samples is None else batch_size * num_samples
         return [rows * layer.units for layer in self.dense_layers]
 
-    def _one_noise_draw(self, batch_size, num_samples, sampling):
-        """With ``jit_sampling`` and local reparameterisation: the N(0, 1) noise of every
-        layer from ONE draw (one XLA kernel, seeded by the first layer's generator), split
-        into the layers' [rows · width] parts — inside a jit-compiled step one RNG call costs
-        about a third of one per layer (bench/RESULTS.md, issue 16).  Otherwise [None] × L:
-        each layer draws its own."""
-        if not self._draws_one_noise(sampling):
-            return [None] * len(self.dense_layers)
-        return tf.split(
-            self._flat_noise(batch_size, num_samples), self._noise_sizes(batch_size, num_samples)
-        )
-
     def _flat_noise(self, batch_size, num_samples):
+        """With ``jit_sampling`` and local reparameterisation: the N(0, 1) noise of every
+        layer from ONE draw (one XLA kernel, seeded by the first layer's generator), flat;
+        ``_split_noise`` cuts it into the layers' [rows · width] parts — inside a jit-compiled
+        step one RNG call costs about a third of one per layer (bench/RESULTS.md, issue 16)."""
         size = tf.add_n(self._noise_sizes(batch_size, num_samples))
         return _xla_noise(
             tf.reshape(size, [1]), stateless_seed(self.dense_layers[0].seed_generator)
