@@ -55,7 +55,7 @@ class SampledTrainingMixin:
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.nll_tracker = keras.metrics.Mean(name="nll")
         self.regularizer_tracker = keras.metrics.Mean(name=self.regularizer_metric_name)
-        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.accuracy_tracker = keras.metrics.Mean(name="accuracy")  # of correct_b
 
     @property
     def metrics(self):
@@ -89,37 +89,48 @@ class SampledTrainingMixin:
         scaled_loss = tf.nn.compute_average_loss(data_loss) + tf.nn.scale_regularization_loss(term)
         return logits, data_loss, (term, reported), scaled_loss
 
-    def _update_trackers(self, y, logits, data_loss, regularizer):
+    @staticmethod
+    def _step_statistics(y, logits, data_loss, regularizer):
+        """The scalars and per-example values the trackers average, computed where the
+        logits are (inside the nested XLA program of the split step): nll = mean_b data_loss_b,
+        loss = nll + term, the reported regularizer, and correct_b = [argmax_k log p̄_bk = y_b]
+        with log p̄ = log (1/S) Σ_s softmax(logits_s) the mixture's mean prediction."""
         term, reported = regularizer
         nll = tf.reduce_mean(data_loss)
-        self.loss_tracker.update_state(nll + term)
-        self.nll_tracker.update_state(nll)
-        self.regularizer_tracker.update_state(reported)
-        mean_probs = tf.exp(uncertainty.log_mean_probs(tf.nn.log_softmax(logits, axis=-1)))
-        self.accuracy_tracker.update_state(y, mean_probs)
+        log_mean_probs = uncertainty.log_mean_probs(tf.nn.log_softmax(logits, axis=-1))
+        predicted = tf.argmax(log_mean_probs, axis=-1, output_type=tf.int32)
+        correct = tf.cast(tf.equal(predicted, tf.cast(tf.reshape(y, [-1]), tf.int32)), nll.dtype)
+        return {"loss": nll + term, "nll": nll, "regularizer": reported, "correct": correct}
+
+    def _update_trackers(self, statistics):
+        self.loss_tracker.update_state(statistics["loss"])
+        self.nll_tracker.update_state(statistics["nll"])
+        self.regularizer_tracker.update_state(statistics["regularizer"])
+        self.accuracy_tracker.update_state(statistics["correct"])
         return {m.name: m.result() for m in self.metrics}
 
     def _gradients(self, x, y, noise=None):
-        """(∇ scaled loss, logits, per-example data loss, regularizer) of one batch."""
+        """(∇ scaled loss, ``_step_statistics``) of one batch."""
         with tf.GradientTape() as tape:
             logits, data_loss, regularizer, scaled_loss = self._objective_terms(
                 x, y, training=True, noise=noise
             )
             scaled_loss = self.optimizer.scale_loss(scaled_loss)  # mixed_float16: loss scaling
-        return tape.gradient(scaled_loss, self.trainable_variables), logits, data_loss, regularizer
+        gradients = tape.gradient(scaled_loss, self.trainable_variables)
+        return gradients, self._step_statistics(y, logits, data_loss, regularizer)
 
     def train_step(self, data):
         x, y = self._unpack(data)
         noise = None if tf.executing_eagerly() or self.jit_compile else self.step_noise(x)
         if noise is None:
-            gradients, logits, data_loss, regularizer = self._gradients(x, y)
+            gradients, statistics = self._gradients(x, y)
         else:  # traced once per trace of the step: a nested XLA program fed the noise
             compiled = tf.function(self._gradients, jit_compile=True)
-            gradients, logits, data_loss, regularizer = compiled(x, y, noise)
+            gradients, statistics = compiled(x, y, noise)
         self.optimizer.apply(gradients, self.trainable_variables)
-        return self._update_trackers(y, logits, data_loss, regularizer)
+        return self._update_trackers(statistics)
 
     def test_step(self, data):
         x, y = self._unpack(data)
         logits, data_loss, regularizer, _ = self._objective_terms(x, y, training=False)
-        return self._update_trackers(y, logits, data_loss, regularizer)
+        return self._update_trackers(self._step_statistics(y, logits, data_loss, regularizer))
