@@ -1097,3 +1097,29 @@ def test_single_protocol_root_keeps_its_file_names_and_tables(dual_report, tmp_p
     values = _dual_auroc(written, "x_fashion_vi_frozen", "all", "total_uncertainty")
     assert row[2:4] == ["`x_fashion_vi_frozen`", _expected(values, ".4f")]
     assert single["notes"] == []
+
+
+def test_figure_9_once_per_protocol(tmp_path):
+    root, out = str(tmp_path / "sweep"), str(tmp_path / "report")
+    written = {}
+    for index, (options, tag) in enumerate(((CH4_FROZEN, "a"), (CH3_PGD, "b"))):
+        for prior_variance in (1.0, 3.0):
+            name = f"{tag}_ml_{prior_variance:g}"
+            for seed in (0, 1):
+                rng = np.random.default_rng([300 + index, int(prior_variance), seed])
+                metrics = attacked_metrics(("mnist", "ml", 1.0, prior_variance), seed, options, rng)
+                path = os.path.join(root, name, f"seed_{seed}", runs.METRICS_FILE)
+                runs.atomic_write_json(path, metrics)
+                written.setdefault(name, []).append(metrics["robustness"]["S=1"]["accuracy"])
+    report = mixture_report.write_report(root, out)
+    for tag, slug, protocol in (
+        ("a", "cleverhans4-frozen", "cleverhans4/frozen"),
+        ("b", "cleverhans3_pgd-redraw", "cleverhans3_pgd/redraw"),
+    ):
+        section = _section(report["tables"], f"#### Fig. 9, attack protocol {protocol}")
+        assert section[1].startswith(f"Figure: [robustness_vs_prior_{slug}.png]")
+        columns, rows = _table(section)
+        assert [r[columns["configuration"]] for r in rows] == [f"`{tag}_ml_1`", f"`{tag}_ml_3`"]
+        for row in rows:
+            accuracy = np.array(written[row[columns["configuration"]].strip("`")])
+            assert row[columns["ε = 0.1"]] == _cell(accuracy[:, 2], ".3f")
