@@ -609,38 +609,51 @@ def write_protocol_study(root, seeds=(0, 1, 2)):
     ):
         for seed in seeds:
             rng = np.random.default_rng([100 + index, seed])
-            metrics = synthetic_metrics(
-                dataset, model, kl_weight, prior_variance, seed, ("classification",), rng
-            )
-            options = _protocol_options(name, seed)
             grid = PROTOCOL_GRID[:5] if (name, seed) in SHORT_GRID else PROTOCOL_GRID
-            metrics["robustness"] = {}
-            for samples in [1, 5, 100] if model in ("ml", "vi") else [1]:
-                curve = {
-                    "epsilons": grid,
-                    "accuracy": np.sort(rng.uniform(0, 1, len(grid)))[::-1].tolist(),
-                    "num_examples": 1000,
-                }
-                if options is not None:
-                    curve["success_rate"] = rng.uniform(0, 1, len(grid)).tolist()
-                    curve["attack_options"] = dict(options, gradient_samples=samples)
-                metrics["robustness"][f"S={samples}"] = curve
-            detection = {
-                "all": _detection(rng),
-                "correct_vs_successful": _detection(rng),
-                "eps": 0.25,
-                "gradient_samples": 1,
-                "adversarial_accuracy": float(rng.uniform(0, 0.5)),
-            }
-            if options is not None:
-                detection["success_rate"] = float(rng.uniform(0.5, 1))
-                detection["attack_options"] = dict(options, gradient_samples=1)
-            metrics["adversarial_detection"] = detection
+            metrics = attacked_metrics(
+                (dataset, model, kl_weight, prior_variance),
+                seed,
+                _protocol_options(name, seed),
+                rng,
+                grid,
+            )
             runs.atomic_write_json(
                 os.path.join(root, name, f"seed_{seed}", runs.METRICS_FILE), metrics
             )
             written.setdefault(name, {})[seed] = metrics
     return written
+
+
+def attacked_metrics(setting, seed, options, rng, grid=PROTOCOL_GRID):
+    """A metrics.json with robustness curves (S = 1, 5, 100 for ML / VI, else 1) and the
+    adversarial-detection record, attacked under ``options`` (None: a run that predates them)."""
+    dataset, model, kl_weight, prior_variance = setting
+    metrics = synthetic_metrics(
+        dataset, model, kl_weight, prior_variance, seed, ("classification",), rng
+    )
+    metrics["robustness"] = {}
+    for samples in [1, 5, 100] if model in ("ml", "vi") else [1]:
+        curve = {
+            "epsilons": grid,
+            "accuracy": np.sort(rng.uniform(0, 1, len(grid)))[::-1].tolist(),
+            "num_examples": 1000,
+        }
+        if options is not None:
+            curve["success_rate"] = rng.uniform(0, 1, len(grid)).tolist()
+            curve["attack_options"] = dict(options, gradient_samples=samples)
+        metrics["robustness"][f"S={samples}"] = curve
+    detection = {
+        "all": _detection(rng),
+        "correct_vs_successful": _detection(rng),
+        "eps": 0.25,
+        "gradient_samples": 1,
+        "adversarial_accuracy": float(rng.uniform(0, 0.5)),
+    }
+    if options is not None:
+        detection["success_rate"] = float(rng.uniform(0.5, 1))
+        detection["attack_options"] = dict(options, gradient_samples=1)
+    metrics["adversarial_detection"] = detection
+    return metrics
 
 
 @pytest.fixture(scope="module")
@@ -903,3 +916,210 @@ def test_detection_by_protocol_matches_numpy(protocol_report):
         ("cleverhans3_pgd", "2 (0, 1)"),
         ("not recorded", "1 (2)"),
     ]
+
+
+# -- adversarial figures and Tables 4 / 7 per attack protocol -----------------------------------
+# folder: (dataset, model, attack options, seeds). Every setting (dataset, model, λ = σ² = 1) is in
+# a folder per protocol; the folder with most seeds is CH4_FROZEN's for MNIST and CH3_PGD's for
+# Fashion-MNIST, so one folder per setting would mix the two protocols across the datasets.
+# MNIST also has runs that predate recorded options ("not recorded", a protocol of its own).
+DUAL_STUDY = {
+    "u_mnist_ml_frozen": ("mnist", "ml", CH4_FROZEN, (0, 1, 2)),
+    "u_mnist_vi_frozen": ("mnist", "vi", CH4_FROZEN, (0, 1, 2)),
+    "v_mnist_ml_ch3": ("mnist", "ml", CH3_PGD, (0, 1)),
+    "v_mnist_vi_ch3": ("mnist", "vi", CH3_PGD, (0, 1)),
+    "w_mnist_ml_old": ("mnist", "ml", None, (5,)),
+    "w_mnist_vi_old": ("mnist", "vi", None, (5,)),
+    "x_fashion_ml_frozen": ("fashion_mnist", "ml", CH4_FROZEN, (0, 1)),
+    "x_fashion_vi_frozen": ("fashion_mnist", "vi", CH4_FROZEN, (0, 1)),
+    "y_fashion_ml_ch3": ("fashion_mnist", "ml", CH3_PGD, (0, 1, 2)),
+    "y_fashion_vi_ch3": ("fashion_mnist", "vi", CH3_PGD, (0, 1, 2)),
+}
+# protocol name (``protocol_names``), its file-name slug, and its folders per (dataset, model)
+DUAL_PROTOCOLS = {
+    "cleverhans3_pgd/redraw": ("cleverhans3_pgd-redraw", "v_mnist_{}_ch3", "y_fashion_{}_ch3"),
+    "cleverhans4/frozen": ("cleverhans4-frozen", "u_mnist_{}_frozen", "x_fashion_{}_frozen"),
+    "not recorded": ("not-recorded", "w_mnist_{}_old", None),
+}
+ADVERSARIAL_FIGURES = ("robustness", "robustness_samples")
+
+
+def write_dual_study(root, names=tuple(DUAL_STUDY)):
+    written = {}
+    for name in names:
+        index = sorted(DUAL_STUDY).index(name)  # the values of a folder do not depend on names
+        dataset, model, options, seeds = DUAL_STUDY[name]
+        for seed in seeds:
+            rng = np.random.default_rng([200 + index, seed])
+            metrics = attacked_metrics((dataset, model, 1.0, 1.0), seed, options, rng)
+            runs.atomic_write_json(
+                os.path.join(root, name, f"seed_{seed}", runs.METRICS_FILE), metrics
+            )
+            written.setdefault(name, {})[seed] = metrics
+    return written
+
+
+@pytest.fixture(scope="module")
+def dual_report(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("dual_sweep"))
+    written = write_dual_study(root)
+    out = str(tmp_path_factory.mktemp("dual_report"))
+    report = mixture_report.write_report(root, out)
+    return written, out, report, runs.read_json(os.path.join(out, mixture_report.SUMMARY_FILE))
+
+
+def _dual_folders(protocol):
+    """{(dataset title, model): folder} of a protocol of DUAL_STUDY."""
+    _, mnist, fashion = DUAL_PROTOCOLS[protocol]
+    folders = {}
+    for title, pattern in (("MNIST", mnist), ("Fashion-MNIST", fashion)):
+        if pattern:
+            folders.update({(title, model): pattern.format(model) for model in ("ml", "vi")})
+    return folders
+
+
+def test_adversarial_figures_one_file_per_protocol(dual_report):
+    written, out, report, summary = dual_report
+    for stem in ADVERSARIAL_FIGURES:
+        assert f"{stem}.png" not in summary["figures"]
+        for protocol, (slug, *_) in DUAL_PROTOCOLS.items():
+            filename = f"{stem}_{slug}.png"
+            assert os.path.join(out, filename) in report["written"]
+            assert summary["figure_protocols"][filename]["attack_protocol"] == protocol
+            curves = summary["figures"][filename]
+            expected = {}
+            for (title, model), folder in _dual_folders(protocol).items():
+                seeds = written[folder]
+                for key in ("S=1",) if stem == "robustness" else ("S=1", "S=5", "S=100"):
+                    accuracy = np.array([m["robustness"][key]["accuracy"] for m in seeds.values()])
+                    expected[f"{title}: {model.upper()} λ=1 σ²=1, {key}"] = (
+                        sorted(seeds),
+                        accuracy.mean(axis=0),
+                    )
+            assert set(curves) == set(expected), filename
+            for label, (seeds, mean) in expected.items():
+                assert curves[label]["seeds"] == seeds, (filename, label)
+                np.testing.assert_allclose(curves[label]["mean"], mean)
+    # one σ²: Fig. 9 is drawn under no protocol, so it is skipped once, under its own name
+    assert set(summary["skipped"]) == {
+        "accuracy_vs_prior.png",
+        "accuracy_vs_lambda.png",
+        "weight_variance_bars.png",
+        "predictive_variance_hist.png",
+        "correct_vs_wrong_variance.png",
+        "robustness_vs_prior.png",
+        "entropy_correct_vs_wrong.png",
+    }
+    # asked for "the" protocol of a study with several: an error, never a mix
+    with pytest.raises(mixture_report.MixedProtocols, match="several protocols"):
+        mixture_report.robustness_data(mixture_report.load_study(summary["sweep_root"]))
+
+
+def _dual_auroc(written, folder, group, measure):
+    return [m["adversarial_detection"][group][measure]["auroc"] for m in written[folder].values()]
+
+
+@pytest.mark.parametrize(
+    "table, group", [("4", "all"), ("7", "correct_vs_successful")], ids=["table4", "table7"]
+)
+def test_tables_4_and_7_one_comparison_per_protocol(dual_report, table, group):
+    written, _, report, summary = dual_report
+    tables = report["tables"]
+    heading = next(line for line in tables.splitlines() if line.startswith(f"### Table {table}:"))
+    assert _section(tables, heading)[1].startswith("One comparison per attack protocol (3:")
+    assert summary["published"][table]["protocols"] == list(DUAL_PROTOCOLS)
+    for protocol in DUAL_PROTOCOLS:
+        section = _section(tables, f"#### Table {table}, attack protocol {protocol}")
+        rows = [_cells(line) for line in section if line.startswith("| ") and "MNIST" in line]
+        value_rows = [row for row in rows if len(row) == 9]
+        directions = [row for row in rows if len(row) == 7]
+        assert len(value_rows) == 8 and len(directions) == 4
+        measures = {"predictive variance": "predictive_variance", "entropy": "total_uncertainty"}
+        folders = _dual_folders(protocol)
+        means = {}
+        for row in value_rows:
+            dataset, model = row[1].split()
+            title = {"MNIST": "MNIST", "FMNIST": "Fashion-MNIST"}[dataset]
+            folder = folders.get((title, model.lower()))
+            if folder is None:  # Fashion-MNIST has no run that predates the options
+                assert row[2:4] == ["—", "—"] and row[7] == "not run"
+                continue
+            values = _dual_auroc(written, folder, group, measures[row[0]])
+            assert row[2] == f"`{folder}`", (protocol, row)
+            assert row[3] == _expected(values, ".4f"), (protocol, row)
+            means[(row[0], row[1])] = np.mean(values)
+        for row in directions:
+            ml, vi = means.get((row[0], row[1])), means.get((row[2], row[3]))
+            assert row[4] == ("—" if ml is None else f"{ml - vi:+.4f}"), (protocol, row)
+    # each record says its protocol; a record's folder is of that protocol only
+    for record in summary["published"][table]["values"]:
+        folders = set(_dual_folders(record["attack_protocol"]).values())
+        assert record["configuration"] in folders | {None}
+
+
+def test_duplicate_settings_note_says_what_is_used_where(dual_report):
+    *_, summary = dual_report
+    (note,) = [n for n in summary["notes"] if n.startswith("u_mnist_ml_frozen")]
+    assert note == (
+        "u_mnist_ml_frozen, v_mnist_ml_ch3, w_mnist_ml_old are the same setting (mnist ML λ=1 "
+        "σ²=1); the figures and tables without attacks (Tables 1, 2, 3, 5, the non-adversarial "
+        "figures, Fig. 10) use u_mnist_ml_frozen; the robustness figures use, per attack "
+        "protocol, cleverhans3_pgd/redraw: v_mnist_ml_ch3; cleverhans4/frozen: "
+        "u_mnist_ml_frozen; not recorded: w_mnist_ml_old; Tables 4/7 use, per attack protocol, "
+        "cleverhans3_pgd/redraw: v_mnist_ml_ch3; cleverhans4/frozen: u_mnist_ml_frozen; not "
+        "recorded: w_mnist_ml_old."
+    )
+
+
+def test_single_protocol_root_keeps_its_file_names_and_tables(dual_report, tmp_path):
+    written, _, _, summary = dual_report
+    root, out = str(tmp_path / "sweep"), str(tmp_path / "report")
+    write_dual_study(root, [n for n in DUAL_STUDY if DUAL_STUDY[n][2] is CH4_FROZEN])
+    report = mixture_report.write_report(root, out)
+    single = runs.read_json(os.path.join(out, mixture_report.SUMMARY_FILE))
+    assert set(single["figures"]) == {"robustness.png", "robustness_samples.png"}
+    assert "robustness_vs_prior.png" in single["skipped"]
+    # the same curves as the protocol's own figure of the study with several protocols
+    for stem in ADVERSARIAL_FIGURES:
+        assert (
+            single["figures"][f"{stem}.png"] == summary["figures"][f"{stem}_cleverhans4-frozen.png"]
+        )
+        assert single["figure_protocols"][f"{stem}.png"]["attack_protocol"] == "cleverhans4/frozen"
+    assert (
+        "#### " not in report["tables"]
+        and "One comparison per attack protocol" not in report["tables"]
+    )
+    section = _section(
+        report["tables"],
+        next(line for line in report["tables"].splitlines() if line.startswith("### Table 4:")),
+    )
+    (row,) = [_cells(line) for line in section if line.startswith("| entropy | FMNIST VI |")]
+    values = _dual_auroc(written, "x_fashion_vi_frozen", "all", "total_uncertainty")
+    assert row[2:4] == ["`x_fashion_vi_frozen`", _expected(values, ".4f")]
+    assert single["notes"] == []
+
+
+def test_figure_9_once_per_protocol(tmp_path):
+    root, out = str(tmp_path / "sweep"), str(tmp_path / "report")
+    written = {}
+    for index, (options, tag) in enumerate(((CH4_FROZEN, "a"), (CH3_PGD, "b"))):
+        for prior_variance in (1.0, 3.0):
+            name = f"{tag}_ml_{prior_variance:g}"
+            for seed in (0, 1):
+                rng = np.random.default_rng([300 + index, int(prior_variance), seed])
+                metrics = attacked_metrics(("mnist", "ml", 1.0, prior_variance), seed, options, rng)
+                path = os.path.join(root, name, f"seed_{seed}", runs.METRICS_FILE)
+                runs.atomic_write_json(path, metrics)
+                written.setdefault(name, []).append(metrics["robustness"]["S=1"]["accuracy"])
+    report = mixture_report.write_report(root, out)
+    for tag, slug, protocol in (
+        ("a", "cleverhans4-frozen", "cleverhans4/frozen"),
+        ("b", "cleverhans3_pgd-redraw", "cleverhans3_pgd/redraw"),
+    ):
+        section = _section(report["tables"], f"#### Fig. 9, attack protocol {protocol}")
+        assert section[1].startswith(f"Figure: [robustness_vs_prior_{slug}.png]")
+        columns, rows = _table(section)
+        assert [r[columns["configuration"]] for r in rows] == [f"`{tag}_ml_1`", f"`{tag}_ml_3`"]
+        for row in rows:
+            accuracy = np.array(written[row[columns["configuration"]].strip("`")])
+            assert row[columns["ε = 0.1"]] == _cell(accuracy[:, 2], ".3f")

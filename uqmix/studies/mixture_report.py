@@ -25,6 +25,15 @@ their legends.
   and the reason returned (a partial sweep gives what it can);
 * ``summary.json``: the numbers behind the tables and figures.
 
+Folders of one setting (dataset, model, λ, σ²) are reduced to the one with most seeds for
+what does not depend on an attack (the accuracy, variance, weight-variance and entropy
+figures, Tables 1, 2, 3, 5).  Adversarial numbers are never compared or drawn across attack
+protocols (the ``attack_options`` each robustness curve and adversarial-detection record
+carries; "not recorded" for runs that predate them): the robustness figures are drawn once
+per protocol (``figure_files``: with several protocols the file name gets the protocol's
+slug, with one the names of ``FIGURE_FILES`` stay) and Tables 4 and 7 are compared once per
+protocol (``published_comparison``); ``duplicate_settings`` notes which folder is used where.
+
 ``tables.md`` then has robustness and adversarial detection by attack protocol
 (``protocol_tables`` / ``protocol_markdown``): a row per (configuration, robustness key,
 attack options as each curve records them — "not recorded" for runs that predate them) with
@@ -33,14 +42,16 @@ adversarial-detection numbers per configuration and protocol, and the lines "ML 
 and 0.25" per (dataset, λ, σ², protocol) with both models (``ml_minus_vi``); then the
 side-by-side comparison with the paper's tables 1, 2, 3, 4, 5
 and 7 (``published_comparison``: the reference data and the verdicts of
-``uqmix.studies.published``; every row names how our runs differ from the paper's protocol),
+``uqmix.studies.published``; every row names how our runs differ from the paper's protocol;
+Tables 4 and 7 a sub-table per attack protocol when the runs have several),
 and ends with the sections of the paper's figures 9 and 10 (``paper_figures_markdown``; the
 paper prints no numbers for them): PGD accuracy (S=1) against ε per prior variance σ² at λ = 1
-(``robustness_vs_prior.png``, with a verdict of the spread across σ² against the seed std) and
-the predictive entropy of correct vs wrong test inputs at λ = σ² = 1
-(``entropy_correct_vs_wrong.png``, histogram counts summed over seeds, which must share their
-bin edges: ``BinEdgeMismatch`` otherwise).  Each names the command that regenerates it and
-its configurations and seeds, or why it was skipped.
+(``robustness_vs_prior.png``, per attack protocol as the other robustness figures, with a
+verdict of the spread across σ² against the seed std) and the predictive entropy of correct
+vs wrong test inputs at λ = σ² = 1 (``entropy_correct_vs_wrong.png``, histogram counts
+summed over seeds, which must share their bin edges: ``BinEdgeMismatch`` otherwise).  Each
+names the command that regenerates it and its configurations and seeds, or why it was
+skipped.
 
 The robustness figures are drawn by ``uqmix.attack_eval.robustness_figure``,
 imported lazily: everything else here runs without TensorFlow (Fig. 9's panels are
@@ -52,6 +63,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 
 import numpy as np
 
@@ -87,6 +99,10 @@ class BinEdgeMismatch(ValueError):
 
 class UnknownConfigurations(ValueError):
     """--weight_variance_configs names folders the sweep does not have (a flag error)."""
+
+
+class MixedProtocols(ValueError):
+    """An adversarial figure asked for the study's one attack protocol when it has several."""
 
 
 # -- the study -----------------------------------------------------------------------------------
@@ -192,7 +208,10 @@ def datasets_of(configurations):
 
 
 def duplicate_settings(configurations):
-    """Notes on folders that describe the same setting; figures use the one with most seeds."""
+    """Notes on folders that describe the same setting and what the report uses of each: the
+    figures and published tables without attacks use the one with most seeds; the robustness
+    figures and the Table 4/7 comparison use, per attack protocol, the folder with most seeds
+    among those attacked under it (folders of different protocols are never reduced)."""
     by_setting = collections.defaultdict(list)
     for config in configurations:
         by_setting[config.setting].append(config)
@@ -200,11 +219,42 @@ def duplicate_settings(configurations):
     for group in by_setting.values():
         if len(group) > 1:
             chosen = _most_seeds(group)
-            notes.append(
+            note = (
                 f"{', '.join(c.name for c in group)} are the same setting "
-                f"({chosen.dataset} {chosen.label}); figures use {chosen.name}."
+                f"({chosen.dataset} {chosen.label}); the figures and tables without attacks "
+                f"(Tables 1, 2, 3, 5, the non-adversarial figures, Fig. 10) use {chosen.name}"
             )
+            curves = {name: protocol_view(group, key) for key, _, name in figure_protocols(group)}
+            if curves:
+                note += "; the robustness figures use, per attack protocol, " + _uses(curves)
+            target = Target(
+                chosen.dataset, chosen.model, chosen.kl_weight, chosen.prior_variance, ""
+            )
+            found = _detection_groups(group, target)
+            if found:
+                names = protocol_names(options for options, _ in found.values())
+                records = {
+                    names[key]: members
+                    for key, (_, members) in sorted(
+                        found.items(), key=lambda item: _protocol_rank(item[1][0])
+                    )
+                }
+                note += "; Tables 4/7 use, per attack protocol, " + _uses(records)
+            notes.append(note + ".")
     return notes
+
+
+def _uses(by_protocol):
+    """ "name: folder" per protocol ({name: [configurations of the protocol]}), naming the
+    folders the one with most seeds stands for."""
+    texts = []
+    for name, members in by_protocol.items():
+        used = _most_seeds(members)
+        text = f"{name}: {used.name}"
+        if len(members) > 1:
+            text += f" (most seeds of {', '.join(c.name for c in members)})"
+        texts.append(text)
+    return "; ".join(texts)
 
 
 def _most_seeds(group):
@@ -416,6 +466,71 @@ def _by_protocol(entries):
     return list(groups.values())
 
 
+def _attack_protocol(options):
+    """The attack protocol of recorded options as the adversarial figures group curves: the
+    options without the gradient samples (a curve's key S=k names those); None: not recorded."""
+    if options is None:
+        return None
+    return {name: value for name, value in options.items() if name != "gradient_samples"}
+
+
+def _protocol_rank(options):
+    """The order of protocols: recorded ones first, then by preset, noise and the options."""
+    shown = options or {}
+    return (
+        options is None,
+        str(shown.get("preset", "")),
+        str(shown.get("noise", "")),
+        _options_key(options) or "",
+    )
+
+
+def _base_name(options):
+    """preset/noise of recorded options; "not recorded" for None."""
+    if options is None:
+        return NOT_RECORDED
+    return "/".join(_option_text(options.get(name)) for name in ("preset", "noise"))
+
+
+def _differing_options(options_list):
+    """The names of the options whose values differ among ``options_list`` (None = {})."""
+    options_list = [options or {} for options in options_list]
+    return sorted(
+        {
+            name
+            for options in options_list
+            for name in options
+            if len({_option_text(o.get(name)) for o in options_list}) > 1
+        }
+    )
+
+
+def protocol_names(options_list):
+    """{``_options_key``: name} of distinct recorded attack options (None: not recorded):
+    "preset/noise", with the options in which protocols of one such name differ appended in
+    brackets ("cleverhans3_pgd/redraw [nb_iter 10]")."""
+    distinct = {_options_key(options): options for options in options_list}
+    by_base = collections.defaultdict(list)
+    for key, options in distinct.items():
+        by_base[_base_name(options)].append(key)
+    names = {}
+    for base, keys in by_base.items():
+        differing = _differing_options([distinct[k] for k in keys]) if len(keys) > 1 else []
+        for key in keys:
+            shown = ", ".join(
+                f"{n} {_option_text((distinct[key] or {}).get(n))}" for n in differing
+            )
+            names[key] = f"{base} [{shown}]" if shown else base
+    return names
+
+
+def protocol_slug(name):
+    """A file-name part of a protocol name: runs of other characters than letters, digits,
+    "_" and "." become "-" ("cleverhans3_pgd/redraw [nb_iter 10]" →
+    "cleverhans3_pgd-redraw-nb_iter-10", "not recorded" → "not-recorded")."""
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", name).strip("-.") or "protocol"
+
+
 def _at_eps(curve, field, eps):
     """``curve[field]`` at ε; None when the curve lacks the field or ε is not in its grid."""
     values = curve.get(field)
@@ -439,15 +554,13 @@ def _protocol_row(config, options, group):
 def _protocol_order(row, samples):
     """Dataset, protocol (recorded ones first), gradient samples, then ML next to VI of the same
     λ, σ², the baselines after them."""
-    options = row["attack_options"] or {}
+    *protocol, options = _protocol_rank(row["attack_options"])
     return (
         _rank(DATASET_ORDER, row["dataset"]),
         row["dataset"],
-        row["attack_options"] is None,
-        str(options.get("preset", "")),
-        str(options.get("noise", "")),
+        *protocol,
         samples,
-        _options_key(row["attack_options"]) or "",
+        options,
         row["model"] not in MIXTURE_MODELS,
         -(row["kl_weight"] or 0.0),
         row["prior_variance"] or 0.0,
@@ -541,10 +654,7 @@ def _protocol_label(row):
     options = row["attack_options"]
     if options is None:
         return f"attack options {NOT_RECORDED}, {row['key']}"
-    return "/".join(
-        [_option_text(options.get("preset")), _option_text(options.get("noise"))]
-        + [f"S={_option_text(options.get('gradient_samples'))}"]
-    )
+    return f"{_base_name(options)}/S={_option_text(options.get('gradient_samples'))}"
 
 
 def _disambiguate(entries):
@@ -558,14 +668,7 @@ def _disambiguate(entries):
     for group in same.values():
         if len(group) > 1:
             options = [entry["attack_options"] or {} for entry in group]
-            names = sorted(
-                {
-                    n
-                    for o in options
-                    for n in o
-                    if len({_option_text(p.get(n)) for p in options}) > 1
-                }
-            )
+            names = _differing_options(options)
             for entry, chosen in zip(group, options):
                 shown = ", ".join(f"{n} {_option_text(chosen.get(n))}" for n in names)
                 entry["label"] += f" [{shown}]"
@@ -860,23 +963,52 @@ def published_target(table, row, column):
     raise KeyError(f"the mixture report has no mapping of published Table {table}")
 
 
+def _target_configurations(configurations, target):
+    """Every configuration (folder) of a ``Target``'s setting, in study order."""
+    return [
+        c
+        for c in configurations
+        if c.dataset == target.dataset
+        and c.model == target.model
+        and (
+            not c.is_mixture
+            or (
+                _close(c.kl_weight, target.kl_weight)
+                and _close(c.prior_variance, target.prior_variance)
+            )
+        )
+    ]
+
+
 def configuration_of(configurations, target):
     """Our configuration of a ``Target`` (the one with most seeds), or None."""
-    if target.model in MIXTURE_MODELS:
-        found = [
-            c
-            for c in mixtures(
-                configurations, target.kl_weight, target.prior_variance, target.dataset
+    found = _target_configurations(configurations, target)
+    return _most_seeds(found) if found else None
+
+
+def _detection_groups(configurations, target):
+    """{``_options_key``: (attack options, [configuration])}: per attack protocol of the
+    adversarial-detection records (``_by_protocol``: the full recorded options, None = not
+    recorded) of a ``Target``'s folders, those folders reduced to their seeds under it."""
+    found = {}
+    for config in _target_configurations(configurations, target):
+        records = {seed: m.get("adversarial_detection") for seed, m in config.runs.items()}
+        for options, group in _by_protocol(records):
+            runs_of_group = {seed: config.runs[seed] for seed in group}
+            found.setdefault(_options_key(options), (options, []))[1].append(
+                dataclasses.replace(config, runs=runs_of_group)
             )
-            if c.model == target.model
-        ]
-    else:
-        found = [
-            c
-            for c in _one_per_setting(configurations)
-            if c.dataset == target.dataset and c.model == target.model
-        ]
-    return found[0] if found else None
+    return found
+
+
+def detection_protocols_of(configurations, target):
+    """{``_options_key``: (attack options, configuration)}: per attack protocol of a
+    ``Target``'s adversarial-detection records (``_detection_groups``) the folder with most
+    seeds under it (the first in study order among equals), reduced to those seeds."""
+    return {
+        key: (options, _most_seeds(members))
+        for key, (options, members) in _detection_groups(configurations, target).items()
+    }
 
 
 def run_settings(root, config):
@@ -939,48 +1071,127 @@ def protocol_text(root, config, reference, table):
     return text
 
 
+# The published tables of adversarial numbers: compared once per attack protocol.
+ADVERSARIAL_TABLES = ("4", "7")
+
+
+def _value_record(row, column, config, target, cell, root, reference, table):
+    stats = config.stats(target.key) if config else None
+    verdict, difference = published.value_verdict(
+        stats["mean"] if stats and stats["n"] else None, cell, reference
+    )
+    return {
+        "row": row,
+        "column": column,
+        "configuration": config.name if config else None,
+        "ours": stats,
+        "published": cell,
+        "verdict": verdict,
+        "difference": difference,
+        "band": published.band(reference, cell),
+        "protocol": protocol_text(root, config, reference, table)
+        if stats and stats["n"]
+        else "not evaluated",
+    }
+
+
+def _table_cells(table, spec):
+    """[(row, column, published cell, Target)] of a published table."""
+    return [
+        (row, column, cell, published_target(table, row, column))
+        for row, by_column in spec["rows"].items()
+        for column, cell in by_column.items()
+    ]
+
+
+def _adversarial_values(configurations, root, reference, table, cells):
+    """The value records of Table 4 or 7: per attack protocol of the runs' adversarial-detection
+    records (``detection_protocols_of``) one record per published cell (the folder of the
+    cell's setting under that protocol; none when it has no record under it and the study has
+    several protocols), each with "attack_protocol" (name,
+    ``protocol_names``) and "attack_options"; ([records], [protocol names]).  Without any
+    record: one per cell as for the other tables, attack_protocol None."""
+    found = [detection_protocols_of(configurations, target) for *_, target in cells]
+    protocols = {key: options for by_key in found for key, (options, _) in by_key.items()}
+    if not protocols:
+        values = [
+            dict(
+                _value_record(
+                    row,
+                    column,
+                    configuration_of(configurations, target),
+                    target,
+                    cell,
+                    root,
+                    reference,
+                    table,
+                ),
+                attack_protocol=None,
+                attack_options=None,
+            )
+            for row, column, cell, target in cells
+        ]
+        return values, []
+    names = protocol_names(protocols.values())
+    ordered = sorted(protocols, key=lambda key: _protocol_rank(protocols[key]))
+    values = []
+    for key in ordered:
+        for (row, column, cell, target), by_key in zip(cells, found):
+            if key in by_key:
+                config = by_key[key][1]
+            else:  # not evaluated: with one protocol, named as in the other tables
+                config = configuration_of(configurations, target) if len(ordered) == 1 else None
+            record = _value_record(row, column, config, target, cell, root, reference, table)
+            values.append(dict(record, attack_protocol=names[key], attack_options=protocols[key]))
+    return values, [names[key] for key in ordered]
+
+
 def published_comparison(configurations, root, reference=None):
     """{table: {"title", "values": [record], "directions": [record]}} against the paper.
 
     A value record per published cell (row, column, our configuration, our stats, the
     published cell, verdict, difference, band, protocol); a direction record per pair of
     ML and VI cells of one table with everything else equal (verdict of ML − VI).
-    Verdicts: ``uqmix.studies.published``.
+    Tables 4 and 7 (``ADVERSARIAL_TABLES``) are compared once per attack protocol of the
+    runs' adversarial-detection records: a value record per (protocol, cell) with
+    "attack_protocol" and "attack_options", directions within one protocol, and the table's
+    "protocols" (names, in order); folders of one setting attacked under different protocols
+    are never reduced to one (``_adversarial_values``).  Verdicts: ``uqmix.studies.published``.
     """
     reference = reference or published.load_reference(published.MIXTURE)
     comparison = {}
     for table, spec in reference["tables"].items():
-        values, cells = [], {}
-        for row, by_column in spec["rows"].items():
-            for column, cell in by_column.items():
-                target = published_target(table, row, column)
-                config = configuration_of(configurations, target)
-                stats = config.stats(target.key) if config else None
-                verdict, difference = published.value_verdict(
-                    stats["mean"] if stats and stats["n"] else None, cell, reference
+        cells = _table_cells(table, spec)
+        entry = {"title": spec["title"]}
+        if table in ADVERSARIAL_TABLES:
+            values, entry["protocols"] = _adversarial_values(
+                configurations, root, reference, table, cells
+            )
+        else:
+            values = [
+                _value_record(
+                    row,
+                    column,
+                    configuration_of(configurations, target),
+                    target,
+                    cell,
+                    root,
+                    reference,
+                    table,
                 )
-                values.append(
-                    {
-                        "row": row,
-                        "column": column,
-                        "configuration": config.name if config else None,
-                        "ours": stats,
-                        "published": cell,
-                        "verdict": verdict,
-                        "difference": difference,
-                        "band": published.band(reference, cell),
-                        "protocol": protocol_text(root, config, reference, table)
-                        if stats and stats["n"]
-                        else "not evaluated",
-                    }
-                )
-                cells[target] = values[-1]
+                for row, column, cell, target in cells
+            ]
+        targets = [target for *_, target in cells] * (len(values) // len(cells))
+        by_cell = {
+            (record.get("attack_protocol"), target): record
+            for record, target in zip(values, targets)
+        }
         directions = []
-        for target, ml in cells.items():
-            vi = cells.get(dataclasses.replace(target, model="vi"))
+        for (protocol, target), ml in by_cell.items():
+            vi = by_cell.get((protocol, dataclasses.replace(target, model="vi")))
             if target.model == "ml" and vi:
                 directions.append({"ml": ml, "vi": vi})
-        comparison[table] = {"title": spec["title"], "values": values, "directions": directions}
+        comparison[table] = dict(entry, values=values, directions=directions)
     return comparison
 
 
@@ -1008,35 +1219,69 @@ def published_markdown(comparison, reference=None):
     ]
     for table, entry in comparison.items():
         parts.append(f"### Table {table}: {entry['title']}")
-        rows = [
-            _place(r)
-            + published.comparison_row([], r["ours"], r["published"], reference, r["protocol"])
-            for r in entry["values"]
-        ]
+        protocols = entry.get("protocols") or []
+        if len(protocols) <= 1:
+            parts += _comparison_markdown(table, entry["values"], entry["directions"], reference)
+            continue
         parts.append(
-            published.render(
-                ["published row", "published column", "our configuration"] + published.VALUE_HEADER,
-                rows,
-            )
+            f"One comparison per attack protocol ({len(protocols)}: the `attack_options` that "
+            "the runs' adversarial-detection records carry), each with its own verdicts: "
+            "folders of one setting attacked under different protocols are never merged or "
+            "reduced to one; a cell without a run under the protocol is not run."
         )
-        if entry["directions"]:
-            rows = [
-                published.direction_row(
-                    [d["ml"]["row"], d["ml"]["column"], d["vi"]["row"], d["vi"]["column"]],
-                    d["ml"]["ours"],
-                    d["vi"]["ours"],
-                    d["ml"]["published"],
-                    d["vi"]["published"],
-                )
-                for d in entry["directions"]
-            ]
-            parts.append(f"ML − VI (A = ML, B = VI), Table {table}:")
-            parts.append(
-                published.render(
-                    ["A row", "A column", "B row", "B column"] + published.DIRECTION_HEADER, rows
-                )
+        for protocol in protocols:
+            values = [r for r in entry["values"] if r["attack_protocol"] == protocol]
+            parts.append(f"#### Table {table}, attack protocol {protocol}")
+            parts.append(f"Recorded attack options: {_options_text(values[0]['attack_options'])}.")
+            directions = [d for d in entry["directions"] if d["ml"]["attack_protocol"] == protocol]
+            parts += _comparison_markdown(
+                f"{table}, attack protocol {protocol}", values, directions, reference
             )
     return "\n\n".join(parts) + "\n"
+
+
+def _options_text(options):
+    """Every recorded attack option with a value, "not recorded" for None."""
+    if options is None:
+        return f"{NOT_RECORDED} (the runs predate them)"
+    return ", ".join(
+        f"{name} {_option_text(value)}"
+        for name, value in sorted(options.items())
+        if value is not None
+    )
+
+
+def _comparison_markdown(title, values, directions, reference):
+    """The value table and the ML − VI table of one published table (or protocol of it)."""
+    rows = [
+        _place(r)
+        + published.comparison_row([], r["ours"], r["published"], reference, r["protocol"])
+        for r in values
+    ]
+    parts = [
+        published.render(
+            ["published row", "published column", "our configuration"] + published.VALUE_HEADER,
+            rows,
+        )
+    ]
+    if directions:
+        rows = [
+            published.direction_row(
+                [d["ml"]["row"], d["ml"]["column"], d["vi"]["row"], d["vi"]["column"]],
+                d["ml"]["ours"],
+                d["vi"]["ours"],
+                d["ml"]["published"],
+                d["vi"]["published"],
+            )
+            for d in directions
+        ]
+        parts.append(f"ML − VI (A = ML, B = VI), Table {title}:")
+        parts.append(
+            published.render(
+                ["A row", "A column", "B row", "B column"] + published.DIRECTION_HEADER, rows
+            )
+        )
+    return parts
 
 
 # -- the paper's figures 9 and 10: sections of tables.md -----------------------------------------
@@ -1057,14 +1302,19 @@ def report_command(root, output_dir, figures_dir=None, weight_variance_configs=N
     return " ".join(parts)
 
 
-def paper_figure_tables(data):
-    """{figure file: the numbers of its section} of the drawn figures of ``PAPER_FIGURES``
-    (Fig. 10's numbers are its figure data)."""
+def _figure_9_files(files):
+    return [f for f in files if f.spec.filename == "robustness_vs_prior.png"]
+
+
+def paper_figure_tables(data, files=None):
+    """{file name: the numbers of its section} of the drawn figures of ``PAPER_FIGURES``, Fig. 9
+    once per attack protocol (``files``: ``figure_files``; default: the names of
+    ``PAPER_FIGURES``; Fig. 10's numbers are its figure data)."""
+    files = [FigureFile(f, _spec(f)) for f in PAPER_FIGURES] if files is None else files
     tables = {}
-    if "robustness_vs_prior.png" in data:
-        tables["robustness_vs_prior.png"] = robustness_vs_prior_table(
-            data["robustness_vs_prior.png"]
-        )
+    for file in _figure_9_files(files):
+        if file.filename in data:
+            tables[file.filename] = robustness_vs_prior_table(data[file.filename])
     if "entropy_correct_vs_wrong.png" in data:
         tables["entropy_correct_vs_wrong.png"] = data["entropy_correct_vs_wrong.png"]
     return tables
@@ -1078,7 +1328,9 @@ def _seeds_text(seeds, dropped=()):
 
 
 def _not_in_figure_9(configurations, rows):
-    """Why the ML / VI configurations at λ = 1 without a row of Fig. 9 are not in it."""
+    """Why the ML / VI configurations at λ = 1 without a row of Fig. 9 are not in it
+    (``configurations``: those of the figure's attack protocol, ``protocol_view``, when the
+    study has several)."""
     shown = {r["configuration"] for r in rows}
     notes = []
     for config in mixtures(configurations, kl_weight=1.0):
@@ -1097,7 +1349,7 @@ def _not_in_figure_9(configurations, rows):
 def _figure_9_markdown(configurations, table, link, protocol):
     examples = sorted({n for r in table["rows"] for n in r["num_examples"] or []})
     parts = [
-        f"Figure: [robustness_vs_prior.png]({link}). Published finding (qualitative, no "
+        f"Figure: [{os.path.basename(link)}]({link}). Published finding (qualitative, no "
         f"numbers): {FIGURE_9_FINDING}. Cells: accuracy under untargeted PGD with one gradient "
         f"sample ({ROBUSTNESS_KEY}) on {plotting.count_text(examples, 'attacked test image')} "
         "per run, mean ± sample std (n seeds), for every ML / VI configuration at λ = 1 with "
@@ -1171,13 +1423,39 @@ def _figure_10_markdown(panels, link, protocol):
     return parts
 
 
-def paper_figures_markdown(configurations, tables, skipped, root, command, links, reference=None):
+def _figure_9_sections(configurations, tables, skipped, links, protocol, files):
+    """Fig. 9's section: its table, or why it was skipped; one sub-section per attack protocol
+    when the study's robustness curves have several (``figure_files``)."""
+    files = _figure_9_files(files)
+    if not any(f.filename in tables for f in files):
+        return [f"Skipped: {skipped.get('robustness_vs_prior.png', 'not drawn')}."]
+    parts = []
+    for file in files:
+        shown = configurations
+        if file.titled:
+            parts.append(f"#### Fig. 9, attack protocol {file.name}")
+            shown = protocol_view(configurations, file.protocol)
+        if file.filename in tables:
+            parts += _figure_9_markdown(
+                shown, tables[file.filename], links[file.filename], protocol
+            )
+        else:
+            parts.append(f"Skipped: {skipped.get(file.filename, 'not drawn')}.")
+    return parts
+
+
+def paper_figures_markdown(
+    configurations, tables, skipped, root, command, links, reference=None, files=None
+):
     """The Markdown of the sections of ``tables.md`` on the paper's figures 9 and 10.
 
-    tables: ``paper_figure_tables``; skipped: {figure file: reason} (``figure_data``);
-    command: the command line that regenerates the report; links: {figure file: its path
-    relative to tables.md}.  A figure without its runs gets its section with the reason.
+    tables: ``paper_figure_tables``; skipped: {file name: reason} (``figure_data``);
+    command: the command line that regenerates the report; links: {file name: its path
+    relative to tables.md}; files: ``figure_files`` (default: the names of
+    ``PAPER_FIGURES``; Fig. 9 has a sub-section per attack protocol when its figure has a
+    file per protocol).  A figure without its runs gets its section with the reason.
     """
+    files = [FigureFile(f, _spec(f)) for f in PAPER_FIGURES] if files is None else files
     reference = reference or published.load_reference(published.MIXTURE)
     by_name = {c.name: c for c in configurations}
 
@@ -1195,13 +1473,7 @@ def paper_figures_markdown(configurations, tables, skipped, root, command, links
         f"{reference['seeds']} seeds).",
         f"### Fig. 9: PGD robustness vs prior variance σ² (λ = 1, {ROBUSTNESS_KEY})",
     ]
-    filename = "robustness_vs_prior.png"
-    if filename in tables:
-        parts += _figure_9_markdown(
-            configurations, tables[filename], links[filename], protocol("figure 9")
-        )
-    else:
-        parts.append(f"Skipped: {skipped.get(filename, 'not drawn')}.")
+    parts += _figure_9_sections(configurations, tables, skipped, links, protocol("figure 9"), files)
     parts.append("### Fig. 10: predictive entropy of correct vs wrong test inputs (λ = 1, σ² = 1)")
     filename = "entropy_correct_vs_wrong.png"
     if filename in tables:
@@ -1524,26 +1796,89 @@ def _robustness_curves(chosen, configurations, keep_key):
     return curves
 
 
-def robustness_data(configurations):
-    """PGD accuracy against ε with one gradient sample (S=1), every configuration that has it."""
+# The adversarial figures draw the robustness curves of one attack protocol each.
+ONLY_PROTOCOL = "only"  # the study's one protocol (not an ``_options_key``: those are JSON)
+
+
+def figure_protocols(configurations):
+    """[(key, options, name)]: the attack protocols (``_attack_protocol``: the recorded options
+    without the gradient samples; None = not recorded) of every robustness curve of the study,
+    key = ``_options_key`` of the options, name from ``protocol_names``, in
+    ``_protocol_rank`` order."""
+    found = {}
+    for config in configurations:
+        for metrics in config.runs.values():
+            for curve in (metrics.get("robustness") or {}).values():
+                if curve:
+                    options = _attack_protocol(curve.get("attack_options") or None)
+                    found.setdefault(_options_key(options), options)
+    names = protocol_names(found.values())
+    ordered = sorted(found.items(), key=lambda item: _protocol_rank(item[1]))
+    return [(key, options, names[key]) for key, options in ordered]
+
+
+def _curve_protocol(curve):
+    return _options_key(_attack_protocol(curve.get("attack_options") or None))
+
+
+def protocol_view(configurations, protocol=ONLY_PROTOCOL):
+    """The configurations with their robustness curves of one attack protocol only (``protocol``:
+    a key of ``figure_protocols``); seeds without such a curve and configurations without any
+    are left out, so that a setting's folders of one protocol are told apart by their seeds
+    under it.  ONLY_PROTOCOL: the study's one protocol; MixedProtocols when it has several (an
+    adversarial figure never mixes protocols)."""
+    if protocol == ONLY_PROTOCOL:
+        protocols = figure_protocols(configurations)
+        if len(protocols) > 1:
+            raise MixedProtocols(
+                "the robustness curves were attacked under several protocols ("
+                + "; ".join(name for _, _, name in protocols)
+                + "): name one (figure_protocols)"
+            )
+        if not protocols:
+            return []
+        protocol = protocols[0][0]
+    view = []
+    for config in configurations:
+        kept = {}
+        for seed, metrics in sorted(config.runs.items()):
+            curves = {
+                key: curve
+                for key, curve in (metrics.get("robustness") or {}).items()
+                if curve and _curve_protocol(curve) == protocol
+            }
+            if curves:
+                kept[seed] = dict(metrics, robustness=curves)
+        if kept:
+            view.append(dataclasses.replace(config, runs=kept))
+    return view
+
+
+def robustness_data(configurations, protocol=ONLY_PROTOCOL):
+    """PGD accuracy against ε with one gradient sample (S=1), every configuration that has it
+    under one attack protocol (``protocol_view``)."""
     curves = _robustness_curves(
-        _one_per_setting(configurations), configurations, lambda key: key == "S=1"
+        _one_per_setting(protocol_view(configurations, protocol)),
+        configurations,
+        lambda key: key == "S=1",
     )
     if not curves:
         raise MissingRuns("needs runs with the robustness evaluation (S=1)")
     return curves
 
 
-def robustness_samples_data(configurations):
+def robustness_samples_data(configurations, protocol=ONLY_PROTOCOL):
     """PGD accuracy against ε for S = 1, 5, 100 gradient samples: ML and VI at λ = 1, σ² = 1
-    with the deterministic (weight-decay) net, MC dropout and the ensemble."""
-    anchors = mixtures(configurations, kl_weight=1.0, prior_variance=1.0)
+    with the deterministic (weight-decay) net, MC dropout and the ensemble, under one attack
+    protocol (``protocol_view``)."""
+    view = protocol_view(configurations, protocol)
+    anchors = mixtures(view, kl_weight=1.0, prior_variance=1.0)
     curves = _robustness_curves(anchors, configurations, lambda key: True)
     if not curves:
         raise MissingRuns("needs ML or VI runs with the robustness evaluation at λ = 1, σ² = 1")
     baselines = [
         c
-        for c in _one_per_setting(configurations)
+        for c in _one_per_setting(view)
         if c.model in BASELINE_MODELS and c.dataset in {a.dataset for a in anchors}
     ]
     curves.update(_robustness_curves(baselines, configurations, lambda key: True))
@@ -1558,18 +1893,20 @@ FIGURE_10_FINDING = "entropy of correct vs wrong predictions (the text states no
 FIGURE_10_COLORS = {"correct": "C2", "wrong": "C3"}
 
 
-def robustness_vs_prior_data(configurations):
-    """Fig. 9: PGD accuracy against ε, one gradient sample (S=1), per σ² at λ = 1.
+def robustness_vs_prior_data(configurations, protocol=ONLY_PROTOCOL):
+    """Fig. 9: PGD accuracy against ε, one gradient sample (S=1), per σ² at λ = 1, under one
+    attack protocol (``protocol_view``).
 
     One panel per (dataset, model ∈ {ML, VI}) that has S=1 curves of at least two prior
     variances; one curve per σ² (``_robustness_curve``: per-seed accuracies, mean, std, n
     per ε) with its configuration, dataset, model and σ².
     """
+    view = protocol_view(configurations, protocol)
     panels = {}
-    for dataset in datasets_of(configurations):
+    for dataset in datasets_of(view):
         for model in MIXTURE_MODELS:
             curves = {}
-            for config in mixtures(configurations, kl_weight=1.0, dataset=dataset):
+            for config in mixtures(view, kl_weight=1.0, dataset=dataset):
                 curve = _robustness_curve(config, ROBUSTNESS_KEY) if config.model == model else None
                 if curve:
                     curves[f"σ² = {config.prior_variance:g}"] = dict(
@@ -1775,23 +2112,33 @@ def _draw_correct_vs_wrong_variance(panels):
     )
 
 
+def _protocol_title(title, protocol):
+    """The title of an adversarial figure, naming its attack protocol when the study has
+    several (``protocol``: its name, None otherwise)."""
+    return title if protocol is None else f"{title}\nattack protocol {protocol}"
+
+
 def _draw_robustness(curves, title):
     from uqmix import attack_eval  # TensorFlow: only when a robustness figure is drawn
 
     return attack_eval.robustness_figure(curves, title=title, sigmas=SIGMAS)
 
 
-def _draw_robustness_s1(curves):
-    return _draw_robustness(curves, "PGD robustness, 1 gradient sample")
+def _draw_robustness_s1(curves, protocol=None):
+    return _draw_robustness(curves, _protocol_title("PGD robustness, 1 gradient sample", protocol))
 
 
-def _draw_robustness_samples(curves):
-    return _draw_robustness(curves, "PGD robustness vs gradient samples S")
+def _draw_robustness_samples(curves, protocol=None):
+    return _draw_robustness(
+        curves, _protocol_title("PGD robustness vs gradient samples S", protocol)
+    )
 
 
-def _draw_robustness_vs_prior(panels):
+def _draw_robustness_vs_prior(panels, protocol=None):
     return plotting.robustness_panels(
-        panels, title="PGD robustness vs prior variance σ², 1 gradient sample", sigmas=SIGMAS
+        panels,
+        title=_protocol_title("PGD robustness vs prior variance σ², 1 gradient sample", protocol),
+        sigmas=SIGMAS,
     )
 
 
@@ -1816,11 +2163,15 @@ def _draw_entropy_correct_vs_wrong(panels):
 
 @dataclasses.dataclass(frozen=True)
 class FigureSpec:
-    """A figure of the report: its file, its data (raises MissingRuns) and how it is drawn."""
+    """A figure of the report: its file, its data (raises MissingRuns) and how it is drawn.
+
+    adversarial: it draws robustness curves, one attack protocol per file (``figure_files``);
+    its data and draw functions take the protocol (``protocol=``)."""
 
     filename: str
     data: object
     draw: object
+    adversarial: bool = False
 
     def figure(self, configurations):
         return self.draw(self.data(configurations))
@@ -1840,9 +2191,19 @@ FIGURES = (
         correct_vs_wrong_variance_data,
         _draw_correct_vs_wrong_variance,
     ),
-    FigureSpec("robustness.png", robustness_data, _draw_robustness_s1),
-    FigureSpec("robustness_samples.png", robustness_samples_data, _draw_robustness_samples),
-    FigureSpec("robustness_vs_prior.png", robustness_vs_prior_data, _draw_robustness_vs_prior),
+    FigureSpec("robustness.png", robustness_data, _draw_robustness_s1, adversarial=True),
+    FigureSpec(
+        "robustness_samples.png",
+        robustness_samples_data,
+        _draw_robustness_samples,
+        adversarial=True,
+    ),
+    FigureSpec(
+        "robustness_vs_prior.png",
+        robustness_vs_prior_data,
+        _draw_robustness_vs_prior,
+        adversarial=True,
+    ),
     FigureSpec(
         "entropy_correct_vs_wrong.png",
         entropy_correct_vs_wrong_data,
@@ -1850,6 +2211,60 @@ FIGURES = (
     ),
 )
 FIGURE_FILES = tuple(spec.filename for spec in FIGURES)
+
+
+@dataclasses.dataclass(frozen=True)
+class FigureFile:
+    """A figure file of one report: its spec and, for an adversarial figure, the attack
+    protocol it draws (protocol: a key of ``figure_protocols`` or ONLY_PROTOCOL; name and
+    attack_options: the protocol's, None for the other figures; titled: the study has several
+    protocols, so the file name and title name this one)."""
+
+    filename: str
+    spec: FigureSpec
+    protocol: object = ONLY_PROTOCOL
+    name: object = None
+    attack_options: object = None
+    titled: bool = False
+
+    def data(self, configurations, **options):
+        if self.spec.adversarial:
+            return self.spec.data(configurations, protocol=self.protocol)
+        return self.spec.data(configurations, **options)
+
+    def draw(self, data):
+        if self.titled:
+            return self.spec.draw(data, protocol=self.name)
+        return self.spec.draw(data)
+
+
+def figure_files(configurations):
+    """[FigureFile]: every figure of ``FIGURES``, the adversarial ones once per attack protocol
+    of the study's robustness curves (``figure_protocols``).  With one protocol (or none) the
+    files keep the names of ``FIGURE_FILES``; with several, an adversarial figure's file name
+    gets the protocol's ``protocol_slug`` ("robustness_cleverhans4-frozen.png") and its title
+    the protocol's name."""
+    protocols = figure_protocols(configurations)
+    slugs = {}
+    for key, _, name in protocols:
+        slug = protocol_slug(name)
+        while slug in slugs.values():
+            slug += "_"
+        slugs[key] = slug
+    files = []
+    for spec in FIGURES:
+        if not spec.adversarial or not protocols:
+            files.append(FigureFile(spec.filename, spec))
+        elif len(protocols) == 1:
+            ((key, options, name),) = protocols
+            files.append(FigureFile(spec.filename, spec, key, name, options))
+        else:
+            stem, extension = os.path.splitext(spec.filename)
+            files += [
+                FigureFile(f"{stem}_{slugs[key]}{extension}", spec, key, name, options, True)
+                for key, options, name in protocols
+            ]
+    return files
 
 
 def _spec(filename):
@@ -1914,18 +2329,31 @@ def _configuration_summary(config, table):
     }
 
 
-def figure_data(configurations, weight_variance_configs=None):
-    """({figure file: data}, {figure file: reason skipped}) of every figure of ``FIGURES``.
+def figure_data(configurations, weight_variance_configs=None, files=None):
+    """({file name: data}, {file name: reason skipped}) of every file of ``figure_files``
+    (``files``, default all).  An adversarial figure that no protocol can draw is skipped
+    once, under its name in ``FIGURE_FILES``; one that some protocols can draw is skipped
+    under the file name of each protocol that cannot.
 
     Raises ValueError (not MissingRuns) for unknown ``weight_variance_configs``.
     """
+    files = figure_files(configurations) if files is None else files
     options = {"weight_variance_bars.png": {"names": weight_variance_configs}}
-    data, skipped = {}, {}
-    for spec in FIGURES:
+    data, reasons = {}, []
+    for file in files:
         try:
-            data[spec.filename] = spec.data(configurations, **options.get(spec.filename, {}))
+            data[file.filename] = file.data(configurations, **options.get(file.spec.filename, {}))
         except MissingRuns as reason:
-            skipped[spec.filename] = str(reason)
+            reasons.append((file, str(reason)))
+    skipped = {}
+    for file, reason in reasons:
+        drawn = [f for f in files if f.spec is file.spec and f.filename in data]
+        if not file.titled:
+            skipped[file.filename] = reason
+        elif drawn:
+            skipped[file.filename] = f"{reason} (attack protocol {file.name})"
+        else:
+            skipped[file.spec.filename] = reason
     return data, skipped
 
 
@@ -1935,6 +2363,7 @@ def write_report(root, output_dir, weight_variance_configs=None, figures_dir=Non
     The figures go to ``figures_dir`` (default ``output_dir``).
     weight_variance_configs: folder names for the weight-variance bars
     (default ``default_weight_variance_selection``).
+    The adversarial figures are written once per attack protocol (``figure_files``).
     Returns {"written": [paths], "skipped": {figure file: reason}, "notes":
     [str], "tables": Markdown text}.  Writes all files or none
     (``runs.atomic_write_files``).  Raises ValueError (before writing
@@ -1947,11 +2376,16 @@ def write_report(root, output_dir, weight_variance_configs=None, figures_dir=Non
     configurations = load_study(root)
     table = aggregate_table(configurations)
     comparison = published_comparison(configurations, root)
-    data, skipped = figure_data(configurations, weight_variance_configs)
+    files = figure_files(configurations)
+    data, skipped = figure_data(configurations, weight_variance_configs, files)
     command = report_command(root, output_dir, figures_dir, weight_variance_configs)
     figures_dir = figures_dir or output_dir
-    links = {f: os.path.relpath(os.path.join(figures_dir, f), output_dir) for f in PAPER_FIGURES}
-    figure_tables = paper_figure_tables(data)
+    links = {
+        f.filename: os.path.relpath(os.path.join(figures_dir, f.filename), output_dir)
+        for f in files
+        if f.spec.filename in PAPER_FIGURES
+    }
+    figure_tables = paper_figure_tables(data, files)
     protocols = protocol_tables(configurations)
     tables = (
         markdown_tables(configurations, table)
@@ -1960,13 +2394,15 @@ def write_report(root, output_dir, weight_variance_configs=None, figures_dir=Non
         + "\n"
         + published_markdown(comparison)
         + "\n"
-        + paper_figures_markdown(configurations, figure_tables, skipped, root, command, links)
+        + paper_figures_markdown(
+            configurations, figure_tables, skipped, root, command, links, files=files
+        )
     )
     contents = {os.path.join(output_dir, TABLES_FILE): tables.encode("utf-8")}
-    for spec in FIGURES:
-        if spec.filename in data:
-            path = os.path.join(figures_dir, spec.filename)
-            contents[path] = plotting.figure_bytes(spec.draw(data[spec.filename]), path)
+    for file in files:
+        if file.filename in data:
+            path = os.path.join(figures_dir, file.filename)
+            contents[path] = plotting.figure_bytes(file.draw(data[file.filename]), path)
     notes = duplicate_settings(configurations)
     summary = {
         "sweep_root": root,  # as given: no machine-specific prefix
@@ -1975,6 +2411,12 @@ def write_report(root, output_dir, weight_variance_configs=None, figures_dir=Non
         f"figure error bars = ±{SIGMAS:g} std",
         "configurations": {c.name: _configuration_summary(c, table) for c in configurations},
         "figures": data,
+        # the attack protocol of each adversarial figure drawn (name, recorded options)
+        "figure_protocols": {
+            f.filename: {"attack_protocol": f.name, "attack_options": f.attack_options}
+            for f in files
+            if f.spec.adversarial and f.filename in data
+        },
         "skipped": skipped,
         "notes": notes,
         "published": comparison,
@@ -1982,7 +2424,7 @@ def write_report(root, output_dir, weight_variance_configs=None, figures_dir=Non
         # Fig. 10's numbers are its figure data (above)
         "paper_figures": {
             "command": command,
-            **{f: t for f, t in figure_tables.items() if f == "robustness_vs_prior.png"},
+            **{f: t for f, t in figure_tables.items() if f != "entropy_correct_vs_wrong.png"},
         },
     }
     contents[os.path.join(output_dir, SUMMARY_FILE)] = runs.json_bytes(summary)
