@@ -401,3 +401,41 @@ def test_non_finite_weights_under_a_finite_loss_stop_training(tmp_path, monkeypa
         os.path.join(config["output_dir"], "model", "checkpoints")
     )
     assert checkpoint.endswith("ckpt-1")
+
+
+def test_network_seeds_of_different_runs_are_disjoint():
+    """Member 0 keeps the run's seed; the five members of seeds 0..99 are 500 distinct seeds
+    (``seed + member`` shared four of five members between consecutive seeds)."""
+    assert [pn_experiment.network_seed(s, 0) for s in (0, 7, 123)] == [0, 7, 123]
+    members = [pn_experiment.network_seed(s, m) for s in range(100) for m in range(5)]
+    assert len(set(members)) == 500
+    assert all(0 <= seed < 2**31 for seed in members)
+    assert pn_experiment.network_seed(3, 2) == pn_experiment.network_seed(3, 2)  # reproducible
+
+
+def test_ensemble_and_blackbox_source_record_their_network_seeds(tmp_path):
+    config = _tiny(
+        tmp_path,
+        model_kind="ensemble",
+        ensemble_size=2,
+        loss="cross_entropy",
+        attack_measure="total_uncertainty",
+        seed=4,
+        attack=True,
+        attack_iterations=["1"],
+        attack_examples=8,
+        blackbox_transfer=True,
+    )
+    metrics = pn_experiment.run(config)
+    assert metrics["network_seeds"] == [4, pn_experiment.network_seed(4, 1)]
+    assert metrics["network_seeds"][1] != 5
+    assert metrics["attacks"]["blackbox_source_seeds"] == [
+        1004,
+        pn_experiment.network_seed(1004, 1),
+    ]
+    assert set(os.listdir(tmp_path / "run")) >= {
+        "member_0",
+        "member_1",
+        "blackbox_source_member_0",
+        "blackbox_source_member_1",
+    }

@@ -220,7 +220,7 @@ OPTIONS = (
     (
         "blackbox_transfer",
         False,
-        "Also train a second model (seed + 1) and apply its attacks "
+        "Also train a second model (seed + 1000, inside the run) and apply its attacks "
         "to this one (black-box transfer).",
     ),
 )
@@ -611,13 +611,33 @@ def train_model(model, config, data, model_dir, seed, log_name):
     return time.perf_counter() - start
 
 
+# The black-box source network of a run with seed s trains with seed s + 1000: a network of
+# its own, trained inside the run (the run is self-contained), never one of a sweep's seeds 0-999.
+BLACKBOX_SOURCE_SEED_OFFSET = 1000
+
+
+def network_seed(seed, member):
+    """The seed of network ``member`` of a run with ``seed``.
+
+    Member 0 trains with ``seed`` itself (a single network is seeded like before); member
+    m ≥ 1 with ``SeedSequence([seed, m])``'s first 31-bit word, so the members of runs with
+    different seeds are different networks.  (``seed + m`` made the ensembles of seeds s and
+    s + 1 share four of their five members.)
+    """
+    if member == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), int(member)]).generate_state(1)[0] >> 1)
+
+
 def train_networks(config, data, strategy, seed_offset=0, prefix=""):
-    """Builds and trains every network of the configured model; returns (networks, seconds)."""
+    """Builds and trains every network of the configured model (member m seeded with
+    ``network_seed(config seed + seed_offset, m)``); returns (networks, seconds, seeds)."""
     normalization = input_normalization(data["x_train"])
     count = config["ensemble_size"] if config["model_kind"] == "ensemble" else 1
-    networks, seconds = [], 0.0
+    networks, seconds, seeds = [], 0.0, []
     for member in range(count):
-        seed = config["seed"] + seed_offset + member
+        seed = network_seed(config["seed"] + seed_offset, member)
+        seeds.append(seed)
         name = f"{prefix}member_{member}" if count > 1 else f"{prefix}model"
         if config["verbose"]:
             console.announce(name, member + 1, count)
@@ -634,7 +654,7 @@ def train_networks(config, data, strategy, seed_offset=0, prefix=""):
             model, config, data, os.path.join(config["output_dir"], name), seed, name
         )
         networks.append(model)
-    return networks, seconds
+    return networks, seconds, seeds
 
 
 def evaluation_model(config, networks):
@@ -727,7 +747,7 @@ def run(config):
     strategy = make_strategy(config["strategy"], tpu_address=config["tpu_address"] or None)
     data = load_data(config)  # every data problem is raised here, before any training
     distributed.prepare_output_dir(config, strategy, runs.prepare_output_dir)  # chief only
-    networks, seconds = train_networks(config, data, strategy)
+    networks, seconds, network_seeds = train_networks(config, data, strategy)
     if distributed.is_chief(strategy):  # summed over resumes (the chief keeps the total)
         seconds = runs.add_seconds(config["output_dir"], "train_seconds", seconds)
     model = evaluation_model(config, networks)
@@ -746,6 +766,7 @@ def run(config):
             "loss": config["loss"],
             "backbone": config["backbone"],
             "num_networks": len(networks),
+            "network_seeds": network_seeds,
             "num_replicas": strategy.num_replicas_in_sync,
             "train_seconds": seconds,
             "adversarial_training": config["adversarial_training"],
@@ -838,8 +859,12 @@ def attack_metrics(model, config, data, strategy):
     attack_options = dict(common, **recorded)
     settings = {"white_box": curves_fn(model, x, config["attack_iterations"], **attack_options)}
     if config["blackbox_transfer"]:
-        source_networks, _ = train_networks(
-            config, data, strategy, seed_offset=1000, prefix="blackbox_source_"
+        source_networks, _, source_seeds = train_networks(
+            config,
+            data,
+            strategy,
+            seed_offset=BLACKBOX_SOURCE_SEED_OFFSET,
+            prefix="blackbox_source_",
         )
         source = evaluation_model(config, source_networks)
         settings["black_box"] = curves_fn(
@@ -856,6 +881,8 @@ def attack_metrics(model, config, data, strategy):
             k: v for k, v in attack_options.items() if k not in ("verbose", "batch_size")
         },
     }
+    if config["blackbox_transfer"]:
+        result["blackbox_source_seeds"] = source_seeds
     for setting, curves in settings.items():
         result[setting] = {
             key: [float(v) for v in curves[key]]
