@@ -32,7 +32,7 @@ Models (``model_kind``):
   cross_entropy); a cross-entropy network is evaluated as what it is, a
   single categorical (``SampledPredictive`` with S = 1, mutual information 0);
 * ``ensemble``: ``ensemble_size`` cross-entropy networks, independently
-  initialised (seeds seed, seed + 1, …) and trained on their own batch orders,
+  initialised (seeds ``network_seed(seed, m)``) and trained on their own batch orders,
   evaluated as the mixture ``SampledPredictive`` [M, B, K];
 * ``mc_dropout``: a cross-entropy network with dropout, evaluated with
   ``eval_samples`` dropout masks (dropout on, batch norm in inference mode).
@@ -821,7 +821,8 @@ def log_evaluation(config, metrics, step):
 def attack_metrics(model, config, data, strategy):
     """Adaptive-attack curves (``uqmix.attack_eval.adaptive_attack_curves``) on the first
     ``attack_examples`` test images; with ``blackbox_transfer`` also the curves of attacks
-    crafted on a second model (trained with seed + 1000) and applied to this one.
+    crafted on a second model (trained with seed + 1000, ``BLACKBOX_SOURCE_SEED_OFFSET``)
+    and applied to this one.
 
     Returns (metrics dict, figure data): per setting, lists over ``attack_iterations`` of
     success_rate, auroc (natural vs successful attacks, by ``attack_measure``; None when
