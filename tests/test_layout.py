@@ -48,8 +48,10 @@ def test_the_studies_are_under_uqmix_studies():
         "mixture_report",
         "pn_report",
     ):
-        assert os.path.isfile(os.path.join(LIBRARY, "studies", f"{name}.py"))
+        study = os.path.join(LIBRARY, "studies", name)  # a module or a package
+        assert os.path.isfile(f"{study}.py") or os.path.isfile(os.path.join(study, "__init__.py"))
         assert not os.path.exists(os.path.join(LIBRARY, f"{name}.py"))
+        assert not os.path.exists(os.path.join(LIBRARY, name))
 
 
 @pytest.mark.parametrize("package", PACKAGES)

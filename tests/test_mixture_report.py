@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import REPO_ROOT
 from uqmix import runs
 from uqmix.studies import mixture_report
+from uqmix.studies.mixture_report import attack_tables, figure_numbers, paper_figures
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EPSILONS = [0.0, 0.1, 0.2, 0.3]
@@ -248,10 +249,10 @@ def test_figure_data_selects_by_metrics_not_names(full_report):
 def test_pool_histograms_sums_equal_edges_and_keeps_different_ones():
     a = {"bin_edges": [0.0, 1.0, 2.0], "counts": [1, 2]}
     b = {"bin_edges": [0.0, 1.0, 2.0], "counts": [3, 4]}
-    pooled, is_pooled = mixture_report.pool_histograms([a, b])
+    pooled, is_pooled = figure_numbers.pool_histograms([a, b])
     assert is_pooled and pooled == [{"bin_edges": [0.0, 1.0, 2.0], "counts": [4, 6]}]
     c = {"bin_edges": [0.0, 1.5, 3.0], "counts": [3, 4]}
-    kept, is_pooled = mixture_report.pool_histograms([a, c])
+    kept, is_pooled = figure_numbers.pool_histograms([a, c])
     assert not is_pooled and kept == [a, c]
 
 
@@ -310,7 +311,7 @@ def test_bad_sweeps_are_clear_errors(tmp_path):
     ok = str(tmp_path / "ok")
     write_study(ok, {"y": FULL_STUDY["a_ml"]}, seeds=[0])
     with pytest.raises(ValueError, match="unknown configurations"):
-        mixture_report.weight_variance_bars_data(mixture_report.load_study(ok), names=["nope"])
+        figure_numbers.weight_variance_bars_data(mixture_report.load_study(ok), names=["nope"])
 
 
 def _run_binary(*args):
@@ -463,7 +464,7 @@ def test_figure_9_draws_one_panel_per_dataset_and_model(full_report):
     configurations = mixture_report.load_study(summary["sweep_root"])
     figure = mixture_report.robustness_vs_prior_figure(configurations)
     assert [ax.get_title() for ax in figure.axes] == ["MNIST ML (λ = 1)", "MNIST VI (λ = 1)"]
-    panel = mixture_report.robustness_vs_prior_data(configurations)["MNIST ML (λ = 1)"]
+    panel = figure_numbers.robustness_vs_prior_data(configurations)["MNIST ML (λ = 1)"]
     assert list(panel) == ["σ² = 1", "σ² = 3"]
     assert [c["configuration"] for c in panel.values()] == ["a_ml", "c_ml"]
     for container, curve in zip(figure.axes[0].containers, panel.values()):
@@ -533,7 +534,7 @@ def test_figure_9_verdicts_on_hand_made_curves():
     base = [[0.9, 0.5], [0.8, 0.4], [0.85, 0.45]]  # std 0.05 at both ε
     close = [[0.89, 0.49], [0.79, 0.39], [0.84, 0.44]]  # means 0.01 lower: within
     far = [[0.89, 0.3], [0.79, 0.2], [0.84, 0.25]]  # 0.2 lower at ε = 0.1: outside
-    table = mixture_report.robustness_vs_prior_table(
+    table = paper_figures.robustness_vs_prior_table(
         {
             "within": {"a": _hand_curve(1.0, base), "b": _hand_curve(3.0, close)},
             "outside": {"a": _hand_curve(1.0, base), "b": _hand_curve(3.0, far)},
@@ -835,13 +836,13 @@ def test_ml_minus_vi_per_protocol(protocol_report):
         summary = json.load(handle)
     entries = summary["attack_protocols"]["ml_minus_vi"]
     # a setting in two folders with the same options: the one with most seeds, in any row order
-    rows = mixture_report.robustness_protocol_table(
+    rows = attack_tables.robustness_protocol_table(
         mixture_report.load_study(summary["sweep_root"])
     )["rows"]
     for reordered in (rows, rows[::-1]):
         chosen = {
             e["vi"]["configuration"]
-            for e in mixture_report.ml_minus_vi(reordered)
+            for e in attack_tables.ml_minus_vi(reordered)
             if "nb_iter 10" in e["label"]
         }
         assert chosen == {"p_vi_ch3"}
@@ -1012,7 +1013,7 @@ def test_adversarial_figures_one_file_per_protocol(dual_report):
     }
     # asked for "the" protocol of a study with several: an error, never a mix
     with pytest.raises(mixture_report.MixedProtocols, match="several protocols"):
-        mixture_report.robustness_data(mixture_report.load_study(summary["sweep_root"]))
+        figure_numbers.robustness_data(mixture_report.load_study(summary["sweep_root"]))
 
 
 def _dual_auroc(written, folder, group, measure):

@@ -1,0 +1,184 @@
+"""The study a report is of: the run folders of a sweep as configurations, and how they are chosen.
+
+Input: the output root of ``python -m experiments.sweep --binary=experiments.mixture_mnist``,
+one folder per configuration with one ``seed_<S>/metrics.json`` per seed
+(read by ``uqmix.sweep.collect``).  A configuration is known by the fields
+every ``metrics.json`` records — ``dataset``, ``model`` (ml | vi |
+deterministic | mc_dropout | ensemble), ``label``, ``kl_weight`` (λ) and
+``prior_variance`` (σ²) — never by its folder name; the seeds of one folder
+must agree on them.  λ and σ² mean something for ``ml`` / ``vi`` only.
+
+Statistics: every number is taken over the seeds of a configuration that
+have it (a missing or null evaluation, or a non-finite value, does not count):
+mean = (1/n) Σ_s x_s, std = sample standard deviation √(Σ_s (x_s − mean)² / (n − 1))
+(0 for n = 1), n = number of such seeds (``uqmix.sweep.mean_std``).  Tables
+show "mean ± std (n)", "—" when no seed has the number; figures draw the mean
+with error bars of ±3·std where n > 1 and write the seed count "(n=K)" in
+their legends.
+
+Folders of one setting (dataset, model, λ, σ²) are reduced to the one with most seeds for
+what does not depend on an attack (``mixtures``: the accuracy, variance, weight-variance and
+entropy figures, Tables 1, 2, 3, 5).
+"""
+
+import collections
+import dataclasses
+import math
+
+from uqmix import runs, sweep
+from uqmix.sweep import stats_of
+
+MIXTURE_MODELS = ("ml", "vi")
+STOCHASTIC_MODELS = ("ml", "vi", "mc_dropout")
+BASELINE_MODELS = ("deterministic", "mc_dropout", "ensemble")
+MODEL_ORDER = MIXTURE_MODELS + BASELINE_MODELS
+DATASET_ORDER = ("mnist", "fashion_mnist")
+DATASET_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
+REQUIRED_FIELDS = ("dataset", "model", "label", "kl_weight", "prior_variance")
+
+
+@dataclasses.dataclass(frozen=True)
+class Configuration:
+    """One configuration of the sweep: its folder name, what it is, and {seed: metrics}."""
+
+    name: str
+    dataset: str
+    model: str
+    label: str
+    kl_weight: float
+    prior_variance: float
+    runs: dict
+
+    @property
+    def seeds(self):
+        return sorted(self.runs)
+
+    @property
+    def is_mixture(self):
+        return self.model in MIXTURE_MODELS
+
+    @property
+    def setting(self):
+        """What the configuration is: (dataset, model[, λ, σ²]) — λ, σ² for mixtures only."""
+        if self.is_mixture:
+            return (self.dataset, self.model, self.kl_weight, self.prior_variance)
+        return (self.dataset, self.model)
+
+    def values(self, key):
+        """The value of a dotted metric key (``test.accuracy``) per seed; None where absent."""
+        return [sweep.flatten(metrics).get(key) for _, metrics in sorted(self.runs.items())]
+
+    def stats(self, key):
+        """{"mean", "std", "n"} of a dotted metric key over seeds (module docstring)."""
+        return stats_of(self.values(key))
+
+
+def _identity(name, seed, metrics):
+    missing = [f for f in REQUIRED_FIELDS if metrics.get(f) is None]
+    if missing:
+        raise ValueError(
+            f"{name}/seed_{seed}/{runs.METRICS_FILE} lacks {', '.join(missing)}; "
+            "is it a metrics.json of experiments.mixture_mnist?"
+        )
+    return (
+        str(metrics["dataset"]),
+        str(metrics["model"]),
+        str(metrics["label"]),
+        float(metrics["kl_weight"]),
+        float(metrics["prior_variance"]),
+    )
+
+
+def _configuration(name, by_seed):
+    identities = {seed: _identity(name, seed, m) for seed, m in by_seed.items()}
+    distinct = set(identities.values())
+    if len(distinct) > 1:
+        listed = "; ".join(f"seed {s}: {i}" for s, i in sorted(identities.items()))
+        raise ValueError(
+            f"the seeds of {name} are different configurations "
+            f"(dataset, model, label, λ, σ²): {listed}"
+        )
+    dataset, model, label, kl_weight, prior_variance = distinct.pop()
+    return Configuration(name, dataset, model, label, kl_weight, prior_variance, dict(by_seed))
+
+
+def _rank(order, value):
+    """The position of ``value`` in ``order`` (values not in it after all of them)."""
+    return order.index(value) if value in order else len(order)
+
+
+def _order(config):
+    return (
+        _rank(DATASET_ORDER, config.dataset),
+        config.dataset,
+        _rank(MODEL_ORDER, config.model),
+        config.model,
+        -config.kl_weight if config.is_mixture else 0.0,
+        config.prior_variance if config.is_mixture else 0.0,
+        config.name,
+    )
+
+
+def load_study(root):
+    """The configurations of the sweep under ``root``, ordered by dataset, model, λ (↓), σ².
+
+    Raises ValueError when ``root`` holds no finished run, a metrics.json
+    lacks the identifying fields, or the seeds of one folder disagree on them.
+    """
+    collected = sweep.collect(root)
+    configurations = [
+        _configuration(name, by_seed) for name, by_seed in collected.items() if by_seed
+    ]
+    if not configurations:
+        raise ValueError(f"no finished runs (<config>/seed_<S>/{runs.METRICS_FILE}) under {root}")
+    return sorted(configurations, key=_order)
+
+
+def datasets_of(configurations):
+    return list(dict.fromkeys(c.dataset for c in configurations))
+
+
+def _most_seeds(group):
+    """The configuration with most seeds; the first in study order among equals."""
+    return max(group, key=lambda c: len(c.runs))
+
+
+def _one_per_setting(configurations):
+    """The configurations with duplicates of a setting reduced to the one with most seeds."""
+    by_setting = collections.defaultdict(list)
+    for config in configurations:
+        by_setting[config.setting].append(config)
+    chosen = {_most_seeds(group).name for group in by_setting.values()}
+    return [c for c in configurations if c.name in chosen]
+
+
+def _close(a, b):
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def mixtures(configurations, kl_weight=None, prior_variance=None, dataset=None):
+    """ML/VI configurations at the given λ, σ² and dataset (None = any), one per setting."""
+    return _one_per_setting(
+        [
+            c
+            for c in configurations
+            if c.is_mixture
+            and (kl_weight is None or _close(c.kl_weight, kl_weight))
+            and (prior_variance is None or _close(c.prior_variance, prior_variance))
+            and (dataset is None or c.dataset == dataset)
+        ]
+    )
+
+
+def dataset_title(dataset):
+    return DATASET_TITLES.get(dataset, dataset)
+
+
+def _weight_variance_layers(configurations):
+    layers = []
+    for config in configurations:
+        for metrics in config.runs.values():
+            for layer in metrics.get("weight_variances") or {}:
+                if layer not in layers:
+                    layers.append(layer)
+    return layers
