@@ -2,6 +2,8 @@
 
 import glob
 import os
+import re
+import subprocess
 
 import pytest
 from absl import flags
@@ -35,3 +37,35 @@ def test_flagfile_parses_and_validates(path):
     flag_values(["prog", f"--flagfile={path}"])  # unknown flags or bad values raise here
     config = {name: flag_values[name].value for name, _, _ in experiment.OPTIONS}
     experiment.validate_config(config)
+
+
+def test_reproduction_plan_names_existing_flagfiles_and_refuses_unknown_blocks():
+    """results/reproduce.sh under DRY_RUN prints every block's commands; each flagfile they name
+    exists, every block has a sweep and a report, and an unknown block is refused before any."""
+    script = os.path.join(REPO_ROOT, "results", "reproduce.sh")
+    blocks = [str(b) for b in range(1, 10)]
+    result = subprocess.run(
+        ["bash", script, *blocks],
+        env=dict(os.environ, DRY_RUN="1"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    printed = result.stdout.split("== block ")[1:]
+    assert [part.split(" ", 1)[0] for part in printed] == blocks
+    for part in printed:
+        assert "experiments.sweep" in part and "_report --sweep_root=results/runs/" in part
+    named = set(re.findall(r"experiments/configs/[\w.]+\.cfg", result.stdout))
+    assert len(named) >= 30
+    missing = [path for path in named if not os.path.isfile(os.path.join(REPO_ROOT, path))]
+    assert not missing, missing
+    refused = subprocess.run(
+        ["bash", script, "2", "10"],
+        env=dict(os.environ, DRY_RUN="1"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 1 and "no block 10" in refused.stderr
+    assert "== block" not in refused.stdout

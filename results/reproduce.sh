@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# The reproduction plan of results/REPRODUCTION.md ("Plan for the complete reproduction"), one
+# function per block.  Every sweep is resumable: finished runs are kept (a run whose recorded
+# flags differ is refused, never overwritten), interrupted trainings resume from their last
+# epoch checkpoint, an interrupted evaluation restarts.  After each block the finished runs'
+# metrics.json / flags.cfg are copied into results/runs/ (commit them) and the block's report
+# is regenerated.
+#
+#   bash results/reproduce.sh 2 3          # blocks 2 and 3, in that order
+#   nohup bash results/reproduce.sh 2 3 4 5 6 7 8 9 > reproduce.log 2>&1 &
+#
+#   DRY_RUN=1 bash results/reproduce.sh 2   # print the block's commands, run nothing
+#
+# DATA_DIR (default ../shared/data) holds mnist/, fashion_mnist/ and notmnist/ (uqmix.data).
+# Each run uses one thread; the sweeps run two at a time (--parallel=2, for 2 cores).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1
+DATA_DIR=${DATA_DIR:-../shared/data}
+C=experiments/configs
+MIX=(python -m experiments.sweep --binary=experiments.mixture_mnist --parallel=2
+  "--extra_flags=--data_dir=$DATA_DIR" --extra_flag=--training_cache=runs/training_cache)
+PN=(python -m experiments.sweep --binary=experiments.cifar_rkl --parallel=2
+  "--extra_flags=--data_dir=$DATA_DIR"
+  --extra_flag=--attack_iterations=1,2,5,10,20,50,100,200,500,1000)
+
+# run COMMAND...: run it, or print it under DRY_RUN.
+run() {
+  if [ -n "${DRY_RUN:-}" ]; then
+    echo "$*"
+  else
+    "$@"
+  fi
+}
+
+# cfgs NAME...: the flagfiles experiments/configs/NAME.cfg, comma-separated.
+cfgs() {
+  local IFS=,
+  local files=()
+  for name in "$@"; do files+=("$C/$name.cfg"); done
+  echo "${files[*]}"
+}
+
+# collect ROOT: copy the finished runs' metrics.json and flags.cfg of runs/ROOT to results/runs/.
+collect() {
+  if [ -n "${DRY_RUN:-}" ]; then
+    echo "collect runs/$1 -> results/runs/$1"
+    return
+  fi
+  (cd runs && find "$1" \( -name metrics.json -o -name flags.cfg \) \
+    -exec install -D -m 644 {} ../results/runs/{} \;)
+}
+
+mixture_report() {
+  collect "$1"
+  run python -m experiments.mixture_report "--sweep_root=results/runs/$1" \
+    "--output_dir=results/$1" "--figures_dir=results/figures/$1"
+}
+
+pn_report() {
+  collect "$1"
+  run python -m experiments.pn_report "--sweep_root=results/runs/$1" \
+    "--output_dir=results/$1" "--figures_dir=results/figures/$1"
+}
+
+PROTOCOL_CONFIGS=$(cfgs mixture_mnist_ml_frozen mixture_mnist_vi_frozen mixture_fashion_ml_frozen \
+  mixture_fashion_vi_frozen mixture_mnist_ml_ch3pgd mixture_mnist_vi_ch3pgd \
+  mixture_fashion_ml_ch3pgd mixture_fashion_vi_ch3pgd mixture_mnist_ml_ch3pgd_frozen \
+  mixture_mnist_vi_ch3pgd_frozen mixture_fashion_ml_ch3pgd_frozen mixture_fashion_vi_ch3pgd_frozen \
+  mixture_fashion_ml_attacks mixture_fashion_vi_attacks)
+
+# Block 1 (seed 0) and 3 (seeds 1, 2): the attack-protocol question.
+block_1() {
+  run "${MIX[@]}" --seeds=0 --output_root=runs/mixture_protocol "--flagfiles=$PROTOCOL_CONFIGS"
+  mixture_report mixture_protocol
+}
+block_3() {
+  run "${MIX[@]}" --seeds=1,2 --output_root=runs/mixture_protocol "--flagfiles=$PROTOCOL_CONFIGS"
+  mixture_report mixture_protocol
+}
+
+# Block 2 (seed 0) and 6 (seeds 1, 2): full-length Prior Networks; black-box transfer on three.
+pn_full() {
+  run "${PN[@]}" "--seeds=$1" --output_root=runs/pn_full --extra_flag=--blackbox_transfer=true \
+    "--flagfiles=$(cfgs mnist_rkl mnist_rkl_adv mnist_dnn)"
+  run "${PN[@]}" "--seeds=$1" --output_root=runs/pn_full "--flagfiles=$(cfgs mnist_kl mnist_dnn_adv)"
+  pn_report pn_full
+}
+block_2() { pn_full 0; }
+block_6() { pn_full 1,2; }
+
+# Block 4: Tables 1 and 2 complete and the Fashion-MNIST baselines, 3 seeds.
+block_4() {
+  run "${MIX[@]}" --seeds=0,1,2 --output_root=runs/mixture_grid "--flagfiles=$(cfgs \
+    mixture_mnist_ml_prior1.5 mixture_mnist_vi_prior1.5 mixture_mnist_ml_lambda0.01 \
+    mixture_mnist_vi_lambda0.01 mixture_mnist_ml_lambda0.001 mixture_mnist_vi_lambda0.001 \
+    mixture_mnist_ml_lambda0.0001 mixture_mnist_vi_lambda0.0001 mixture_fashion_ml_prior0.5 \
+    mixture_fashion_vi_prior0.5 mixture_fashion_ml_prior1.5 mixture_fashion_vi_prior1.5 \
+    mixture_fashion_ml_prior3 mixture_fashion_vi_prior3 mixture_fashion_ml_lambda0.01 \
+    mixture_fashion_vi_lambda0.01 mixture_fashion_ml_lambda0.001 mixture_fashion_vi_lambda0.001 \
+    mixture_fashion_ml_lambda0.0001 mixture_fashion_vi_lambda0.0001 mixture_fashion_mc_dropout \
+    mixture_fashion_ensemble mixture_fashion_deterministic)"
+  mixture_report mixture_grid
+}
+
+# Block 5: the λ = σ² = 1 headlines to 10 seeds (MNIST seeds 0-2 are in results/runs/mixture).
+block_5() {
+  run "${MIX[@]}" --seeds=3,4,5,6,7,8,9 --output_root=runs/mixture_grid \
+    "--flagfiles=$(cfgs mixture_mnist_ml mixture_mnist_vi)"
+  run "${MIX[@]}" --seeds=1,2,3,4,5,6,7,8,9 --output_root=runs/mixture_protocol \
+    "--flagfiles=$(cfgs mixture_fashion_ml_attacks mixture_fashion_vi_attacks)"
+  mixture_report mixture_grid
+  mixture_report mixture_protocol
+}
+
+# Block 7: KL-DIR next to KL-PMF and the adaptive C&W L2 attack (own output roots).
+block_7() {
+  run "${PN[@]}" --seeds=0 --output_root=runs/pn_full_kldir --extra_flag=--attack_criterion=kl_dir \
+    "--flagfiles=$(cfgs mnist_rkl mnist_rkl_adv)"
+  run "${PN[@]}" --seeds=0 --output_root=runs/pn_full_cw --extra_flag=--attack_method=cw \
+    "--flagfiles=$(cfgs mnist_rkl mnist_rkl_adv)"
+  pn_report pn_full_kldir
+  pn_report pn_full_cw
+}
+
+# Blocks 8 and 9: the 5-network ensemble (3 seeds) and MC dropout with 100 samples (seed 0).
+block_8() {
+  run "${PN[@]}" --seeds=0,1,2 --output_root=runs/pn_full "--flagfiles=$(cfgs mnist_ensemble)"
+  pn_report pn_full
+}
+block_9() {
+  run "${PN[@]}" --seeds=0 --output_root=runs/pn_full "--flagfiles=$(cfgs mnist_mc_dropout)"
+  pn_report pn_full
+}
+
+if [ $# -eq 0 ]; then
+  echo "usage: bash results/reproduce.sh BLOCK... (1-9; see results/REPRODUCTION.md)" >&2
+  exit 1
+fi
+for block in "$@"; do
+  if ! declare -F "block_$block" > /dev/null; then
+    echo "error: no block $block (blocks: 1-9)" >&2
+    exit 1
+  fi
+done
+for block in "$@"; do
+  echo "== block $block ($(date -u +%FT%TZ))"
+  "block_$block"
+done
