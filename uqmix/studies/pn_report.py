@@ -86,7 +86,7 @@ def _roots(roots):
 
 
 # the attack fields a configuration's name shows first when they tell its roots apart
-SIGNATURE_FIRST = ("method", "criterion", "measure", "black-box transfer")
+SIGNATURE_FIRST = ("method", "criterion", "measure")
 
 
 def attack_signature(by_seed):
