@@ -109,8 +109,8 @@ def attack_signature(by_seed):
 
 
 def _field_text(key, value):
-    if key == "method":
-        return pn_attacks.method_name(value)
+    if key == "method" and value in pn_attacks.METHOD_NAMES:
+        return pn_attacks.METHOD_NAMES[value]
     return f"{key} {value}"
 
 
@@ -163,6 +163,8 @@ def load_sources(roots):
         variants = _variants(folder, entries) if len(entries) > 1 else [None]
         for entry, variant in zip(entries, variants):
             name = folder if variant is None else f"{folder} ({variant})"
+            if name in study:  # a folder literally named like another's variant
+                raise ValueError(f"ambiguous: two configurations would be named {name!r}.")
             study[name] = entry["runs"]
             sources[name] = {"sweep_root": entry["root"], "folder": folder, "variant": variant}
     return study, sources
