@@ -1,15 +1,24 @@
-r"""The Prior Network study's report: tables and the adaptive-attack figure.
+r"""The Prior Network study's report: tables and the adaptive-attack figures.
 
   python -m experiments.pn_report --sweep_root=runs/pn --output_dir=results/pn \
       --figures_dir=results/figures/pn
+  python -m experiments.pn_report --sweep_root=runs/pn_full,runs/pn_full_kldir,runs/pn_full_cw \
+      --output_dir=results/pn_full --figures_dir=results/figures/pn_full
 
 Reads SWEEP_ROOT/<configuration>/seed_<S>/metrics.json (``experiments.sweep``
 with ``--binary=experiments.cifar_rkl``) and writes OUTPUT_DIR/tables.md
-(mean ± sample std (n seeds) per configuration), OUTPUT_DIR/summary.json and
-attack_curves.png (into --figures_dir when given).  Exit codes: 1 bad flags; 2 bad data (no
-finished run, a metrics.json that is not a JSON object, a ``seed_*`` folder
-without an integer, seeds of one folder made with different configurations) or
-an output folder that cannot be written; all outputs are written or none.
+(mean ± sample std (n seeds) per configuration: classification, OOD detection, and the
+adaptive attacks' curves, white-box and, where recorded, black-box transfer, one block per
+attack method, C&W L2 over max_iterations with its median L2), OUTPUT_DIR/summary.json and
+attack_curves.png, or attack_curves_<method>.png per method when the runs used C&W or
+several methods (into --figures_dir when given).  --sweep_root takes several roots
+(comma-separated) for one report: a folder name found under several roots gives one
+configuration per root, named after the attack its runs recorded, e.g. ``mnist_rkl
+(criterion kl_dir)``.  Exit codes: 1 bad flags; 2 bad data (no finished run under a root,
+a metrics.json that is not a JSON object, a ``seed_*`` folder without an integer, seeds of
+one folder made with different configurations, one folder name under two roots with the
+same recorded attack) or an output folder that cannot be written; all outputs are written
+or none.
 """
 
 import sys
@@ -19,7 +28,12 @@ from absl import app, flags
 from uqmix.studies import pn_report
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("sweep_root", None, "The sweep's output_root (one folder per configuration).")
+flags.DEFINE_list(
+    "sweep_root",
+    None,
+    "The sweep's output_root (one folder per configuration); several, comma-separated, make "
+    "one report.",
+)
 flags.DEFINE_string("output_dir", None, "Folder that receives tables.md and summary.json.")
 flags.DEFINE_string("figures_dir", None, "Folder for attack_curves.png (default: --output_dir).")
 flags.mark_flags_as_required(["sweep_root", "output_dir"])
@@ -28,8 +42,13 @@ flags.mark_flags_as_required(["sweep_root", "output_dir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    roots = [root for root in FLAGS.sweep_root if root]
+    if not roots:
+        raise app.UsageError("--sweep_root names no folder.")
     try:
-        report = pn_report.write_report(FLAGS.sweep_root, FLAGS.output_dir, FLAGS.figures_dir)
+        report = pn_report.write_report(
+            roots[0] if len(roots) == 1 else roots, FLAGS.output_dir, FLAGS.figures_dir
+        )
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -22,6 +22,10 @@ def _metrics(
     adversarial=False,
     attack=True,
     iterations=ITERATIONS,
+    method=None,
+    criterion=None,
+    black_box=False,
+    median_l2=False,
 ):
     dirichlet = loss != "cross_entropy"
     ood = {}
@@ -48,14 +52,26 @@ def _metrics(
         metrics["mean_alpha0_ood"] = {n: float(rng.uniform(9, 12)) for n in ood}
     if attack:
         metrics["attack_seconds"] = float(rng.uniform(10, 90))
+        quantities = ("success_rate", "auroc", "jsr") + (("median_l2",) if median_l2 else ())
+        settings = ("white_box", "black_box") if black_box else ("white_box",)
         metrics["attacks"] = {
             "iterations": iterations,
             "measure": "mutual_information",
-            "white_box": {
-                q: [float(v) for v in rng.uniform(0, 1, len(iterations))]
-                for q in ("success_rate", "auroc", "jsr")
+            **{
+                s: {
+                    q: [
+                        float(v)
+                        for v in rng.uniform(0, 3 if q == "median_l2" else 1, len(iterations))
+                    ]
+                    for q in quantities
+                }
+                for s in settings
             },
         }
+        if method is not None:
+            metrics["attacks"].update(method=method, criterion=criterion, eps=0.3)
+        if black_box:
+            metrics["attacks"]["blackbox_source_seeds"] = [1000]
     return metrics
 
 
@@ -170,3 +186,199 @@ def test_binary_end_to_end_and_empty_root(study, tmp_path):
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "no finished runs" in result.stderr
     assert not os.path.exists(f"{out}_empty")
+
+
+def _section(tables, heading):
+    """The lines of the section of ``tables`` under ``heading`` (to the next heading)."""
+    text = tables.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return text.splitlines()
+
+
+def _row(lines, *start):
+    prefix = "| " + " | ".join(start) + " |"
+    found = [line for line in lines if line.startswith(prefix)]
+    assert len(found) == 1, (prefix, lines)
+    return found[0]
+
+
+def _cells(values, fmt=".3f"):
+    """The table cells of [seeds, T] values: per column numpy mean ± std (ddof = 1) (n)."""
+    return " | ".join(_cell(column, fmt) for column in np.asarray(values, np.float64).T)
+
+
+def _curve(figure, panel, label):
+    """The errorbar container of series ``label`` in the panel titled ``panel``."""
+    axis = next(ax for ax in figure.axes if ax.get_title() == panel)
+    return next(c for c in axis.containers if c.get_label() == label)
+
+
+def test_black_box_rows_and_dashed_curves_beside_white_box(tmp_path):
+    rng = np.random.default_rng(2)
+    root = str(tmp_path / "pn")
+    written = {
+        "rkl": [_metrics(rng, method="mim", criterion="kl_pmf", black_box=True) for _ in range(3)],
+        "dnn": [_metrics(rng, loss="cross_entropy", method="mim", criterion="kl_pmf")] * 2,
+    }
+    for name, seeds in written.items():
+        for seed, metrics in enumerate(seeds):
+            _write(root, name, seed, metrics)
+    out = str(tmp_path / "out")
+    tables = pn_report.write_report(root, out)["tables"]
+    heading = "Adaptive attack (white-box and black-box transfer): joint success rate"
+    lines = _section(tables, heading)
+    assert "black-box: crafted on a source network trained inside the run" in lines[1]
+    assert lines[3].startswith("| configuration | model | setting | detection measure | 1 it |")
+    rkl, dnn = written["rkl"], written["dnn"]
+    for setting, key in (("white-box", "white_box"), ("black-box", "black_box")):
+        row = _row(lines, "`rkl`", "PN-RKL", setting, "mutual_information")
+        assert row.endswith(_cells([m["attacks"][key]["jsr"] for m in rkl]) + " |")
+    row = _row(lines, "`dnn`", "DNN", "white-box", "mutual_information")
+    assert row.endswith(_cells([m["attacks"]["white_box"]["jsr"] for m in dnn]) + " |")
+    assert not [line for line in tables.splitlines() if "`dnn`" in line and "black-box" in line]
+    assert "Adaptive white-box attack:" not in tables
+    summary = pn_report.summarize(pn_report.load_study(root))
+    assert "black_box" in summary["configurations"]["rkl"]
+    assert "black_box" not in summary["configurations"]["dnn"]
+    assert sorted(os.listdir(out)) == ["attack_curves.png", "summary.json", "tables.md"]
+    figure = pn_report.attack_figure(summary)
+    panel = "success rate"
+    white = _curve(figure, panel, "PN-RKL: rkl (n=3)").lines[0]
+    container = _curve(figure, panel, "PN-RKL: rkl, black-box (n=3)")
+    black = container.lines[0]
+    values = np.array([m["attacks"]["black_box"]["success_rate"] for m in rkl])
+    np.testing.assert_allclose(black.get_ydata(), values.mean(0))
+    assert (black.get_color(), black.get_linestyle()) == (white.get_color(), "--")
+    assert white.get_linestyle() == "-"
+    half = [(s[1][1] - s[0][1]) / 2 for s in container.lines[2][0].get_segments()]
+    np.testing.assert_allclose(half, 3 * values.std(0, ddof=1))
+    axis = next(ax for ax in figure.axes if ax.get_title() == panel)
+    labels = {c.get_label() for c in axis.containers}
+    assert labels == {"PN-RKL: rkl (n=3)", "PN-RKL: rkl, black-box (n=3)", "DNN: dnn (n=2)"}
+
+
+def _two_roots(tmp_path, second_criterion="kl_dir", second_method="mim"):
+    rng = np.random.default_rng(3)
+    first, second = str(tmp_path / "pn_full"), str(tmp_path / "pn_full_other")
+    written = {
+        (first, "mnist_rkl"): [_metrics(rng, method="mim", criterion="kl_pmf") for _ in range(2)],
+        (first, "mnist_dnn"): [_metrics(rng, loss="cross_entropy", method="mim")],
+        (second, "mnist_rkl"): [
+            _metrics(rng, method=second_method, criterion=second_criterion) for _ in range(3)
+        ],
+    }
+    for (root, name), seeds in written.items():
+        for seed, metrics in enumerate(seeds):
+            _write(root, name, seed, metrics)
+    return first, second, written
+
+
+def test_kl_dir_and_kl_pmf_roots_give_separate_labelled_rows(tmp_path):
+    first, second, written = _two_roots(tmp_path)
+    out = str(tmp_path / "out")
+    tables = pn_report.write_report([first, second], out)["tables"]
+    pmf, kldir = written[first, "mnist_rkl"], written[second, "mnist_rkl"]
+    names = ["`mnist_rkl (criterion kl_pmf)`", "`mnist_rkl (criterion kl_dir)`"]
+    lines = _section(tables, "Classification and OOD detection")
+    for name, seeds in zip(names, (pmf, kldir)):
+        assert _cell([m["error"] for m in seeds], ".4f") in _row(lines, name, "PN-RKL")
+    assert _row(lines, "`mnist_dnn`", "DNN")
+    lines = _section(tables, "Adaptive white-box attack: AUROC (natural vs successful)")
+    rows = [line for line in lines if line.startswith("| `mnist_rkl")]
+    assert [row.split(" | ")[0][2:] for row in rows] == names  # next to each other, in order
+    for row, seeds in zip(rows, (pmf, kldir)):
+        assert row.endswith(_cells([m["attacks"]["white_box"]["auroc"] for m in seeds]) + " |")
+    with open(os.path.join(out, pn_report.SUMMARY_FILE), encoding="utf-8") as handle:
+        summary = json.load(handle)
+    assert summary["sweep_root"] == [first, second]
+    config = summary["configurations"]["mnist_rkl (criterion kl_dir)"]
+    assert (config["sweep_root"], config["folder"], config["seeds"]) == (
+        second,
+        "mnist_rkl",
+        [0, 1, 2],
+    )
+    assert config["attack_criterion"] == "kl_dir"
+    published_names = [r["configuration"] for r in summary["published"]["values"]]
+    assert published_names == ["mnist_dnn", "mnist_rkl (criterion kl_pmf)", names[1][1:-1]]
+
+
+def test_the_same_folder_and_attack_under_two_roots_is_refused(tmp_path):
+    first, second, _ = _two_roots(tmp_path, second_criterion="kl_pmf")
+    out = str(tmp_path / "out")
+    with pytest.raises(ValueError, match=r"ambiguous: `mnist_rkl` under .*pn_full and under"):
+        pn_report.write_report([first, second], out)
+    assert not os.path.exists(out)
+    with pytest.raises(ValueError, match="given twice"):
+        pn_report.load_study([first, first])
+
+
+def test_cw_root_shows_median_l2_over_max_iterations(tmp_path):
+    rng = np.random.default_rng(4)
+    root = str(tmp_path / "pn_full_cw")
+    budgets = [10, 100]
+    written = [
+        _metrics(rng, method="cw", criterion="kl_pmf", iterations=budgets, median_l2=True)
+        for _ in range(3)
+    ]
+    written[1]["attacks"]["white_box"]["median_l2"][0] = float("nan")  # no attack succeeded
+    for seed, metrics in enumerate(written):
+        _write(root, "mnist_rkl", seed, metrics)
+    out = str(tmp_path / "out")
+    tables = pn_report.write_report(root, out)["tables"]
+    lines = _section(tables, "Adaptive white-box attack, C&W L2: median L2 of successful attacks")
+    assert "max_iterations" in lines[1]
+    assert lines[3].startswith(
+        "| configuration | model | detection measure | 10 max it | 100 max it |"
+    )
+    l2 = [m["attacks"]["white_box"]["median_l2"] for m in written]
+    row = _row(lines, "`mnist_rkl`", "PN-RKL", "mutual_information")
+    first = _cell([v[0] for v in l2 if np.isfinite(v[0])], ".3f")
+    assert row.endswith(f"{first} | {_cell([v[1] for v in l2], '.3f')} |")
+    assert first.endswith("(2)")
+    lines = _section(tables, "Adaptive white-box attack, C&W L2: success rate")
+    row = _row(lines, "`mnist_rkl`", "PN-RKL", "mutual_information")
+    assert row.endswith(_cells([m["attacks"]["white_box"]["success_rate"] for m in written]) + " |")
+    assert sorted(os.listdir(out)) == ["attack_curves_cw.png", "summary.json", "tables.md"]
+    figure = pn_report.attack_figure(pn_report.summarize(pn_report.load_study(root)))
+    line = _curve(figure, "median L2 of successful attacks", "PN-RKL: mnist_rkl (n=3)").lines[0]
+    np.testing.assert_allclose(line.get_xdata(), budgets)
+    np.testing.assert_allclose(
+        line.get_ydata(), [np.nanmean([v[0] for v in l2]), np.mean([v[1] for v in l2])]
+    )
+    assert {ax.get_xlabel() for ax in figure.axes} == {"C&W L2 max_iterations"}
+
+
+def test_cw_and_mim_roots_make_one_block_per_method(tmp_path):
+    first, second, written = _two_roots(tmp_path, second_criterion="kl_pmf", second_method="cw")
+    out = str(tmp_path / "out")
+    tables = pn_report.write_report([first, second], out)["tables"]
+    mim = _section(tables, "Adaptive white-box attack, MIM: success rate")
+    cw = _section(tables, "Adaptive white-box attack, C&W L2: success rate")
+    assert [line.split(" | ")[0] for line in mim if line.startswith("| `")] == [
+        "| `mnist_dnn`",
+        "| `mnist_rkl (MIM)`",
+    ]
+    assert [line.split(" | ")[0] for line in cw if line.startswith("| `")] == [
+        "| `mnist_rkl (C&W L2)`"
+    ]
+    assert "10 max it" in cw[3] and "10 it" in mim[1]
+    assert sorted(os.listdir(out)) == [
+        "attack_curves_cw.png",
+        "attack_curves_mim.png",
+        "summary.json",
+        "tables.md",
+    ]
+
+
+def test_binary_takes_several_roots(tmp_path):
+    first, second, _ = _two_roots(tmp_path)
+    out = str(tmp_path / "out")
+    command = [
+        sys.executable,
+        "-m",
+        "experiments.pn_report",
+        f"--sweep_root={first},{second}",
+        f"--output_dir={out}",
+    ]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "| `mnist_rkl (criterion kl_dir)` | PN-RKL |" in result.stdout

@@ -208,7 +208,16 @@ def roc_curves(curves, title=None):
 
 
 def attack_curves(
-    iterations, panels, title=None, spreads=None, seeds=None, examples=None, sigmas=3.0
+    iterations,
+    panels,
+    title=None,
+    spreads=None,
+    seeds=None,
+    examples=None,
+    sigmas=3.0,
+    xlabel="attack iterations",
+    styles=None,
+    free_y=(),
 ):
     """Attack results against the number of attack iterations, one panel per quantity.
 
@@ -219,6 +228,9 @@ def attack_curves(
     seeds, examples: how many seeds (counts, one per series) and attacked examples the
       points average; given, the title says so (``averaging_text``; "± σ" only with
       more than one seed).
+    xlabel: the x axis label.  styles: optional {series label: (colour, line style)}
+      (default: ``series_styles`` in the order of each panel's series).  free_y: panel
+      titles whose y axis is not fixed to [0, 1] (e.g. a distance).
     """
     if not panels:
         raise ValueError("panels is empty.")
@@ -226,7 +238,9 @@ def attack_curves(
     figure = new_figure(4.2 * len(panels), 3.6)
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for ax, (panel, series) in zip(axes, panels.items()):
-        for (label, values), (color, style) in zip(series.items(), series_styles(len(series))):
+        defaults = series_styles(len(series))
+        for (label, values), default in zip(series.items(), defaults):
+            color, style = (styles or {}).get(label, default)
             values = np.array([np.nan if v is None else v for v in values], np.float64)
             if values.shape != iterations.shape:
                 raise ValueError(
@@ -255,9 +269,10 @@ def attack_curves(
             )
         if iterations.size and iterations.min() > 0 and iterations.max() > 10 * iterations.min():
             ax.set_xscale("log")
-        ax.set_xlabel("attack iterations")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(panel)
-        ax.set_ylim(-0.02, 1.02)
+        if panel not in free_y:
+            ax.set_ylim(-0.02, 1.02)
         ax.set_title(panel, fontsize=10)
         ax.legend(fontsize=8)
     if seeds is not None or examples is not None:

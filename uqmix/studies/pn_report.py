@@ -1,18 +1,28 @@
-"""The Prior Network study's report: tables and the adaptive-attack figure over runs.
+"""The Prior Network study's report: tables and the adaptive-attack figures over runs.
 
-Reads a sweep tree ``ROOT/<configuration>/seed_<S>/metrics.json`` written by
+Reads one or several sweep trees ``ROOT/<configuration>/seed_<S>/metrics.json`` written by
 ``experiments.cifar_rkl`` (through ``experiments.sweep``) and writes
 
 * ``tables.md``: per configuration, mean ± sample std (ddof = 1) over seeds of
   the test error, OOD-detection AUROC of every OOD test set by mutual
   information, total uncertainty and α0 (precision; Prior Networks only),
   mean α0 in-domain and per OOD set, the wall time of training, evaluation and
-  attack curves, and the adaptive white-box attack's
-  success rate, AUROC (natural vs successful attacks) and joint success rate
-  at every recorded iteration count;
-* ``attack_curves.png``: those three quantities against attack iterations, one
-  line per configuration (mean over seeds, error bars ± 3 sample std);
-* ``summary.json``: the numbers of the tables and the figure.
+  attack curves, and the adaptive attacks' success rate, AUROC (natural vs
+  successful attacks) and joint success rate at every recorded iteration count
+  (``pn_attacks``): white-box, and black-box transfer rows where the runs recorded
+  them; one block of tables per attack method, C&W L2 over its max_iterations and
+  with the median L2 of its successful attacks;
+* ``attack_curves.png`` (``attack_curves_<method>.png`` per method when the runs used
+  C&W or several methods): those quantities against attack iterations, one
+  line per configuration and setting (mean over seeds, error bars ± 3 sample std;
+  black-box dashed);
+* ``summary.json``: the numbers of the tables and the figures.
+
+Several roots (``load_sources``) make one report: a configuration folder name found in
+one root keeps its name; the same folder name in several roots stays several
+configurations, each named after what its runs recorded about their attack, e.g.
+``mnist_rkl (criterion kl_dir)``, and sorted next to each other (in the order of the
+roots).  Two roots with the same folder name and the same recorded attack are refused.
 
 ``tables.md`` ends with the side-by-side comparison with the paper's Table 1 (MNIST test
 error, the only published row we can run; ``published_comparison``): a row per
@@ -24,16 +34,23 @@ A value a run did not record is "—" in the tables and a gap in the figure,
 never a zero.
 """
 
+import collections
+import json
 import os
 
-import numpy as np
-
 from uqmix import plotting, runs, sweep
-from uqmix.studies import published
+from uqmix.studies import pn_attacks, published
+from uqmix.studies.pn_attacks import (  # noqa: F401  (the report's names before the split)
+    ATTACK_QUANTITIES,
+    FIGURE_FILE,
+    SIGMAS,
+    attack_figure,
+    attack_iterations,
+    attack_series,
+)
 from uqmix.sweep import format_cell, lookup, render_markdown_table, stats_of
 
 TABLES_FILE = "tables.md"
-FIGURE_FILE = "attack_curves.png"
 SUMMARY_FILE = "summary.json"
 OOD_MEASURES = (("mutual_information", "MI"), ("total_uncertainty", "TU"), ("precision", "α0"))
 # wall time of a run's parts: training, evaluation (test set + OOD sets), attack curves
@@ -42,12 +59,6 @@ SECONDS_COLUMNS = {
     "eval_seconds": "eval s",
     "attack_seconds": "attack s",
 }
-ATTACK_QUANTITIES = (
-    ("success_rate", "success rate"),
-    ("auroc", "AUROC (natural vs successful)"),
-    ("jsr", "joint success rate"),
-)
-SIGMAS = 3.0
 
 
 def model_label(metrics):
@@ -64,12 +75,105 @@ def model_label(metrics):
     return label + ("-ADV" if metrics.get("adversarial_training") else "")
 
 
-def load_study(root):
-    """{configuration: {seed: metrics}} of the finished runs under ``root``."""
-    study = sweep.collect(root)
-    if not study:
-        raise ValueError(f"no finished runs (<configuration>/seed_<S>/metrics.json) under {root}")
-    return study
+def _roots(roots):
+    """A list of sweep roots from one root (str) or several (list)."""
+    roots = [roots] if isinstance(roots, str) else list(roots)
+    if not roots:
+        raise ValueError("no sweep root given.")
+    if len(set(roots)) != len(roots):
+        raise ValueError(f"a sweep root is given twice: {', '.join(roots)}")
+    return roots
+
+
+# the attack fields a configuration's name shows first when they tell its roots apart
+SIGNATURE_FIRST = ("method", "criterion", "measure")
+
+
+def attack_signature(by_seed):
+    """{field: text} of what a configuration's runs recorded about their attacks: the
+    scalars of ``metrics["attacks"]`` (method, criterion, measure, eps, ...), its
+    ``attack_options`` but the seed, the iteration counts and whether black-box transfer
+    was recorded; values that differ between seeds are joined with " / "."""
+    fields = collections.defaultdict(set)
+    for metrics in by_seed.values():
+        attacks = metrics.get("attacks") if isinstance(metrics.get("attacks"), dict) else {}
+        recorded = {k: v for k, v in attacks.items() if not isinstance(v, (dict, list))}
+        options = attacks.get("attack_options") or {}
+        recorded.update({k: v for k, v in options.items() if k != "seed"})
+        if attacks:
+            recorded["iterations"] = ",".join(str(i) for i in attacks.get("iterations") or [])
+            recorded["black-box transfer"] = "yes" if attacks.get("black_box") else "no"
+        for key, value in recorded.items():
+            fields[key].add(value if isinstance(value, str) else json.dumps(value))
+    return {key: " / ".join(sorted(values)) for key, values in fields.items()}
+
+
+def _field_text(key, value):
+    if key == "method" and value in pn_attacks.METHOD_NAMES:
+        return pn_attacks.METHOD_NAMES[value]
+    return f"{key} {value}"
+
+
+def _variants(folder, entries):
+    """Names of the configurations of one folder name found in several roots, from the
+    fields their attack signatures differ in (``SIGNATURE_FIRST`` first)."""
+    signatures = [attack_signature(e["runs"]) for e in entries]
+    for i, a in enumerate(signatures):
+        for j in range(i):
+            if a == signatures[j]:
+                raise ValueError(
+                    f"ambiguous: `{folder}` under {entries[j]['root']} and under "
+                    f"{entries[i]['root']} recorded the same attack "
+                    f"({', '.join(f'{k} {v}' for k, v in sorted(a.items())) or 'none'}); "
+                    "the report cannot tell them apart: give one of these roots only."
+                )
+    keys = sorted(set().union(*signatures))
+    differ = [k for k in keys if len({s.get(k, "not recorded") for s in signatures}) > 1]
+    first = [k for k in SIGNATURE_FIRST if k in differ]
+    for fields in (first, first + [k for k in differ if k not in first]):
+        labels = [
+            ", ".join(_field_text(k, s.get(k, "not recorded")) for k in fields) for s in signatures
+        ]
+        if fields and len(set(labels)) == len(labels):
+            return labels
+    raise AssertionError("distinct signatures always differ in some field")
+
+
+def load_sources(roots):
+    """(study, sources) of the finished runs under ``roots`` (one root or a list):
+    study = {configuration: {seed: metrics}}, sources = {configuration: {"sweep_root",
+    "folder", "variant"}}.  With one root the configurations are its folder names, as
+    ``sweep.collect``.  With several, a folder name found under one root stays the name; one
+    found under several gives a configuration per root named "<folder> (<variant>)", the
+    variant naming the recorded attack fields that differ (``_variants``; ValueError when
+    two are equal).  Sorted by folder name, then the order of ``roots``."""
+    roots = _roots(roots)
+    found = collections.defaultdict(list)
+    for root in roots:
+        collected = sweep.collect(root)
+        if not collected:
+            raise ValueError(
+                f"no finished runs (<configuration>/seed_<S>/metrics.json) under {root}"
+            )
+        for folder, by_seed in collected.items():
+            found[folder].append({"root": root, "runs": by_seed})
+    study, sources = {}, {}
+    for folder in sorted(found):
+        entries = found[folder]
+        variants = _variants(folder, entries) if len(entries) > 1 else [None]
+        for entry, variant in zip(entries, variants):
+            name = folder if variant is None else f"{folder} ({variant})"
+            if name in study:  # a folder literally named like another's variant
+                raise ValueError(f"ambiguous: two configurations would be named {name!r}.")
+            study[name] = entry["runs"]
+            sources[name] = {"sweep_root": entry["root"], "folder": folder, "variant": variant}
+    return study, sources
+
+
+def load_study(roots):
+    """{configuration: {seed: metrics}} of the finished runs under ``roots`` (one root or a
+    list; ``load_sources``)."""
+    return load_sources(roots)[0]
 
 
 def _stats(by_seed, *path):
@@ -87,35 +191,9 @@ def ood_sets(study):
     )
 
 
-def attack_iterations(study):
-    return sorted(
-        {
-            int(i)
-            for by_seed in study.values()
-            for m in by_seed.values()
-            for i in (lookup(m, "attacks", "iterations") or [])
-        }
-    )
-
-
-def attack_series(by_seed, quantity, iterations):
-    """[seeds, T] values of ``quantity`` at ``iterations`` (NaN where a run lacks one)."""
-    rows = []
-    for metrics in by_seed.values():
-        recorded = lookup(metrics, "attacks", "iterations") or []
-        values = lookup(metrics, "attacks", "white_box", quantity) or []
-        at = {int(i): v for i, v in zip(recorded, values)}
-        rows.append([np.nan if at.get(i) is None else float(at[i]) for i in iterations])
-    return np.asarray(rows, np.float64)
-
-
-def _series_stats(rows):
-    """``stats_of`` per iteration count (column); missing (NaN) entries are not counted."""
-    return [stats_of(column.tolist()) for column in rows.T]
-
-
 def summarize(study):
-    """The numbers of the report: {configuration: {label, seeds, cells, attack}}."""
+    """The numbers of the report: {configuration: {label, seeds, cells, attack entries
+    (``pn_attacks.summarize_attacks``)}}."""
     sets, iterations = ood_sets(study), attack_iterations(study)
     summary = {}
     for name, by_seed in study.items():
@@ -131,22 +209,17 @@ def summarize(study):
                 cells[f"ood_{ood}_{measure}"] = _stats(
                     by_seed, "ood_detection", ood, measure, "auroc"
                 )
-        attack = {
-            q: _series_stats(attack_series(by_seed, q, iterations)) for q, _ in ATTACK_QUANTITIES
-        }
         summary[name] = {
             "label": model_label(first),
             "seeds": sorted(by_seed),
-            "attack_measure": lookup(first, "attacks", "measure"),
             "cells": cells,
-            "attack": attack,
+            **pn_attacks.summarize_attacks(by_seed, iterations),
         }
     return {"ood_sets": sets, "iterations": iterations, "configurations": summary}
 
 
 def markdown_tables(summary):
-    sets, iterations = summary["ood_sets"], summary["iterations"]
-    configs = summary["configurations"]
+    sets, configs = summary["ood_sets"], summary["configurations"]
     header = ["configuration", "model", "test error"]
     header += [f"OOD {ood} ({short})" for ood in sets for _, short in OOD_MEASURES]
     header += ["mean α0 in-domain"] + [f"mean α0 {ood}" for ood in sets]
@@ -171,23 +244,7 @@ def markdown_tables(summary):
         "",
         render_markdown_table(header, rows),
     ]
-    if iterations:
-        for quantity, title in ATTACK_QUANTITIES:
-            rows = [
-                [f"`{name}`", config["label"], str(config["attack_measure"])]
-                + [format_cell(s, ".3f") for s in config["attack"][quantity]]
-                for name, config in configs.items()
-            ]
-            parts += [
-                "",
-                f"## Adaptive white-box attack: {title}",
-                "",
-                render_markdown_table(
-                    ["configuration", "model", "detection measure"]
-                    + [f"{i} it" for i in iterations],
-                    rows,
-                ),
-            ]
+    parts += pn_attacks.attack_markdown(summary)
     return "\n".join(parts) + "\n"
 
 
@@ -204,19 +261,23 @@ def error_percent(by_seed):
     )
 
 
-def run_settings(root, name, by_seed):
-    """{seed: settings}: each run's flags.cfg overlaid with the scalars of its metrics.json."""
+def run_settings(folder, by_seed):
+    """{seed: settings}: each run's flags.cfg (under the configuration's ``folder``)
+    overlaid with the scalars of its metrics.json."""
     return {
         seed: {
-            **published.read_flags(os.path.join(root, name, f"seed_{seed}", runs.FLAGS_FILE)),
+            **published.read_flags(os.path.join(folder, f"seed_{seed}", runs.FLAGS_FILE)),
             **{k: v for k, v in metrics.items() if not isinstance(v, (dict, list))},
         }
         for seed, metrics in by_seed.items()
     }
 
 
-def published_comparison(study, root, reference=None):
+def published_comparison(study, sources, reference=None):
     """{"values": [record], "directions": [record]} against the paper's Table 1 (MNIST).
+
+    ``sources``: the sweep root of a one-root study, or ``load_sources``'s
+    {configuration: {"sweep_root", "folder"}}.
 
     A value record per configuration whose model (``model_label``) is a column of the
     published table; a direction record per ``PUBLISHED_PAIRS`` pair of configurations
@@ -234,7 +295,10 @@ def published_comparison(study, root, reference=None):
         verdict, difference = published.value_verdict(
             stats["mean"] if stats["n"] else None, cells[label], reference
         )
-        settings = run_settings(root, name, by_seed)
+        source = (
+            {"sweep_root": sources, "folder": name} if isinstance(sources, str) else sources[name]
+        )
+        settings = run_settings(os.path.join(source["sweep_root"], source["folder"]), by_seed)
         values.append(
             {
                 "configuration": name,
@@ -308,46 +372,30 @@ def published_markdown(comparison, reference=None):
     return "\n".join(parts) + "\n"
 
 
-def attack_figure(summary):
-    iterations = summary["iterations"]
-    panels, spreads, seeds = {}, {}, []
-    for quantity, title in ATTACK_QUANTITIES:
-        panels[title], spreads[title] = {}, {}
-        for name, config in summary["configurations"].items():
-            stats = config["attack"][quantity]
-            if not any(s["n"] for s in stats):
-                continue
-            seeds.append(max(s["n"] for s in stats))
-            label = f"{config['label']}: {name} (n={seeds[-1]})"
-            panels[title][label] = [s["mean"] if s["n"] else None for s in stats]
-            spreads[title][label] = [SIGMAS * s["std"] if s["n"] > 1 else 0.0 for s in stats]
-    return plotting.attack_curves(
-        iterations,
-        panels,
-        spreads=spreads,
-        seeds=seeds,
-        sigmas=SIGMAS,
-        title="Adaptive white-box attacks",
-    )
-
-
-def write_report(root, output_dir, figures_dir=None):
+def write_report(roots, output_dir, figures_dir=None):
     """Writes tables.md, summary.json (to ``output_dir``) and, when some run has attack
-    curves, attack_curves.png (to ``figures_dir``, default ``output_dir``), all or none
-    (``runs.atomic_write_files``).  Returns the paths written.  Raises ValueError before
-    writing anything when ``root`` has no usable run, and ``runs.OutputPathError`` when an
+    curves, their figures (``pn_attacks.attack_figures``; to ``figures_dir``, default
+    ``output_dir``), all or none (``runs.atomic_write_files``), over the runs of ``roots``
+    (one sweep root or a list; ``load_sources``).  Returns the paths written.  Raises
+    ValueError before writing anything when a root has no usable run or two roots hold
+    configurations the report cannot tell apart, and ``runs.OutputPathError`` when an
     output folder cannot be written."""
     runs.check_output_dir(output_dir)
     runs.check_output_dir(figures_dir or output_dir, flag="figures_dir")
-    study = load_study(root)
+    study, sources = load_sources(roots)
     summary = summarize(study)
-    summary["published"] = published_comparison(study, root)
+    root_list = _roots(roots)
+    if len(root_list) > 1:  # where each configuration came from
+        for name, source in sources.items():
+            summary["configurations"][name].update(source)
+    summary["published"] = published_comparison(study, sources)
     tables = markdown_tables(summary) + published_markdown(summary["published"])
     contents = {os.path.join(output_dir, TABLES_FILE): tables.encode("utf-8")}
-    if summary["iterations"]:
-        path = os.path.join(figures_dir or output_dir, FIGURE_FILE)
-        contents[path] = plotting.figure_bytes(attack_figure(summary), path)
+    for file_name, figure in pn_attacks.attack_figures(summary).items():
+        path = os.path.join(figures_dir or output_dir, file_name)
+        contents[path] = plotting.figure_bytes(figure, path)
     contents[os.path.join(output_dir, SUMMARY_FILE)] = runs.json_bytes(
-        {"sweep_root": root, **summary}  # as given: no machine-specific prefix
+        # as given: no machine-specific prefix; one root stays a string
+        {"sweep_root": root_list[0] if len(root_list) == 1 else root_list, **summary}
     )
     return {"written": runs.atomic_write_files(contents), "tables": tables}
