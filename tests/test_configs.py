@@ -24,6 +24,14 @@ def _experiment_of(path):
     return pn_experiment
 
 
+def _parsed(path):
+    flag_values = flags.FlagValues()
+    experiment = _experiment_of(path)
+    options_binary.define_flags(experiment, flag_values)
+    flag_values(["prog", f"--flagfile={path}"])
+    return {name: flag_values[name].value for name, _, _ in experiment.OPTIONS}
+
+
 def test_every_binary_has_flagfiles():
     names = {os.path.basename(p) for p in CONFIGS}
     assert {"smoke.cfg", "synthetic_rkl.cfg", "mixture_mnist_ml.cfg", "cifar10_rkl.cfg"} <= names
@@ -31,12 +39,7 @@ def test_every_binary_has_flagfiles():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
 def test_flagfile_parses_and_validates(path):
-    flag_values = flags.FlagValues()
-    experiment = _experiment_of(path)
-    options_binary.define_flags(experiment, flag_values)
-    flag_values(["prog", f"--flagfile={path}"])  # unknown flags or bad values raise here
-    config = {name: flag_values[name].value for name, _, _ in experiment.OPTIONS}
-    experiment.validate_config(config)
+    _experiment_of(path).validate_config(_parsed(path))  # unknown flags or bad values raise
 
 
 def test_reproduction_plan_names_existing_flagfiles_and_refuses_unknown_blocks():
@@ -69,3 +72,17 @@ def test_reproduction_plan_names_existing_flagfiles_and_refuses_unknown_blocks()
     )
     assert refused.returncode == 1 and "no block 10" in refused.stderr
     assert "== block" not in refused.stdout
+
+
+PN_STUDY_CONFIGS = [
+    p for p in CONFIGS if os.path.basename(p).startswith(("mnist_", "cifar10_", "cifar100_"))
+]
+
+
+@pytest.mark.parametrize("path", PN_STUDY_CONFIGS, ids=os.path.basename)
+def test_prior_network_study_attacks_every_model_with_kl_pmf(path):
+    """The paper's adaptive attack (Fig. 5: targeted MIM, KL-PMF) is the same for every model
+    compared, Prior Networks and baselines alike."""
+    config = _parsed(path)
+    if config["attack"]:
+        assert (config["attack_method"], config["attack_criterion"]) == ("mim", "kl_pmf")

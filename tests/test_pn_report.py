@@ -227,12 +227,14 @@ def test_black_box_rows_and_dashed_curves_beside_white_box(tmp_path):
     heading = "Adaptive attack (white-box and black-box transfer): joint success rate"
     lines = _section(tables, heading)
     assert "black-box: crafted on a source network trained inside the run" in lines[1]
-    assert lines[3].startswith("| configuration | model | setting | detection measure | 1 it |")
+    assert lines[3].startswith(
+        "| configuration | model | setting | criterion | detection measure | 1 it |"
+    )
     rkl, dnn = written["rkl"], written["dnn"]
     for setting, key in (("white-box", "white_box"), ("black-box", "black_box")):
-        row = _row(lines, "`rkl`", "PN-RKL", setting, "mutual_information")
+        row = _row(lines, "`rkl`", "PN-RKL", setting, "kl_pmf", "mutual_information")
         assert row.endswith(_cells([m["attacks"][key]["jsr"] for m in rkl]) + " |")
-    row = _row(lines, "`dnn`", "DNN", "white-box", "mutual_information")
+    row = _row(lines, "`dnn`", "DNN", "white-box", "kl_pmf", "mutual_information")
     assert row.endswith(_cells([m["attacks"]["white_box"]["jsr"] for m in dnn]) + " |")
     assert not [line for line in tables.splitlines() if "`dnn`" in line and "black-box" in line]
     assert "Adaptive white-box attack:" not in tables
@@ -285,8 +287,9 @@ def test_kl_dir_and_kl_pmf_roots_give_separate_labelled_rows(tmp_path):
     lines = _section(tables, "Adaptive white-box attack: AUROC (natural vs successful)")
     rows = [line for line in lines if line.startswith("| `mnist_rkl")]
     assert [row.split(" | ")[0][2:] for row in rows] == names  # next to each other, in order
-    for row, seeds in zip(rows, (pmf, kldir)):
+    for row, seeds, criterion in zip(rows, (pmf, kldir), ("kl_pmf", "kl_dir")):
         assert row.endswith(_cells([m["attacks"]["white_box"]["auroc"] for m in seeds]) + " |")
+        assert f" | {criterion} | " in row  # the recorded criterion has its own column
     with open(os.path.join(out, pn_report.SUMMARY_FILE), encoding="utf-8") as handle:
         summary = json.load(handle)
     assert summary["sweep_root"] == [first, second]
@@ -327,15 +330,15 @@ def test_cw_root_shows_median_l2_over_max_iterations(tmp_path):
     lines = _section(tables, "Adaptive white-box attack, C&W L2: median L2 of successful attacks")
     assert "max_iterations" in lines[1]
     assert lines[3].startswith(
-        "| configuration | model | detection measure | 10 max it | 100 max it |"
+        "| configuration | model | criterion | detection measure | 10 max it | 100 max it |"
     )
     l2 = [m["attacks"]["white_box"]["median_l2"] for m in written]
-    row = _row(lines, "`mnist_rkl`", "PN-RKL", "mutual_information")
+    row = _row(lines, "`mnist_rkl`", "PN-RKL", "kl_pmf", "mutual_information")
     first = _cell([v[0] for v in l2 if np.isfinite(v[0])], ".3f")
     assert row.endswith(f"{first} | {_cell([v[1] for v in l2], '.3f')} |")
     assert first.endswith("(2)")
     lines = _section(tables, "Adaptive white-box attack, C&W L2: success rate")
-    row = _row(lines, "`mnist_rkl`", "PN-RKL", "mutual_information")
+    row = _row(lines, "`mnist_rkl`", "PN-RKL", "kl_pmf", "mutual_information")
     assert row.endswith(_cells([m["attacks"]["white_box"]["success_rate"] for m in written]) + " |")
     assert sorted(os.listdir(out)) == ["attack_curves_cw.png", "summary.json", "tables.md"]
     figure = pn_report.attack_figure(pn_report.summarize(pn_report.load_study(root)))

@@ -172,7 +172,7 @@ def attack_markdown(summary):
         tag = "" if plain else f", {method_name(method)}"
         notes = ([CW_NOTE] if method == "cw" else []) + ([BLACK_BOX_NOTE] if black else [])
         header = ["configuration", "model"] + (["setting"] if black else [])
-        header += ["detection measure"]
+        header += ["criterion", "detection measure"]
         unit = "max it" if method == "cw" else "it"
         header += [f"{iterations[k]} {unit}" for k in columns]
         for quantity, title in _quantities(configs, names):
@@ -183,7 +183,7 @@ def attack_markdown(summary):
                 for key, label in _settings(config):
                     stats = config[key].get(quantity)
                     row = [f"`{name}`", config["label"]] + ([label] if black else [])
-                    row.append(str(config["attack_measure"]))
+                    row += [str(config["attack_criterion"]), str(config["attack_measure"])]
                     row += [format_cell(stats[k] if stats else None, fmt) for k in columns]
                     rows.append(row)
             kind = "attack (white-box and black-box transfer)" if black else "white-box attack"
