@@ -4,7 +4,7 @@
 # flags differ is refused, never overwritten), interrupted trainings resume from their last
 # epoch checkpoint, an interrupted evaluation restarts.  After each block the finished runs'
 # metrics.json / flags.cfg are copied into results/runs/ (commit them) and the block's report
-# is regenerated.
+# is regenerated.  A block that fails is reported and the next one runs (exit code 1 at the end).
 #
 #   bash results/reproduce.sh 2 3          # blocks 2 and 3, in that order
 #   nohup bash results/reproduce.sh 2 3 4 5 6 7 8 9 > reproduce.log 2>&1 &
@@ -48,6 +48,7 @@ collect() {
     echo "collect runs/$1 -> results/runs/$1"
     return
   fi
+  [ -d "runs/$1" ] || return 0
   (cd runs && find "$1" \( -name metrics.json -o -name flags.cfg \) \
     -exec install -D -m 644 {} ../results/runs/{} \;)
 }
@@ -58,10 +59,20 @@ mixture_report() {
     "--output_dir=results/$1" "--figures_dir=results/figures/$1"
 }
 
-pn_report() {
-  collect "$1"
-  run python -m experiments.pn_report "--sweep_root=results/runs/$1" \
-    "--output_dir=results/$1" "--figures_dir=results/figures/$1"
+# The full-length Prior Network report: results/pn_full over the roots pn_full, pn_full_kldir
+# (KL-DIR next to KL-PMF) and pn_full_cw (C&W L2), those that have finished runs.
+pn_full_report() {
+  local roots=()
+  for root in pn_full pn_full_kldir pn_full_cw; do
+    collect "$root"
+    if [ -n "${DRY_RUN:-}" ] || [ -n "$(find "results/runs/$root" -name metrics.json 2> /dev/null)" ]; then
+      roots+=("results/runs/$root")
+    fi
+  done
+  local joined
+  joined=$(IFS=,; echo "${roots[*]}")
+  run python -m experiments.pn_report "--sweep_root=$joined" \
+    --output_dir=results/pn_full --figures_dir=results/figures/pn_full
 }
 
 PROTOCOL_CONFIGS=$(cfgs mixture_mnist_ml_frozen mixture_mnist_vi_frozen mixture_fashion_ml_frozen \
@@ -85,7 +96,7 @@ pn_full() {
   run "${PN[@]}" "--seeds=$1" --output_root=runs/pn_full --extra_flag=--blackbox_transfer=true \
     "--flagfiles=$(cfgs mnist_rkl mnist_rkl_adv mnist_dnn)"
   run "${PN[@]}" "--seeds=$1" --output_root=runs/pn_full "--flagfiles=$(cfgs mnist_kl mnist_dnn_adv)"
-  pn_report pn_full
+  pn_full_report
 }
 block_2() { pn_full 0; }
 block_6() { pn_full 1,2; }
@@ -120,18 +131,17 @@ block_7() {
     "--flagfiles=$(cfgs mnist_rkl mnist_rkl_adv)"
   run "${PN[@]}" --seeds=0 --output_root=runs/pn_full_cw --extra_flag=--attack_method=cw \
     "--flagfiles=$(cfgs mnist_rkl mnist_rkl_adv)"
-  pn_report pn_full_kldir
-  pn_report pn_full_cw
+  pn_full_report
 }
 
 # Blocks 8 and 9: the 5-network ensemble (3 seeds) and MC dropout with 100 samples (seed 0).
 block_8() {
   run "${PN[@]}" --seeds=0,1,2 --output_root=runs/pn_full "--flagfiles=$(cfgs mnist_ensemble)"
-  pn_report pn_full
+  pn_full_report
 }
 block_9() {
   run "${PN[@]}" --seeds=0 --output_root=runs/pn_full "--flagfiles=$(cfgs mnist_mc_dropout)"
-  pn_report pn_full
+  pn_full_report
 }
 
 if [ $# -eq 0 ]; then
@@ -144,7 +154,24 @@ for block in "$@"; do
     exit 1
   fi
 done
+# A failing block (a run that fails, a report that refuses) is reported and the next block runs;
+# the exit code is 1 if any block failed.
+failed=()
 for block in "$@"; do
   echo "== block $block ($(date -u +%FT%TZ))"
-  "block_$block"
+  set +e
+  (
+    set -e
+    "block_$block"
+  )
+  status=$?
+  set -e
+  if [ "$status" -ne 0 ]; then
+    echo "== block $block FAILED (exit code $status)" >&2
+    failed+=("$block")
+  fi
 done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "failed blocks: ${failed[*]}" >&2
+  exit 1
+fi
