@@ -4,7 +4,8 @@
 # flags differ is refused, never overwritten), interrupted trainings resume from their last
 # epoch checkpoint, an interrupted evaluation restarts.  After each block the finished runs'
 # metrics.json / flags.cfg are copied into results/runs/ (commit them) and the block's report
-# is regenerated.  A block that fails is reported and the next one runs (exit code 1 at the end).
+# is regenerated.  A block that fails is reported and the next one runs (exit code 1 at the end);
+# within a block, a failing sweep ends the block (its report is not regenerated).
 #
 #   bash results/reproduce.sh 2 3          # blocks 2 and 3, in that order
 #   nohup bash results/reproduce.sh 2 3 4 5 6 7 8 9 > reproduce.log 2>&1 &
@@ -42,15 +43,24 @@ cfgs() {
   echo "${files[*]}"
 }
 
-# collect ROOT: copy the finished runs' metrics.json and flags.cfg of runs/ROOT to results/runs/.
+# collect ROOT: copy the finished runs' (those with a metrics.json) metrics.json, flags.cfg,
+# config.json and uqmix_run.json of runs/ROOT to results/runs/ (the reports check with the last
+# two that a folder's seeds were made alike).
 collect() {
   if [ -n "${DRY_RUN:-}" ]; then
     echo "collect runs/$1 -> results/runs/$1"
     return
   fi
   [ -d "runs/$1" ] || return 0
-  (cd runs && find "$1" \( -name metrics.json -o -name flags.cfg \) \
-    -exec install -D -m 644 {} ../results/runs/{} \;)
+  local metrics run file
+  while IFS= read -r metrics; do
+    run=$(dirname "$metrics")
+    for file in metrics.json flags.cfg config.json uqmix_run.json; do
+      if [ -f "runs/$run/$file" ]; then
+        install -D -m 644 "runs/$run/$file" "results/runs/$run/$file"
+      fi
+    done
+  done < <(cd runs && find "$1" -name metrics.json)
 }
 
 mixture_report() {
@@ -115,9 +125,11 @@ block_4() {
   mixture_report mixture_grid
 }
 
-# Block 5: the λ = σ² = 1 headlines to 10 seeds (MNIST seeds 0-2 are in results/runs/mixture).
+# Block 5: the λ = σ² = 1 headlines with 10 seeds each in one root: MNIST seeds 0-9 in
+# mixture_grid (seeds 0-2 again: results/runs/mixture's were made by earlier code), Fashion-MNIST
+# seeds 1-9 next to block 1's seed 0 in mixture_protocol.
 block_5() {
-  run "${MIX[@]}" --seeds=3,4,5,6,7,8,9 --output_root=runs/mixture_grid \
+  run "${MIX[@]}" --seeds=0,1,2,3,4,5,6,7,8,9 --output_root=runs/mixture_grid \
     "--flagfiles=$(cfgs mixture_mnist_ml mixture_mnist_vi)"
   run "${MIX[@]}" --seeds=1,2,3,4,5,6,7,8,9 --output_root=runs/mixture_protocol \
     "--flagfiles=$(cfgs mixture_fashion_ml_attacks mixture_fashion_vi_attacks)"

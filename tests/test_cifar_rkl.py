@@ -422,14 +422,17 @@ def test_ensemble_and_blackbox_source_record_their_network_seeds(tmp_path):
         attack_measure="total_uncertainty",
         seed=4,
         attack=True,
-        attack_iterations=["1"],
+        attack_iterations=["1", "2"],  # as many as the seeds: a curve's length
         attack_examples=8,
         blackbox_transfer=True,
     )
     metrics = pn_experiment.run(config)
+    scalars, _ = _event_tags(tmp_path / "run" / "tensorboard")
+    assert any("black_box" in tag for tag in scalars)
+    assert not any("seeds" in tag for tag in scalars)  # seed lists are not logged as curves
     assert metrics["network_seeds"] == [4, pn_experiment.network_seed(4, 1)]
     assert metrics["network_seeds"][1] != 5
-    assert metrics["attacks"]["blackbox_source_seeds"] == [
+    assert metrics["blackbox_source_seeds"] == [
         1004,
         pn_experiment.network_seed(1004, 1),
     ]
@@ -439,3 +442,23 @@ def test_ensemble_and_blackbox_source_record_their_network_seeds(tmp_path):
         "blackbox_source_member_0",
         "blackbox_source_member_1",
     }
+
+
+def test_network_seed_record_refuses_resuming_with_another_seed(tmp_path):
+    """The chief records each network's seed beside its checkpoints; a resume with another
+    seed, or an ensemble member's checkpoints from before the record (seeded seed + m), is
+    refused with the fix; member 0 of an older run (seeded like today) is adopted."""
+    folder = str(tmp_path / "member_1")
+    pn_experiment.check_network_seed(folder, 77, member=1)
+    assert runs.read_json(os.path.join(folder, pn_experiment.NETWORK_SEED_FILE)) == {"seed": 77}
+    pn_experiment.check_network_seed(folder, 77, member=1)  # the same seed resumes
+    with pytest.raises(ValueError, match="trained with seed 77; resuming it with seed 78"):
+        pn_experiment.check_network_seed(folder, 78, member=1)
+    older = tmp_path / "older_member_1"
+    (older / "checkpoints").mkdir(parents=True)
+    with pytest.raises(ValueError, match="seed \\+ 1.*remove the run folder"):
+        pn_experiment.check_network_seed(str(older), 5, member=1)
+    older_single = tmp_path / "older_model"
+    (older_single / "checkpoints").mkdir(parents=True)
+    pn_experiment.check_network_seed(str(older_single), 5, member=0)
+    assert runs.read_json(str(older_single / pn_experiment.NETWORK_SEED_FILE)) == {"seed": 5}

@@ -75,7 +75,9 @@ def test_reproduction_plan_names_existing_flagfiles_and_refuses_unknown_blocks()
 
 
 PN_STUDY_CONFIGS = [
-    p for p in CONFIGS if os.path.basename(p).startswith(("mnist_", "cifar10_", "cifar100_"))
+    p
+    for p in CONFIGS
+    if os.path.basename(p).startswith(("mnist_", "cifar10_", "cifar100_", "svhn_"))
 ]
 
 

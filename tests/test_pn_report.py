@@ -71,7 +71,7 @@ def _metrics(
         if method is not None:
             metrics["attacks"].update(method=method, criterion=criterion, eps=0.3)
         if black_box:
-            metrics["attacks"]["blackbox_source_seeds"] = [1000]
+            metrics["blackbox_source_seeds"] = [1000]
     return metrics
 
 
@@ -385,3 +385,16 @@ def test_binary_takes_several_roots(tmp_path):
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "| `mnist_rkl (criterion kl_dir)` | PN-RKL |" in result.stdout
+
+
+def test_seeds_attacked_differently_are_refused(tmp_path):
+    """A seed attacked with cross-entropy next to one attacked with KL-PMF (e.g. left over
+    from an older flagfile) would be averaged under one label: refused, nothing written."""
+    rng = np.random.default_rng(3)
+    root = str(tmp_path / "pn")
+    _write(root, "mnist_dnn_adv", 0, _metrics(rng, method="mim", criterion="cross_entropy"))
+    _write(root, "mnist_dnn_adv", 1, _metrics(rng, method="mim", criterion="kl_pmf"))
+    out = str(tmp_path / "out")
+    with pytest.raises(ValueError, match="mnist_dnn_adv.*attacked differently.*criterion"):
+        pn_report.write_report(root, out)
+    assert not os.path.exists(out)

@@ -7,7 +7,7 @@ adversarial inputs (by the run's detection ``measure``) and the joint success ra
 C&W L2 also the median L2 distance of the successful adversarial inputs.  The settings:
 ``white_box``, attacks crafted on the attacked network itself, and with
 ``--blackbox_transfer`` ``black_box``, attacks crafted on a source network trained inside
-the run (seed + 1000, ``blackbox_source_seeds``) and applied to the run's network.  For
+the run (seed + 1000, ``blackbox_source_seeds`` of metrics.json) and applied to the run's network.  For
 C&W L2 the "iterations" are the optimiser's ``max_iterations`` (per binary-search step),
 not MIM/PGD steps.
 
@@ -44,7 +44,7 @@ CW_NOTE = (
 )
 BLACK_BOX_NOTE = (
     "white-box: attacks crafted on the attacked network itself; black-box: crafted on a "
-    "source network trained inside the run (seed + 1000, `attacks.blackbox_source_seeds`) "
+    "source network trained inside the run (seed + 1000, `blackbox_source_seeds` of metrics.json) "
     "and applied to the run's network."
 )
 
@@ -183,7 +183,10 @@ def attack_markdown(summary):
                 for key, label in _settings(config):
                     stats = config[key].get(quantity)
                     row = [f"`{name}`", config["label"]] + ([label] if black else [])
-                    row += [str(config["attack_criterion"]), str(config["attack_measure"])]
+                    row += [
+                        config["attack_criterion"] or "not recorded",
+                        str(config["attack_measure"]),
+                    ]
                     row += [format_cell(stats[k] if stats else None, fmt) for k in columns]
                     rows.append(row)
             kind = "attack (white-box and black-box transfer)" if black else "white-box attack"

@@ -629,6 +629,36 @@ def network_seed(seed, member):
     return int(np.random.SeedSequence([int(seed), int(member)]).generate_state(1)[0] >> 1)
 
 
+NETWORK_SEED_FILE = "network_seed.json"
+
+
+def check_network_seed(model_dir, seed, member, write=True):
+    """Refuses to resume a network's checkpoints with another seed than they were trained
+    with; records ``seed`` in ``model_dir/network_seed.json`` (``write``: the chief).
+
+    A folder with checkpoints but no record predates the record: member 0 was seeded like
+    today, members m ≥ 1 with seed + m (``network_seed``'s note), so those are refused.
+    """
+    path = os.path.join(model_dir, NETWORK_SEED_FILE)
+    fix = "remove the run folder (or pass --overwrite) to train it anew"
+    if os.path.exists(path):
+        recorded = runs.read_json_object(path).get("seed")
+        if recorded != seed:
+            raise ValueError(
+                f"{model_dir} was trained with seed {recorded}; resuming it with seed {seed} "
+                f"would mix two trainings: {fix}."
+            )
+        return
+    if member > 0 and os.path.isdir(model_dir) and os.listdir(model_dir):
+        raise ValueError(
+            f"{model_dir} holds a training from a uqmix that seeded ensemble member {member} "
+            f"with seed + {member}; this one seeds it with {seed}: {fix}."
+        )
+    if write:
+        os.makedirs(model_dir, exist_ok=True)
+        runs.atomic_write_json(path, {"seed": seed})
+
+
 def train_networks(config, data, strategy, seed_offset=0, prefix=""):
     """Builds and trains every network of the configured model (member m seeded with
     ``network_seed(config seed + seed_offset, m)``); returns (networks, seconds, seeds)."""
@@ -639,6 +669,8 @@ def train_networks(config, data, strategy, seed_offset=0, prefix=""):
         seed = network_seed(config["seed"] + seed_offset, member)
         seeds.append(seed)
         name = f"{prefix}member_{member}" if count > 1 else f"{prefix}model"
+        model_dir = os.path.join(config["output_dir"], name)
+        check_network_seed(model_dir, seed, member, write=distributed.is_chief(strategy))
         if config["verbose"]:
             console.announce(name, member + 1, count)
         with strategy.scope():
@@ -650,9 +682,7 @@ def train_networks(config, data, strategy, seed_offset=0, prefix=""):
                 seed,
                 steps_per_epoch_of(config, len(data["x_train"])),
             )
-        seconds += train_model(
-            model, config, data, os.path.join(config["output_dir"], name), seed, name
-        )
+        seconds += train_model(model, config, data, model_dir, seed, name)
         networks.append(model)
     return networks, seconds, seeds
 
@@ -786,7 +816,11 @@ def run(config):
             f"{', '.join(map(str, config['attack_iterations']))})",
             config["verbose"],
         )
-        metrics["attacks"], values["attacks"] = attack_metrics(model, config, data, strategy)
+        metrics["attacks"], values["attacks"], source_seeds = attack_metrics(
+            model, config, data, strategy
+        )
+        if source_seeds is not None:  # top level: a list under "attacks" would read as a curve
+            metrics["blackbox_source_seeds"] = source_seeds
         metrics["attack_seconds"] = time.perf_counter() - start
         console.progress(f"attacks done in {metrics['attack_seconds']:.0f} s", config["verbose"])
     if distributed.is_chief(strategy):  # the other workers write no results
@@ -824,9 +858,9 @@ def attack_metrics(model, config, data, strategy):
     crafted on a second model (trained with seed + 1000, ``BLACKBOX_SOURCE_SEED_OFFSET``)
     and applied to this one.
 
-    Returns (metrics dict, figure data): per setting, lists over ``attack_iterations`` of
-    success_rate, auroc (natural vs successful attacks, by ``attack_measure``; None when
-    no attack succeeded) and jsr.
+    Returns (metrics dict, figure data, the source networks' seeds or None): per setting,
+    lists over ``attack_iterations`` of success_rate, auroc (natural vs successful attacks, by
+    ``attack_measure``; None when no attack succeeded) and jsr.
     """
     from uqmix.attack_eval import adaptive_attack_curves, adaptive_cw_curves
 
@@ -859,6 +893,7 @@ def attack_metrics(model, config, data, strategy):
         curves_fn = adaptive_attack_curves
     attack_options = dict(common, **recorded)
     settings = {"white_box": curves_fn(model, x, config["attack_iterations"], **attack_options)}
+    source_seeds = None
     if config["blackbox_transfer"]:
         source_networks, _, source_seeds = train_networks(
             config,
@@ -882,15 +917,13 @@ def attack_metrics(model, config, data, strategy):
             k: v for k, v in attack_options.items() if k not in ("verbose", "batch_size")
         },
     }
-    if config["blackbox_transfer"]:
-        result["blackbox_source_seeds"] = source_seeds
     for setting, curves in settings.items():
         result[setting] = {
             key: [float(v) for v in curves[key]]
             for key in ("success_rate", "auroc", "jsr", "median_l2")
             if key in curves
         }
-    return result, result
+    return result, result, source_seeds
 
 
 def write_attack_figures(attack_values, output_dir):

@@ -108,6 +108,19 @@ def attack_signature(by_seed):
     return {key: " / ".join(sorted(values)) for key, values in fields.items()}
 
 
+def _check_one_attack(name, by_seed):
+    """A configuration's seeds must have been attacked alike (``attack_signature`` without
+    values joined by " / "): a mean over seeds of different attacks is refused."""
+    differing = {k: v for k, v in attack_signature(by_seed).items() if " / " in v}
+    if differing:
+        raise ValueError(
+            f"the seeds of `{name}` were attacked differently "
+            f"({'; '.join(f'{k}: {v}' for k, v in sorted(differing.items()))}); the report "
+            "would average different attacks: rerun the odd seeds or move them to a folder "
+            "of their own."
+        )
+
+
 def _field_text(key, value):
     if key == "method" and value in pn_attacks.METHOD_NAMES:
         return pn_attacks.METHOD_NAMES[value]
@@ -197,6 +210,7 @@ def summarize(study):
     sets, iterations = ood_sets(study), attack_iterations(study)
     summary = {}
     for name, by_seed in study.items():
+        _check_one_attack(name, by_seed)
         first = next(iter(by_seed.values()))
         cells = {
             "error": _stats(by_seed, "error"),
