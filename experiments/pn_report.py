@@ -46,9 +46,7 @@ def main(argv):
     if not roots:
         raise app.UsageError("--sweep_root names no folder.")
     try:
-        report = pn_report.write_report(
-            roots[0] if len(roots) == 1 else roots, FLAGS.output_dir, FLAGS.figures_dir
-        )
+        report = pn_report.write_report(roots, FLAGS.output_dir, FLAGS.figures_dir)
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

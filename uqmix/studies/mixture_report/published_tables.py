@@ -218,6 +218,24 @@ def _table_cells(table, spec):
     ]
 
 
+def _setting_values(configurations, root, reference, table, cells):
+    """The value records of a table's cells, each from the folder of its setting
+    (``configuration_of``: the one with most seeds)."""
+    return [
+        _value_record(
+            row,
+            column,
+            configuration_of(configurations, target),
+            target,
+            cell,
+            root,
+            reference,
+            table,
+        )
+        for row, column, cell, target in cells
+    ]
+
+
 def _adversarial_values(configurations, root, reference, table, cells):
     """The value records of Table 4 or 7: per attack protocol of the runs' adversarial-detection
     records (``detection_protocols_of``) one record per published cell (the folder of the
@@ -228,24 +246,8 @@ def _adversarial_values(configurations, root, reference, table, cells):
     found = [detection_protocols_of(configurations, target) for *_, target in cells]
     protocols = {key: options for by_key in found for key, (options, _) in by_key.items()}
     if not protocols:
-        values = [
-            dict(
-                _value_record(
-                    row,
-                    column,
-                    configuration_of(configurations, target),
-                    target,
-                    cell,
-                    root,
-                    reference,
-                    table,
-                ),
-                attack_protocol=None,
-                attack_options=None,
-            )
-            for row, column, cell, target in cells
-        ]
-        return values, []
+        values = _setting_values(configurations, root, reference, table, cells)
+        return [dict(v, attack_protocol=None, attack_options=None) for v in values], []
     names = protocol_names(protocols.values())
     ordered = sorted(protocols, key=lambda key: _protocol_rank(protocols[key]))
     values = []
@@ -282,19 +284,7 @@ def published_comparison(configurations, root, reference=None):
                 configurations, root, reference, table, cells
             )
         else:
-            values = [
-                _value_record(
-                    row,
-                    column,
-                    configuration_of(configurations, target),
-                    target,
-                    cell,
-                    root,
-                    reference,
-                    table,
-                )
-                for row, column, cell, target in cells
-            ]
+            values = _setting_values(configurations, root, reference, table, cells)
         targets = [target for *_, target in cells] * (len(values) // len(cells))
         by_cell = {
             (record.get("attack_protocol"), target): record
