@@ -166,24 +166,27 @@ def test_attack_curves_refuses_a_spread_of_the_wrong_length():
         plotting.attack_curves([1, 2], {"p": {"a": [0.1, 0.2]}}, spreads={"p": {"a": [0.1]}})
 
 
-def test_binary_end_to_end_and_empty_root(study, tmp_path):
-    root, _ = study
-    out = str(tmp_path / "out")
+def _run_binary(sweep_root, output_dir):
     command = [
         sys.executable,
         "-m",
         "experiments.pn_report",
-        f"--sweep_root={root}",
-        f"--output_dir={out}",
+        f"--sweep_root={sweep_root}",
+        f"--output_dir={output_dir}",
     ]
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_binary_end_to_end_and_empty_root(study, tmp_path):
+    root, _ = study
+    out = str(tmp_path / "out")
+    result = _run_binary(root, out)
     assert result.returncode == 0, result.stderr
     assert "| `rkl` | PN-RKL |" in result.stdout
     assert sorted(os.listdir(out)) == ["attack_curves.png", "summary.json", "tables.md"]
     empty = tmp_path / "empty"
     empty.mkdir()
-    command[3:] = [f"--sweep_root={empty}", f"--output_dir={out}_empty"]
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    result = _run_binary(empty, f"{out}_empty")
     assert result.returncode != 0 and "no finished runs" in result.stderr
     assert not os.path.exists(f"{out}_empty")
 
@@ -374,15 +377,7 @@ def test_cw_and_mim_roots_make_one_block_per_method(tmp_path):
 
 def test_binary_takes_several_roots(tmp_path):
     first, second, _ = _two_roots(tmp_path)
-    out = str(tmp_path / "out")
-    command = [
-        sys.executable,
-        "-m",
-        "experiments.pn_report",
-        f"--sweep_root={first},{second}",
-        f"--output_dir={out}",
-    ]
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    result = _run_binary(f"{first},{second}", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     assert "| `mnist_rkl (criterion kl_dir)` | PN-RKL |" in result.stdout
 
