@@ -19,7 +19,8 @@ per run still to do (``cd CWD && <the command the local runner issues, with
 --resume>``), for a cluster scheduler (SLURM array, GNU parallel, ...).
 
 Exit codes: 0 done; 1 bad flags (of the sweep, or of a run's flagfile);
-2 stale runs, or an output root that cannot be written; 4 some runs failed.
+2 stale runs, runs another process is writing (a sweep started twice), or an output
+root that cannot be written; 4 some runs failed.
 """
 
 import sys
@@ -90,7 +91,12 @@ def main(argv):
             log=log,
             redo_stale=FLAGS.redo_stale,
         )
-    except (sweep.StaleRunsError, runs.OutputPathError) as error:
+    except (
+        sweep.StaleRunsError,
+        sweep.RunsInUseError,
+        runs.OutputPathError,
+        runs.RunInUseError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except ValueError as error:  # a run's flags

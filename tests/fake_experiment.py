@@ -28,6 +28,10 @@ def validate_config(config):
 
 
 def run(config):
+    return runs.run_holding_output_dir(_run, config)
+
+
+def _run(config):
     if config["fail"]:
         raise ValueError("asked to fail")
     runs.prepare_output_dir(

@@ -30,6 +30,7 @@ from scipy import special
 
 from experiments import options_binary
 from tests import fake_experiment
+from tests.lock_helpers import held_by_another_process
 from uqmix import dirichlet, runs, sweep
 from uqmix.data import cifar, files, idx
 from uqmix.data.errors import DataFileError
@@ -235,6 +236,14 @@ def test_overwrite_never_deletes_cwd_home_or_ancestors_even_of_a_run(
     output_dir = target(run, monkeypatch)
     assert _main(fake_experiment, f"--output_dir={output_dir}", "--overwrite") == 2
     assert f"it is {reason}" in _one_error_line(capsys)
+    assert (run / runs.METRICS_FILE).exists()
+
+
+def test_synthetic_rkl_refuses_a_run_folder_in_use(tmp_path, capsys, no_rmtree):
+    run = _run_folder(tmp_path / "run")
+    with held_by_another_process(run) as holder:
+        assert _main(synthetic_experiment, f"--output_dir={run}", "--overwrite") == 2
+        assert f"is in use by another process (pid {holder.pid} on " in _one_error_line(capsys)
     assert (run / runs.METRICS_FILE).exists()
 
 

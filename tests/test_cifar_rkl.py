@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO_ROOT
-from uqmix import data_synthetic_images, runs, tensorboard_logging, training
+from tests.lock_helpers import held_by_another_process, lockable_by_another_process
+from uqmix import data_synthetic_images, run_lock, runs, tensorboard_logging, training
 from uqmix.data import DataSourceError
 from uqmix.studies import pn_experiment
 
@@ -204,6 +205,7 @@ def test_cifar_binary_files_train_and_evaluate(tmp_path):
     np.testing.assert_array_equal(data["y_train"], y[:200])
     assert data["input_shape"] == (32, 32, 3) and data["num_classes"] == 10
     metrics = pn_experiment.run(config)
+    assert lockable_by_another_process(config["output_dir"])  # released when the run ended
     assert metrics["num_train_examples"] == 200 and metrics["num_test_examples"] == 50
     assert metrics["num_ood_train_examples"] == 100
     assert metrics["num_ood_test_examples"] == {"cifar100": 60}
@@ -317,12 +319,20 @@ def test_bad_data_is_refused_before_training(tmp_path):
 
 def test_output_dir_of_another_configuration_is_refused(tmp_path):
     config = _tiny(tmp_path)
-    runs.prepare_output_dir(config["output_dir"], dict(config, ood_weight=0.3))
+    with run_lock.holding(config["output_dir"]):  # released for the other process below
+        runs.prepare_output_dir(config["output_dir"], dict(config, ood_weight=0.3))
     with pytest.raises(runs.ConfigMismatchError, match="ood_weight"):
         pn_experiment.run(config)
     with pytest.raises(runs.ConfigMismatchError, match="ood_weight"):
         pn_experiment.run(dict(config, resume=True))
     assert not os.path.exists(os.path.join(config["output_dir"], "model"))
+    with held_by_another_process(config["output_dir"]) as holder:
+        missing_data = {"dataset": "mnist", "data_dir": str(tmp_path / "none"), "use_tfds": False}
+        for options in ({"resume": True}, {"overwrite": True}, dict(resume=True, **missing_data)):
+            # refused before the data is read (the missing data would be the error otherwise)
+            with pytest.raises(runs.RunInUseError, match=f"pid {holder.pid} on "):
+                pn_experiment.run(dict(config, **options))
+        assert os.path.exists(os.path.join(config["output_dir"], runs.CONFIG_FILE))
     result = subprocess.run(
         [
             sys.executable,
@@ -455,7 +465,12 @@ def test_network_seed_record_refuses_resuming_with_another_seed(tmp_path):
     with pytest.raises(ValueError, match="trained with seed 77; resuming it with seed 78"):
         pn_experiment.check_network_seed(folder, 78, member=1)
     older = tmp_path / "older_member_1"
-    (older / "checkpoints").mkdir(parents=True)
+    (older / "tensorboard").mkdir(parents=True)  # files, but no checkpoint to resume: adopted
+    pn_experiment.check_network_seed(str(older), 5, member=1)
+    assert runs.read_json(str(older / pn_experiment.NETWORK_SEED_FILE)) == {"seed": 5}
+    (older / pn_experiment.NETWORK_SEED_FILE).unlink()
+    tf.train.Checkpoint(v=tf.Variable(1.0)).save(str(older / training.CHECKPOINT_SUBDIR / "ckpt"))
+    assert training.has_checkpoint(str(older))
     with pytest.raises(ValueError, match="seed \\+ 1.*remove the run folder"):
         pn_experiment.check_network_seed(str(older), 5, member=1)
     older_single = tmp_path / "older_model"

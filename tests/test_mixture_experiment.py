@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import REPO_ROOT
+from tests.lock_helpers import lockable_by_another_process
 from tests.test_data import write_idx_set
 from uqmix import options, runs, tensorboard_logging
 from uqmix.studies import mixture_experiment, pn_experiment
@@ -239,6 +240,7 @@ def test_metrics_match_a_direct_evaluation_of_the_saved_model(data_dir, tmp_path
         pgd_iterations=2,
     )
     result = mixture_experiment.run(config)
+    assert lockable_by_another_process(config["output_dir"])  # released when the run ended
     model = keras.saving.load_model(tmp_path / "det" / "model.keras")
     data = mixture_experiment.load_data(config)
     logits = model(data["x_test"]).numpy()

@@ -19,8 +19,13 @@ Every experiment binary writes into one ``output_dir``:
 Output paths are checked before any work (``check_output_dir``): a path that
 is a file, lies under a file, or is not writable is one ``OutputPathError``
 naming it.  ``remove_run_dir`` never deletes the working directory, the home
-directory, a filesystem root, a folder containing the working directory, or a
-folder that holds no uqmix run.
+directory, a filesystem root, a folder containing the working directory, a
+folder that holds no uqmix run, or a run folder another process is using.
+
+One process at a time writes a run folder (``uqmix.run_lock``):
+``prepare_output_dir`` locks the folder before it deletes or writes anything
+in it and raises ``RunInUseError`` naming the process that has it; the
+experiments release the lock when their run ends (``run_lock.holding``).
 """
 
 import json
@@ -30,10 +35,11 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 
 import numpy as np
 
-from uqmix import __version__
+from uqmix import __version__, run_lock
 
 CONFIG_FILE = "config.json"
 FLAGS_FILE = "flags.cfg"
@@ -69,6 +75,10 @@ class OutputPathError(ValueError):
     """An output path cannot be written (a file, under a file, not writable) or must not be
     deleted (no uqmix run in it, or the working/home directory, a root or an ancestor of the
     working directory)."""
+
+
+RunInUseError = run_lock.RunInUseError
+LOCK_FILE = run_lock.LOCK_FILE
 
 
 def _jsonable(value):
@@ -262,6 +272,11 @@ def is_run_dir(path):
     )
 
 
+def entries(path):
+    """The names in folder ``path`` that belong to a run: all but the lock file."""
+    return [name for name in os.listdir(path) if name != LOCK_FILE]
+
+
 def _protected_reason(path):
     real = os.path.realpath(path)
     cwd = os.path.realpath(os.getcwd())
@@ -276,19 +291,52 @@ def _protected_reason(path):
     return None
 
 
-def remove_run_dir(path):
-    """Deletes the run folder ``path``; refuses (``OutputPathError``, nothing deleted) when it
-    is the working or home directory, a root, an ancestor of the working directory, or not a
-    uqmix run folder (``is_run_dir``)."""
+def check_removable(path):
+    """Raises ``OutputPathError`` unless ``path`` may be deleted as a run folder: not the
+    working or home directory, a root or an ancestor of the working directory, not a
+    symbolic link, and a uqmix run folder (``is_run_dir``).  Deletes nothing."""
     reason = _protected_reason(path)
     if reason:
         raise OutputPathError(f"refusing to delete {path}: it is {reason}.")
+    if os.path.islink(os.path.normpath(path)):
+        raise OutputPathError(
+            f"refusing to delete {path}: it is a symbolic link; point --output_dir at the "
+            "folder itself, or delete it yourself."
+        )
     if not is_run_dir(path):
         raise OutputPathError(
             f"refusing to delete {path}: it holds no uqmix run ({RUN_MARKER}, or {CONFIG_FILE} "
             f"with {FLAGS_FILE}); remove it yourself or choose another --output_dir."
         )
-    shutil.rmtree(path)
+
+
+def remove_run_dir(path):
+    """Deletes the run folder ``path``; refuses (``OutputPathError``, nothing deleted) when
+    ``check_removable`` does, and (``RunInUseError``) while another process uses the run.
+    The folder is first renamed, under its lock, to a hidden sibling ``.NAME.deleting-…``
+    and then deleted (an interrupted deletion leaves that sibling, never a half-run)."""
+    check_removable(path)
+    run_lock.lock(path)
+    parent, name = os.path.split(os.path.abspath(path))
+    doomed = os.path.join(parent, f".{name}.deleting-{os.getpid()}-{time.time_ns()}")
+    try:
+        # Still locked while it moves (the lock file moves with it): no other process can
+        # lock and write the folder half-deleted.
+        os.rename(path, doomed)
+    finally:
+        run_lock.release(path)  # the folder is gone from ``path``: nothing left to hold
+    shutil.rmtree(doomed)
+
+
+def _clear_run_dir(path):
+    """Deletes the contents of the run folder ``path``, whose lock this process holds (the
+    lock file stays, so the folder stays locked)."""
+    for name in entries(path):
+        child = os.path.join(path, name)
+        if os.path.isdir(child) and not os.path.islink(child):
+            shutil.rmtree(child)
+        else:
+            os.remove(child)
 
 
 # -- the run record ------------------------------------------------------------------------------
@@ -340,6 +388,49 @@ def record_differences(found, requested):
     return lines + differences(found["flags"], requested["flags"])
 
 
+def claim_output_dir(output_dir, resume=False, overwrite=False):
+    """Makes ``output_dir`` this process's run folder without writing any result: checks
+    the path (``check_output_dir``), refuses what ``prepare_output_dir`` would refuse
+    without looking at the configuration (a non-empty folder with no run in it, unless
+    ``resume``; with ``overwrite``, a folder ``check_removable`` refuses), then creates the
+    folder and takes its lock (``run_lock.lock``; ``RunInUseError`` while another process
+    has it).  Re-entrant."""
+    check_output_dir(output_dir)
+    if os.path.isdir(output_dir) and entries(output_dir):  # refusals that write nothing
+        if overwrite:
+            check_removable(output_dir)
+        elif not os.path.exists(os.path.join(output_dir, CONFIG_FILE)) and not resume:
+            raise ConfigMismatchError(
+                f"{output_dir} exists and is not empty but holds no uqmix run ({CONFIG_FILE}); "
+                "refusing to write into it (--overwrite deletes only uqmix run folders). "
+                "Choose another --output_dir."
+            )
+    os.makedirs(output_dir, exist_ok=True)
+    run_lock.lock(output_dir)
+
+
+def run_holding_output_dir(run, config, resume=None):
+    """``run(config)`` holding the lock of ``config["output_dir"]`` (``uqmix.run_lock``) until
+    it returns; the experiments' ``run`` is this around their body.
+
+    A single-process run whose folder exists already (a resume, an overwrite, a sweep's
+    run folder) claims it first (``claim_output_dir``), so a folder another process is
+    writing is refused before the data is read; a new folder is created and locked by
+    ``prepare_output_dir``, so a run refused for its data leaves nothing behind.  In a
+    multi-worker run only the chief's ``prepare_output_dir`` locks.  ``resume``: what the
+    run will pass to ``prepare_output_dir`` (default ``config["resume"]``).
+    """
+    output_dir = config["output_dir"]
+    with run_lock.holding(output_dir):
+        if config.get("strategy") != "multi_worker" and os.path.isdir(output_dir):
+            claim_output_dir(
+                output_dir,
+                resume=config.get("resume", False) if resume is None else resume,
+                overwrite=config.get("overwrite", False),
+            )
+        return run(config)
+
+
 def prepare_output_dir(output_dir, config, resume=False, overwrite=False, binary=None):
     """Creates ``output_dir`` for a run with ``config`` (a dict of flag values).
 
@@ -347,13 +438,17 @@ def prepare_output_dir(output_dir, config, resume=False, overwrite=False, binary
     resumed.  Raises ``ConfigMismatchError`` when the folder holds another
     configuration (or any run, without ``resume``), unless ``overwrite``;
     ``OutputPathError`` when the path cannot be written, or ``overwrite`` would
-    delete a folder that is not a uqmix run (``remove_run_dir``).
+    delete a folder that is not a uqmix run (``check_removable``); ``RunInUseError``
+    while another process uses the folder (``uqmix.run_lock``; then nothing is
+    touched).  Keeps the folder's lock for this process: wrap the run in
+    ``run_lock.holding(output_dir)`` (or ``run_holding_output_dir``) to release it when the
+    run ends.  A refused run may leave the lock file (hidden, not run content) behind.
     Writes the marker, config.json and flags.cfg.
     """
-    check_output_dir(output_dir)
+    claim_output_dir(output_dir, resume=resume, overwrite=overwrite)
     config_path = os.path.join(output_dir, CONFIG_FILE)
-    if overwrite and os.path.isdir(output_dir) and os.listdir(output_dir):
-        remove_run_dir(output_dir)
+    if overwrite and entries(output_dir):
+        _clear_run_dir(output_dir)
     existing = os.path.exists(config_path)
     if existing:
         previous = read_json_object(config_path)
@@ -371,12 +466,6 @@ def prepare_output_dir(output_dir, config, resume=False, overwrite=False, binary
                 f"{output_dir} already holds a run of this configuration. Pass --resume to "
                 "continue it or --overwrite to start again."
             )
-    elif os.path.isdir(output_dir) and os.listdir(output_dir) and not resume:
-        raise ConfigMismatchError(
-            f"{output_dir} exists and is not empty but holds no uqmix run ({CONFIG_FILE}); "
-            "refusing to write into it (--overwrite deletes only uqmix run folders). Choose "
-            "another --output_dir."
-        )
     os.makedirs(output_dir, exist_ok=True)
     record = make_record(config, binary)
     atomic_write_json(

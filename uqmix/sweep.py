@@ -11,7 +11,9 @@ sweep refuses to start and lists every difference, unless ``redo_stale``
 deletes those run folders (``uqmix.runs.remove_run_dir``) and runs them again.
 For a binary without an option table no record can be computed: every run is
 launched with ``--resume`` (the binary itself refuses a folder of another
-configuration).  So an interrupted sweep continues where it stopped (the runs
+configuration).  A run folder another process is writing (``uqmix.run_lock``: a
+sweep started twice) stops the sweep before it runs anything
+(``RunsInUseError``, naming the processes).  So an interrupted sweep continues where it stopped (the runs
 themselves resume from their checkpoints) and never reuses stale results.
 
 ``shell_commands`` gives the same runs as one self-contained shell line each
@@ -35,7 +37,7 @@ import subprocess
 import sys
 import time
 
-from uqmix import options, runs
+from uqmix import options, run_lock, runs
 
 DONE, TODO, STALE = "done", "todo", "stale"
 # Keys that differ between the seeds of one configuration (besides runs.VOLATILE_KEYS).
@@ -44,6 +46,10 @@ PER_SEED_KEYS = frozenset({"seed"})
 
 class StaleRunsError(ValueError):
     """Finished runs in the sweep's folders were made by another record than the one asked for."""
+
+
+class RunsInUseError(ValueError):
+    """Run folders of the sweep are being written by other processes (``uqmix.run_lock``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,10 +140,31 @@ def status(run, requested):
     return (STALE, changed) if changed else (DONE, [])
 
 
+def check_not_in_use(planned):
+    """Raises ``RunsInUseError`` listing every planned run folder that another process holds
+    (``run_lock.holder``): a second sweep over the same runs, or a run started by hand."""
+    busy = [
+        (run, holder)
+        for run in planned
+        if os.path.isdir(run.output_dir)
+        for holder in [run_lock.holder(run.output_dir)]
+        if holder
+    ]
+    if busy:
+        listed = "\n".join(f"  {run.output_dir}: {holder}" for run, holder in busy)
+        raise RunsInUseError(
+            f"{len(busy)} runs of this sweep are being written by other processes:\n{listed}\n"
+            "Is the sweep already running? Wait for those processes or stop them, or use "
+            "another output root."
+        )
+
+
 def triage(binary, planned, extra_flags=(), redo_stale=False, log=print):
-    """The runs still to do.  Checks every run's flags first; raises ``StaleRunsError``
-    listing every stale run and its differences unless ``redo_stale``, which deletes those
-    run folders (``runs.remove_run_dir``) and keeps them to do."""
+    """The runs still to do.  Refuses runs another process is writing (``check_not_in_use``),
+    then checks every run's flags; raises ``StaleRunsError`` listing every stale run and its
+    differences unless ``redo_stale``, which deletes those run folders
+    (``runs.remove_run_dir``) and keeps them to do."""
+    check_not_in_use(planned)
     experiment = experiment_of(binary)
     if experiment is None:
         log(

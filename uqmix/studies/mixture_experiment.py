@@ -792,8 +792,16 @@ def _cached_training(config):
 
 # -- the run -----------------------------------------------------------------------------------
 def run(config):
-    """Runs the whole job for a configuration dict; returns the metrics dict (module doc)."""
+    """Runs the whole job for a configuration dict; returns the metrics dict (module doc).
+
+    The run folder is locked for this process (``uqmix.run_lock``) to the end of the run,
+    from before the data is read when it exists: a second process writing it is refused.
+    """
     config = validate_config(config)
+    return runs.run_holding_output_dir(_run, config)
+
+
+def _run(config):
     cache = _cached_training(config)  # a broken entry is an error before anything runs
     set_seed(config["seed"], deterministic=config["deterministic"])
     gradient_attacks.set_jit_compile(config["jit_compile"])

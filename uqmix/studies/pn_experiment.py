@@ -636,8 +636,10 @@ def check_network_seed(model_dir, seed, member, write=True):
     """Refuses to resume a network's checkpoints with another seed than they were trained
     with; records ``seed`` in ``model_dir/network_seed.json`` (``write``: the chief).
 
-    A folder with checkpoints but no record predates the record: member 0 was seeded like
-    today, members m ≥ 1 with seed + m (``network_seed``'s note), so those are refused.
+    A folder with a checkpoint (``training.has_checkpoint``: one ``fit_resumable`` would
+    resume) but no record predates the record: member 0 was seeded like today, members
+    m ≥ 1 with seed + m (``network_seed``'s note), so those are refused.  A folder without a
+    checkpoint has nothing to resume and is adopted.
     """
     path = os.path.join(model_dir, NETWORK_SEED_FILE)
     fix = "remove the run folder (or pass --overwrite) to train it anew"
@@ -649,7 +651,7 @@ def check_network_seed(model_dir, seed, member, write=True):
                 f"would mix two trainings: {fix}."
             )
         return
-    if member > 0 and os.path.isdir(model_dir) and os.listdir(model_dir):
+    if member > 0 and training.has_checkpoint(model_dir):
         raise ValueError(
             f"{model_dir} holds a training from a uqmix that seeded ensemble member {member} "
             f"with seed + {member}; this one seeds it with {seed}: {fix}."
@@ -768,8 +770,16 @@ def write_figures(values, output_dir):
 
 # -- the run -----------------------------------------------------------------------------------------
 def run(config):
-    """Runs the whole job for a configuration dict; returns the metrics dict (see module doc)."""
+    """Runs the whole job for a configuration dict; returns the metrics dict (see module doc).
+
+    The run folder is locked for this process (``uqmix.run_lock``) to the end of the run,
+    from before the data is read when it exists: a second process writing it is refused.
+    """
     config = validate_config(config)
+    return runs.run_holding_output_dir(_run, config)
+
+
+def _run(config):
 
     set_seed(config["seed"], deterministic=config["deterministic"])
     gradient_attacks.set_jit_compile(config["jit_compile"])

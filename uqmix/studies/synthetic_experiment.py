@@ -313,8 +313,18 @@ def write_figure(maps, config, data):
 
 # -- the run ---------------------------------------------------------------------------------
 def run(config):
-    """Runs the job for a configuration dict (flag name → value); returns the metrics dict."""
+    """Runs the job for a configuration dict (flag name → value); returns the metrics dict.
+
+    The run folder is locked for this process (``uqmix.run_lock``) to the end of the run,
+    from before the data is read when it exists: a second process writing it is refused.
+    """
     config = validate_config(config)
+    # Resume only a run of ours (as ``_run``'s prepare): a folder without config.json is new.
+    ours = os.path.exists(os.path.join(config["output_dir"], runs.CONFIG_FILE))
+    return runs.run_holding_output_dir(_run, config, resume=config["resume"] and ours)
+
+
+def _run(config):
     output_dir = config["output_dir"]
     if config["deterministic"]:
         tf.config.experimental.enable_op_determinism()
