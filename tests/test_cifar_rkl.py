@@ -386,9 +386,16 @@ def test_crashed_run_resumes_to_the_uninterrupted_result(tmp_path, interrupted_a
     uninterrupted = pn_experiment.run(_tiny(tmp_path / "a", **options))
     with interrupted_after_first_epoch():
         pn_experiment.run(_tiny(tmp_path / "b", **options))
+    first_epoch = runs.read_seconds(str(tmp_path / "b" / "run"), "train_seconds")
+    assert first_epoch > 0  # timed although the run never finished training
     resumed = pn_experiment.run(_tiny(tmp_path / "b", resume=True, **options))
     strip = lambda m: {k: v for k, v in m.items() if k not in times}  # noqa: E731
     assert strip(resumed) == strip(uninterrupted)
+    # both epochs, the interrupted invocation's and the resumed one's
+    assert resumed["train_seconds"] == runs.read_seconds(
+        str(tmp_path / "b" / "run"), "train_seconds"
+    )
+    assert resumed["train_seconds"] > first_epoch
 
 
 def test_non_finite_weights_under_a_finite_loss_stop_training(tmp_path, monkeypatch):
@@ -446,6 +453,8 @@ def test_ensemble_and_blackbox_source_record_their_network_seeds(tmp_path):
         1004,
         pn_experiment.network_seed(1004, 1),
     ]
+    for key in ("train_seconds", "blackbox_source_train_seconds"):  # timed apart
+        assert metrics[key] == runs.read_seconds(str(tmp_path / "run"), key) > 0
     assert set(os.listdir(tmp_path / "run")) >= {
         "member_0",
         "member_1",

@@ -393,3 +393,24 @@ def test_seeds_attacked_differently_are_refused(tmp_path):
     with pytest.raises(ValueError, match="mnist_dnn_adv.*attacked differently.*criterion"):
         pn_report.write_report(root, out)
     assert not os.path.exists(out)
+
+
+def test_black_box_source_training_time_gets_a_column_only_where_recorded(tmp_path):
+    rng = np.random.default_rng(5)
+    root = str(tmp_path / "pn")
+    rkl = [_metrics(rng, method="mim", criterion="kl_pmf", black_box=True) for _ in range(2)]
+    for seed, metrics in enumerate(rkl):
+        metrics["blackbox_source_train_seconds"] = float(rng.uniform(100, 900))
+        _write(root, "rkl", seed, metrics)
+    _write(root, "dnn", 0, _metrics(rng, loss="cross_entropy", method="mim", criterion="kl_pmf"))
+    tables = pn_report.write_report(root, str(tmp_path / "out"))["tables"]
+    lines = _section(tables, "Classification and OOD detection")
+    header = next(line for line in lines if line.startswith("| configuration |"))
+    assert header.endswith("| train s | eval s | attack s | black-box source train s |")
+    source = [m["blackbox_source_train_seconds"] for m in rkl]
+    assert _row(lines, "`rkl`").endswith(f"| {_cell(source, '.0f')} |")
+    assert _row(lines, "`dnn`").endswith("| — |")
+    without = str(tmp_path / "plain")
+    _write(without, "dnn", 0, _metrics(rng, loss="cross_entropy", method="mim", criterion="kl_pmf"))
+    plain = pn_report.write_report(without, str(tmp_path / "out2"))["tables"]
+    assert "black-box source train s" not in plain

@@ -88,6 +88,33 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, total_steps):
     )
 
 
+@pytest.mark.parametrize("total_steps, epochs", [(48, 6), (50, 7)])  # 7: a short last epoch
+def test_epoch_seconds_add_up_over_invocations(tmp_path, monkeypatch, total_steps, epochs):
+    """``timing``: each finished epoch adds its seconds, so a run interrupted after 3 epochs
+    and resumed records all its epochs, not only the last invocation's.  A fake clock that
+    advances 1 s per reading makes every epoch exactly 1 s."""
+    ticks = iter(range(1000))
+    monkeypatch.setattr(training, "_clock", lambda: float(next(ticks)))
+    folder = str(tmp_path / "run")
+    timing = (folder, "train_seconds")
+    with pytest.raises(KeyboardInterrupt):  # after the checkpoint of epoch 3
+        training.fit_resumable(
+            _model(),
+            _dataset,
+            total_steps,
+            8,
+            folder,
+            callbacks=[_Crash()],
+            verbose=0,
+            timing=timing,
+        )
+    assert runs.read_seconds(folder, "train_seconds") == 3.0
+    training.fit_resumable(_model(), _dataset, total_steps, 8, folder, verbose=0, timing=timing)
+    assert runs.read_seconds(folder, "train_seconds") == float(epochs)
+    assert training.fit_resumable(_model(), _dataset, total_steps, 8, folder, timing=timing) is None
+    assert runs.read_seconds(folder, "train_seconds") == float(epochs)  # nothing trained
+
+
 def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path):
     model = _model()
 

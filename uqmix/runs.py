@@ -486,12 +486,20 @@ def prepare_output_dir(output_dir, config, resume=False, overwrite=False, binary
 
 def add_seconds(output_dir, key, seconds):
     """Adds ``seconds`` to the total ``key`` kept in ``output_dir``/timing.json and returns the
-    total: the time of every invocation of a resumed run, not only the last one."""
+    total: the time of every invocation of a resumed run, not only the last one
+    (``training.fit_resumable`` adds each finished epoch)."""
     path = os.path.join(output_dir, TIMING_FILE)
     totals = read_json_object(path) if os.path.exists(path) else {}
     totals[key] = float(totals.get(key) or 0.0) + float(seconds)
     atomic_write_json(path, totals)
     return totals[key]
+
+
+def read_seconds(output_dir, key):
+    """The total ``key`` kept in ``output_dir``/timing.json (``add_seconds``), or None."""
+    path = os.path.join(output_dir, TIMING_FILE)
+    value = read_json_object(path).get(key) if os.path.exists(path) else None
+    return None if value is None else float(value)
 
 
 def flag_values_dict(flags_module_flags, names=None):

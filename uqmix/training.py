@@ -23,11 +23,12 @@ others.  ``chief_callbacks`` (TensorBoard and other writers) run on the chief on
 
 import math
 import os
+import time
 
 import keras
 import tensorflow as tf
 
-from uqmix import distributed
+from uqmix import distributed, runs
 
 CHECKPOINT_SUBDIR = "checkpoints"
 
@@ -75,17 +76,29 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+_clock = time.perf_counter  # the wall clock of the epoch timing (tests replace it)
+
+
 class _EpochCheckpoint(keras.callbacks.Callback):
     """Saves the checkpoint at every epoch end (unless training diverged); on a non-chief
-    worker into its temporary folder, which is removed right after (``uqmix.distributed``)."""
+    worker into its temporary folder, which is removed right after (``uqmix.distributed``).
 
-    def __init__(self, manager, epoch_var, guard, strategy, ckpt_dir):
+    With ``timing`` = (folder, key) the chief then adds the wall seconds since the previous
+    epoch end (or the start of ``fit``) to ``runs.add_seconds(folder, key, ·)``: the total
+    is the time of every epoch in the checkpoint, whichever invocation trained it."""
+
+    def __init__(self, manager, epoch_var, guard, strategy, ckpt_dir, timing=None):
         super().__init__()
         self.manager = manager
         self.epoch_var = epoch_var
         self.guard = guard
         self.strategy = strategy
         self.ckpt_dir = ckpt_dir
+        self.timing = timing if distributed.is_chief(strategy) else None
+        self._since = None
+
+    def on_train_begin(self, logs=None):
+        self._since = _clock()
 
     def on_epoch_end(self, epoch, logs=None):
         if self.guard.diverged_at is not None:
@@ -93,6 +106,10 @@ class _EpochCheckpoint(keras.callbacks.Callback):
         self.epoch_var.assign(epoch + 1)
         self.manager.save(checkpoint_number=epoch + 1)
         distributed.remove_worker_path(self.ckpt_dir, self.strategy)
+        if self.timing is not None:
+            now = _clock()
+            runs.add_seconds(*self.timing, now - self._since)
+            self._since = now
         _test_hook_exit_after_epoch(epoch + 1, self.strategy)
 
 
@@ -153,6 +170,7 @@ def fit_resumable(
     max_to_keep=2,
     extra_trackables=None,
     chief_callbacks=(),
+    timing=None,
 ):
     """Trains ``model`` for ``total_steps`` steps, resuming from ``output_dir``'s checkpoint.
 
@@ -162,6 +180,10 @@ def fit_resumable(
     callbacks: run on every worker; chief_callbacks: on the chief only (writers).
     total_steps, steps_per_epoch: the run is ``ceil(total / per_epoch)`` epochs
       (the last one may be shorter: it trains exactly ``total_steps``).
+    timing: (folder, key): after each epoch's checkpoint the chief adds the epoch's wall
+      seconds to ``folder``/timing.json[key] (``runs.add_seconds``), so the total counts
+      every invocation's finished epochs (a killed one loses only its unfinished epoch,
+      which is trained again), not just the last invocation's.
     Returns the ``History`` of this call (``None`` if nothing was left to train).
     Raises ``TrainingDivergedError`` on a NaN/Inf loss (the last good
     checkpoint is kept).
@@ -194,7 +216,7 @@ def fit_resumable(
     writers = list(chief_callbacks) if distributed.is_chief(strategy) else []
     all_callbacks = [
         guard,
-        _EpochCheckpoint(manager, epoch_var, guard, strategy, ckpt_dir),
+        _EpochCheckpoint(manager, epoch_var, guard, strategy, ckpt_dir, timing),
         *callbacks,
         *writers,
     ]

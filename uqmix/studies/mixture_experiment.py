@@ -457,7 +457,9 @@ def weight_variance_histograms(model):
 
 
 def train(model, config, data):
-    """``fit_resumable`` into ``output_dir`` with TensorBoard; returns seconds spent."""
+    """``fit_resumable`` into ``output_dir`` with TensorBoard; returns the seconds spent in
+    this call (every finished epoch's seconds also add up in timing.json ``train_seconds``,
+    ``fit_resumable``'s ``timing``)."""
     callbacks = [
         tensorboard_logging.EpochSummaries(
             os.path.join(config["output_dir"], "tensorboard"),
@@ -489,6 +491,7 @@ def train(model, config, data):
         chief_callbacks=callbacks,
         validation_data=validation,
         verbose=config["verbose"],
+        timing=(config["output_dir"], "train_seconds"),
     )
     return time.perf_counter() - start
 
@@ -831,8 +834,9 @@ def _run(config):
         if config["verbose"]:
             console.announce(run_label(config))
         seconds = train(model, config, data)
-        if chief:
-            seconds = runs.add_seconds(config["output_dir"], "train_seconds", seconds)  # resumes
+        if chief:  # every invocation's epochs (a run from before epochs were timed: this one's)
+            total = runs.read_seconds(config["output_dir"], "train_seconds")
+            seconds = seconds if total is None else total
     model_path = os.path.join(config["output_dir"], MODEL_FILE)
     with distributed.writing(model_path, strategy) as path:
         runs.atomic_save_model(model, path)

@@ -572,8 +572,10 @@ def alpha0_histograms(x_in, x_ood, eval_batch_size):
     return histograms
 
 
-def train_model(model, config, data, model_dir, seed, log_name):
-    """Trains ``model`` with ``fit_resumable`` into ``model_dir``; returns seconds spent."""
+def train_model(model, config, data, model_dir, seed, log_name, timing_key="train_seconds"):
+    """Trains ``model`` with ``fit_resumable`` into ``model_dir``; returns the seconds spent in
+    this call.  Each finished epoch's seconds are added to ``timing_key`` of the run's
+    timing.json (``fit_resumable``'s ``timing``), so the total covers every invocation."""
 
     steps_per_epoch = steps_per_epoch_of(config, len(data["x_train"]))
     histograms = None
@@ -607,6 +609,7 @@ def train_model(model, config, data, model_dir, seed, log_name):
         chief_callbacks=callbacks,
         validation_data=validation,
         verbose=config["verbose"],
+        timing=(config["output_dir"], timing_key),
     )
     return time.perf_counter() - start
 
@@ -663,7 +666,9 @@ def check_network_seed(model_dir, seed, member, write=True):
 
 def train_networks(config, data, strategy, seed_offset=0, prefix=""):
     """Builds and trains every network of the configured model (member m seeded with
-    ``network_seed(config seed + seed_offset, m)``); returns (networks, seconds, seeds)."""
+    ``network_seed(config seed + seed_offset, m)``); returns (networks, seconds spent in this
+    call, seeds).  The epochs' seconds of every invocation add up in timing.json under
+    ``<prefix>train_seconds`` (``train_seconds_total``)."""
     normalization = input_normalization(data["x_train"])
     count = config["ensemble_size"] if config["model_kind"] == "ensemble" else 1
     networks, seconds, seeds = [], 0.0, []
@@ -684,9 +689,19 @@ def train_networks(config, data, strategy, seed_offset=0, prefix=""):
                 seed,
                 steps_per_epoch_of(config, len(data["x_train"])),
             )
-        seconds += train_model(model, config, data, model_dir, seed, name)
+        seconds += train_model(
+            model, config, data, model_dir, seed, name, timing_key=f"{prefix}train_seconds"
+        )
         networks.append(model)
     return networks, seconds, seeds
+
+
+def train_seconds_total(config, strategy, key, seconds):
+    """The training seconds of every invocation of the run (timing.json ``key``, kept by the
+    chief epoch by epoch); ``seconds`` (this call's) on the other workers, or when no epoch
+    was ever timed (a run trained before epochs were timed, restored here)."""
+    total = runs.read_seconds(config["output_dir"], key) if distributed.is_chief(strategy) else None
+    return seconds if total is None else total
 
 
 def evaluation_model(config, networks):
@@ -788,8 +803,7 @@ def _run(config):
     data = load_data(config)  # every data problem is raised here, before any training
     distributed.prepare_output_dir(config, strategy, runs.prepare_output_dir)  # chief only
     networks, seconds, network_seeds = train_networks(config, data, strategy)
-    if distributed.is_chief(strategy):  # summed over resumes (the chief keeps the total)
-        seconds = runs.add_seconds(config["output_dir"], "train_seconds", seconds)
+    seconds = train_seconds_total(config, strategy, "train_seconds", seconds)
     model = evaluation_model(config, networks)
     start = time.perf_counter()
     console.progress(
@@ -826,12 +840,17 @@ def _run(config):
             f"{', '.join(map(str, config['attack_iterations']))})",
             config["verbose"],
         )
-        metrics["attacks"], values["attacks"], source_seeds = attack_metrics(
+        metrics["attacks"], values["attacks"], source = attack_metrics(
             model, config, data, strategy
         )
-        if source_seeds is not None:  # top level: a list under "attacks" would read as a curve
-            metrics["blackbox_source_seeds"] = source_seeds
-        metrics["attack_seconds"] = time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        if source is not None:  # top level: a list under "attacks" would read as a curve
+            metrics["blackbox_source_seeds"], source_seconds = source
+            metrics["blackbox_source_train_seconds"] = train_seconds_total(
+                config, strategy, "blackbox_source_train_seconds", source_seconds
+            )
+            elapsed -= source_seconds  # the attacks alone
+        metrics["attack_seconds"] = elapsed
         console.progress(f"attacks done in {metrics['attack_seconds']:.0f} s", config["verbose"])
     if distributed.is_chief(strategy):  # the other workers write no results
         metrics["figures"] = [
@@ -868,7 +887,8 @@ def attack_metrics(model, config, data, strategy):
     crafted on a second model (trained with seed + 1000, ``BLACKBOX_SOURCE_SEED_OFFSET``)
     and applied to this one.
 
-    Returns (metrics dict, figure data, the source networks' seeds or None): per setting,
+    Returns (metrics dict, figure data, None or (the source networks' seeds, the seconds
+    spent training them in this call)): per setting,
     lists over ``attack_iterations`` of success_rate, auroc (natural vs successful attacks, by
     ``attack_measure``; None when no attack succeeded) and jsr.
     """
@@ -905,7 +925,7 @@ def attack_metrics(model, config, data, strategy):
     settings = {"white_box": curves_fn(model, x, config["attack_iterations"], **attack_options)}
     source_seeds = None
     if config["blackbox_transfer"]:
-        source_networks, _, source_seeds = train_networks(
+        source_networks, source_seconds, source_seeds = train_networks(
             config,
             data,
             strategy,
@@ -933,7 +953,7 @@ def attack_metrics(model, config, data, strategy):
             for key in ("success_rate", "auroc", "jsr", "median_l2")
             if key in curves
         }
-    return result, result, source_seeds
+    return result, result, None if source_seeds is None else (source_seeds, source_seconds)
 
 
 def write_attack_figures(attack_values, output_dir):

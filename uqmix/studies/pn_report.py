@@ -53,12 +53,16 @@ from uqmix.sweep import format_cell, lookup, render_markdown_table, stats_of
 TABLES_FILE = "tables.md"
 SUMMARY_FILE = "summary.json"
 OOD_MEASURES = (("mutual_information", "MI"), ("total_uncertainty", "TU"), ("precision", "α0"))
-# wall time of a run's parts: training, evaluation (test set + OOD sets), attack curves
+# wall time of a run's parts: training, evaluation (test set + OOD sets), attack curves, and
+# the black-box source network's training (a column only where some run recorded it; runs
+# from before it was timed apart counted it in attack s)
 SECONDS_COLUMNS = {
     "train_seconds": "train s",
     "eval_seconds": "eval s",
     "attack_seconds": "attack s",
+    "blackbox_source_train_seconds": "black-box source train s",
 }
+OPTIONAL_SECONDS = frozenset({"blackbox_source_train_seconds"})
 
 
 def model_label(metrics):
@@ -237,7 +241,13 @@ def markdown_tables(summary):
     header = ["configuration", "model", "test error"]
     header += [f"OOD {ood} ({short})" for ood in sets for _, short in OOD_MEASURES]
     header += ["mean α0 in-domain"] + [f"mean α0 {ood}" for ood in sets]
-    header += list(SECONDS_COLUMNS.values())
+    seconds_keys = [
+        key
+        for key in SECONDS_COLUMNS
+        if key not in OPTIONAL_SECONDS
+        or any(config["cells"][key]["n"] for config in configs.values())
+    ]
+    header += [SECONDS_COLUMNS[key] for key in seconds_keys]
     rows = []
     for name, config in configs.items():
         cells = config["cells"]
@@ -245,7 +255,7 @@ def markdown_tables(summary):
         row += [format_cell(cells[f"ood_{ood}_{m}"]) for ood in sets for m, _ in OOD_MEASURES]
         row += [format_cell(cells["alpha0_in"], ".1f")]
         row += [format_cell(cells[f"alpha0_{ood}"], ".1f") for ood in sets]
-        row += [format_cell(cells[key], ".0f") for key in SECONDS_COLUMNS]
+        row += [format_cell(cells[key], ".0f") for key in seconds_keys]
         rows.append(row)
     parts = [
         "# Prior Network study: results over seeds",

@@ -254,6 +254,7 @@ def train_model(loss, config, data, strategy):
         chief_callbacks=[summaries],
         validation_data=_validation_dataset(data, max(batch, 512)),
         verbose=config["verbose"],
+        timing=(output_dir, f"train_seconds.{loss}"),
     )
     seconds = time.perf_counter() - start
     with distributed.writing(os.path.join(model_dir, "model.keras"), strategy) as path:
@@ -350,10 +351,10 @@ def _run(config):
             console.announce(loss, index, len(config["losses"]))
         model, seconds = train_model(loss, config, data, strategy)
         result = evaluate(model, data)
-        # summed over every invocation that trained (runs.add_seconds); a re-run that only
-        # restored the finished model adds nothing and keeps the recorded time
+        # every invocation's epochs (fit_resumable's timing); a re-run that only restored
+        # the finished model keeps the recorded time
         total = (
-            runs.add_seconds(output_dir, f"train_seconds.{loss}", seconds or 0.0)
+            runs.read_seconds(output_dir, f"train_seconds.{loss}") or 0.0
             if chief
             else (seconds or 0.0)
         )
