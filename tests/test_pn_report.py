@@ -410,6 +410,11 @@ def test_black_box_source_training_time_gets_a_column_only_where_recorded(tmp_pa
     source = [m["blackbox_source_train_seconds"] for m in rkl]
     assert _row(lines, "`rkl`").endswith(f"| {_cell(source, '.0f')} |")
     assert _row(lines, "`dnn`").endswith("| — |")
+    assert "made before training seconds were counted epoch by epoch" not in tables
+    del rkl[1]["blackbox_source_train_seconds"]  # a run of the older accounting
+    _write(root, "rkl", 1, rkl[1])
+    flagged = pn_report.write_report(root, str(tmp_path / "out1"))["tables"]
+    assert "Seconds of `rkl` (seed 1): made before training seconds were counted" in flagged
     without = str(tmp_path / "plain")
     _write(without, "dnn", 0, _metrics(rng, loss="cross_entropy", method="mim", criterion="kl_pmf"))
     plain = pn_report.write_report(without, str(tmp_path / "out2"))["tables"]

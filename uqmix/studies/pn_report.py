@@ -208,6 +208,15 @@ def ood_sets(study):
     )
 
 
+def _old_seconds(metrics):
+    """True for a run with black-box transfer made before the seconds were counted per epoch
+    (no ``blackbox_source_train_seconds``): its attack s includes the source network's
+    training, and its train s covers only the invocation that finished training."""
+    return "black_box" in (metrics.get("attacks") or {}) and (
+        "blackbox_source_train_seconds" not in metrics
+    )
+
+
 def summarize(study):
     """The numbers of the report: {configuration: {label, seeds, cells, attack entries
     (``pn_attacks.summarize_attacks``)}}."""
@@ -231,6 +240,7 @@ def summarize(study):
             "label": model_label(first),
             "seeds": sorted(by_seed),
             "cells": cells,
+            "old_seconds": [seed for seed, m in sorted(by_seed.items()) if _old_seconds(m)],
             **pn_attacks.summarize_attacks(by_seed, iterations),
         }
     return {"ood_sets": sets, "iterations": iterations, "configurations": summary}
@@ -268,6 +278,20 @@ def markdown_tables(summary):
         "",
         render_markdown_table(header, rows),
     ]
+    old = [
+        f"`{name}` (seed{'s' * (len(config['old_seconds']) > 1)} "
+        f"{', '.join(map(str, config['old_seconds']))})"
+        for name, config in configs.items()
+        if config.get("old_seconds")
+    ]
+    if old:
+        parts += [
+            "",
+            f"Seconds of {', '.join(old)}: made before training seconds were counted epoch by "
+            "epoch, so their attack s includes the black-box source network's training and "
+            "their train s covers only the invocation that finished training (too low for a "
+            "run resumed mid-training; the epoch times in the run's log give the real sum).",
+        ]
     parts += pn_attacks.attack_markdown(summary)
     return "\n".join(parts) + "\n"
 
