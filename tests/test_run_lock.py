@@ -173,3 +173,57 @@ def test_overwrite_refuses_a_symbolic_link_to_a_run(tmp_path):
     with pytest.raises(runs.OutputPathError, match="symbolic link"):
         runs.prepare_output_dir(str(link), {"a": 1}, overwrite=True)
     assert (target / runs.METRICS_FILE).exists()
+
+
+def test_a_lock_handed_to_a_child_is_adopted_and_held_until_the_parent_lets_go(tmp_path):
+    """``handed_to_child``: the child's ``lock`` adopts the inherited lock (without it the
+    child would be refused: the parent holds the folder); a third process is refused while
+    the child runs and after it exits, until the parent's block ends."""
+    child = (
+        "import sys; from uqmix import run_lock; run_lock.lock(sys.argv[1]); "
+        "run_lock.release(sys.argv[1]); print('adopted')"
+    )
+    with run_lock.handed_to_child(str(tmp_path)) as (fds, env):
+        assert fds and env
+        result = subprocess.run(
+            [sys.executable, "-c", child, str(tmp_path)],
+            cwd=REPO,
+            pass_fds=fds,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.stdout.strip() == "adopted", result.stderr
+        assert not lockable_by_another_process(tmp_path)  # the child's exit released nothing
+        refused = subprocess.run(
+            [sys.executable, "-c", child, str(tmp_path)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert refused.returncode != 0 and "RunInUseError" in refused.stderr
+    assert lockable_by_another_process(tmp_path)
+
+
+def test_sweep_holds_each_run_folder_before_writing_its_log(tmp_path, monkeypatch):
+    """A folder taken between the sweep's probe and the run's start (the probe skipped here)
+    is not started and gets no log line; the other runs go ahead."""
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(sweep, "check_not_in_use", lambda planned: None)
+    flagfile = tmp_path / "a.cfg"
+    flagfile.write_text("--scale=1.0\n")
+    root = tmp_path / "root"
+    planned = sweep.plan([str(flagfile)], [0, 1], str(root))
+    busy = root / "a" / "seed_1"
+    busy.mkdir(parents=True)
+    lines = []
+    with held_by_another_process(busy):
+        failures = sweep.run_sweep("tests.fake_experiment", planned, log=lines.append)
+    assert [run.seed for run in failures] == [1]
+    assert any(
+        "a seed 1: NOT STARTED (" in line and "in use by another process" in line for line in lines
+    )
+    assert not (busy / "log.txt").exists()
+    assert (root / "a" / "seed_0" / runs.METRICS_FILE).exists()

@@ -18,6 +18,11 @@ experiments hold it until their run ends (``holding``):
 * the file is part of no result: emptiness checks and ``--overwrite`` ignore it
   (``uqmix.runs.entries``).
 
+A sweep hands each run folder's lock to the binary it starts (``handed_to_child``:
+the open lock file is inherited, its descriptor named in ``UQMIX_RUN_LOCK_FD``),
+so the folder is locked from before the sweep writes the run's ``log.txt`` to
+the end of the run, with no gap while the binary starts.
+
 A process that only probes (``holder``) takes the lock for an instant; ``lock``
 retries for ``RETRY_SECONDS`` before refusing, so a probe never refuses a run.
 
@@ -45,6 +50,7 @@ except ImportError:  # Windows: no flock
     fcntl = None
 
 LOCK_FILE = ".uqmix_lock"
+INHERITED_FD_VARIABLE = "UQMIX_RUN_LOCK_FD"  # a lock handed down by the parent (a sweep)
 RETRY_SECONDS = 1.0  # how long ``lock`` waits out a probe before refusing
 _UNSUPPORTED = (errno.ENOLCK, errno.EOPNOTSUPP, errno.EBADF, errno.EINVAL)
 
@@ -137,6 +143,25 @@ def _in_use_error(folder, handle):
     )
 
 
+def _inherited(path):
+    """The lock file the parent process handed down (``handed_to_child``) when it is
+    ``path``'s, opened on the inherited descriptor (adopted once), else None."""
+    value = os.environ.get(INHERITED_FD_VARIABLE, "")
+    if not value.isdigit():
+        return None
+    fd = int(value)
+    try:
+        if not os.path.samestat(os.fstat(fd), os.stat(path)):
+            return None
+    except OSError:
+        return None
+    del os.environ[INHERITED_FD_VARIABLE]
+    try:
+        return open(fd, "a+", encoding="utf-8")  # noqa: SIM115
+    except OSError:
+        return open(fd, encoding="utf-8")  # noqa: SIM115  (a read-only lock file)
+
+
 def lock(folder):
     """Takes ``folder``'s lock for this process (the folder must exist); re-entrant.
 
@@ -154,10 +179,12 @@ def lock(folder):
         if fcntl is None:
             _warn_unlocked(folder, "no fcntl on this platform")
             return
-        handle = _open(path)
+        inherited = _inherited(path)
+        handle = inherited or _open(path)
         try:
             deadline = time.monotonic() + RETRY_SECONDS
-            while not _try_flock(handle):
+            # an inherited descriptor shares the parent's open file, so it holds the lock
+            while inherited is None and not _try_flock(handle):
                 if time.monotonic() >= deadline:
                     raise _in_use_error(folder, handle)
                 time.sleep(0.05)
@@ -205,6 +232,22 @@ def holder(folder):
             return None
         handle.seek(0)
         return _describe(handle.read().strip())
+
+
+@contextlib.contextmanager
+def handed_to_child(folder):
+    """Takes ``folder``'s lock and yields (pass_fds, env) for ``subprocess``: a child started
+    with ``pass_fds=pass_fds`` and ``env`` (added to its environment) adopts the lock in its
+    own ``lock(folder)`` instead of being refused.  The lock is held until the block ends:
+    the child's exit alone does not release it.  ((), {}) where nothing can be locked."""
+    with holding(folder):
+        lock(folder)
+        with _guard:
+            handle = _held.get(_key(folder))
+        if handle is None:
+            yield (), {}
+        else:
+            yield (handle.fileno(),), {INHERITED_FD_VARIABLE: str(handle.fileno())}
 
 
 @contextlib.contextmanager

@@ -203,13 +203,24 @@ def shell_commands(binary, runs_to_do, extra_flags=(), cwd=None):
 
 
 def _execute(binary, run, extra_flags):
+    """Runs one run with its folder locked from before its log.txt is opened to the end
+    (``run_lock.handed_to_child``); returns (run, exit code or the ``RunInUseError`` that
+    kept it from starting, seconds)."""
     os.makedirs(run.output_dir, exist_ok=True)
     log_path = os.path.join(run.output_dir, "log.txt")
     start = time.time()
-    with open(log_path, "a", encoding="utf-8") as log:
-        code = subprocess.call(
-            command(binary, run, extra_flags), stdout=log, stderr=subprocess.STDOUT
-        )
+    try:
+        with run_lock.handed_to_child(run.output_dir) as (fds, env):
+            with open(log_path, "a", encoding="utf-8") as log:
+                code = subprocess.call(
+                    command(binary, run, extra_flags),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    pass_fds=fds,
+                    env={**os.environ, **env},
+                )
+    except run_lock.RunInUseError as error:
+        return run, error, time.time() - start
     return run, code, time.time() - start
 
 
@@ -223,9 +234,12 @@ def run_sweep(binary, runs_to_do, parallel=1, extra_flags=(), log=print, redo_st
         futures = [pool.submit(_execute, binary, r, tuple(extra_flags)) for r in todo]
         for k, future in enumerate(concurrent.futures.as_completed(futures), start=1):
             run, code, seconds = future.result()
-            status_text = (
-                "ok" if code == 0 else f"FAILED (exit {code}, see {run.output_dir}/log.txt)"
-            )
+            if isinstance(code, run_lock.RunInUseError):
+                status_text = f"NOT STARTED ({code})"
+            elif code == 0:
+                status_text = "ok"
+            else:
+                status_text = f"FAILED (exit {code}, see {run.output_dir}/log.txt)"
             log(f"[{k}/{len(todo)}] {run.name} seed {run.seed}: {status_text} in {seconds:.1f} s")
             if code != 0:
                 failures.append(run)
