@@ -227,3 +227,24 @@ def test_sweep_holds_each_run_folder_before_writing_its_log(tmp_path, monkeypatc
     )
     assert not (busy / "log.txt").exists()
     assert (root / "a" / "seed_0" / runs.METRICS_FILE).exists()
+
+
+def test_a_read_only_lock_handed_to_a_child_is_adopted(tmp_path):
+    """The parent opens another user's lock file read-only (``run_lock._open``); the child
+    adopts that descriptor as it is, without writing its holder line into it."""
+    (tmp_path / run_lock.LOCK_FILE).write_text("")
+    child = "import sys; from uqmix import run_lock; run_lock.lock(sys.argv[1]); print('adopted')"
+    with open(tmp_path / run_lock.LOCK_FILE, encoding="utf-8") as read_only:
+        assert run_lock._try_flock(read_only)
+        result = subprocess.run(
+            [sys.executable, "-c", child, str(tmp_path)],
+            cwd=REPO,
+            pass_fds=(read_only.fileno(),),
+            env={**os.environ, run_lock.INHERITED_FD_VARIABLE: str(read_only.fileno())},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.stdout.strip() == "adopted", result.stderr
+        assert not lockable_by_another_process(tmp_path)
+    assert lockable_by_another_process(tmp_path)

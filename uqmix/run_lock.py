@@ -156,10 +156,10 @@ def _inherited(path):
     except OSError:
         return None
     del os.environ[INHERITED_FD_VARIABLE]
-    try:
-        return open(fd, "a+", encoding="utf-8")  # noqa: SIM115
-    except OSError:
-        return open(fd, encoding="utf-8")  # noqa: SIM115  (a read-only lock file)
+    # Opened as the parent opened it (``_open``): ``open(fd, "a+")`` of a read-only
+    # descriptor succeeds and only its first write fails.
+    writable = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY
+    return open(fd, "a+" if writable else "r", encoding="utf-8")  # noqa: SIM115
 
 
 def lock(folder):
