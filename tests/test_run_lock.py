@@ -105,7 +105,9 @@ def test_holder_line_names_pid_host_and_command(tmp_path):
     assert run_lock.holder(folder) is None  # released
 
 
-def test_sweep_refuses_runs_another_process_writes_before_running_anything(tmp_path, monkeypatch):
+def _sweep_with_seed_1_folder(tmp_path, monkeypatch):
+    """(flagfile, root, planned runs of seeds 0 and 1, seed 1's existing folder) of a sweep
+    of ``tests.fake_experiment``, run from the repository root."""
     monkeypatch.chdir(REPO)  # the sweep runs ``python -m tests.fake_experiment``
     flagfile = tmp_path / "a.cfg"
     flagfile.write_text("--scale=1.0\n")
@@ -113,6 +115,11 @@ def test_sweep_refuses_runs_another_process_writes_before_running_anything(tmp_p
     planned = sweep.plan([str(flagfile)], [0, 1], str(root))
     busy = root / "a" / "seed_1"
     busy.mkdir(parents=True)
+    return flagfile, root, planned, busy
+
+
+def test_sweep_refuses_runs_another_process_writes_before_running_anything(tmp_path, monkeypatch):
+    flagfile, root, planned, busy = _sweep_with_seed_1_folder(tmp_path, monkeypatch)
     with held_by_another_process(busy) as holder:
         with pytest.raises(sweep.RunsInUseError, match=f"seed_1: pid {holder.pid} on "):
             sweep.run_sweep("tests.fake_experiment", planned, log=lambda _: None)
@@ -210,14 +217,8 @@ def test_a_lock_handed_to_a_child_is_adopted_and_held_until_the_parent_lets_go(t
 def test_sweep_holds_each_run_folder_before_writing_its_log(tmp_path, monkeypatch):
     """A folder taken between the sweep's probe and the run's start (the probe skipped here)
     is not started and gets no log line; the other runs go ahead."""
-    monkeypatch.chdir(REPO)
     monkeypatch.setattr(sweep, "check_not_in_use", lambda planned: None)
-    flagfile = tmp_path / "a.cfg"
-    flagfile.write_text("--scale=1.0\n")
-    root = tmp_path / "root"
-    planned = sweep.plan([str(flagfile)], [0, 1], str(root))
-    busy = root / "a" / "seed_1"
-    busy.mkdir(parents=True)
+    _, root, planned, busy = _sweep_with_seed_1_folder(tmp_path, monkeypatch)
     lines = []
     with held_by_another_process(busy):
         failures = sweep.run_sweep("tests.fake_experiment", planned, log=lines.append)

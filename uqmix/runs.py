@@ -25,7 +25,7 @@ folder that holds no uqmix run, or a run folder another process is using.
 One process at a time writes a run folder (``uqmix.run_lock``):
 ``prepare_output_dir`` locks the folder before it deletes or writes anything
 in it and raises ``RunInUseError`` naming the process that has it; the
-experiments release the lock when their run ends (``run_lock.holding``).
+experiments hold it to the end of their run (``run_holding_output_dir``).
 """
 
 import json
@@ -495,11 +495,12 @@ def add_seconds(output_dir, key, seconds):
     return totals[key]
 
 
-def read_seconds(output_dir, key):
-    """The total ``key`` kept in ``output_dir``/timing.json (``add_seconds``), or None."""
+def read_seconds(output_dir, key, default=None):
+    """The total ``key`` kept in ``output_dir``/timing.json (``add_seconds``), or ``default``
+    when none was kept."""
     path = os.path.join(output_dir, TIMING_FILE)
     value = read_json_object(path).get(key) if os.path.exists(path) else None
-    return None if value is None else float(value)
+    return default if value is None else float(value)
 
 
 def flag_values_dict(flags_module_flags, names=None):

@@ -12,9 +12,11 @@ deletes those run folders (``uqmix.runs.remove_run_dir``) and runs them again.
 For a binary without an option table no record can be computed: every run is
 launched with ``--resume`` (the binary itself refuses a folder of another
 configuration).  A run folder another process is writing (``uqmix.run_lock``: a
-sweep started twice) stops the sweep before it runs anything
-(``RunsInUseError``, naming the processes).  So an interrupted sweep continues where it stopped (the runs
-themselves resume from their checkpoints) and never reuses stale results.
+sweep started twice) stops the sweep before it runs anything (``RunsInUseError``,
+naming the processes); each run's folder is locked by the sweep from before its
+``log.txt`` is written and the lock handed to the binary.  So an interrupted sweep
+continues where it stopped (the runs themselves resume from their checkpoints)
+and never reuses stale results.
 
 ``shell_commands`` gives the same runs as one self-contained shell line each
 (``cd CWD && <the local runner's command>``), for a cluster scheduler.

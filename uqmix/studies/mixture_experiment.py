@@ -835,8 +835,7 @@ def _run(config):
             console.announce(run_label(config))
         seconds = train(model, config, data)
         if chief:  # every invocation's epochs (a run from before epochs were timed: this one's)
-            total = runs.read_seconds(config["output_dir"], "train_seconds")
-            seconds = seconds if total is None else total
+            seconds = runs.read_seconds(config["output_dir"], "train_seconds", default=seconds)
     model_path = os.path.join(config["output_dir"], MODEL_FILE)
     with distributed.writing(model_path, strategy) as path:
         runs.atomic_save_model(model, path)

@@ -700,8 +700,9 @@ def train_seconds_total(config, strategy, key, seconds):
     """The training seconds of every invocation of the run (timing.json ``key``, kept by the
     chief epoch by epoch); ``seconds`` (this call's) on the other workers, or when no epoch
     was ever timed (a run trained before epochs were timed, restored here)."""
-    total = runs.read_seconds(config["output_dir"], key) if distributed.is_chief(strategy) else None
-    return seconds if total is None else total
+    if not distributed.is_chief(strategy):
+        return seconds
+    return runs.read_seconds(config["output_dir"], key, default=seconds)
 
 
 def evaluation_model(config, networks):
@@ -795,7 +796,6 @@ def run(config):
 
 
 def _run(config):
-
     set_seed(config["seed"], deterministic=config["deterministic"])
     gradient_attacks.set_jit_compile(config["jit_compile"])
     # Before any other TF op (multi_worker); then every worker runs the same steps.

@@ -354,7 +354,7 @@ def _run(config):
         # every invocation's epochs (fit_resumable's timing); a re-run that only restored
         # the finished model keeps the recorded time
         total = (
-            runs.read_seconds(output_dir, f"train_seconds.{loss}") or 0.0
+            runs.read_seconds(output_dir, f"train_seconds.{loss}", default=0.0)
             if chief
             else (seconds or 0.0)
         )
