@@ -134,11 +134,20 @@ def _file(tmp_path):
     return str(path)
 
 
+def _foreign_folder(tmp_path):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "saved_model.pb").write_text("another model")
+    return str(folder)
+
+
 PATH_CASES = [  # (option, path maker, message)
     ("output_dir", _file, "--output_dir=.* is a file, not a folder"),
     ("output_dir", lambda tmp: os.path.join(_file(tmp), "run"), "cannot be created: .* is a file"),
     ("output_dir", lambda tmp: UNWRITABLE, "not writable"),
     ("export_dir", _file, "--export_dir=.* is a file, not a folder"),
+    ("export_dir", _foreign_folder, "--export_dir=.* holds files that are not an export of this"),
+    ("export_dir", str, "--export_dir=.* is the run folder .* or contains it"),
     ("training_cache", _file, "--training_cache=.* is a file, not a folder"),
 ]
 
@@ -164,6 +173,8 @@ def test_unusable_output_path_exits_2_in_one_line(
     assert re.search(message, _one_error_line(capsys))
     if os.path.isfile(os.path.join(str(tmp_path), "a_file")):
         assert (tmp_path / "a_file").read_text() == "keep me"
+    if (tmp_path / "models").is_dir():
+        assert (tmp_path / "models" / "saved_model.pb").read_text() == "another model"
     assert not (tmp_path / "run").exists()
 
 

@@ -71,6 +71,7 @@ from uqmix import (
     console,
     distributed,
     evaluation,
+    export_target,
     metrics,
     options,
     plotting,
@@ -805,6 +806,8 @@ def run(config):
 
 
 def _run(config):
+    if config["export_dir"]:  # before any work: an export must not replace other files
+        export_target.check_export_dir(config["export_dir"], config["output_dir"])
     cache = _cached_training(config)  # a broken entry is an error before anything runs
     set_seed(config["seed"], deterministic=config["deterministic"])
     gradient_attacks.set_jit_compile(config["jit_compile"])
@@ -871,10 +874,7 @@ def _run(config):
     else:
         metrics["figures"] = []
     if config["export_dir"]:
-        from uqmix.export import export_saved_model
-
-        with distributed.writing(config["export_dir"], strategy) as export_dir:
-            export_saved_model(model, export_dir, input_shape)
+        export_target.export_run_model(model, config, strategy, input_shape)
         metrics["export_dir"] = config["export_dir"]
     if chief:
         runs.atomic_write_json(os.path.join(config["output_dir"], runs.METRICS_FILE), metrics)

@@ -51,6 +51,7 @@ from uqmix import (
     data_synthetic_images,
     distributed,
     evaluation,
+    export_target,
     options,
     plotting,
     runs,
@@ -796,6 +797,8 @@ def run(config):
 
 
 def _run(config):
+    if config["export_dir"]:  # before any work: an export must not replace other files
+        export_target.check_export_dir(config["export_dir"], config["output_dir"])
     set_seed(config["seed"], deterministic=config["deterministic"])
     gradient_attacks.set_jit_compile(config["jit_compile"])
     # Before any other TF op (multi_worker); then every worker runs the same steps.
@@ -862,10 +865,7 @@ def _run(config):
         log_evaluation(config, metrics, tensorboard_logging.global_step(networks[0]))
         runs.atomic_write_json(os.path.join(config["output_dir"], runs.METRICS_FILE), metrics)
     if config["export_dir"]:
-        from uqmix.export import export_saved_model
-
-        with distributed.writing(config["export_dir"], strategy) as export_dir:
-            export_saved_model(model, export_dir, data["input_shape"])
+        export_target.export_run_model(model, config, strategy, data["input_shape"])
         metrics["export_dir"] = config["export_dir"]
     return metrics
 
