@@ -486,3 +486,14 @@ def test_network_seed_record_refuses_resuming_with_another_seed(tmp_path):
     (older_single / "checkpoints").mkdir(parents=True)
     pn_experiment.check_network_seed(str(older_single), 5, member=0)
     assert runs.read_json(str(older_single / pn_experiment.NETWORK_SEED_FILE)) == {"seed": 5}
+
+
+def test_finite_loss_but_overflowing_network_is_reported_as_divergence(tmp_path):
+    """SGD at 0.05 without warm-up blows the small convnet's logits up in two steps: the losses
+    (~1e14) and weights stay finite, the test logits are NaN.  The run stops with the divergence
+    error (exit code 3) before evaluating, instead of failing on NaN logits."""
+    config = _tiny(tmp_path, optimizer="sgd", learning_rate=0.05, lr_schedule="step", augment=True)
+    config["steps_per_epoch"] = 2
+    with pytest.raises(training.TrainingDivergedError, match="outputs on 64 test images are NaN"):
+        pn_experiment.run(config)
+    assert not (tmp_path / "run" / runs.METRICS_FILE).exists()

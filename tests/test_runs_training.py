@@ -130,3 +130,20 @@ def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path):
         )
     kept = tf.train.latest_checkpoint(os.path.join(str(tmp_path), training.CHECKPOINT_SUBDIR))
     assert kept.endswith("ckpt-2")
+
+
+def test_outputs_overflowing_under_finite_weights_are_divergence():
+    """Finite weights whose forward pass overflows (inf - inf = NaN logits) are refused; the
+    same model with ordinary weights passes."""
+    from tests.test_model_base import _NoisyLinear
+
+    model = _NoisyLinear()
+    x = np.random.default_rng(0).uniform(0.5, 1.0, (6, 4)).astype(np.float32)
+    model(x[:1])
+    training.check_outputs_finite(model, x, num_samples=2)  # ordinary weights
+    huge = np.tile(np.array([[3e38, -3e38, 1.0]], np.float32), (4, 1))
+    model.dense.kernel.assign(huge)
+    assert all(np.isfinite(v.numpy()).all() for v in model.weights)
+    assert not np.isfinite(model.predictive_parameters(x, 2).numpy()).all()
+    with pytest.raises(training.TrainingDivergedError, match="outputs on 6 test images are NaN"):
+        training.check_outputs_finite(model, x, num_samples=2)

@@ -76,6 +76,28 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def check_outputs_finite(model, x, num_samples=None):
+    """Raises ``TrainingDivergedError`` unless the trained ``model``'s predictive parameters
+    (``predictive_parameters``: the logits of every sample, or the Dirichlet logits) on the
+    images ``x`` are all finite.
+
+    ``StopOnNonFiniteLoss`` sees losses and weights; both can stay finite while the forward
+    pass overflows (weights grown to ~1e10 by a learning rate too high for the network give
+    inf - inf = NaN logits), and the evaluation would then fail on NaN logits or report NaN
+    metrics.  The experiments call this after training, before the model is saved, cached,
+    evaluated or exported.
+    """
+    num_samples = model._resolve_num_samples(num_samples)
+    params = model.predictive_parameters(tf.convert_to_tensor(x), num_samples, training=False)
+    if not bool(tf.reduce_all(tf.math.is_finite(params))):
+        raise TrainingDivergedError(
+            f"training ended with finite losses and weights, but the network's outputs on "
+            f"{len(x)} test images are NaN/Inf (its activations overflow): training diverged. "
+            "The run's checkpoints hold these weights: run again with --overwrite and a lower "
+            "--learning_rate (or --optimizer=adam)."
+        )
+
+
 _clock = time.perf_counter  # the wall clock of the epoch timing (tests replace it)
 
 

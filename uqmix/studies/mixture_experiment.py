@@ -839,6 +839,10 @@ def _run(config):
         seconds = train(model, config, data)
         if chief:  # every invocation's epochs (a run from before epochs were timed: this one's)
             seconds = runs.read_seconds(config["output_dir"], "train_seconds", default=seconds)
+    if entry is None:  # a cached training was checked before it was stored
+        training.check_outputs_finite(
+            model, data["x_test"][: config["eval_batch_size"]], _num_samples(config)
+        )
     model_path = os.path.join(config["output_dir"], MODEL_FILE)
     with distributed.writing(model_path, strategy) as path:
         runs.atomic_save_model(model, path)

@@ -808,6 +808,9 @@ def _run(config):
     networks, seconds, network_seeds = train_networks(config, data, strategy)
     seconds = train_seconds_total(config, strategy, "train_seconds", seconds)
     model = evaluation_model(config, networks)
+    training.check_outputs_finite(
+        model, data["x_test"][: config["eval_batch_size"]], _num_samples(model)
+    )
     start = time.perf_counter()
     console.progress(
         f"evaluating on {len(data['x_test'])} test images and "
