@@ -4,8 +4,10 @@
 # flags differ is refused, never overwritten), interrupted trainings resume from their last
 # epoch checkpoint, an interrupted evaluation restarts.  After each block the finished runs'
 # metrics.json / flags.cfg are copied into results/runs/ (commit them) and the block's report
-# is regenerated.  A block that fails is reported and the next one runs (exit code 1 at the end);
-# within a block, a failing sweep ends the block (its report is not regenerated).
+# is regenerated.  A command that fails (a sweep with a failed run, a report that refuses) is
+# reported and the block goes on: its other sweeps run and its report is regenerated from the
+# runs that finished; the block then counts as failed, and the next block runs (exit code 1 at
+# the end).
 #
 #   bash results/reproduce.sh 2 3          # blocks 2 and 3, in that order
 #   nohup bash results/reproduce.sh 2 3 4 5 6 7 8 9 > reproduce.log 2>&1 &
@@ -20,18 +22,25 @@ cd "$(dirname "$0")/.."
 export TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1
 DATA_DIR=${DATA_DIR:-../shared/data}
 C=experiments/configs
-MIX=(python -m experiments.sweep --binary=experiments.mixture_mnist --parallel=2
+PYTHON=${PYTHON:-python}
+MIX=("$PYTHON" -m experiments.sweep --binary=experiments.mixture_mnist --parallel=2
   "--extra_flags=--data_dir=$DATA_DIR" --extra_flag=--training_cache=runs/training_cache)
-PN=(python -m experiments.sweep --binary=experiments.cifar_rkl --parallel=2
+PN=("$PYTHON" -m experiments.sweep --binary=experiments.cifar_rkl --parallel=2
   "--extra_flags=--data_dir=$DATA_DIR"
   --extra_flag=--attack_iterations=1,2,5,10,20,50,100,200,500,1000)
 
-# run COMMAND...: run it, or print it under DRY_RUN.
+# run COMMAND...: run it, or print it under DRY_RUN.  A failure is reported and marks the
+# block failed (BLOCK_FAILED); the block goes on.
 run() {
   if [ -n "${DRY_RUN:-}" ]; then
     echo "$*"
-  else
-    "$@"
+    return
+  fi
+  local status=0
+  "$@" || status=$?
+  if [ "$status" -ne 0 ]; then
+    echo "== failed (exit code $status): $*" >&2
+    BLOCK_FAILED=1
   fi
 }
 
@@ -65,7 +74,7 @@ collect() {
 
 mixture_report() {
   collect "$1"
-  run python -m experiments.mixture_report "--sweep_root=results/runs/$1" \
+  run "$PYTHON" -m experiments.mixture_report "--sweep_root=results/runs/$1" \
     "--output_dir=results/$1" "--figures_dir=results/figures/$1"
 }
 
@@ -81,7 +90,7 @@ pn_full_report() {
   done
   local joined
   joined=$(IFS=,; echo "${roots[*]}")
-  run python -m experiments.pn_report "--sweep_root=$joined" \
+  run "$PYTHON" -m experiments.pn_report "--sweep_root=$joined" \
     --output_dir=results/pn_full --figures_dir=results/figures/pn_full
 }
 
@@ -167,14 +176,16 @@ for block in "$@"; do
   fi
 done
 # A failing block (a run that fails, a report that refuses) is reported and the next block runs;
-# the exit code is 1 if any block failed.
+# the exit code is 1 if any block failed.  PYTHON (default python) runs the sweeps and reports.
 failed=()
 for block in "$@"; do
   echo "== block $block ($(date -u +%FT%TZ))"
   set +e
   (
     set -e
+    BLOCK_FAILED=
     "block_$block"
+    [ -z "$BLOCK_FAILED" ]
   )
   status=$?
   set -e

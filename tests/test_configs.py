@@ -3,6 +3,7 @@
 import glob
 import os
 import re
+import shutil
 import subprocess
 
 import pytest
@@ -72,6 +73,46 @@ def test_reproduction_plan_names_existing_flagfiles_and_refuses_unknown_blocks()
     )
     assert refused.returncode == 1 and "no block 10" in refused.stderr
     assert "== block" not in refused.stdout
+
+
+
+def test_reproduction_block_goes_on_past_a_failed_sweep(tmp_path):
+    """A sweep that fails does not end its block: the block's other sweep and its report still
+    run, the block is reported FAILED, the next block runs, and the exit code is 1.  The script
+    runs from a copy (its own empty results/ and runs/), with PYTHON a stand-in that logs every
+    command and fails the sweep of mnist_rkl.cfg."""
+    (tmp_path / "results").mkdir()
+    script = tmp_path / "results" / "reproduce.sh"
+    shutil.copy(os.path.join(REPO_ROOT, "results", "reproduce.sh"), script)
+    log = tmp_path / "commands.log"
+    fake = tmp_path / "fake_python"
+    fake.write_text(
+        "#!/usr/bin/env bash\n"
+        f'echo "$*" >> {log}\n'
+        'case "$*" in *mnist_rkl.cfg*) exit 4 ;; esac\n'
+    )
+    fake.chmod(0o755)
+    result = subprocess.run(
+        ["bash", str(script), "2", "9"],
+        env=dict(os.environ, PYTHON=str(fake)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "== failed (exit code 4): " in result.stderr
+    assert "== block 2 FAILED (exit code 1)" in result.stderr
+    assert "block 9 FAILED" not in result.stderr
+    assert "failed blocks: 2" in result.stderr
+    commands = log.read_text().splitlines()
+    assert [c.split()[1] for c in commands] == [
+        "experiments.sweep",  # block 2: the failing sweep,
+        "experiments.sweep",  # the block's second sweep all the same,
+        "experiments.pn_report",  # and its report
+        "experiments.sweep",  # block 9
+        "experiments.pn_report",
+    ]
+    assert "mnist_kl.cfg" in commands[1] and "mnist_mc_dropout.cfg" in commands[3]
 
 
 PN_STUDY_CONFIGS = [
