@@ -75,7 +75,6 @@ def test_reproduction_plan_names_existing_flagfiles_and_refuses_unknown_blocks()
     assert "== block" not in refused.stdout
 
 
-
 def test_reproduction_block_goes_on_past_a_failed_sweep(tmp_path):
     """A sweep that fails does not end its block: the block's other sweep and its report still
     run, the block is reported FAILED, the next block runs, and the exit code is 1.  The script
@@ -87,9 +86,7 @@ def test_reproduction_block_goes_on_past_a_failed_sweep(tmp_path):
     log = tmp_path / "commands.log"
     fake = tmp_path / "fake_python"
     fake.write_text(
-        "#!/usr/bin/env bash\n"
-        f'echo "$*" >> {log}\n'
-        'case "$*" in *mnist_rkl.cfg*) exit 4 ;; esac\n'
+        f'#!/usr/bin/env bash\necho "$*" >> {log}\ncase "$*" in *mnist_rkl.cfg*) exit 4 ;; esac\n'
     )
     fake.chmod(0o755)
     result = subprocess.run(
