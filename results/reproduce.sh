@@ -4,7 +4,8 @@
 # flags differ is refused, never overwritten), interrupted trainings resume from their last
 # epoch checkpoint, an interrupted evaluation restarts.  After each block the finished runs'
 # metrics.json / flags.cfg are copied into results/runs/ (commit them) and the block's report
-# is regenerated.  A command that fails (a sweep with a failed run, a report that refuses) is
+# is regenerated and spliced into results/REPRODUCTION.md (experiments.splice_report).  A
+# command that fails (a sweep with a failed run, a report that refuses) is
 # reported and the block goes on: its other sweeps run and its report is regenerated from the
 # runs that finished; the block then counts as failed, and the next block runs (exit code 1 at
 # the end).
@@ -76,6 +77,12 @@ mixture_report() {
   collect "$1"
   run "$PYTHON" -m experiments.mixture_report "--sweep_root=results/runs/$1" \
     "--output_dir=results/$1" "--figures_dir=results/figures/$1"
+  splice
+}
+
+# splice: the regenerated tables into results/REPRODUCTION.md (experiments.splice_report).
+splice() {
+  run "$PYTHON" -m experiments.splice_report --report=results/REPRODUCTION.md
 }
 
 # The full-length Prior Network report: results/pn_full over the roots pn_full, pn_full_kldir
@@ -92,6 +99,7 @@ pn_full_report() {
   joined=$(IFS=,; echo "${roots[*]}")
   run "$PYTHON" -m experiments.pn_report "--sweep_root=$joined" \
     --output_dir=results/pn_full --figures_dir=results/figures/pn_full
+  splice
 }
 
 PROTOCOL_CONFIGS=$(cfgs mixture_mnist_ml_frozen mixture_mnist_vi_frozen mixture_fashion_ml_frozen \

@@ -105,11 +105,13 @@ def test_reproduction_block_goes_on_past_a_failed_sweep(tmp_path):
     assert [c.split()[1] for c in commands] == [
         "experiments.sweep",  # block 2: the failing sweep,
         "experiments.sweep",  # the block's second sweep all the same,
-        "experiments.pn_report",  # and its report
+        "experiments.pn_report",  # and its report,
+        "experiments.splice_report",  # spliced into REPRODUCTION.md
         "experiments.sweep",  # block 9
         "experiments.pn_report",
+        "experiments.splice_report",
     ]
-    assert "mnist_kl.cfg" in commands[1] and "mnist_mc_dropout.cfg" in commands[3]
+    assert "mnist_kl.cfg" in commands[1] and "mnist_mc_dropout.cfg" in commands[4]
 
 
 PN_STUDY_CONFIGS = [

@@ -1,0 +1,119 @@
+"""Generated tables inside a hand-written report: sections of the reports' ``tables.md`` spliced
+into marked regions, so the report shows the side-by-side tables it discusses and cannot drift
+from them.
+
+A region of the report::
+
+    <!-- splice pn_full/tables.md#Side by side with the published Table 1 (Malinin & Gales), MNIST -->
+    (anything: replaced)
+    <!-- end splice -->
+
+is replaced by that section of that file (the path relative to the report's folder): the
+heading line with that title and everything up to the next heading of the same or a higher
+level, every heading of it rendered as a bold line, so the report's own outline is untouched.
+Text outside the regions is kept byte for byte.  ``splice`` returns the new text;
+``stale_regions`` names the regions whose content differs from what splicing would give.
+Every problem (a missing file or section, a title that two sections share, a region without its
+end, a region inside a region) is one ``ValueError`` naming the line of the report.
+"""
+
+import os
+import re
+
+_START = re.compile(r"^<!-- splice (?P<path>[^#>]+)#(?P<title>.+?) -->\s*$")
+_END = "<!-- end splice -->"
+_HEADING = re.compile(r"^(?P<hashes>#{1,6}) +(?P<title>.+?)\s*#*\s*$")
+
+
+def _regions(lines, report_name):
+    """[(start index, end index, path, title)] of the marked regions (indices of the marker
+    lines)."""
+    regions, open_at = [], None
+    for index, line in enumerate(lines):
+        text = line.rstrip("\n")
+        start = _START.match(text)
+        if start:
+            if open_at is not None:
+                raise ValueError(
+                    f"{report_name}:{index + 1}: a splice region starts inside the region of "
+                    f"line {open_at[0] + 1}; end that one first ({_END})."
+                )
+            open_at = (index, start["path"].strip(), start["title"].strip())
+        elif text.strip() == _END:
+            if open_at is None:
+                raise ValueError(f"{report_name}:{index + 1}: {_END} without a splice region.")
+            regions.append((open_at[0], index, open_at[1], open_at[2]))
+            open_at = None
+    if open_at is not None:
+        raise ValueError(
+            f"{report_name}:{open_at[0] + 1}: the splice region has no {_END} line after it."
+        )
+    return regions
+
+
+def section(markdown, title, source="the file"):
+    """The lines of the section headed ``title`` in ``markdown`` (heading included, up to the
+    next heading of the same or a higher level), headings rendered bold."""
+    lines = markdown.splitlines()
+    headings = [(i, m) for i, m in ((i, _HEADING.match(line)) for i, line in enumerate(lines)) if m]
+    found = [(i, len(m["hashes"])) for i, m in headings if m["title"] == title]
+    if not found:
+        titles = "; ".join(m["title"] for _, m in headings)
+        raise ValueError(f"{source} has no section {title!r} (its headings: {titles}).")
+    if len(found) > 1:
+        raise ValueError(f"{source} has {len(found)} sections titled {title!r}; rename one.")
+    start, level = found[0]
+    end = next((i for i, m in headings if i > start and len(m["hashes"]) <= level), len(lines))
+    body = lines[start:end]
+    while body and not body[-1].strip():
+        body.pop()
+    return [f"**{m['title']}**" if (m := _HEADING.match(line)) else line for line in body]
+
+
+def _spliced_regions(report_path, text):
+    lines = text.splitlines(keepends=True)
+    name = os.path.basename(report_path)
+    folder = os.path.dirname(os.path.abspath(report_path))
+    result = []
+    for start, end, path, title in _regions(lines, name):
+        source = os.path.join(folder, path)
+        try:
+            with open(source, encoding="utf-8") as f:
+                markdown = f.read()
+        except OSError as error:
+            raise ValueError(
+                f"{name}:{start + 1}: cannot read {path} ({error.strerror or error})."
+            ) from None
+        try:
+            body = section(markdown, title, source=path)
+        except ValueError as error:
+            raise ValueError(f"{name}:{start + 1}: {error}") from None
+        result.append((start, end, path, title, "".join(f"{line}\n" for line in ["", *body, ""])))
+    return lines, result
+
+
+def splice(report_path, text=None):
+    """The report's text with every region replaced by its section (module doc)."""
+    if text is None:
+        with open(report_path, encoding="utf-8") as f:
+            text = f.read()
+    lines, regions = _spliced_regions(report_path, text)
+    out, position = [], 0
+    for start, end, _, _, content in regions:
+        out.extend(lines[position : start + 1])
+        out.append(content)
+        position = end
+    out.extend(lines[position:])
+    return "".join(out)
+
+
+def stale_regions(report_path):
+    """[(line, path#title)] of the regions whose text differs from their section now."""
+    with open(report_path, encoding="utf-8") as f:
+        text = f.read()
+    lines, regions = _spliced_regions(report_path, text)
+    return [
+        (start + 1, f"{path}#{title}")
+        for start, end, path, title, content in regions
+        if "".join(lines[start + 1 : end]) != content
+    ]
