@@ -126,10 +126,26 @@ def test_broken_regions_are_one_error_naming_the_line(report, region, line, mess
     assert report.read_text() == f"# R\n\n{region}"
 
 
-def test_a_title_two_sections_share_is_refused(report):
-    (report.parent / "sub" / "tables.md").write_text("## A\n\nx\n\n## A\n\ny\n")
+def test_a_repeated_title_is_refused_and_its_parent_names_the_one_meant(report):
+    (report.parent / "sub" / "tables.md").write_text(
+        "## MNIST\n\n### A\n\nx\n\n#### A.1\n\nx1\n\n## Fashion\n\n### A\n\ny\n"
+    )
     report.write_text("<!-- splice sub/tables.md#A -->\n<!-- end splice -->\n")
-    with pytest.raises(ValueError, match="has 2 sections titled 'A'"):
+    with pytest.raises(ValueError, match="has 2 sections titled 'A'; name the one meant"):
+        report_splice.splice(str(report))
+    report.write_text(
+        "<!-- splice sub/tables.md#Fashion > A -->\n<!-- end splice -->\n"
+        "<!-- splice sub/tables.md#MNIST > A -->\n<!-- end splice -->\n"
+    )
+    assert report_splice.splice(str(report)) == (
+        "<!-- splice sub/tables.md#Fashion > A -->\n\n**Fashion: A**\n\ny\n\n<!-- end splice -->\n"
+        "<!-- splice sub/tables.md#MNIST > A -->\n\n**MNIST: A**\n\nx\n\n**A.1**\n\nx1\n\n"
+        "<!-- end splice -->\n"
+    )
+    report.write_text("<!-- splice sub/tables.md#Fashion > A.1 -->\n<!-- end splice -->\n")
+    with pytest.raises(
+        ValueError, match="no section 'A.1' under 'Fashion' \\(its headings: Fashion; A\\)"
+    ):
         report_splice.splice(str(report))
 
 

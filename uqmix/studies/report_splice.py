@@ -11,8 +11,10 @@ A region of the report::
 is replaced by that section of that file (the path relative to the report's folder): the
 heading line with that title and everything up to the next heading of the same or a higher
 level, every heading of it rendered as a bold line, so the report's own outline is untouched.
-Text outside the regions is kept byte for byte.  ``splice`` returns the new text;
-``stale_regions`` names the regions whose content differs from what splicing would give.
+Where titles repeat, ``#MNIST > Classification`` names the section Classification inside the
+section MNIST (rendered ``**MNIST: Classification**``).  Text outside the regions is kept
+byte for byte.  ``splice`` returns the new text; ``stale_regions`` names the regions whose
+content differs from what splicing would give.
 Every problem (a missing file or section, a title that two sections share, a region without its
 end, a region inside a region) is one ``ValueError`` naming the line of the report.
 """
@@ -51,22 +53,37 @@ def _regions(lines, report_name):
     return regions
 
 
+def _find(lines, headings, title, start, end, source, path):
+    """(index, level) of the one heading ``title`` among ``headings`` in lines[start:end]."""
+    found = [(i, len(m["hashes"])) for i, m in headings if start <= i < end and m["title"] == title]
+    where = f" under {path!r}" if path else ""
+    if not found:
+        titles = "; ".join(m["title"] for i, m in headings if start <= i < end)
+        raise ValueError(f"{source} has no section {title!r}{where} (its headings: {titles}).")
+    if len(found) > 1:
+        raise ValueError(
+            f"{source} has {len(found)} sections titled {title!r}{where}; name the one meant by "
+            "its parent, 'PARENT > TITLE'."
+        )
+    return found[0]
+
+
 def section(markdown, title, source="the file"):
     """The lines of the section headed ``title`` in ``markdown`` (heading included, up to the
-    next heading of the same or a higher level), headings rendered bold."""
+    next heading of the same or a higher level), headings rendered bold.  ``title`` may be a
+    path, ``"MNIST > Classification"``: the section Classification inside the section MNIST,
+    its heading rendered ``**MNIST: Classification**``."""
     lines = markdown.splitlines()
     headings = [(i, m) for i, m in ((i, _HEADING.match(line)) for i, line in enumerate(lines)) if m]
-    found = [(i, len(m["hashes"])) for i, m in headings if m["title"] == title]
-    if not found:
-        titles = "; ".join(m["title"] for _, m in headings)
-        raise ValueError(f"{source} has no section {title!r} (its headings: {titles}).")
-    if len(found) > 1:
-        raise ValueError(f"{source} has {len(found)} sections titled {title!r}; rename one.")
-    start, level = found[0]
-    end = next((i for i, m in headings if i > start and len(m["hashes"]) <= level), len(lines))
+    parts = [part.strip() for part in title.split(" > ")]
+    start, end = 0, len(lines)
+    for depth, part in enumerate(parts):
+        start, level = _find(lines, headings, part, start, end, source, " > ".join(parts[:depth]))
+        end = next((i for i, m in headings if start < i < end and len(m["hashes"]) <= level), end)
     body = lines[start:end]
     while body and not body[-1].strip():
         body.pop()
+    body[0] = f"**{': '.join(parts)}**"
     return [f"**{m['title']}**" if (m := _HEADING.match(line)) else line for line in body]
 
 
