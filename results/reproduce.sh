@@ -154,12 +154,13 @@ block_5() {
   mixture_report mixture_protocol
 }
 
-# Block 7: KL-DIR next to KL-PMF and the adaptive C&W L2 attack (own output roots).
+# Block 7: KL-DIR next to KL-PMF and the adaptive C&W L2 attack (own output roots), on block 2's
+# networks (--reuse_training_from: copied from runs/pn_full/<configuration>/seed_0, not retrained).
 block_7() {
   run "${PN[@]}" --seeds=0 --output_root=runs/pn_full_kldir --extra_flag=--attack_criterion=kl_dir \
-    "--flagfiles=$(cfgs mnist_rkl mnist_rkl_adv)"
+    --extra_flag=--reuse_training_from=runs/pn_full "--flagfiles=$(cfgs mnist_rkl mnist_rkl_adv)"
   run "${PN[@]}" --seeds=0 --output_root=runs/pn_full_cw --extra_flag=--attack_method=cw \
-    "--flagfiles=$(cfgs mnist_rkl mnist_rkl_adv)"
+    --extra_flag=--reuse_training_from=runs/pn_full "--flagfiles=$(cfgs mnist_rkl mnist_rkl_adv)"
   pn_full_report
 }
 

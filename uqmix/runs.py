@@ -63,6 +63,9 @@ VOLATILE_KEYS = frozenset(
         # Where a finished training may be reused from (uqmix.training_cache): a run made
         # with the cache and one made without it are the same result.
         "training_cache",
+        # Whose finished networks a Prior Network run evaluates (uqmix.studies.reused_training):
+        # the run's result is that of its flags, whoever trained them.
+        "reuse_training_from",
     }
 )
 

@@ -77,6 +77,7 @@ from uqmix.models.prior_network import LOSSES
 from uqmix.models.sampled_networks import ensemble, mc_dropout
 from uqmix.optim import OPTIMIZERS, SCHEDULES, make_optimizer
 from uqmix.setup_utils import STRATEGIES, make_strategy, set_seed
+from uqmix.studies import reused_training
 
 OOD_MEASURES = (
     "mutual_information",
@@ -223,6 +224,13 @@ OPTIONS = (
         False,
         "Also train a second model (seed + 1000, inside the run) and apply its attacks "
         "to this one (black-box transfer).",
+    ),
+    (
+        "reuse_training_from",
+        "",
+        "Evaluate and attack the networks of a finished run of the same training flags instead "
+        "of training them: its folder, or a sweep root holding <configuration>/seed_<S> named "
+        "like this run's output_dir (uqmix.studies.reused_training).",
     ),
 )
 
@@ -377,6 +385,11 @@ def validate_config(config):
             "--attack_noise / --attack_combine apply to sampled models (mc_dropout, "
             "ensemble); a Prior Network has no sampled noise: keep redraw / "
             "log_mean."
+        )
+    if config["reuse_training_from"] and config["strategy"] == "multi_worker":
+        raise ValueError(
+            "--reuse_training_from cannot be used with --strategy=multi_worker (the copied "
+            "networks would have to reach every worker); drop it to train here."
         )
     options.check_run_options(config)
     return config
@@ -618,6 +631,9 @@ def train_model(model, config, data, model_dir, seed, log_name, timing_key="trai
 # The black-box source network of a run with seed s trains with seed s + 1000: a network of
 # its own, trained inside the run (the run is self-contained), never one of a sweep's seeds 0-999.
 BLACKBOX_SOURCE_SEED_OFFSET = 1000
+BLACKBOX_PREFIX = (
+    "blackbox_source_"  # its folder blackbox_source_model, timing key blackbox_source_train_seconds
+)
 
 
 def network_seed(seed, member):
@@ -665,18 +681,25 @@ def check_network_seed(model_dir, seed, member, write=True):
         runs.atomic_write_json(path, {"seed": seed})
 
 
+def network_dirs(config, prefix=""):
+    """The folder names of the networks a run trains (under its output_dir): ``model``, or
+    ``member_<m>`` for each member of an ensemble; ``prefix`` for the black-box source's."""
+    count = config["ensemble_size"] if config["model_kind"] == "ensemble" else 1
+    return [f"{prefix}member_{m}" if count > 1 else f"{prefix}model" for m in range(count)]
+
+
 def train_networks(config, data, strategy, seed_offset=0, prefix=""):
     """Builds and trains every network of the configured model (member m seeded with
     ``network_seed(config seed + seed_offset, m)``); returns (networks, seconds spent in this
     call, seeds).  The epochs' seconds of every invocation add up in timing.json under
     ``<prefix>train_seconds`` (``train_seconds_total``)."""
     normalization = input_normalization(data["x_train"])
-    count = config["ensemble_size"] if config["model_kind"] == "ensemble" else 1
+    names = network_dirs(config, prefix)
+    count = len(names)
     networks, seconds, seeds = [], 0.0, []
-    for member in range(count):
+    for member, name in enumerate(names):
         seed = network_seed(config["seed"] + seed_offset, member)
         seeds.append(seed)
-        name = f"{prefix}member_{member}" if count > 1 else f"{prefix}model"
         model_dir = os.path.join(config["output_dir"], name)
         check_network_seed(model_dir, seed, member, write=distributed.is_chief(strategy))
         if config["verbose"]:
@@ -799,12 +822,34 @@ def run(config):
 def _run(config):
     if config["export_dir"]:  # before any work: an export must not replace other files
         export_target.check_export_dir(config["export_dir"], config["output_dir"])
+    reuse_source = (  # before any work: a source of other training flags is refused
+        reused_training.check_source(config, default_config(), network_dirs(config))
+        if config["reuse_training_from"]
+        else None
+    )
     set_seed(config["seed"], deterministic=config["deterministic"])
     gradient_attacks.set_jit_compile(config["jit_compile"])
     # Before any other TF op (multi_worker); then every worker runs the same steps.
     strategy = make_strategy(config["strategy"], tpu_address=config["tpu_address"] or None)
     data = load_data(config)  # every data problem is raised here, before any training
     distributed.prepare_output_dir(config, strategy, runs.prepare_output_dir)  # chief only
+    if reuse_source:
+        copied = reused_training.copy_networks(
+            reuse_source,
+            config["output_dir"],
+            network_dirs(config),
+            optional_dirs=[network_dirs(config, BLACKBOX_PREFIX)[0]]
+            if config["blackbox_transfer"]
+            else [],
+            seconds_keys=[
+                ("train_seconds", network_dirs(config)[0]),
+                (f"{BLACKBOX_PREFIX}train_seconds", network_dirs(config, BLACKBOX_PREFIX)[0]),
+            ],
+        )
+        if copied:
+            console.progress(
+                f"networks {', '.join(copied)} copied from {reuse_source}", config["verbose"]
+            )
     networks, seconds, network_seeds = train_networks(config, data, strategy)
     seconds = train_seconds_total(config, strategy, "train_seconds", seconds)
     model = evaluation_model(config, networks)
@@ -838,6 +883,8 @@ def _run(config):
             "num_ood_test_examples": {n: len(x) for n, x in data["ood_test"].items()},
         }
     )
+    if reuse_source:
+        metrics["training_reused_from"] = os.path.abspath(reuse_source)
     if config["attack"]:
         start = time.perf_counter()
         console.progress(
@@ -933,7 +980,7 @@ def attack_metrics(model, config, data, strategy):
             data,
             strategy,
             seed_offset=BLACKBOX_SOURCE_SEED_OFFSET,
-            prefix="blackbox_source_",
+            prefix=BLACKBOX_PREFIX,
         )
         source = evaluation_model(config, source_networks)
         settings["black_box"] = curves_fn(

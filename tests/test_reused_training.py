@@ -1,0 +1,153 @@
+"""--reuse_training_from: a Prior Network run evaluated and attacked on another finished run's
+networks gives that run's numbers, never touches it, and refuses a source of other training
+flags before any work."""
+
+import json
+import os
+
+import pytest
+
+from tests.test_cifar_rkl import _tiny
+from uqmix import runs, training
+from uqmix.studies import pn_experiment, reused_training
+
+ATTACK = dict(attack=True, attack_examples=16, attack_iterations=[1, 2], blackbox_transfer=True)
+TIMES = {"train_seconds", "eval_seconds", "attack_seconds", "blackbox_source_train_seconds"}
+
+
+def _tree(folder):
+    files = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            if name != ".uqmix_lock":
+                with open(os.path.join(root, name), "rb") as f:
+                    files[os.path.relpath(os.path.join(root, name), folder)] = f.read()
+    return files
+
+
+def _comparable(metrics):
+    """The metrics without wall times and the reuse record, as JSON text (NaN == NaN)."""
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in TIMES}
+        return value
+
+    kept = {k: v for k, v in metrics.items() if k != "training_reused_from"}
+    return json.dumps(strip(runs._jsonable(kept)), sort_keys=True)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """A finished run at ROOT/cfg/seed_0 (as a sweep lays it out), attacked, with black-box."""
+    root = tmp_path_factory.mktemp("source_root")
+    config = _tiny(root, output_dir=str(root / "cfg" / "seed_0"), **ATTACK)
+    metrics = pn_experiment.run(config)
+    return root, config, metrics
+
+
+def test_reused_networks_give_the_source_runs_numbers_and_the_source_is_untouched(source, tmp_path):
+    root, config, source_metrics = source
+    before = _tree(root)
+    out = tmp_path / "kldir" / "cfg" / "seed_0"  # another sweep root, same layout
+    reused = pn_experiment.run(dict(config, output_dir=str(out), reuse_training_from=str(root)))
+    assert reused["training_reused_from"] == str(root / "cfg" / "seed_0")
+    assert _comparable(reused) == _comparable(source_metrics)  # same networks, same attacks
+    for name in ("model", "blackbox_source_model"):
+        assert training.has_checkpoint(str(out / name))
+    assert runs.read_seconds(str(out), "train_seconds") == runs.read_seconds(
+        str(root / "cfg" / "seed_0"), "train_seconds"
+    )
+    assert _tree(root) == before
+
+
+def test_other_attack_flags_reuse_and_a_resumed_run_keeps_its_own_networks(source, tmp_path):
+    root, config, _ = source
+    out = tmp_path / "run"
+    first = pn_experiment.run(
+        dict(
+            config,
+            output_dir=str(out),
+            reuse_training_from=str(root / "cfg" / "seed_0"),
+            attack_criterion="kl_dir",
+            blackbox_transfer=False,
+        )
+    )
+    assert first["attacks"]["criterion"] == "kl_dir"
+    assert not (out / "blackbox_source_model").exists()  # not asked for: not copied
+    copied = reused_training.copy_networks(str(root / "cfg" / "seed_0"), str(out), ["model"])
+    assert copied == []  # this run has its networks: a resume never copies over them
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(learning_rate=2e-3), "trained its networks with other flags \\(learning_rate: "),
+        (dict(epochs=2), "epochs: 1 → 2"),
+        (dict(seed=1), "seed: 0 → 1"),
+    ],
+)
+def test_a_source_of_other_training_flags_is_refused_before_any_work(
+    source, tmp_path, change, message
+):
+    root, config, _ = source
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match=message):
+        pn_experiment.run(
+            dict(
+                config,
+                output_dir=str(out),
+                reuse_training_from=str(root / "cfg" / "seed_0"),
+                **change,
+            )
+        )
+    assert not out.exists()
+
+
+def test_unfinished_missing_or_own_sources_are_refused(source, tmp_path):
+    root, config, _ = source
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    for name in (runs.CONFIG_FILE, runs.FLAGS_FILE):
+        (unfinished / name).write_bytes((root / "cfg" / "seed_0" / name).read_bytes())
+    out = str(tmp_path / "run")
+    with pytest.raises(ValueError, match="has not finished \\(no metrics.json\\)"):
+        pn_experiment.run(dict(config, output_dir=out, reuse_training_from=str(unfinished)))
+    with pytest.raises(ValueError, match="neither .*nowhere nor .*nowhere/.*/run is a uqmix run"):
+        pn_experiment.run(
+            dict(config, output_dir=out, reuse_training_from=str(tmp_path / "nowhere"))
+        )
+    own = str(root / "cfg" / "seed_0")
+    with pytest.raises(ValueError, match="is this run's own folder"):
+        reused_training.source_run(own, own)
+    assert not os.path.exists(out)
+
+
+def test_a_source_without_a_trained_network_is_refused(source, tmp_path):
+    root, config, _ = source
+    broken = tmp_path / "broken"
+    for name in (runs.CONFIG_FILE, runs.FLAGS_FILE, runs.METRICS_FILE):
+        os.makedirs(broken, exist_ok=True)
+        (broken / name).write_bytes((root / "cfg" / "seed_0" / name).read_bytes())
+    with pytest.raises(ValueError, match="holds no trained network in model"):
+        pn_experiment.run(
+            dict(config, output_dir=str(tmp_path / "run"), reuse_training_from=str(broken))
+        )
+
+
+def test_training_differences_ignore_evaluation_flags_and_default_what_the_source_predates():
+    config = pn_experiment.default_config()
+    source = {k: v for k, v in config.items() if k != "weight_decay"}  # predates the flag
+    source.update(attack_eps=0.5, test_examples=7, output_dir="elsewhere", attack=True)
+    assert reused_training.training_differences(source, config, config) == []
+    source["weight_decay"] = 0.1
+    assert reused_training.training_differences(source, config, config) == [
+        f"weight_decay: 0.1 → {json.dumps(config['weight_decay'])}"
+    ]
+
+
+def test_multi_worker_is_refused_with_the_flag():
+    with pytest.raises(ValueError, match="--reuse_training_from cannot be used with"):
+        pn_experiment.validate_config(
+            pn_experiment.default_config(reuse_training_from="x", strategy="multi_worker")
+        )

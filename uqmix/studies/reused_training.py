@@ -1,0 +1,132 @@
+"""``--reuse_training_from``: a Prior Network run evaluated and attacked on the networks that
+another, finished run of the same training flags trained.
+
+Attacking trained networks with another criterion, method or iteration count (KL-DIR next to
+KL-PMF, C&W next to MIM) needs no new training, and comparing attacks on the *same* networks is
+the sharper comparison.  The run copies the source run's network folders (checkpoints, seed
+records) into its own folder and the usual resume path restores them: nothing is trained that
+the source trained, the source is only read.
+
+* The source: ``--reuse_training_from=DIR`` names a finished run folder, or a sweep root whose
+  ``<configuration>/seed_<S>`` folder is named like this run's ``output_dir`` (its last two
+  parts), so one flag serves a whole sweep (``runs/pn_full`` for
+  ``runs/pn_full_kldir/mnist_rkl/seed_0``).  Finished: it has ``metrics.json`` (a run still
+  training is never read).
+* The same training: every flag of the source's ``config.json`` equals this run's, except
+  ``EVALUATION_ONLY`` (evaluation and attack flags) and ``runs.VOLATILE_KEYS``; a flag the
+  source predates must be at its default.  Anything else is one error listing the differences,
+  before any work.
+* Only a run that has not started training copies (a resumed run continues its own folder).
+  The copied training seconds (timing.json, else the source's metrics.json) stay this run's
+  ``train_seconds``; ``metrics.json`` records ``training_reused_from``.
+"""
+
+import os
+import shutil
+
+from uqmix import runs, training
+
+FLAG = "reuse_training_from"
+
+# Flags that do not change the trained networks: the test-time data, evaluation and attacks.
+EVALUATION_ONLY = frozenset(
+    {
+        FLAG,
+        "test_examples",
+        "ood_test_datasets",
+        "ood_test_examples",
+        "eval_samples",
+        "attack",
+        "blackbox_transfer",
+    }
+)
+
+
+def _evaluation_only(name):
+    return name in EVALUATION_ONLY or name.startswith("attack_") or name in runs.VOLATILE_KEYS
+
+
+def source_run(reuse_from, output_dir):
+    """The source run folder of ``--reuse_training_from`` (module doc); ValueError when there
+    is none, naming the folders looked at."""
+    candidates = [reuse_from]
+    parent, name = os.path.split(os.path.normpath(os.path.abspath(output_dir)))
+    candidates.append(os.path.join(reuse_from, os.path.basename(parent), name))
+    for folder in candidates:
+        if runs.is_run_dir(folder):
+            if os.path.realpath(folder) == os.path.realpath(output_dir):
+                raise ValueError(f"--{FLAG}={reuse_from} is this run's own folder.")
+            return folder
+    raise ValueError(
+        f"--{FLAG}={reuse_from}: neither {candidates[0]} nor {candidates[1]} is a uqmix run "
+        "folder; name a finished run of the same training flags, or the sweep root holding it."
+    )
+
+
+def training_differences(source_config, config, defaults):
+    """["flag: source → this run", …] over the flags that change the trained networks."""
+    source = {k: source_config.get(k, defaults.get(k)) for k in config if not _evaluation_only(k)}
+    mine = {k: v for k, v in config.items() if not _evaluation_only(k)}
+    return runs.differences(runs._jsonable(source), runs._jsonable(mine))
+
+
+def check_source(config, defaults, network_dirs):
+    """The source folder for ``config`` (``source_run``) after checking that it finished, was
+    trained with this run's training flags and holds every network folder in
+    ``network_dirs`` (names under the run folder) with a checkpoint; ValueError otherwise."""
+    source = source_run(config[FLAG], config["output_dir"])
+    if not os.path.isfile(os.path.join(source, runs.METRICS_FILE)):
+        raise ValueError(
+            f"--{FLAG}: {source} has not finished (no {runs.METRICS_FILE}); reuse a finished run."
+        )
+    source_config = runs.read_json_object(os.path.join(source, runs.CONFIG_FILE))
+    different = training_differences(source_config, config, defaults)
+    if different:
+        raise ValueError(
+            f"--{FLAG}: {source} trained its networks with other flags ("
+            + "; ".join(different)
+            + "); reuse a run of the same training flags, or drop the flag to train here."
+        )
+    missing = [
+        name for name in network_dirs if not training.has_checkpoint(os.path.join(source, name))
+    ]
+    if missing:
+        raise ValueError(
+            f"--{FLAG}: {source} holds no trained network in {', '.join(missing)}; drop the flag "
+            "to train here."
+        )
+    return source
+
+
+def _source_seconds(source, key):
+    seconds = runs.read_seconds(source, key)
+    if seconds is None:
+        seconds = runs.read_json_object(os.path.join(source, runs.METRICS_FILE)).get(key)
+    return seconds
+
+
+def copy_networks(source, output_dir, network_dirs, optional_dirs=(), seconds_keys=()):
+    """Copies the network folders ``network_dirs`` (and those of ``optional_dirs`` the source
+    has) of ``source`` into ``output_dir`` unless ``output_dir`` already trained any of them;
+    adds the source's training seconds under ``seconds_keys`` (those of copied networks) to
+    this run's timing.json.  Returns the names copied (empty: nothing to do)."""
+    names = list(network_dirs) + [
+        name for name in optional_dirs if training.has_checkpoint(os.path.join(source, name))
+    ]
+    if any(training.has_checkpoint(os.path.join(output_dir, name)) for name in names):
+        return []  # this run trained (or copied) already: it resumes its own folder
+    for name in names:
+        target = os.path.join(output_dir, name)
+        if os.path.isdir(target):  # a folder with a seed record only: nothing trained yet
+            shutil.rmtree(target)
+        shutil.copytree(os.path.join(source, name), target, ignore=_ignore_worker_copies)
+    for key, name in seconds_keys:
+        if name in names:
+            seconds = _source_seconds(source, key)
+            if seconds is not None:
+                runs.add_seconds(output_dir, key, seconds)
+    return names
+
+
+def _ignore_worker_copies(folder, names):
+    return [name for name in names if name.startswith(".workertemp_")]
