@@ -62,9 +62,9 @@ def check_export_dir(export_dir, output_dir):
         )
     if not os.path.isdir(export_dir) or not os.listdir(export_dir):
         return
-    if is_export_of(export_dir, output_dir):
-        return
     recorded = recorded_output_dir(export_dir)
+    if recorded is not None and _same_path(recorded, output_dir):
+        return  # this run's earlier export (is_export_of), replaced whole
     holds = (
         f"the export of another run (--output_dir={recorded})"
         if recorded

@@ -834,16 +834,16 @@ def _run(config):
     data = load_data(config)  # every data problem is raised here, before any training
     distributed.prepare_output_dir(config, strategy, runs.prepare_output_dir)  # chief only
     if reuse_source:
+        # train_networks' folders and timing keys ("<prefix>train_seconds") of both kinds
+        mine, blackbox = network_dirs(config), network_dirs(config, BLACKBOX_PREFIX)
         copied = reused_training.copy_networks(
             reuse_source,
             config["output_dir"],
-            network_dirs(config),
-            optional_dirs=[network_dirs(config, BLACKBOX_PREFIX)[0]]
-            if config["blackbox_transfer"]
-            else [],
+            mine,
+            optional_dirs=blackbox if config["blackbox_transfer"] else [],
             seconds_keys=[
-                ("train_seconds", network_dirs(config)[0]),
-                (f"{BLACKBOX_PREFIX}train_seconds", network_dirs(config, BLACKBOX_PREFIX)[0]),
+                ("train_seconds", mine[0]),
+                (f"{BLACKBOX_PREFIX}train_seconds", blackbox[0]),
             ],
         )
         if copied:
