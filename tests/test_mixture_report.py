@@ -3,6 +3,8 @@
 import json
 import math
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -11,7 +13,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 from uqmix import runs
-from uqmix.studies import mixture_report
+from uqmix.studies import mixture_report, published
 from uqmix.studies.mixture_report import attack_tables, figure_numbers, paper_figures
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -1124,3 +1126,193 @@ def test_figure_9_once_per_protocol(tmp_path):
         for row in rows:
             accuracy = np.array(written[row[columns["configuration"]].strip("`")])
             assert row[columns["ε = 0.1"]] == _cell(accuracy[:, 2], ".3f")
+
+
+# -- several sweep roots ---------------------------------------------------------------------------
+def _regenerate_free(tables):
+    """tables.md without its "Regenerate with" line (it names the roots and output folder)."""
+    return "\n".join(line for line in tables.splitlines() if "Regenerate with" not in line)
+
+
+def _flags(root, folder, seeds, text):
+    for seed in seeds:
+        with open(os.path.join(root, folder, f"seed_{seed}", runs.FLAGS_FILE), "w") as handle:
+            handle.write(text)
+
+
+def _published_row(tables, table, row, column):
+    """The cells of a published table's value row (row label, column label)."""
+    heading = next(line for line in tables.splitlines() if line.startswith(f"### Table {table}:"))
+    (cells,) = [
+        _cells(line)
+        for line in _section(tables, heading)
+        if line.startswith("| ")
+        and _cells(line)[:2] == [row, column]
+        and _cells(line)[2].startswith("`")
+    ]
+    return cells
+
+
+def test_two_roots_with_disjoint_folders_equal_one_root(tmp_path):
+    whole = str(tmp_path / "whole")
+    write_study(whole, FULL_STUDY, seeds=[0, 1, 2])
+    first, second = str(tmp_path / "first"), str(tmp_path / "second")
+    for index, name in enumerate(sorted(FULL_STUDY)):
+        shutil.copytree(os.path.join(whole, name), os.path.join((second, first)[index % 2], name))
+    _flags(whole, "c_ml", [0, 1, 2], "--batch_size=100\n")
+    _flags(second, "c_ml", [0, 1, 2], "--batch_size=100\n")  # c_ml is under the second root
+    one = mixture_report.write_report(whole, str(tmp_path / "one"))
+    two = mixture_report.write_report([first, second], str(tmp_path / "two"))
+    assert "batch_size 100 (full: 200)" in _published_row(two["tables"], "1", "MNIST ML", "3")[-1]
+    assert _regenerate_free(two["tables"]) == _regenerate_free(one["tables"])
+    assert f"--sweep_root={first},{second} " in two["tables"]
+    assert two["notes"] == one["notes"] == [] and two["skipped"] == one["skipped"]
+    summaries = [
+        runs.read_json(str(tmp_path / d / mixture_report.SUMMARY_FILE)) for d in ("one", "two")
+    ]
+    assert summaries[0]["sweep_root"] == whole and summaries[1]["sweep_root"] == [first, second]
+    assert summaries[1]["configurations"]["c_ml"]["path"] == os.path.join(second, "c_ml")
+    assert "path" not in summaries[0]["configurations"]["c_ml"]
+    for key in ("figures", "published", "attack_protocols"):
+        assert summaries[1][key] == summaries[0][key], key
+
+
+@pytest.fixture()
+def shared_folder(tmp_path):
+    """a_ml under two roots: 3 seeds with batch_size 100 under ``first``, 5 seeds (other
+    values) with batch_size 200 under ``second``; b_vi under ``first`` only."""
+    first, second = str(tmp_path / "first"), str(tmp_path / "second")
+    written = {
+        "first": write_study(first, {n: FULL_STUDY[n] for n in ("a_ml", "b_vi")}, [0, 1, 2]),
+        "second": write_study(second, {"a_ml": FULL_STUDY["a_ml"]}, [10, 11, 12, 13, 14]),
+    }
+    _flags(first, "a_ml", [0, 1, 2], "--batch_size=100\n")
+    _flags(second, "a_ml", [10, 11, 12, 13, 14], "--batch_size=200\n")
+    return first, second, written
+
+
+def test_a_folder_under_two_roots_is_a_configuration_per_root(shared_folder, tmp_path):
+    first, second, written = shared_folder
+    configurations = mixture_report.load_study([first, second])
+    assert [c.name for c in configurations] == ["first/a_ml", "second/a_ml", "b_vi"]
+    assert [c.path for c in configurations] == [
+        os.path.join(first, "a_ml"),
+        os.path.join(second, "a_ml"),
+        os.path.join(first, "b_vi"),
+    ]
+    report = mixture_report.write_report([first, second], str(tmp_path / "out"))
+    tables = report["tables"]
+    assert "A folder `<root>/<folder>` is a folder name found under several sweep roots" in tables
+    row = next(line for line in tables.splitlines() if "| `first/a_ml` |" in line)
+    assert row.startswith("| ML λ=1 σ²=1 | `first/a_ml` |")  # its own row in the tables
+    accuracy = {
+        root: [m["test"]["accuracy"] for m in by_seed["a_ml"].values()]
+        for root, by_seed in written.items()
+    }
+    assert _cell(accuracy["first"], ".4f") in row
+    assert _cell(accuracy["first"], ".4f") != _cell(accuracy["second"], ".4f")
+    # the published tables use the folder with most seeds (5, the second root's), whose
+    # flags.cfg says batch_size 200; the note says so
+    for table, column in (("1", "1"), ("2", "λ = 1")):
+        cells = _published_row(tables, table, "MNIST ML", column)
+        assert cells[2:4] == ["`second/a_ml`", _cell(accuracy["second"], ".4f")]
+        assert "batch_size" not in cells[-1] and cells[-1].endswith("; 5 of 10 seeds")
+    (note,) = report["notes"]
+    assert note.startswith(
+        "first/a_ml, second/a_ml are the same setting (mnist ML λ=1 σ²=1); the figures and "
+        "tables without attacks (Tables 1, 2, 3, 5, the non-adversarial figures, Fig. 10) use "
+        "second/a_ml;"
+    )
+    # the flags.cfg of each configuration is read from its own root
+    by_name = {c.name: c for c in configurations}
+    assert {
+        s["batch_size"] for s in mixture_report.run_settings(by_name["first/a_ml"]).values()
+    } == {"100"}
+    reference = published.load_reference(published.MIXTURE)
+    assert "batch_size 100 (full: 200)" in mixture_report.protocol_text(
+        by_name["first/a_ml"], reference, "1"
+    )
+    assert "batch_size" not in mixture_report.protocol_text(by_name["second/a_ml"], reference, "1")
+
+
+def test_equal_seeds_under_two_roots_the_earlier_root_is_used(tmp_path):
+    roots = [str(tmp_path / "zeta"), str(tmp_path / "alpha")]  # not in name order
+    for index, root in enumerate(roots):
+        write_study(
+            root, {n: FULL_STUDY[n] for n in ("a_ml", "b_vi")}, [10 * index, 10 * index + 1]
+        )
+    for given in (roots, roots[::-1]):
+        earlier = os.path.basename(given[0])
+        configurations = mixture_report.load_study(given)
+        assert [c.name for c in configurations] == [
+            f"{os.path.basename(r)}/{f}" for f in ("a_ml", "b_vi") for r in given
+        ]
+        comparison = mixture_report.published_comparison(configurations)
+        record = next(
+            r for r in comparison["1"]["values"] if r["row"] == "MNIST ML" and r["column"] == "1"
+        )
+        assert record["configuration"] == f"{earlier}/a_ml"
+        (note, _) = mixture_report.duplicate_settings(configurations)
+        assert f"Fig. 10) use {earlier}/a_ml;" in note
+        pairs = mixture_report.protocol_tables(configurations)["ml_minus_vi"]
+        assert pairs and {(p["ml"]["configuration"], p["vi"]["configuration"]) for p in pairs} == {
+            (f"{earlier}/a_ml", f"{earlier}/b_vi")
+        }
+
+
+def test_roots_with_one_basename_are_named_by_the_root_as_given(tmp_path):
+    roots = [str(tmp_path / "a" / "runs"), str(tmp_path / "b" / "runs") + "/"]
+    for root in roots:
+        write_study(root, {"a_ml": FULL_STUDY["a_ml"]}, [0])
+    names = [c.name for c in mixture_report.load_study(roots)]
+    assert names == [f"{tmp_path}/a/runs/a_ml", f"{tmp_path}/b/runs/a_ml"]
+    bars = figure_numbers.weight_variance_bars_data(
+        mixture_report.load_study(roots), names=[names[1]]
+    )
+    assert list(bars["MNIST"]["series"]) == ["ML λ=1 σ²=1"]
+    with pytest.raises(
+        mixture_report.UnknownConfigurations, match=r"unknown configurations \['a_ml'\]"
+    ):
+        figure_numbers.weight_variance_bars_data(mixture_report.load_study(roots), names=["a_ml"])
+
+
+def test_several_roots_refusals(tmp_path):
+    root, empty, out = str(tmp_path / "sweep"), str(tmp_path / "empty"), str(tmp_path / "out")
+    write_study(root, {"a_ml": FULL_STUDY["a_ml"]}, [0])
+    os.makedirs(empty)
+    for roots, message in (
+        ([root, root], "a sweep root is given twice"),
+        ([root, root + "/"], "a sweep root is given twice"),
+        ([root, empty], f"no finished runs .* under {re.escape(empty)}$"),
+        ([root, str(tmp_path / "absent")], "no sweep results at"),
+        ([], "no sweep root given"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            mixture_report.write_report(roots, out)
+        assert not os.path.exists(out)
+
+
+def test_binary_takes_several_roots(shared_folder, tmp_path):
+    first, second, _ = shared_folder
+    out = str(tmp_path / "out")
+    result = _run_binary(f"--sweep_root={first},,{second},", f"--output_dir={out}")
+    assert result.returncode == 0, result.stderr
+    assert "| ML λ=1 σ²=1 | `second/a_ml` |" in result.stdout
+    assert "note: first/a_ml, second/a_ml are the same setting" in result.stdout
+    assert (
+        f"Regenerate with `python -m experiments.mixture_report --sweep_root={first},{second} "
+        in result.stdout
+    )
+    summary = runs.read_json(os.path.join(out, mixture_report.SUMMARY_FILE))
+    assert summary["sweep_root"] == [first, second]
+    assert summary["paper_figures"]["command"].startswith(
+        f"python -m experiments.mixture_report --sweep_root={first},{second} --output_dir={out}"
+    )
+    result = _run_binary(f"--sweep_root={first},{second},{first}", f"--output_dir={out}_twice")
+    assert result.returncode == 2 and not os.path.exists(f"{out}_twice")
+    assert result.stderr.strip().splitlines() == [
+        f"error: a sweep root is given twice ({first} and {first}): {first}, {second}, {first}"
+    ]
+    result = _run_binary("--sweep_root=,", f"--output_dir={out}_none")
+    assert result.returncode == 1 and "--sweep_root names no folder" in result.stderr
+    assert not os.path.exists(f"{out}_none")

@@ -206,7 +206,7 @@ def _record(comparison, table, row, column):
 
 def test_mixture_verdicts_against_hand_computed_cases(mixture_tree):
     configurations = mixture_report.load_study(mixture_tree)
-    comparison = mixture_report.published_comparison(configurations, mixture_tree)
+    comparison = mixture_report.published_comparison(configurations)
     assert set(comparison) == {"1", "2", "3", "4", "5", "7"}
     ml = _record(comparison, "1", "MNIST ML", "1")
     assert (ml["configuration"], ml["verdict"]) == ("ml", published.WITHIN)

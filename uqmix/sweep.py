@@ -22,7 +22,8 @@ and never reuses stale results.
 (``cd CWD && <the local runner's command>``), for a cluster scheduler.
 
 ``collect`` reads every ``ROOT/NAME/seed_S/metrics.json`` and refuses a folder
-NAME whose seeds were made by different configurations; ``aggregate``
+NAME whose seeds were made by different configurations; ``collect_roots`` does so for one
+root or several (``sweep_roots``: the reports that read several roots); ``aggregate``
 flattens the nested metrics to dotted keys and reports, per NAME and key,
 mean, standard deviation (ddof = 1; 0 for a single seed) and the number of
 seeds.
@@ -331,6 +332,42 @@ def collect(output_root):
             path = os.path.join(config_dir, seed_dir, runs.METRICS_FILE)
             found[name][seeds[seed_dir]] = runs.read_json_object(path)
     return dict(found)
+
+
+def sweep_roots(roots):
+    """A list of sweep roots from one root (str) or several (a list, in the order given).
+
+    ValueError for an empty list and for a folder given twice, also when spelled differently
+    (``runs/x`` and ``runs/x/``: compared by ``os.path.realpath``); empty entries of a
+    comma-separated flag are the binaries' to drop, here they are roots like any other.
+    """
+    roots = [roots] if isinstance(roots, str) else list(roots)
+    if not roots:
+        raise ValueError("no sweep root given.")
+    seen = {}
+    for root in roots:
+        folder = os.path.realpath(root)
+        if folder in seen:
+            raise ValueError(
+                f"a sweep root is given twice ({seen[folder]} and {root}): {', '.join(roots)}"
+            )
+        seen[folder] = root
+    return roots
+
+
+def collect_roots(roots):
+    """[(root, ``collect(root)``)] of one sweep root or several (``sweep_roots``), in the order
+    given; ValueError for a root without a finished run (as for a missing root: a report of
+    several roots never leaves one out silently)."""
+    collected = []
+    for root in sweep_roots(roots):
+        found = collect(root)
+        if not found:
+            raise ValueError(
+                f"no finished runs (<configuration>/seed_<S>/{runs.METRICS_FILE}) under {root}"
+            )
+        collected.append((root, found))
+    return collected
 
 
 def mean_std(values):

@@ -79,16 +79,6 @@ def model_label(metrics):
     return label + ("-ADV" if metrics.get("adversarial_training") else "")
 
 
-def _roots(roots):
-    """A list of sweep roots from one root (str) or several (list)."""
-    roots = [roots] if isinstance(roots, str) else list(roots)
-    if not roots:
-        raise ValueError("no sweep root given.")
-    if len(set(roots)) != len(roots):
-        raise ValueError(f"a sweep root is given twice: {', '.join(roots)}")
-    return roots
-
-
 # the attack fields a configuration's name shows first when they tell its roots apart
 SIGNATURE_FIRST = ("method", "criterion", "measure")
 
@@ -163,15 +153,10 @@ def load_sources(roots):
     ``sweep.collect``.  With several, a folder name found under one root stays the name; one
     found under several gives a configuration per root named "<folder> (<variant>)", the
     variant naming the recorded attack fields that differ (``_variants``; ValueError when
-    two are equal).  Sorted by folder name, then the order of ``roots``."""
-    roots = _roots(roots)
+    two are equal).  Sorted by folder name, then the order of ``roots``.  ValueError for a
+    root given twice or without a finished run (``sweep.collect_roots``)."""
     found = collections.defaultdict(list)
-    for root in roots:
-        collected = sweep.collect(root)
-        if not collected:
-            raise ValueError(
-                f"no finished runs (<configuration>/seed_<S>/metrics.json) under {root}"
-            )
+    for root, collected in sweep.collect_roots(roots):
         for folder, by_seed in collected.items():
             found[folder].append({"root": root, "runs": by_seed})
     study, sources = {}, {}
@@ -432,7 +417,7 @@ def write_report(roots, output_dir, figures_dir=None):
     runs.check_output_dir(figures_dir or output_dir, flag="figures_dir")
     study, sources = load_sources(roots)
     summary = summarize(study)
-    root_list = _roots(roots)
+    root_list = sweep.sweep_roots(roots)
     if len(root_list) > 1:  # where each configuration came from
         for name, source in sources.items():
             summary["configurations"][name].update(source)

@@ -1,8 +1,10 @@
 """The report of the ML-vs-VI infinite-mixture study: tables, figures and a summary of a sweep.
 
-``write_report(root, output_dir)`` reads the sweep under ``root`` (the output root of
-``python -m experiments.sweep --binary=experiments.mixture_mnist``) and writes ``tables.md``,
-the figures and ``summary.json``; ``python -m experiments.mixture_report`` is its command line.
+``write_report(roots, output_dir)`` reads the sweep under one root or several (output roots of
+``python -m experiments.sweep --binary=experiments.mixture_mnist``; a folder name found under
+several roots is a configuration per root, ``<root label>/<folder>``: ``study.load_study``) and
+writes ``tables.md``, the figures and ``summary.json``; ``python -m experiments.mixture_report``
+is its command line.
 
 One job per module, each building only on those listed before it:
 

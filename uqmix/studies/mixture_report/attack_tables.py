@@ -79,9 +79,11 @@ def _protocol_row(config, options, group):
     }
 
 
-def _protocol_order(row, samples):
+def _protocol_order(row, samples, root_index=0):
     """Dataset, protocol (recorded ones first), gradient samples, then ML next to VI of the same
-    λ, σ², the baselines after them."""
+    λ, σ², the baselines after them; folders of one setting as in the study order (the earlier
+    root given first, then the name: ``ml_minus_vi`` takes the first among equally many
+    seeds, as ``study._most_seeds`` does)."""
     *protocol, options = _protocol_rank(row["attack_options"])
     return (
         _rank(DATASET_ORDER, row["dataset"]),
@@ -94,6 +96,7 @@ def _protocol_order(row, samples):
         row["prior_variance"] or 0.0,
         _rank(MODEL_ORDER, row["model"]),
         row["model"],
+        root_index,
         row["configuration"],
     )
 
@@ -133,7 +136,8 @@ def robustness_protocol_table(configurations):
                         ),
                     )
                 )
-    rows.sort(key=lambda r: _protocol_order(r, _sample_count(r["key"])))
+    index = {config.name: config.root_index for config in configurations}
+    rows.sort(key=lambda r: _protocol_order(r, _sample_count(r["key"]), index[r["configuration"]]))
     return {"epsilons": list(PROTOCOL_EPSILONS), "success_eps": SUCCESS_EPS, "rows": rows}
 
 
@@ -163,7 +167,12 @@ def detection_protocol_table(configurations):
                     },
                 )
             )
-    rows.sort(key=lambda r: _protocol_order(r, min(r["gradient_samples"], default=math.inf)))
+    index = {config.name: config.root_index for config in configurations}
+    rows.sort(
+        key=lambda r: _protocol_order(
+            r, min(r["gradient_samples"], default=math.inf), index[r["configuration"]]
+        )
+    )
     return {"rows": rows}
 
 

@@ -49,7 +49,7 @@ class BinEdgeMismatch(ValueError):
 
 
 class UnknownConfigurations(ValueError):
-    """--weight_variance_configs names folders the sweep does not have (a flag error)."""
+    """--weight_variance_configs names configurations the study does not have (a flag error)."""
 
 
 def _series(configurations, x_of, key):
@@ -137,7 +137,7 @@ def _named(configurations, names):
 def weight_variance_bars_data(configurations, names=None):
     """Mean weight variance per layer (mean, std, n over seeds) of selected configurations.
 
-    names: folder names of the configurations to show (default
+    names: names of the configurations to show, as in tables.md (default
     ``default_weight_variance_selection``); one panel per dataset, one group
     of bars per layer, one bar per configuration.
     """

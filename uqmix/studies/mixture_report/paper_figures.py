@@ -240,7 +240,7 @@ def _figure_9_sections(configurations, tables, skipped, links, protocol, files):
 
 
 def paper_figures_markdown(
-    configurations, tables, skipped, root, command, links, reference=None, files=None
+    configurations, tables, skipped, command, links, reference=None, files=None
 ):
     """The Markdown of the sections of ``tables.md`` on the paper's figures 9 and 10.
 
@@ -255,7 +255,7 @@ def paper_figures_markdown(
     by_name = {c.name: c for c in configurations}
 
     def protocol(figure):
-        return lambda name: protocol_text(root, by_name[name], reference, figure)
+        return lambda name: protocol_text(by_name[name], reference, figure)
 
     parts = [
         "## Figures 9 and 10 of the paper (Däubener & Fischer)",

@@ -136,13 +136,12 @@ def detection_protocols_of(configurations, target):
     }
 
 
-def run_settings(root, config):
-    """{seed: settings} of a configuration's runs: its flags.cfg and metrics.json (scalars)."""
+def run_settings(config):
+    """{seed: settings} of a configuration's runs: its flags.cfg (``config.path``/seed_<S>/,
+    the folder the runs were read from) overlaid with the scalars of its metrics.json."""
     settings = {}
     for seed, metrics in config.runs.items():
-        merged = published.read_flags(
-            os.path.join(root, config.name, f"seed_{seed}", runs.FLAGS_FILE)
-        )
+        merged = published.read_flags(os.path.join(config.path, f"seed_{seed}", runs.FLAGS_FILE))
         merged.update(sweep.flatten(metrics))
         settings[seed] = merged
     return settings
@@ -174,10 +173,10 @@ def _attack_protocol_phrase(settings_by_seed):
     )
 
 
-def protocol_text(root, config, reference, table):
+def protocol_text(config, reference, table):
     """``published.protocol_label`` of a configuration's runs for a published table
     (``table``: its number, or "figure 9" / "figure 10" for the paper's figures)."""
-    settings = run_settings(root, config)
+    settings = run_settings(config)
     skipped = PROTOCOL_NOT_APPLICABLE.get(config.model, ())
     protocol = {k: v for k, v in reference["protocol"].items() if k not in skipped}
     phrases = published.protocol_differences(settings, dict(reference, protocol=protocol))
@@ -189,7 +188,7 @@ def protocol_text(root, config, reference, table):
     return text
 
 
-def _value_record(row, column, config, target, cell, root, reference, table):
+def _value_record(row, column, config, target, cell, reference, table):
     stats = config.stats(target.key) if config else None
     verdict, difference = published.value_verdict(
         stats["mean"] if stats and stats["n"] else None, cell, reference
@@ -203,7 +202,7 @@ def _value_record(row, column, config, target, cell, root, reference, table):
         "verdict": verdict,
         "difference": difference,
         "band": published.band(reference, cell),
-        "protocol": protocol_text(root, config, reference, table)
+        "protocol": protocol_text(config, reference, table)
         if stats and stats["n"]
         else "not evaluated",
     }
@@ -218,7 +217,7 @@ def _table_cells(table, spec):
     ]
 
 
-def _setting_values(configurations, root, reference, table, cells):
+def _setting_values(configurations, reference, table, cells):
     """The value records of a table's cells, each from the folder of its setting
     (``configuration_of``: the one with most seeds)."""
     return [
@@ -228,7 +227,6 @@ def _setting_values(configurations, root, reference, table, cells):
             configuration_of(configurations, target),
             target,
             cell,
-            root,
             reference,
             table,
         )
@@ -236,7 +234,7 @@ def _setting_values(configurations, root, reference, table, cells):
     ]
 
 
-def _adversarial_values(configurations, root, reference, table, cells):
+def _adversarial_values(configurations, reference, table, cells):
     """The value records of Table 4 or 7: per attack protocol of the runs' adversarial-detection
     records (``detection_protocols_of``) one record per published cell (the folder of the
     cell's setting under that protocol; none when it has no record under it and the study has
@@ -246,7 +244,7 @@ def _adversarial_values(configurations, root, reference, table, cells):
     found = [detection_protocols_of(configurations, target) for *_, target in cells]
     protocols = {key: options for by_key in found for key, (options, _) in by_key.items()}
     if not protocols:
-        values = _setting_values(configurations, root, reference, table, cells)
+        values = _setting_values(configurations, reference, table, cells)
         return [dict(v, attack_protocol=None, attack_options=None) for v in values], []
     names = protocol_names(protocols.values())
     ordered = sorted(protocols, key=lambda key: _protocol_rank(protocols[key]))
@@ -257,16 +255,17 @@ def _adversarial_values(configurations, root, reference, table, cells):
                 config = by_key[key][1]
             else:  # not evaluated: with one protocol, named as in the other tables
                 config = configuration_of(configurations, target) if len(ordered) == 1 else None
-            record = _value_record(row, column, config, target, cell, root, reference, table)
+            record = _value_record(row, column, config, target, cell, reference, table)
             values.append(dict(record, attack_protocol=names[key], attack_options=protocols[key]))
     return values, [names[key] for key in ordered]
 
 
-def published_comparison(configurations, root, reference=None):
+def published_comparison(configurations, reference=None):
     """{table: {"title", "values": [record], "directions": [record]}} against the paper.
 
     A value record per published cell (row, column, our configuration, our stats, the
-    published cell, verdict, difference, band, protocol); a direction record per pair of
+    published cell, verdict, difference, band, protocol — read from the configuration's own
+    folder, ``run_settings``); a direction record per pair of
     ML and VI cells of one table with everything else equal (verdict of ML − VI).
     Tables 4 and 7 (``ADVERSARIAL_TABLES``) are compared once per attack protocol of the
     runs' adversarial-detection records: a value record per (protocol, cell) with
@@ -281,10 +280,10 @@ def published_comparison(configurations, root, reference=None):
         entry = {"title": spec["title"]}
         if table in ADVERSARIAL_TABLES:
             values, entry["protocols"] = _adversarial_values(
-                configurations, root, reference, table, cells
+                configurations, reference, table, cells
             )
         else:
-            values = _setting_values(configurations, root, reference, table, cells)
+            values = _setting_values(configurations, reference, table, cells)
         targets = [target for *_, target in cells] * (len(values) // len(cells))
         by_cell = {
             (record.get("attack_protocol"), target): record

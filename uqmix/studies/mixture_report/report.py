@@ -1,6 +1,8 @@
 """The report of a sweep: ``tables.md``, the figures and ``summary.json``, written together.
 
-``write_report(root, output_dir)`` writes
+``write_report(roots, output_dir)`` writes, over the runs of one sweep root or several
+(``study.load_study``: a folder name under several roots is a configuration per root,
+``<root label>/<folder>``),
 
 * ``tables.md``: per dataset, tables of every configuration (classification
   and detection; predictive variance; adversarial detection; weight variances
@@ -12,13 +14,15 @@
   and the reason returned (a partial sweep gives what it can);
 * ``summary.json``: the numbers behind the tables and figures.
 
-``duplicate_settings`` notes which folder of a setting in several folders is used where.
+``duplicate_settings`` notes which folder of a setting in several folders is used where
+(under one root or across several: the one with most seeds, the earlier root given among
+equals).
 """
 
 import collections
 import os
 
-from uqmix import plotting, runs
+from uqmix import plotting, runs, sweep
 from uqmix.studies.mixture_report.attack_protocols import (
     _protocol_rank,
     figure_protocols,
@@ -45,11 +49,12 @@ TABLES_FILE = "tables.md"
 SUMMARY_FILE = "summary.json"
 
 
-def report_command(root, output_dir, figures_dir=None, weight_variance_configs=None):
-    """The command line of ``experiments.mixture_report`` that writes this report."""
+def report_command(roots, output_dir, figures_dir=None, weight_variance_configs=None):
+    """The command line of ``experiments.mixture_report`` that writes this report (``roots``:
+    one sweep root or a list, comma-joined as given)."""
     parts = [
         "python -m experiments.mixture_report",
-        f"--sweep_root={root}",
+        f"--sweep_root={','.join(sweep.sweep_roots(roots))}",
         f"--output_dir={output_dir}",
     ]
     if figures_dir:
@@ -109,8 +114,8 @@ def _uses(by_protocol):
     return "; ".join(texts)
 
 
-def _configuration_summary(config, table):
-    return {
+def _configuration_summary(config, table, several_roots):
+    summary = {
         "dataset": config.dataset,
         "model": config.model,
         "label": config.label,
@@ -119,30 +124,36 @@ def _configuration_summary(config, table):
         "seeds": config.seeds,
         "metrics": table[config.name],
     }
+    if several_roots:  # where it came from (one root: the report's sweep_root)
+        summary["path"] = config.path
+    return summary
 
 
-def write_report(root, output_dir, weight_variance_configs=None, figures_dir=None):
-    """Writes tables.md, the figures and summary.json of the sweep under ``root``.
+def write_report(roots, output_dir, weight_variance_configs=None, figures_dir=None):
+    """Writes tables.md, the figures and summary.json of the sweeps under ``roots`` (one
+    root, str, or a list: one report; ``load_study``).
 
     The figures go to ``figures_dir`` (default ``output_dir``).
-    weight_variance_configs: folder names for the weight-variance bars
-    (default ``default_weight_variance_selection``).
+    weight_variance_configs: configuration names for the weight-variance bars — the names
+    of the report's tables: the folder name, ``<root label>/<folder>`` for a folder name
+    found under several roots (default ``default_weight_variance_selection``).
     The adversarial figures are written once per attack protocol (``figure_files``).
     Returns {"written": [paths], "skipped": {figure file: reason}, "notes":
     [str], "tables": Markdown text}.  Writes all files or none
     (``runs.atomic_write_files``).  Raises ValueError (before writing
-    anything) when ``root`` holds no usable run or the seeds of a Fig. 10
+    anything) when a root is given twice or holds no usable run, or the seeds of a Fig. 10
     configuration have different entropy bin edges (``BinEdgeMismatch``),
     ``runs.OutputPathError`` when an output folder cannot be written.
     """
     runs.check_output_dir(output_dir)
     runs.check_output_dir(figures_dir or output_dir, flag="figures_dir")
-    configurations = load_study(root)
+    roots = sweep.sweep_roots(roots)
+    configurations = load_study(roots)
     table = aggregate_table(configurations)
-    comparison = published_comparison(configurations, root)
+    comparison = published_comparison(configurations)
     files = figure_files(configurations)
     data, skipped = figure_data(configurations, weight_variance_configs, files)
-    command = report_command(root, output_dir, figures_dir, weight_variance_configs)
+    command = report_command(roots, output_dir, figures_dir, weight_variance_configs)
     figures_dir = figures_dir or output_dir
     links = {
         f.filename: os.path.relpath(os.path.join(figures_dir, f.filename), output_dir)
@@ -159,7 +170,7 @@ def write_report(root, output_dir, weight_variance_configs=None, figures_dir=Non
         + published_markdown(comparison)
         + "\n"
         + paper_figures_markdown(
-            configurations, figure_tables, skipped, root, command, links, files=files
+            configurations, figure_tables, skipped, command, links, files=files
         )
     )
     contents = {os.path.join(output_dir, TABLES_FILE): tables.encode("utf-8")}
@@ -169,11 +180,14 @@ def write_report(root, output_dir, weight_variance_configs=None, figures_dir=Non
             contents[path] = plotting.figure_bytes(file.draw(data[file.filename]), path)
     notes = duplicate_settings(configurations)
     summary = {
-        "sweep_root": root,  # as given: no machine-specific prefix
+        # as given: no machine-specific prefix; one root stays a string
+        "sweep_root": roots[0] if len(roots) == 1 else roots,
         "statistics": "over the seeds of a configuration that have the value: mean; std = sample "
         "standard deviation (ddof = 1, 0 for one seed); n = number of seeds; "
         f"figure error bars = ±{SIGMAS:g} std",
-        "configurations": {c.name: _configuration_summary(c, table) for c in configurations},
+        "configurations": {
+            c.name: _configuration_summary(c, table, len(roots) > 1) for c in configurations
+        },
         "figures": data,
         # the attack protocol of each adversarial figure drawn (name, recorded options)
         "figure_protocols": {

@@ -1,8 +1,14 @@
 """The study a report is of: the run folders of a sweep as configurations, and how they are chosen.
 
-Input: the output root of ``python -m experiments.sweep --binary=experiments.mixture_mnist``,
-one folder per configuration with one ``seed_<S>/metrics.json`` per seed
-(read by ``uqmix.sweep.collect``).  A configuration is known by the fields
+Input: one or several output roots of ``python -m experiments.sweep
+--binary=experiments.mixture_mnist``, one folder per configuration with one
+``seed_<S>/metrics.json`` per seed (read by ``uqmix.sweep.collect_roots``).  Each configuration
+records the folder it was read from (``Configuration.path``: its flags.cfg files are read
+there).  A folder name found under one root is the configuration's name; a folder name found
+under several roots gives one configuration per root, named ``<root label>/<folder>``
+(``root_labels``: the roots' basenames when those are distinct, else the roots as given) — a
+folder name never holds "/", so these names cannot meet a plain folder name.  A root given
+twice or without a finished run is refused.  A configuration is known by the fields
 every ``metrics.json`` records — ``dataset``, ``model`` (ml | vi |
 deterministic | mc_dropout | ensemble), ``label``, ``kl_weight`` (λ) and
 ``prior_variance`` (σ²) — never by its folder name; the seeds of one folder
@@ -18,12 +24,16 @@ their legends.
 
 Folders of one setting (dataset, model, λ, σ²) are reduced to the one with most seeds for
 what does not depend on an attack (``mixtures``: the accuracy, variance, weight-variance and
-entropy figures, Tables 1, 2, 3, 5).
+entropy figures, Tables 1, 2, 3, 5), under one root or across several.  Among folders with
+equally many seeds the first in study order is used: dataset, model, λ, σ², then the root's
+position in the roots given (earlier first), then the name — so with several roots the
+earlier root wins a tie (``_most_seeds``).
 """
 
 import collections
 import dataclasses
 import math
+import os
 
 from uqmix import runs, sweep
 from uqmix.sweep import stats_of
@@ -39,7 +49,12 @@ REQUIRED_FIELDS = ("dataset", "model", "label", "kl_weight", "prior_variance")
 
 @dataclasses.dataclass(frozen=True)
 class Configuration:
-    """One configuration of the sweep: its folder name, what it is, and {seed: metrics}."""
+    """One configuration of the sweep: its name (the folder name, or ``<root label>/<folder>``
+    for a folder name found under several roots), what it is, {seed: metrics}, the folder its
+    runs were read from (``path``: ``<root>/<folder>``, where each ``seed_<S>/flags.cfg`` is
+    read) and the position of that folder's root in the roots given (``root_index``, 0 for
+    one root; the study order puts earlier roots first among configurations of one setting).
+    """
 
     name: str
     dataset: str
@@ -48,6 +63,8 @@ class Configuration:
     kl_weight: float
     prior_variance: float
     runs: dict
+    path: str
+    root_index: int = 0
 
     @property
     def seeds(self):
@@ -73,11 +90,11 @@ class Configuration:
         return stats_of(self.values(key))
 
 
-def _identity(name, seed, metrics):
+def _identity(path, seed, metrics):
     missing = [f for f in REQUIRED_FIELDS if metrics.get(f) is None]
     if missing:
         raise ValueError(
-            f"{name}/seed_{seed}/{runs.METRICS_FILE} lacks {', '.join(missing)}; "
+            f"{os.path.join(path, f'seed_{seed}', runs.METRICS_FILE)} lacks {', '.join(missing)}; "
             "is it a metrics.json of experiments.mixture_mnist?"
         )
     return (
@@ -89,8 +106,8 @@ def _identity(name, seed, metrics):
     )
 
 
-def _configuration(name, by_seed):
-    identities = {seed: _identity(name, seed, m) for seed, m in by_seed.items()}
+def _configuration(name, by_seed, path, root_index=0):
+    identities = {seed: _identity(path, seed, m) for seed, m in by_seed.items()}
     distinct = set(identities.values())
     if len(distinct) > 1:
         listed = "; ".join(f"seed {s}: {i}" for s, i in sorted(identities.items()))
@@ -99,7 +116,9 @@ def _configuration(name, by_seed):
             f"(dataset, model, label, λ, σ²): {listed}"
         )
     dataset, model, label, kl_weight, prior_variance = distinct.pop()
-    return Configuration(name, dataset, model, label, kl_weight, prior_variance, dict(by_seed))
+    return Configuration(
+        name, dataset, model, label, kl_weight, prior_variance, dict(by_seed), path, root_index
+    )
 
 
 def _rank(order, value):
@@ -115,23 +134,41 @@ def _order(config):
         config.model,
         -config.kl_weight if config.is_mixture else 0.0,
         config.prior_variance if config.is_mixture else 0.0,
+        config.root_index,
         config.name,
     )
 
 
-def load_study(root):
-    """The configurations of the sweep under ``root``, ordered by dataset, model, λ (↓), σ².
+def root_labels(roots):
+    """The label of each root in the names of folders found under several roots: its basename
+    when the basenames of ``roots`` are distinct, else the root as given (normalised: no
+    trailing "/"), which ``uqmix.sweep.sweep_roots`` has made distinct."""
+    paths = [os.path.normpath(root) for root in roots]
+    basenames = [os.path.basename(path) for path in paths]
+    return basenames if len(set(basenames)) == len(basenames) else paths
 
-    Raises ValueError when ``root`` holds no finished run, a metrics.json
-    lacks the identifying fields, or the seeds of one folder disagree on them.
+
+def load_study(roots):
+    """The configurations of the sweeps under ``roots`` (one root, str, or a list of them),
+    ordered by dataset, model, λ (↓), σ², the root's position in ``roots``, name.
+
+    A folder name found under one root is the configuration's name, one found under several
+    gives a configuration per root named ``<root label>/<folder>`` (``root_labels``).  Raises
+    ValueError when a root is given twice or holds no finished run
+    (``uqmix.sweep.collect_roots``), a metrics.json lacks the identifying fields, or the
+    seeds of one folder disagree on them.
     """
-    collected = sweep.collect(root)
-    configurations = [
-        _configuration(name, by_seed) for name, by_seed in collected.items() if by_seed
-    ]
-    if not configurations:
-        raise ValueError(f"no finished runs (<config>/seed_<S>/{runs.METRICS_FILE}) under {root}")
-    return sorted(configurations, key=_order)
+    collected = sweep.collect_roots(roots)
+    labels = root_labels([root for root, _ in collected])
+    count = collections.Counter(folder for _, found in collected for folder in found)
+    configurations = {}
+    for index, (root, found) in enumerate(collected):
+        for folder, by_seed in found.items():
+            name = folder if count[folder] == 1 else f"{labels[index]}/{folder}"
+            if name in configurations:  # the names are distinct by construction
+                raise ValueError(f"ambiguous: two configurations would be named {name!r}.")
+            configurations[name] = _configuration(name, by_seed, os.path.join(root, folder), index)
+    return sorted(configurations.values(), key=_order)
 
 
 def datasets_of(configurations):
@@ -139,7 +176,11 @@ def datasets_of(configurations):
 
 
 def _most_seeds(group):
-    """The configuration with most seeds; the first in study order among equals."""
+    """The configuration with most seeds; the first in ``group`` among equals — callers pass
+    groups in study order (``_order``), so a tie goes to the configuration of the earlier
+    root given, then to the first name.  Earlier root, not the later: the order of
+    ``--sweep_root`` is the one precedence the reader sees (the report's command line names
+    it); which root holds newer runs is not something the report can know."""
     return max(group, key=lambda c: len(c.runs))
 
 

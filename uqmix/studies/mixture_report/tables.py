@@ -116,6 +116,12 @@ def markdown_tables(configurations, table=None):
         "Cells: mean ± sample std (ddof = 1) (n seeds); a single seed shows its value (1); "
         "— = not evaluated.",
     ]
+    if any("/" in c.name for c in configurations):  # ``study.load_study``'s names
+        parts[-1] += (
+            " A folder `<root>/<folder>` is a folder name found under several sweep roots: one "
+            "configuration per root, `<root>` its basename (the root as given when two roots "
+            "share a basename)."
+        )
     for dataset in datasets_of(configurations):
         members = [c for c in configurations if c.dataset == dataset]
         parts.append(f"## {dataset_title(dataset)}")
