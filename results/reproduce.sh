@@ -77,7 +77,24 @@ mixture_report() {
   collect "$1"
   run "$PYTHON" -m experiments.mixture_report "--sweep_root=results/runs/$1" \
     "--output_dir=results/$1" "--figures_dir=results/figures/$1"
+  mixture_all_report
   splice
+}
+
+# The mixture report over every mixture root, results/mixture_all: the published tables in one
+# comparison (Tables 1 and 2 are split over mixture and mixture_grid; a setting in several
+# folders is reported from the one with most seeds, per attack protocol for Tables 4 and 7).
+mixture_all_report() {
+  local roots=()
+  for root in mixture mixture_grid mixture_protocol; do
+    if [ -n "${DRY_RUN:-}" ] || [ -n "$(find "results/runs/$root" -name metrics.json 2> /dev/null)" ]; then
+      roots+=("results/runs/$root")
+    fi
+  done
+  local joined
+  joined=$(IFS=,; echo "${roots[*]}")
+  run "$PYTHON" -m experiments.mixture_report "--sweep_root=$joined" \
+    --output_dir=results/mixture_all --figures_dir=results/figures/mixture_all
 }
 
 # splice: the regenerated tables into results/REPRODUCTION.md (experiments.splice_report).
