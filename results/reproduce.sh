@@ -85,16 +85,22 @@ mixture_report() {
 # comparison (Tables 1 and 2 are split over mixture and mixture_grid; a setting in several
 # folders is reported from the one with most seeds, per attack protocol for Tables 4 and 7).
 mixture_all_report() {
-  local roots=()
-  for root in mixture mixture_grid mixture_protocol; do
+  run "$PYTHON" -m experiments.mixture_report \
+    "--sweep_root=$(finished_roots mixture mixture_grid mixture_protocol)" \
+    --output_dir=results/mixture_all --figures_dir=results/figures/mixture_all
+}
+
+# finished_roots ROOT...: results/runs/ROOT for each ROOT that holds a finished run (all of them
+# under DRY_RUN), comma-separated: the --sweep_root of a report over several roots.
+finished_roots() {
+  local roots=() root
+  for root in "$@"; do
     if [ -n "${DRY_RUN:-}" ] || [ -n "$(find "results/runs/$root" -name metrics.json 2> /dev/null)" ]; then
       roots+=("results/runs/$root")
     fi
   done
-  local joined
-  joined=$(IFS=,; echo "${roots[*]}")
-  run "$PYTHON" -m experiments.mixture_report "--sweep_root=$joined" \
-    --output_dir=results/mixture_all --figures_dir=results/figures/mixture_all
+  local IFS=,
+  echo "${roots[*]}"
 }
 
 # splice: the regenerated tables into results/REPRODUCTION.md (experiments.splice_report).
@@ -105,16 +111,10 @@ splice() {
 # The full-length Prior Network report: results/pn_full over the roots pn_full, pn_full_kldir
 # (KL-DIR next to KL-PMF) and pn_full_cw (C&W L2), those that have finished runs.
 pn_full_report() {
-  local roots=()
-  for root in pn_full pn_full_kldir pn_full_cw; do
-    collect "$root"
-    if [ -n "${DRY_RUN:-}" ] || [ -n "$(find "results/runs/$root" -name metrics.json 2> /dev/null)" ]; then
-      roots+=("results/runs/$root")
-    fi
-  done
-  local joined
-  joined=$(IFS=,; echo "${roots[*]}")
-  run "$PYTHON" -m experiments.pn_report "--sweep_root=$joined" \
+  local root
+  for root in pn_full pn_full_kldir pn_full_cw; do collect "$root"; done
+  run "$PYTHON" -m experiments.pn_report \
+    "--sweep_root=$(finished_roots pn_full pn_full_kldir pn_full_cw)" \
     --output_dir=results/pn_full --figures_dir=results/figures/pn_full
   splice
 }
