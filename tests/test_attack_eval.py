@@ -380,6 +380,36 @@ def test_adaptive_curves_auroc_on_successful_attacks_and_jsr_are_independent(set
     )
 
 
+def test_adaptive_curves_log_one_line_per_point_with_its_success_rate():
+    lines = []
+    curves = attack_eval.adaptive_attack_curves(
+        linear_logits, X, (5, 40), eps=0.6, eps_iter=0.05, method="mim", log=lines.append
+    )
+    assert [line.split(" (")[0] for line in lines] == ["mim 5 iterations", "mim 40 iterations"]
+    assert "(batch 1/1, point 2/2)" in lines[1]
+    rates = [float(line.rsplit(" ", 1)[1]) for line in lines]
+    np.testing.assert_allclose(rates, curves["success_rate"], atol=5e-4)
+    # two batches: a line per batch and point, each with that batch's success rate
+    lines.clear()
+    attack_eval.adaptive_attack_curves(
+        linear_logits, X, (5,), eps=0.6, eps_iter=0.05, batch_size=len(X) // 2 + 1, log=lines.append
+    )
+    assert [line.split(": ")[0] for line in lines] == [
+        "pgd 5 iterations (batch 1/2, point 1/1)",
+        "pgd 5 iterations (batch 2/2, point 1/1)",
+    ]
+    lines.clear()
+    cw = attack_eval.adaptive_cw_curves(
+        LinearDirichlet(), X_SPREAD[:20], (5, 10), binary_search_steps=1, log=lines.append
+    )
+    assert [line.split(": ")[0] for line in lines] == [
+        "C&W L2 max_iterations 5 (point 1/2)",
+        "C&W L2 max_iterations 10 (point 2/2)",
+    ]
+    rates = [float(line.rsplit(" ", 1)[1]) for line in lines]
+    np.testing.assert_allclose(rates, cw["success_rate"], atol=5e-4)
+
+
 def test_adaptive_cw_curves_match_a_direct_carlini_wagner_run():
     model = LinearDirichlet()
     x = X_SPREAD[:20]

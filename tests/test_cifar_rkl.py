@@ -95,6 +95,14 @@ def test_smoke_flagfile_end_to_end(tmp_path):
     assert all(len(curves[k]) == 3 for k in ("success_rate", "auroc", "jsr"))
     assert all(0 <= v <= 0.5 + 1e-9 for v in curves["jsr"])
     assert 0 < metrics["attack_seconds"] and 0 < metrics["eval_seconds"]
+    # --verbose=2 (a log file): one timestamped progress line per curve point, its success rate
+    progress = re.findall(
+        r"\] white-box attack, \w+ (\d+) iterations \(batch 1/1, point \d/3\): "
+        r"success rate ([0-9.]+)",
+        result.stdout,
+    )
+    assert [int(n) for n, _ in progress] == [2, 5, 10]
+    np.testing.assert_allclose([float(r) for _, r in progress], curves["success_rate"], atol=5e-4)
     for figure in metrics["figures"]:
         assert os.path.getsize(out / figure) > 1000
     assert {

@@ -244,6 +244,17 @@ def _advance(bar):
         bar.add(1)
 
 
+def _log_point(log, what, batch, point, success_rate):
+    """One progress line to ``log`` (if given): what was evaluated, the batch (None: all of
+    them) and the curve point as (index, count) pairs, counted from 1 in the line, and the
+    success rate of the attacks evaluated."""
+    if log is None:
+        return
+    where = [] if batch is None else [f"batch {batch[0] + 1}/{batch[1]}"]
+    where.append(f"point {point[0] + 1}/{point[1]}")
+    log(f"{what} ({', '.join(where)}): success rate {float(success_rate):.3f}")
+
+
 # -- robustness ------------------------------------------------------------------------------
 def default_eps_iter_ratio(nb_iter):
     """Madry et al.'s step rule eps_iter = 2.5·ε / nb_iter, capped at ε (so eps_iter ≤ ε)."""
@@ -612,6 +623,7 @@ def adaptive_attack_curves(
     verbose=False,
     noise="redraw",
     combine="log_mean",
+    log=None,
 ):
     """Targeted adaptive attack at the second most likely class, evaluated after each checkpoint.
 
@@ -628,6 +640,8 @@ def adaptive_attack_curves(
       (positives) scored by ``measure`` (NaN when no attack succeeded);
     * jsr: joint success rate (``uqmix.metrics.joint_success_rate``) of the
       natural and all adversarial inputs.
+    ``log``: None or a callable given one line of progress per evaluated checkpoint of each
+    batch (for a log file, where ``verbose``'s progress bar does not belong).
     Returns {"iterations", "success_rate", "auroc", "jsr"} (arrays [T]).
     """
     x, _ = _check_data(x)
@@ -667,11 +681,18 @@ def adaptive_attack_curves(
             seed=[seed, index],
             decay_factor=decay_factor,
         )
-        for count, adversarial in runs:
+        for point, (count, adversarial) in enumerate(runs):
             predictive = predict(eval_model, adversarial.numpy(), num_eval_samples, batch_size)
             scores[count].append(detection_score(predictive, measure))
             success[count].append(metrics.attack_success(predictive, targets=targets[part]))
             _advance(bar)
+            _log_point(
+                log,
+                f"{method} {count} iterations",
+                (index, len(batches)),
+                (point, len(checkpoints)),
+                success[count][-1].mean(),
+            )
     points = [
         _adaptive_point(natural_scores, np.concatenate(scores[c]), np.concatenate(success[c]))
         for c in checkpoints
@@ -701,6 +722,7 @@ def adaptive_cw_curves(
     noise="redraw",
     combine="log_mean",
     seed=0,
+    log=None,
 ):
     """Adaptive Carlini–Wagner L2 at the second most likely class against the iteration budget.
 
@@ -710,6 +732,7 @@ def adaptive_cw_curves(
     keeps C&W's own margin loss).  Examples never made adversarial stay x.
     Evaluated like ``adaptive_attack_curves`` on ``eval_model``; also the
     median L2 distance ‖x' − x‖ of the successful examples (NaN if none).
+    ``log``: as ``adaptive_attack_curves``, one line per evaluated budget.
     Returns {"iterations", "success_rate", "auroc", "jsr", "median_l2"} (arrays [T]).
     """
     x, _ = _check_data(x)
@@ -720,7 +743,7 @@ def adaptive_cw_curves(
     points, medians = [], []
     batches = _batches(len(x), batch_size)
     bar = _progress(len(batches) * len(budgets), verbose)
-    for budget in budgets:
+    for point, budget in enumerate(budgets):
         adversarial = []
         for index, part in enumerate(batches):
             model_fn, loss_fn = _criterion(
@@ -756,6 +779,7 @@ def adaptive_cw_curves(
         predictive = predict(eval_model, adversarial, num_eval_samples, batch_size)
         hit = metrics.attack_success(predictive, targets=targets)
         points.append(_adaptive_point(natural_scores, detection_score(predictive, measure), hit))
+        _log_point(log, f"C&W L2 max_iterations {budget}", None, (point, len(budgets)), hit.mean())
         distances = np.sqrt(((adversarial - x).reshape(len(x), -1) ** 2).sum(1))
         medians.append(float(np.median(distances[hit])) if hit.any() else float("nan"))
     result = _curves(budgets, points)

@@ -931,6 +931,14 @@ def log_evaluation(config, metrics, step):
     )
 
 
+def _attack_log(config, setting):
+    """Progress lines of the attack curves for a log file (``verbose`` = 2, one timestamped
+    line per curve point); None otherwise (``verbose`` = 1 shows a progress bar instead)."""
+    if config["verbose"] != 2:
+        return None
+    return lambda line: console.progress(f"{setting} attack, {line}")
+
+
 def attack_metrics(model, config, data, strategy):
     """Adaptive-attack curves (``uqmix.attack_eval.adaptive_attack_curves``) on the first
     ``attack_examples`` test images; with ``blackbox_transfer`` also the curves of attacks
@@ -972,7 +980,15 @@ def attack_metrics(model, config, data, strategy):
         )
         curves_fn = adaptive_attack_curves
     attack_options = dict(common, **recorded)
-    settings = {"white_box": curves_fn(model, x, config["attack_iterations"], **attack_options)}
+    settings = {
+        "white_box": curves_fn(
+            model,
+            x,
+            config["attack_iterations"],
+            log=_attack_log(config, "white-box"),
+            **attack_options,
+        )
+    }
     source_seeds = None
     if config["blackbox_transfer"]:
         source_networks, source_seconds, source_seeds = train_networks(
@@ -984,7 +1000,12 @@ def attack_metrics(model, config, data, strategy):
         )
         source = evaluation_model(config, source_networks)
         settings["black_box"] = curves_fn(
-            source, x, config["attack_iterations"], eval_model=model, **attack_options
+            source,
+            x,
+            config["attack_iterations"],
+            eval_model=model,
+            log=_attack_log(config, "black-box"),
+            **attack_options,
         )
     result = {
         "iterations": list(config["attack_iterations"]),
