@@ -74,6 +74,22 @@ def test_attack_curves_label_axes_and_state_seeds_and_examples():
     assert figure._suptitle.get_text() == "MIM: 1 seed, 500 examples"
     assert [ax.get_ylabel() for ax in figure.axes] == ["Success rate", "JSR"]
     assert all(ax.get_xlabel() == "attack iterations" for ax in figure.axes)
+    # one legend below the panels, each series once (not one legend per panel over the curves)
+    assert all(ax.get_legend() is None for ax in figure.axes)
+    assert [[t.get_text() for t in legend.get_texts()] for legend in figure.legends] == [["a"]]
+
+
+def test_attack_curves_share_one_legend_of_every_series_in_first_appearance_order():
+    panels = {
+        "success rate": {"b": [0.1, 0.2], "a": [0.2, 0.3]},
+        "median L2": {"a": [1.0, 2.0], "c": [0.5, 1.5]},
+    }
+    figure = plotting.attack_curves([1, 10], panels, free_y=("median L2",))
+    (legend,) = figure.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["b", "a", "c"]
+    figure.canvas.draw()  # the legend sits below every panel and its axis labels, inside the figure
+    box = legend.get_window_extent()
+    assert box.y0 >= 0 and all(box.y1 <= ax.get_tightbbox().y0 for ax in figure.axes)
 
 
 def test_robustness_figure_title_counts_seeds_and_attacked_images():

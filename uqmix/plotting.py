@@ -207,6 +207,28 @@ def roc_curves(curves, title=None):
     return figure
 
 
+LEGEND_ROW_INCHES = 0.22
+
+
+def shared_legend(figure, axes, columns):
+    """One legend below the panels for the series of all ``axes`` (each label once, in the
+    order it first appears), in ``columns`` columns — panels that share their series would
+    otherwise repeat the legend on every panel, covering the curves."""
+    entries = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    if entries:
+        figure.legend(
+            list(entries.values()),
+            list(entries),
+            loc="outside lower center",
+            ncol=columns,
+            fontsize=8,
+            frameon=False,
+        )
+
+
 def attack_curves(
     iterations,
     panels,
@@ -223,7 +245,8 @@ def attack_curves(
 
     iterations: [T] iteration counts (x axis, log scale when they span > 10×).
     panels: {panel title: {series label: [T] values (None/NaN = missing)}}; the panel
-      title is also its y label.
+      title is also its y label.  The series labels go to one legend below the panels
+      (``shared_legend``).
     spreads: optional {panel title: {series label: [T] error-bar half-widths}}.
     seeds, examples: how many seeds (counts, one per series) and attacked examples the
       points average; given, the title says so (``averaging_text``; "± σ" only with
@@ -235,7 +258,9 @@ def attack_curves(
     if not panels:
         raise ValueError("panels is empty.")
     iterations = np.asarray(iterations, np.float64)
-    figure = new_figure(4.2 * len(panels), 3.6)
+    labels = list(dict.fromkeys(label for series in panels.values() for label in series))
+    columns = min(len(panels), len(labels)) or 1
+    figure = new_figure(4.2 * len(panels), 3.6 + LEGEND_ROW_INCHES * -(-len(labels) // columns))
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for ax, (panel, series) in zip(axes, panels.items()):
         defaults = series_styles(len(series))
@@ -274,7 +299,7 @@ def attack_curves(
         if panel not in free_y:
             ax.set_ylim(-0.02, 1.02)
         ax.set_title(panel, fontsize=10)
-        ax.legend(fontsize=8)
+    shared_legend(figure, axes, columns)
     if seeds is not None or examples is not None:
         title = join_title(title, averaging_text(seeds or [1], sigmas, examples))
     if title:
