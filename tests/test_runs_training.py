@@ -67,7 +67,7 @@ class _Crash(keras.callbacks.Callback):
 
 
 @pytest.mark.parametrize("total_steps", [48, 50])  # whole epochs, and a short last epoch
-def test_resumed_run_matches_uninterrupted_run(tmp_path, total_steps):
+def test_resumed_run_matches_uninterrupted_run(tmp_path, capsys, total_steps):
     tf.config.experimental.enable_op_determinism()
     straight = _model()
     training.fit_resumable(straight, _dataset, total_steps, 8, str(tmp_path / "a"), verbose=0)
@@ -77,7 +77,10 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, total_steps):
             crashed, _dataset, total_steps, 8, str(tmp_path / "b"), callbacks=[_Crash()], verbose=0
         )
     resumed = _model()
-    training.fit_resumable(resumed, _dataset, total_steps, 8, str(tmp_path / "b"), verbose=0)
+    capsys.readouterr()
+    training.fit_resumable(resumed, _dataset, total_steps, 8, str(tmp_path / "b"), verbose=2)
+    epochs = -(-total_steps // 8)
+    assert f"3 of {epochs} epochs done, resuming" in capsys.readouterr().out
     assert int(resumed.optimizer.iterations.numpy()) == total_steps
     for a, b in zip(straight.get_weights(), resumed.get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -86,6 +89,10 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, total_steps):
         training.fit_resumable(resumed, _dataset, total_steps, 8, str(tmp_path / "b"), verbose=0)
         is None
     )
+    # ... and says so when verbose (a restored network would otherwise look like a new training)
+    capsys.readouterr()
+    assert training.fit_resumable(resumed, _dataset, total_steps, 8, str(tmp_path / "b")) is None
+    assert f"{epochs} of {epochs} epochs done, nothing left to train" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("total_steps, epochs", [(48, 6), (50, 7)])  # 7: a short last epoch

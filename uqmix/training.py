@@ -206,6 +206,8 @@ def fit_resumable(
       seconds to ``folder``/timing.json[key] (``runs.add_seconds``), so the total counts
       every invocation's finished epochs (a killed one loses only its unfinished epoch,
       which is trained again), not just the last invocation's.
+    With ``verbose``, a restored checkpoint is reported in one line (how many epochs it holds,
+    and whether any are left to train).
     Returns the ``History`` of this call (``None`` if nothing was left to train).
     Raises ``TrainingDivergedError`` on a NaN/Inf loss (the last good
     checkpoint is kept).
@@ -226,6 +228,9 @@ def fit_resumable(
     if latest:
         ckpt.restore(latest).assert_existing_objects_matched()
     initial_epoch = int(epoch_var.numpy())
+    if latest and verbose:
+        left = "nothing left to train" if initial_epoch >= num_epochs else "resuming"
+        print(f"restored {latest}: {initial_epoch} of {num_epochs} epochs done, {left}", flush=True)
     if initial_epoch >= num_epochs:
         return None
     done_steps = initial_epoch * steps_per_epoch
