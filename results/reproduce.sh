@@ -73,6 +73,33 @@ collect() {
   done < <(cd runs && find "$1" -name metrics.json)
 }
 
+# restore_committed: a fresh clone (or a machine whose runs/ was lost) holds the finished runs
+# only in results/runs/.  Each committed run whose runs/ folder does not exist at all gets its
+# metrics.json, flags.cfg, config.json and uqmix_run.json copied back, so the sweep checks its
+# record (experiments.sweep: same record, skipped; another record, refused) instead of running it
+# again.  A runs/ folder that exists (an unfinished run's checkpoints) is never touched.
+restore_committed() {
+  if [ -n "${DRY_RUN:-}" ]; then
+    echo "restore results/runs -> runs (missing run folders only)"
+    return
+  fi
+  [ -d results/runs ] || return 0
+  local metrics run file restored=0
+  while IFS= read -r metrics; do
+    run=$(dirname "$metrics")
+    [ -e "runs/$run" ] && continue
+    for file in metrics.json flags.cfg config.json uqmix_run.json; do
+      if [ -f "results/runs/$run/$file" ]; then
+        install -D -m 644 "results/runs/$run/$file" "runs/$run/$file"
+      fi
+    done
+    restored=$((restored + 1))
+  done < <(cd results/runs && find . -name metrics.json | sed 's|^\./||')
+  if [ "$restored" -gt 0 ]; then
+    echo "restored $restored finished runs from results/runs into runs/"
+  fi
+}
+
 mixture_report() {
   collect "$1"
   run "$PYTHON" -m experiments.mixture_report "--sweep_root=results/runs/$1" \
@@ -203,6 +230,7 @@ for block in "$@"; do
 done
 # A failing block (a run that fails, a report that refuses) is reported and the next block runs;
 # the exit code is 1 if any block failed.  PYTHON (default python) runs the sweeps and reports.
+restore_committed
 failed=()
 for block in "$@"; do
   echo "== block $block ($(date -u +%FT%TZ))"

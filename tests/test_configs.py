@@ -114,6 +114,41 @@ def test_reproduction_block_goes_on_past_a_failed_sweep(tmp_path):
     assert "mnist_kl.cfg" in commands[1] and "mnist_mc_dropout.cfg" in commands[4]
 
 
+def test_reproduction_restores_committed_runs_into_missing_folders_only(tmp_path):
+    """On a fresh clone the finished runs exist only in results/runs/: reproduce.sh copies each
+    one's four record files back into runs/ (so the sweep skips it after checking its record)
+    when its runs/ folder does not exist, and leaves an existing folder (an unfinished run's
+    checkpoints) untouched."""
+    (tmp_path / "results").mkdir()
+    script = tmp_path / "results" / "reproduce.sh"
+    shutil.copy(os.path.join(REPO_ROOT, "results", "reproduce.sh"), script)
+    files = ("metrics.json", "flags.cfg", "config.json", "uqmix_run.json")
+    for seed in (0, 1):
+        committed = tmp_path / "results" / "runs" / "pn_full" / "mnist_rkl" / f"seed_{seed}"
+        committed.mkdir(parents=True)
+        for name in files:
+            (committed / name).write_text(f"{name} of seed {seed}")
+    unfinished = tmp_path / "runs" / "pn_full" / "mnist_rkl" / "seed_1"
+    unfinished.mkdir(parents=True)
+    (unfinished / "checkpoint").write_text("epoch 3")
+    fake = tmp_path / "fake_python"
+    fake.write_text("#!/usr/bin/env bash\nexit 0\n")
+    fake.chmod(0o755)
+    result = subprocess.run(
+        ["bash", str(script), "9"],
+        env=dict(os.environ, PYTHON=str(fake)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "restored 1 finished runs" in result.stdout
+    restored = tmp_path / "runs" / "pn_full" / "mnist_rkl" / "seed_0"
+    for name in files:
+        assert (restored / name).read_text() == f"{name} of seed 0"
+    assert sorted(os.listdir(unfinished)) == ["checkpoint"]
+
+
 PN_STUDY_CONFIGS = [
     p
     for p in CONFIGS
