@@ -20,6 +20,7 @@ import time
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.metric_comparison import assert_same_metrics
 from uqmix import runs
 
 SMOKE = os.path.join(REPO_ROOT, "experiments", "configs", "smoke.cfg")
@@ -127,24 +128,9 @@ def _start_mirrored(out):
     )
 
 
-def _leaves(tree, prefix=""):
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            yield from _leaves(value, f"{prefix}{key}.")
-    elif isinstance(tree, float):
-        yield prefix[:-1], tree
-
-
 def _assert_same_metrics(multi, single):
     assert multi["num_replicas"] == single["num_replicas"] == 2
-    reference = dict(_leaves(single))
-    compared, largest = 0, 0.0
-    for key, value in _leaves(multi):
-        if key.endswith("_seconds"):  # wall times, not results
-            continue
-        assert value == pytest.approx(reference[key], rel=2e-4, abs=1e-5), key
-        compared += 1
-        largest = max(largest, abs(value - reference[key]))
+    compared, largest = assert_same_metrics(multi, single, rel_tol=2e-4, abs_tol=1e-5)
     print(f"{compared} metrics compared, largest difference {largest:.3g}")
     assert compared > 20
     assert multi["mean_alpha0_in"] > 15  # trained: α0 = Σ exp(logits) ≈ 10 at initialisation
@@ -355,10 +341,7 @@ def test_synthetic_job_on_two_workers_equals_one_process(tmp_path):
     assert writers == {workers[0].pid}
     multi = runs.read_json(str(tmp_path / "multi" / runs.METRICS_FILE))["models"]["reverse_kl"]
     reference = runs.read_json(str(tmp_path / "single" / runs.METRICS_FILE))
-    reference = dict(_leaves(reference["models"]["reverse_kl"]))
-    compared = 0
-    for key, value in _leaves(multi):
-        if not key.endswith("_seconds"):
-            assert value == pytest.approx(reference[key], rel=1e-3, abs=1e-4), key
-            compared += 1
+    compared, _ = assert_same_metrics(
+        multi, reference["models"]["reverse_kl"], rel_tol=1e-3, abs_tol=1e-4
+    )
     assert compared > 10

@@ -34,7 +34,7 @@ def _comparable(metrics):
         return value
 
     kept = {k: v for k, v in metrics.items() if k != "training_reused_from"}
-    return json.dumps(strip(runs._jsonable(kept)), sort_keys=True)
+    return json.dumps(strip(runs.jsonable(kept)), sort_keys=True)
 
 
 @pytest.fixture(scope="module")

@@ -145,7 +145,7 @@ def _comparable(config):
     """The configuration as JSON would store it, without the keys that may differ."""
     from uqmix import runs
 
-    text = json.dumps(runs._jsonable(config), sort_keys=True)
+    text = json.dumps(runs.jsonable(config), sort_keys=True)
     return {k: v for k, v in json.loads(text).items() if k not in runs.VOLATILE_KEYS}
 
 

@@ -28,6 +28,7 @@ in it and raises ``RunInUseError`` naming the process that has it; the
 experiments hold it to the end of their run (``run_holding_output_dir``).
 """
 
+import contextlib
 import json
 import math
 import os
@@ -40,6 +41,11 @@ import time
 import numpy as np
 
 from uqmix import __version__, run_lock
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock
+    fcntl = None
 
 CONFIG_FILE = "config.json"
 FLAGS_FILE = "flags.cfg"
@@ -66,6 +72,9 @@ VOLATILE_KEYS = frozenset(
         # Whose finished networks a Prior Network run evaluates (uqmix.studies.reused_training):
         # the run's result is that of its flags, whoever trained them.
         "reuse_training_from",
+        # How many processes train a run's networks (uqmix.studies.parallel_training): speed
+        # only, the same networks.
+        "training_processes",
     }
 )
 
@@ -84,13 +93,15 @@ RunInUseError = run_lock.RunInUseError
 LOCK_FILE = run_lock.LOCK_FILE
 
 
-def _jsonable(value):
+def jsonable(value):
+    """``value`` with tuples as lists, numpy scalars and arrays (and tensors) as Python
+    values, non-finite floats as None, dict keys as strings: what ``json.dump`` writes."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, (np.floating, float)):
         value = float(value)
         return value if math.isfinite(value) else None
@@ -99,7 +110,7 @@ def _jsonable(value):
     if isinstance(value, (np.bool_,)):
         return bool(value)
     if hasattr(value, "numpy"):
-        return _jsonable(value.numpy())
+        return jsonable(value.numpy())
     return value
 
 
@@ -141,7 +152,7 @@ def atomic_write_bytes(path, data):
 def json_bytes(obj):
     """UTF-8 JSON text (indent 2, sorted keys, final newline) with NumPy/tensor values
     converted and non-finite floats as null."""
-    text = json.dumps(_jsonable(obj), indent=2, sort_keys=True, allow_nan=False)
+    text = json.dumps(jsonable(obj), indent=2, sort_keys=True, allow_nan=False)
     return (text + "\n").encode("utf-8")
 
 
@@ -208,7 +219,7 @@ def read_json_object(path):
 
 
 def _comparable(config):
-    return {k: v for k, v in _jsonable(config).items() if k not in VOLATILE_KEYS}
+    return {k: v for k, v in jsonable(config).items() if k not in VOLATILE_KEYS}
 
 
 def differences(old, new):
@@ -477,7 +488,7 @@ def prepare_output_dir(output_dir, config, resume=False, overwrite=False, binary
     )
     atomic_write_json(config_path, config)
     flag_lines = []
-    for key, value in sorted(_jsonable(config).items()):
+    for key, value in sorted(jsonable(config).items()):
         if isinstance(value, list):
             value = ",".join(str(v) for v in value)
         flag_lines.append(f"--{key}={value}")
@@ -492,10 +503,27 @@ def add_seconds(output_dir, key, seconds):
     total: the time of every invocation of a resumed run, not only the last one
     (``training.fit_resumable`` adds each finished epoch)."""
     path = os.path.join(output_dir, TIMING_FILE)
-    totals = read_json_object(path) if os.path.exists(path) else {}
-    totals[key] = float(totals.get(key) or 0.0) + float(seconds)
-    atomic_write_json(path, totals)
+    with _exclusive(path + ".lock"):  # helper processes add to the same file
+        totals = read_json_object(path) if os.path.exists(path) else {}
+        totals[key] = float(totals.get(key) or 0.0) + float(seconds)
+        atomic_write_json(path, totals)
     return totals[key]
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path):
+    """Holds ``flock(LOCK_EX)`` on ``lock_path`` (blocking) for the block: read-modify-write
+    of one file by several processes of a run (``uqmix.studies.parallel_training``).  Without
+    flock (Windows) the block runs unlocked: a run there uses one process."""
+    if fcntl is None:
+        yield
+        return
+    with open(lock_path, "a", encoding="utf-8") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def read_seconds(output_dir, key, default=None):

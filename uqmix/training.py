@@ -41,8 +41,9 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Stops ``fit`` at the first batch whose loss is NaN/Inf and remembers where.
 
     Also checks the trainable weights at every epoch end, before the epoch's checkpoint is
-    written: a loss can stay finite while weights overflow (a ReLU maps NaN to 0, the
-    Dirichlet losses clip the logits), and such weights must not reach a checkpoint.
+    written: a loss can stay finite while weights overflow (a ReLU may map NaN to 0, by the
+    CPU's max instruction; the Dirichlet losses clip the logits), and such weights must not
+    reach a checkpoint.
     """
 
     def __init__(self):

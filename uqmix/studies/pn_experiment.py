@@ -17,7 +17,8 @@ its default and help; ``default_config()`` gives them all) and
    augmentation (``uqmix.augment``), optional generalised adversarial
    training (``uqmix.adversarial_training``); TensorBoard scalars (every loss
    term, accuracy, mean α0 in-domain and OOD, learning rate) and α0
-   histograms per epoch;
+   histograms per epoch; with ``training_processes`` > 1 helper processes train
+   their share of the networks at the same time (``parallel_training``);
 4. evaluates (``evaluate``): classification error (and NLL, ECE, Brier); OOD
    detection AUROC / AUPR / FPR@95 of every OOD test set by mutual
    information, total uncertainty, expected data uncertainty, α0 and max
@@ -77,7 +78,7 @@ from uqmix.models.prior_network import LOSSES
 from uqmix.models.sampled_networks import ensemble, mc_dropout
 from uqmix.optim import OPTIMIZERS, SCHEDULES, make_optimizer
 from uqmix.setup_utils import STRATEGIES, make_strategy, set_seed
-from uqmix.studies import reused_training
+from uqmix.studies import parallel_training, reused_training
 
 OOD_MEASURES = (
     "mutual_information",
@@ -174,6 +175,13 @@ OPTIONS = (
     ("deterministic", True, "TensorFlow op determinism."),
     options.JIT_COMPILE_OPTION,
     ("strategy", "default", "default | mirrored | multi_worker | tpu."),
+    (
+        "training_processes",
+        1,
+        "Processes that train the run's networks at once (ensemble members, black-box "
+        "source): network j by process j mod K on this machine (strategy default; "
+        "uqmix.studies.parallel_training). Speed only: the same networks.",
+    ),
     ("tpu_address", "", "TPU address for strategy=tpu."),
     ("output_dir", os.path.join("runs", "cifar_rkl"), "Where the run writes its files."),
     ("resume", False, "Continue the run of the same configuration in output_dir."),
@@ -391,6 +399,7 @@ def validate_config(config):
             "--reuse_training_from cannot be used with --strategy=multi_worker (the copied "
             "networks would have to reach every worker); drop it to train here."
         )
+    parallel_training.validate(config)
     options.check_run_options(config)
     return config
 
@@ -688,19 +697,59 @@ def network_dirs(config, prefix=""):
     return [f"{prefix}member_{m}" if count > 1 else f"{prefix}model" for m in range(count)]
 
 
-def train_networks(config, data, strategy, seed_offset=0, prefix=""):
+def run_networks(config):
+    """[(folder, prefix, seed offset)] of every network the run trains: its own, then with
+    ``attack`` and ``blackbox_transfer`` the black-box source's (the list that
+    ``--training_processes`` shares out)."""
+    networks = [(name, "", 0) for name in network_dirs(config)]
+    if config["attack"] and config["blackbox_transfer"]:
+        networks += [
+            (name, BLACKBOX_PREFIX, BLACKBOX_SOURCE_SEED_OFFSET)
+            for name in network_dirs(config, BLACKBOX_PREFIX)
+        ]
+    return networks
+
+
+def train_networks(
+    config,
+    data,
+    strategy,
+    seed_offset=0,
+    prefix="",
+    only=None,
+    helpers=parallel_training.NO_HELPERS,
+):
     """Builds and trains every network of the configured model (member m seeded with
     ``network_seed(config seed + seed_offset, m)``); returns (networks, seconds spent in this
     call, seeds).  The epochs' seconds of every invocation add up in timing.json under
-    ``<prefix>train_seconds`` (``train_seconds_total``)."""
+    ``<prefix>train_seconds`` (``train_seconds_total``).
+
+    ``only``: the folders to train (a helper process's share), None for all.  ``helpers``
+    (``parallel_training.Helpers``): the networks they train are not trained here; after
+    this process's own networks, each is restored from its finished checkpoint once its
+    helper exited (the waiting counts in the seconds returned)."""
     normalization = input_normalization(data["x_train"])
     names = network_dirs(config, prefix)
     count = len(names)
-    networks, seconds, seeds = [], 0.0, []
-    for member, name in enumerate(names):
-        seed = network_seed(config["seed"] + seed_offset, member)
-        seeds.append(seed)
+    seeds = [network_seed(config["seed"] + seed_offset, m) for m in range(count)]
+    mine = [n for n in names if not helpers.trained_elsewhere(n)]
+    theirs = [n for n in names if helpers.trained_elsewhere(n)]
+    built, seconds = {}, 0.0
+    for name in mine + theirs:
+        if only is not None and name not in only:
+            continue
+        member = names.index(name)
+        seed = seeds[member]
         model_dir = os.path.join(config["output_dir"], name)
+        if name in theirs:
+            start = time.perf_counter()
+            helpers.wait_for(name)
+            seconds += time.perf_counter() - start
+            if not training.has_checkpoint(model_dir):
+                raise RuntimeError(
+                    f"the helper process that was to train {name} exited without a checkpoint "
+                    f"in {model_dir}; resume the run with --training_processes=1."
+                )
         check_network_seed(model_dir, seed, member, write=distributed.is_chief(strategy))
         if config["verbose"]:
             console.announce(name, member + 1, count)
@@ -716,8 +765,8 @@ def train_networks(config, data, strategy, seed_offset=0, prefix=""):
         seconds += train_model(
             model, config, data, model_dir, seed, name, timing_key=f"{prefix}train_seconds"
         )
-        networks.append(model)
-    return networks, seconds, seeds
+        built[name] = model
+    return [built[n] for n in names if n in built], seconds, seeds
 
 
 def train_seconds_total(config, strategy, key, seconds):
@@ -850,7 +899,17 @@ def _run(config):
             console.progress(
                 f"networks {', '.join(copied)} copied from {reuse_source}", config["verbose"]
             )
-    networks, seconds, network_seeds = train_networks(config, data, strategy)
+    # Helper processes train their share of the networks meanwhile (--training_processes).
+    helpers = parallel_training.start(config, run_networks(config), config["verbose"])
+    try:
+        return _train_evaluate_attack(config, data, strategy, reuse_source, helpers)
+    finally:
+        helpers.stop()  # after a normal end none is left running; after an error, stopped
+
+
+def _train_evaluate_attack(config, data, strategy, reuse_source, helpers):
+    """Steps 3–5 of the module doc: train (with ``helpers``), evaluate, attack, write."""
+    networks, seconds, network_seeds = train_networks(config, data, strategy, helpers=helpers)
     seconds = train_seconds_total(config, strategy, "train_seconds", seconds)
     model = evaluation_model(config, networks)
     training.check_outputs_finite(
@@ -894,7 +953,7 @@ def _run(config):
             config["verbose"],
         )
         metrics["attacks"], values["attacks"], source = attack_metrics(
-            model, config, data, strategy
+            model, config, data, strategy, helpers
         )
         elapsed = time.perf_counter() - start
         if source is not None:  # top level: a list under "attacks" would read as a curve
@@ -939,7 +998,7 @@ def _attack_log(config, setting):
     return lambda line: console.progress(f"{setting} attack, {line}")
 
 
-def attack_metrics(model, config, data, strategy):
+def attack_metrics(model, config, data, strategy, helpers=parallel_training.NO_HELPERS):
     """Adaptive-attack curves (``uqmix.attack_eval.adaptive_attack_curves``) on the first
     ``attack_examples`` test images; with ``blackbox_transfer`` also the curves of attacks
     crafted on a second model (trained with seed + 1000, ``BLACKBOX_SOURCE_SEED_OFFSET``)
@@ -997,6 +1056,7 @@ def attack_metrics(model, config, data, strategy):
             strategy,
             seed_offset=BLACKBOX_SOURCE_SEED_OFFSET,
             prefix=BLACKBOX_PREFIX,
+            helpers=helpers,
         )
         source = evaluation_model(config, source_networks)
         settings["black_box"] = curves_fn(

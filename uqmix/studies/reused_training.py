@@ -67,7 +67,7 @@ def training_differences(source_config, config, defaults):
     """["flag: source → this run", …] over the flags that change the trained networks."""
     source = {k: source_config.get(k, defaults.get(k)) for k in config if not _evaluation_only(k)}
     mine = {k: v for k, v in config.items() if not _evaluation_only(k)}
-    return runs.differences(runs._jsonable(source), runs._jsonable(mine))
+    return runs.differences(runs.jsonable(source), runs.jsonable(mine))
 
 
 def check_source(config, defaults, network_dirs):

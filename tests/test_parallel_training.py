@@ -1,0 +1,142 @@
+"""--training_processes: a Prior Network run's networks trained by several processes give the
+run of one process, bit for bit; a failing helper stops the run with its log; bad values are
+refused before any work; timing.json survives concurrent writers."""
+
+import multiprocessing
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.test_cifar_rkl import _tiny
+from tests.test_reused_training import _comparable
+from uqmix import runs, training
+from uqmix.studies import parallel_training, pn_experiment
+
+ENSEMBLE_WITH_SOURCE = dict(
+    model_kind="ensemble",
+    ensemble_size=2,
+    loss="cross_entropy",
+    attack_measure="total_uncertainty",
+    attack=True,
+    attack_iterations=["1", "2"],
+    attack_examples=8,
+    blackbox_transfer=True,
+    seed=3,
+)
+NETWORKS = ["member_0", "member_1", "blackbox_source_member_0", "blackbox_source_member_1"]
+
+
+@pytest.fixture(scope="module")
+def sequential(tmp_path_factory):
+    """The reference: one process trains the four networks one after the other."""
+    folder = tmp_path_factory.mktemp("sequential")
+    return folder / "run", pn_experiment.run(_tiny(folder, **ENSEMBLE_WITH_SOURCE))
+
+
+def test_networks_shared_out_to_helpers_give_the_sequential_run(sequential, tmp_path):
+    """Three processes (the run and two helpers) train member_0 and the source's member_1,
+    member_1, the source's member_0: every metric and attack curve equals the sequential
+    run's (the same networks), each helper logged to its own file, and the training seconds
+    of all processes add up in timing.json."""
+    config = _tiny(tmp_path, training_processes=3, **ENSEMBLE_WITH_SOURCE)
+    assert parallel_training.assign(pn_experiment.run_networks(config), 3) == {
+        "member_0": 0,
+        "member_1": 1,
+        "blackbox_source_member_0": 2,
+        "blackbox_source_member_1": 0,
+    }
+    metrics = pn_experiment.run(config)
+    sequential_dir, sequential_metrics = sequential
+    assert _comparable(metrics) == _comparable(sequential_metrics)
+    out = tmp_path / "run"
+    for name in NETWORKS:
+        assert training.has_checkpoint(str(out / name))
+    for index in (1, 2):
+        log = (out / parallel_training.LOG_FILE.format(index)).read_text()
+        assert "Traceback" not in log
+    for key in ("train_seconds", "blackbox_source_train_seconds"):
+        assert metrics[key] == runs.read_seconds(str(out), key) > 0
+    # The flag is speed only: a sweep's record and the reports see one configuration.
+    assert (
+        runs.record_differences(runs.read_record(str(out)), runs.read_record(str(sequential_dir)))
+        == []
+    )
+
+
+def test_a_failing_helper_stops_the_run_naming_its_log(tmp_path, monkeypatch):
+    """A helper that exits non-zero (here: a spec naming no data set it can load) ends the run
+    with the helper's exit code and log path, and the run writes no metrics."""
+    real_popen = subprocess.Popen
+
+    def failing_popen(command, **kwargs):
+        return real_popen([sys.executable, "-c", "import sys; sys.exit(7)"], **kwargs)
+
+    monkeypatch.setattr(parallel_training.subprocess, "Popen", failing_popen)
+    config = _tiny(tmp_path, training_processes=2, **ENSEMBLE_WITH_SOURCE)
+    log = str(tmp_path / "run" / parallel_training.LOG_FILE.format(1))
+    with pytest.raises(RuntimeError, match=r"failed with exit code 7; its log: " + log):
+        pn_experiment.run(config)
+    assert not (tmp_path / "run" / runs.METRICS_FILE).exists()
+
+
+def test_a_helper_that_trains_nothing_is_not_taken_for_done(tmp_path, monkeypatch):
+    """A helper that exits 0 without training its networks is an error, not a network the run
+    quietly trains itself."""
+    real_popen = subprocess.Popen
+    monkeypatch.setattr(
+        parallel_training.subprocess,
+        "Popen",
+        lambda command, **kwargs: real_popen([sys.executable, "-c", "pass"], **kwargs),
+    )
+    config = _tiny(tmp_path, training_processes=2, **ENSEMBLE_WITH_SOURCE)
+    with pytest.raises(RuntimeError, match="to train member_1 exited without a checkpoint"):
+        pn_experiment.run(config)
+
+
+def test_a_helper_of_a_dead_run_exits(tmp_path):
+    """A helper polls its run's process id and ends itself when the run is gone."""
+    script = (
+        "import os, sys, time\n"
+        "from uqmix.studies import parallel_training\n"
+        "parallel_training.watch_parent(os.getppid() + 999999, poll_seconds=0.05)\n"
+        "time.sleep(30)\n"
+    )
+    start = time.monotonic()
+    code = subprocess.call([sys.executable, "-c", script], timeout=60)
+    assert code == 3 and time.monotonic() - start < 25
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(training_processes=0), "must be an integer >= 1"),
+        (dict(training_processes=2, strategy="mirrored"), "works with --strategy=default only"),
+    ],
+)
+def test_bad_training_processes_are_refused_before_any_work(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        pn_experiment.validate_config(_tiny(tmp_path, **overrides))
+    assert not (tmp_path / "run").exists()
+
+
+def _add_many(folder, key, count):
+    for _ in range(count):
+        runs.add_seconds(folder, key, 1.0)
+
+
+def test_timing_totals_survive_concurrent_writers(tmp_path):
+    """Two processes adding to timing.json at once (a run and its helper) lose no addition."""
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_add_many, args=(str(tmp_path), key, 200))
+        for key in ("train_seconds", "blackbox_source_train_seconds")
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    assert runs.read_seconds(str(tmp_path), "train_seconds") == 200.0
+    assert runs.read_seconds(str(tmp_path), "blackbox_source_train_seconds") == 200.0
