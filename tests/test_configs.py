@@ -75,26 +75,32 @@ def test_reproduction_plan_names_existing_flagfiles_and_refuses_unknown_blocks()
     assert "== block" not in refused.stdout
 
 
+def _run_reproduction_copy(tmp_path, fake_python, *blocks):
+    """Runs a copy of results/reproduce.sh in ``tmp_path`` (its own results/ and runs/) for
+    ``blocks``, with PYTHON a bash stand-in whose body is ``fake_python``."""
+    (tmp_path / "results").mkdir(exist_ok=True)
+    script = tmp_path / "results" / "reproduce.sh"
+    shutil.copy(os.path.join(REPO_ROOT, "results", "reproduce.sh"), script)
+    fake = tmp_path / "fake_python"
+    fake.write_text(f"#!/usr/bin/env bash\n{fake_python}\n")
+    fake.chmod(0o755)
+    return subprocess.run(
+        ["bash", str(script), *blocks],
+        env=dict(os.environ, PYTHON=str(fake)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_reproduction_block_goes_on_past_a_failed_sweep(tmp_path):
     """A sweep that fails does not end its block: the block's other sweep and its report still
     run, the block is reported FAILED, the next block runs, and the exit code is 1.  The script
     runs from a copy (its own empty results/ and runs/), with PYTHON a stand-in that logs every
     command and fails the sweep of mnist_rkl.cfg."""
-    (tmp_path / "results").mkdir()
-    script = tmp_path / "results" / "reproduce.sh"
-    shutil.copy(os.path.join(REPO_ROOT, "results", "reproduce.sh"), script)
     log = tmp_path / "commands.log"
-    fake = tmp_path / "fake_python"
-    fake.write_text(
-        f'#!/usr/bin/env bash\necho "$*" >> {log}\ncase "$*" in *mnist_rkl.cfg*) exit 4 ;; esac\n'
-    )
-    fake.chmod(0o755)
-    result = subprocess.run(
-        ["bash", str(script), "2", "9"],
-        env=dict(os.environ, PYTHON=str(fake)),
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = _run_reproduction_copy(
+        tmp_path, f'echo "$*" >> {log}\ncase "$*" in *mnist_rkl.cfg*) exit 4 ;; esac', "2", "9"
     )
     assert result.returncode == 1, result.stderr
     assert "== failed (exit code 4): " in result.stderr
@@ -121,9 +127,6 @@ def test_reproduction_restores_committed_runs_into_missing_folders_only(tmp_path
     one's four record files back into runs/ (so the sweep skips it after checking its record)
     when its runs/ folder does not exist, and leaves an existing folder (an unfinished run's
     checkpoints) untouched."""
-    (tmp_path / "results").mkdir()
-    script = tmp_path / "results" / "reproduce.sh"
-    shutil.copy(os.path.join(REPO_ROOT, "results", "reproduce.sh"), script)
     files = ("metrics.json", "flags.cfg", "config.json", "uqmix_run.json")
     for seed in (0, 1):
         committed = tmp_path / "results" / "runs" / "pn_full" / "mnist_rkl" / f"seed_{seed}"
@@ -133,16 +136,7 @@ def test_reproduction_restores_committed_runs_into_missing_folders_only(tmp_path
     unfinished = tmp_path / "runs" / "pn_full" / "mnist_rkl" / "seed_1"
     unfinished.mkdir(parents=True)
     (unfinished / "checkpoint").write_text("epoch 3")
-    fake = tmp_path / "fake_python"
-    fake.write_text("#!/usr/bin/env bash\nexit 0\n")
-    fake.chmod(0o755)
-    result = subprocess.run(
-        ["bash", str(script), "9"],
-        env=dict(os.environ, PYTHON=str(fake)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = _run_reproduction_copy(tmp_path, "exit 0", "9")
     assert result.returncode == 0, result.stderr
     assert "restored 1 finished runs" in result.stdout
     restored = tmp_path / "runs" / "pn_full" / "mnist_rkl" / "seed_0"
