@@ -3,6 +3,7 @@ run of one process, bit for bit; a failing helper stops the run with its log; ba
 refused before any work; timing.json survives concurrent writers."""
 
 import multiprocessing
+import os
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ import pytest
 
 from tests.test_cifar_rkl import _tiny
 from tests.test_reused_training import _comparable
-from uqmix import runs, training
+from uqmix import run_lock, runs, training
 from uqmix.studies import parallel_training, pn_experiment
 
 ENSEMBLE_WITH_SOURCE = dict(
@@ -35,11 +36,22 @@ def sequential(tmp_path_factory):
     return folder / "run", pn_experiment.run(_tiny(folder, **ENSEMBLE_WITH_SOURCE))
 
 
-def test_networks_shared_out_to_helpers_give_the_sequential_run(sequential, tmp_path):
+def test_networks_shared_out_to_helpers_give_the_sequential_run(sequential, tmp_path, monkeypatch):
     """Three processes (the run and two helpers) train member_0 and the source's member_1,
     member_1, the source's member_0: every metric and attack curve equals the sequential
-    run's (the same networks), each helper logged to its own file, and the training seconds
-    of all processes add up in timing.json."""
+    run's (the same networks), the run itself trained only its share (the others it only
+    restored), each helper marked its networks done and logged to its own file, and the
+    training seconds of all processes add up in timing.json."""
+    trained_here = []
+    fit_resumable = training.fit_resumable
+
+    def recording_fit(model, make_dataset, *args, **kwargs):
+        history = fit_resumable(model, make_dataset, *args, **kwargs)
+        if history is not None:  # None: restored, nothing left to train
+            trained_here.append(os.path.basename(kwargs["output_dir"]))
+        return history
+
+    monkeypatch.setattr(training, "fit_resumable", recording_fit)
     config = _tiny(tmp_path, training_processes=3, **ENSEMBLE_WITH_SOURCE)
     assert parallel_training.assign(pn_experiment.run_networks(config), 3) == {
         "member_0": 0,
@@ -51,8 +63,11 @@ def test_networks_shared_out_to_helpers_give_the_sequential_run(sequential, tmp_
     sequential_dir, sequential_metrics = sequential
     assert _comparable(metrics) == _comparable(sequential_metrics)
     out = tmp_path / "run"
+    assert sorted(trained_here) == ["blackbox_source_member_1", "member_0"]
     for name in NETWORKS:
         assert training.has_checkpoint(str(out / name))
+        helper_made = name in ("member_1", "blackbox_source_member_0")
+        assert (out / name / parallel_training.DONE_MARKER).exists() == helper_made
     for index in (1, 2):
         log = (out / parallel_training.LOG_FILE.format(index)).read_text()
         assert "Traceback" not in log
@@ -65,19 +80,25 @@ def test_networks_shared_out_to_helpers_give_the_sequential_run(sequential, tmp_
     )
 
 
-def test_a_failing_helper_stops_the_run_naming_its_log(tmp_path, monkeypatch):
-    """A helper that exits non-zero (here: a spec naming no data set it can load) ends the run
-    with the helper's exit code and log path, and the run writes no metrics."""
+def test_a_failing_helper_stops_the_run_at_once_naming_its_log(tmp_path, monkeypatch):
+    """A helper that exits non-zero ends the run with the helper's exit code and log path as
+    soon as it fails: the run (three members: it trains member_0 and member_2, the helper
+    member_1) does not go on to train member_2, and writes no metrics."""
     real_popen = subprocess.Popen
 
     def failing_popen(command, **kwargs):
         return real_popen([sys.executable, "-c", "import sys; sys.exit(7)"], **kwargs)
 
     monkeypatch.setattr(parallel_training.subprocess, "Popen", failing_popen)
-    config = _tiny(tmp_path, training_processes=2, **ENSEMBLE_WITH_SOURCE)
+    config = _tiny(
+        tmp_path,
+        training_processes=2,
+        **dict(ENSEMBLE_WITH_SOURCE, ensemble_size=3, blackbox_transfer=False),
+    )
     log = str(tmp_path / "run" / parallel_training.LOG_FILE.format(1))
     with pytest.raises(RuntimeError, match=r"failed with exit code 7; its log: " + log):
         pn_experiment.run(config)
+    assert not training.has_checkpoint(str(tmp_path / "run" / "member_2"))
     assert not (tmp_path / "run" / runs.METRICS_FILE).exists()
 
 
@@ -91,8 +112,32 @@ def test_a_helper_that_trains_nothing_is_not_taken_for_done(tmp_path, monkeypatc
         lambda command, **kwargs: real_popen([sys.executable, "-c", "pass"], **kwargs),
     )
     config = _tiny(tmp_path, training_processes=2, **ENSEMBLE_WITH_SOURCE)
-    with pytest.raises(RuntimeError, match="to train member_1 exited without a checkpoint"):
+    with pytest.raises(RuntimeError, match="exited without training member_1"):
         pn_experiment.run(config)
+
+
+def test_a_helper_keeps_the_run_folder_locked_until_it_exits(tmp_path, monkeypatch):
+    """A helper holds the run's lock descriptor: after the run let go of the folder (killed),
+    another process still finds it in use until the helper ends."""
+    real_popen = subprocess.Popen
+    monkeypatch.setattr(
+        parallel_training.subprocess,
+        "Popen",
+        lambda command, **kwargs: real_popen(
+            [sys.executable, "-c", "import time; time.sleep(60)"], **kwargs
+        ),
+    )
+    folder = str(tmp_path / "run")
+    os.makedirs(folder)
+    run_lock.lock(folder)
+    helpers = parallel_training.Helpers(folder, {"member_1": 1})
+    helpers.launch(1, "spec.json", (run_lock.held_descriptor(folder),))
+    run_lock.release(folder)  # the run is gone
+    try:
+        assert run_lock.holder(folder) is not None  # the helper still holds it
+    finally:
+        helpers.stop()
+    assert run_lock.holder(folder) is None
 
 
 def test_a_helper_of_a_dead_run_exits(tmp_path):
@@ -100,7 +145,7 @@ def test_a_helper_of_a_dead_run_exits(tmp_path):
     script = (
         "import os, sys, time\n"
         "from uqmix.studies import parallel_training\n"
-        "parallel_training.watch_parent(os.getppid() + 999999, poll_seconds=0.05)\n"
+        "parallel_training.die_with_parent(os.getppid() + 999999, poll_seconds=0.05)\n"
         "time.sleep(30)\n"
     )
     start = time.monotonic()

@@ -234,6 +234,15 @@ def holder(folder):
         return _describe(handle.read().strip())
 
 
+def held_descriptor(folder):
+    """The file descriptor of this process's lock on ``folder``, or None when it holds none:
+    a helper process started with ``pass_fds`` of it keeps the folder locked until it exits
+    too (``uqmix.studies.parallel_training``)."""
+    with _guard:
+        handle = _held.get(_key(folder))
+    return None if handle is None else handle.fileno()
+
+
 @contextlib.contextmanager
 def handed_to_child(folder):
     """Takes ``folder``'s lock and yields (pass_fds, env) for ``subprocess``: a child started

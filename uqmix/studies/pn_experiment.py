@@ -745,11 +745,6 @@ def train_networks(
             start = time.perf_counter()
             helpers.wait_for(name)
             seconds += time.perf_counter() - start
-            if not training.has_checkpoint(model_dir):
-                raise RuntimeError(
-                    f"the helper process that was to train {name} exited without a checkpoint "
-                    f"in {model_dir}; resume the run with --training_processes=1."
-                )
         check_network_seed(model_dir, seed, member, write=distributed.is_chief(strategy))
         if config["verbose"]:
             console.announce(name, member + 1, count)
@@ -882,6 +877,7 @@ def _run(config):
     strategy = make_strategy(config["strategy"], tpu_address=config["tpu_address"] or None)
     data = load_data(config)  # every data problem is raised here, before any training
     distributed.prepare_output_dir(config, strategy, runs.prepare_output_dir)  # chief only
+    copied = []
     if reuse_source:
         # train_networks' folders and timing keys ("<prefix>train_seconds") of both kinds
         mine, blackbox = network_dirs(config), network_dirs(config, BLACKBOX_PREFIX)
@@ -899,10 +895,16 @@ def _run(config):
             console.progress(
                 f"networks {', '.join(copied)} copied from {reuse_source}", config["verbose"]
             )
-    # Helper processes train their share of the networks meanwhile (--training_processes).
-    helpers = parallel_training.start(config, run_networks(config), config["verbose"])
+    # Helper processes train their share of the networks meanwhile (--training_processes);
+    # networks just copied from --reuse_training_from are only restored, here.
+    to_train = [network for network in run_networks(config) if network[0] not in copied]
+    helpers = parallel_training.start(config, to_train, config["verbose"])
     try:
         return _train_evaluate_attack(config, data, strategy, reuse_source, helpers)
+    except KeyboardInterrupt:
+        if helpers.failure():  # the helpers' watcher interrupted the run
+            raise RuntimeError(helpers.failure()) from None
+        raise
     finally:
         helpers.stop()  # after a normal end none is left running; after an error, stopped
 

@@ -1,7 +1,8 @@
 """A helper process of ``--training_processes`` (``uqmix.studies.parallel_training``):
 ``python -m uqmix.studies.training_process SPEC.json`` trains the networks its run assigned
-to it, in the run's folder, exactly as the run would (``pn_experiment.train_networks``), and
-exits 0; any error exits non-zero with its traceback in the helper's log."""
+to it, in the run's folder, exactly as the run would (``pn_experiment.train_networks``),
+marks each one done as it finishes, and exits 0; any error exits non-zero with its traceback
+in the helper's log."""
 
 import sys
 
@@ -13,7 +14,7 @@ def main(argv):
     from uqmix.studies import parallel_training
 
     config, jobs, parent_pid = parallel_training.read_spec(argv[1])
-    parallel_training.watch_parent(parent_pid)
+    parallel_training.die_with_parent(parent_pid)
 
     from uqmix.attacks import gradient_attacks
     from uqmix.setup_utils import make_strategy, set_seed
@@ -24,11 +25,11 @@ def main(argv):
     gradient_attacks.set_jit_compile(config["jit_compile"])
     strategy = make_strategy("default")
     data = pn_experiment.load_data(config)
-    for prefix, offset in dict.fromkeys((p, o) for p, o, _ in jobs):
-        names = [name for p, o, name in jobs if (p, o) == (prefix, offset)]
+    for prefix, offset, name in jobs:
         pn_experiment.train_networks(
-            config, data, strategy, seed_offset=offset, prefix=prefix, only=names
+            config, data, strategy, seed_offset=offset, prefix=prefix, only=[name]
         )
+        parallel_training.mark_done(config["output_dir"], name)
     return 0
 
 
