@@ -164,14 +164,13 @@ block_3() {
 
 # Block 2 (seed 0) and 6 (seeds 1, 2): full-length Prior Networks; black-box transfer on three.
 pn_full() {
-  run "${PN[@]}" "--seeds=$1" --output_root=runs/pn_full --extra_flag=--blackbox_transfer=true \
-    "--flagfiles=$(cfgs mnist_rkl mnist_dnn)"
-  # PN-RKL-ADV with its black-box source: two 20-epoch adversarial trainings, over 3 hours in a
-  # row here.  One run at a time, its two networks trained at once by two processes
-  # (--training_processes=2: the same networks), so that a run fits a 3-hour session.
+  # With black-box transfer a run trains two networks, its own and the source (seed + 1000): one
+  # run at a time, the two trained at once by two processes (--training_processes=2: the same
+  # networks), so that the longest, PN-RKL-ADV (two 20-epoch adversarial trainings, over 3 hours
+  # in a row here), fits a 3-hour session.
   run "${PN[@]}" --parallel=1 "--seeds=$1" --output_root=runs/pn_full \
     --extra_flag=--blackbox_transfer=true --extra_flag=--training_processes=2 \
-    "--flagfiles=$(cfgs mnist_rkl_adv)"
+    "--flagfiles=$(cfgs mnist_rkl mnist_rkl_adv mnist_dnn)"
   run "${PN[@]}" "--seeds=$1" --output_root=runs/pn_full "--flagfiles=$(cfgs mnist_kl mnist_dnn_adv)"
   pn_full_report
 }
