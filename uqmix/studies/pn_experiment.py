@@ -727,7 +727,7 @@ def train_networks(
     ``only``: the folders to train (a helper process's share), None for all.  ``helpers``
     (``parallel_training.Helpers``): the networks they train are not trained here; after
     this process's own networks, each is restored from its finished checkpoint once its
-    helper exited (the waiting counts in the seconds returned)."""
+    helper marked it done (``Helpers.wait_for``; the waiting counts in the seconds returned)."""
     normalization = input_normalization(data["x_train"])
     names = network_dirs(config, prefix)
     count = len(names)
