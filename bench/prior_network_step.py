@@ -143,7 +143,7 @@ def main():
     print(
         f"backbone {args.backbone} (width {args.width}), input {shape}, batch B = {b}, "
         f"median of {args.rounds} rounds x {args.steps} steps, "
-        f"{tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()} threads"
+        f"{os.environ.get('TF_NUM_INTRAOP_THREADS') or os.cpu_count()} threads"
     )
     for name, seconds in per_step.items():
         print(f"  {name:<26} {1000 * seconds:8.1f} ms/step")

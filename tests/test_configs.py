@@ -97,10 +97,10 @@ def test_reproduction_block_goes_on_past_a_failed_sweep(tmp_path):
     """A sweep that fails does not end its block: the block's other sweep and its report still
     run, the block is reported FAILED, the next block runs, and the exit code is 1.  The script
     runs from a copy (its own empty results/ and runs/), with PYTHON a stand-in that logs every
-    command and fails the sweep of mnist_rkl.cfg."""
+    command and fails the sweep of mnist_kl.cfg (the block's first)."""
     log = tmp_path / "commands.log"
     result = _run_reproduction_copy(
-        tmp_path, f'echo "$*" >> {log}\ncase "$*" in *mnist_rkl.cfg*) exit 4 ;; esac', "2", "9"
+        tmp_path, f'echo "$*" >> {log}\ncase "$*" in *mnist_kl.cfg*) exit 4 ;; esac', "2", "9"
     )
     assert result.returncode == 1, result.stderr
     assert "== failed (exit code 4): " in result.stderr
@@ -117,8 +117,9 @@ def test_reproduction_block_goes_on_past_a_failed_sweep(tmp_path):
         "experiments.pn_report",
         "experiments.splice_report",
     ]
-    assert "mnist_rkl_adv.cfg" in commands[0] and "--training_processes=2" in commands[0]
-    assert "mnist_kl.cfg" in commands[1] and "mnist_mc_dropout.cfg" in commands[4]
+    assert "mnist_kl.cfg" in commands[0] and "--training_processes" not in commands[0]
+    assert "mnist_rkl_adv.cfg" in commands[1] and "--training_processes=2" in commands[1]
+    assert "mnist_mc_dropout.cfg" in commands[4]
 
 
 def test_reproduction_restores_committed_runs_into_missing_folders_only(tmp_path):
