@@ -122,6 +122,30 @@ def test_reproduction_block_goes_on_past_a_failed_sweep(tmp_path):
     assert "mnist_mc_dropout.cfg" in commands[4]
 
 
+def test_block_6_runs_pn_rkl_adv_seeds_alone_without_black_box_transfer(tmp_path):
+    """Block 6: PN-KL and DNN-ADV two at a time with one thread each; PN-RKL and the DNN with
+    black-box transfer, their two networks by two processes; PN-RKL-ADV (its source would not
+    fit a session here) without black-box transfer, one run with two threads."""
+    log = tmp_path / "commands.log"
+    result = _run_reproduction_copy(
+        tmp_path, f'echo "$TF_NUM_INTRAOP_THREADS $TF_NUM_INTEROP_THREADS $*" >> {log}', "6"
+    )
+    assert result.returncode == 0, result.stderr
+    sweeps = [line for line in log.read_text().splitlines() if "experiments.sweep" in line]
+    assert len(sweeps) == 3
+    pairs, blackbox, alone = sweeps
+    assert pairs.startswith("1 1 ") and "mnist_kl.cfg,experiments/configs/mnist_dnn_adv" in pairs
+    assert "--parallel=1" not in pairs and "--blackbox_transfer" not in pairs
+    assert blackbox.startswith("1 1 ") and "--training_processes=2" in blackbox
+    assert "--blackbox_transfer=true" in blackbox and "mnist_rkl_adv" not in blackbox
+    assert "mnist_rkl.cfg" in blackbox and "mnist_dnn.cfg" in blackbox
+    assert alone.startswith("2 2 ") and alone.endswith(
+        "--flagfiles=experiments/configs/mnist_rkl_adv.cfg"
+    )
+    assert "--parallel=1" in alone and "--blackbox_transfer" not in alone
+    assert "--seeds=1,2" in alone and "--training_processes" not in alone
+
+
 def test_reproduction_restores_committed_runs_into_missing_folders_only(tmp_path):
     """On a fresh clone the finished runs exist only in results/runs/: reproduce.sh copies each
     one's four record files back into runs/ (so the sweep skips it after checking its record)

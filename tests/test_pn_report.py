@@ -395,6 +395,29 @@ def test_seeds_attacked_differently_are_refused(tmp_path):
     assert not os.path.exists(out)
 
 
+def test_seeds_without_black_box_transfer_join_the_white_box_rows(tmp_path):
+    """Seed 0 with black-box transfer, seeds 1 and 2 without (the transfer's second training
+    did not fit): one configuration, its white-box row the mean of the three seeds, its
+    black-box row and dashed curve seed 0's alone, each labelled with its n."""
+    rng = np.random.default_rng(8)
+    root = str(tmp_path / "pn")
+    seeds = [_metrics(rng, method="mim", criterion="kl_pmf", black_box=b) for b in (1, 0, 0)]
+    for seed, metrics in enumerate(seeds):
+        _write(root, "rkl_adv", seed, metrics)
+    tables = pn_report.write_report(root, str(tmp_path / "out"))["tables"]
+    lines = _section(tables, "Adaptive attack (white-box and black-box transfer): success rate")
+    white = _row(lines, "`rkl_adv`", "PN-RKL", "white-box", "kl_pmf", "mutual_information")
+    assert white.endswith(_cells([m["attacks"]["white_box"]["success_rate"] for m in seeds]) + " |")
+    black = _row(lines, "`rkl_adv`", "PN-RKL", "black-box", "kl_pmf", "mutual_information")
+    assert black.endswith(_cells([seeds[0]["attacks"]["black_box"]["success_rate"]]) + " |")
+    figure = pn_report.attack_figure(pn_report.summarize(pn_report.load_study(root)))
+    axis = next(ax for ax in figure.axes if ax.get_title() == "success rate")
+    assert {c.get_label() for c in axis.containers} == {
+        "PN-RKL: rkl_adv (n=3)",
+        "PN-RKL: rkl_adv, black-box (n=1)",
+    }
+
+
 def test_black_box_source_training_time_gets_a_column_only_where_recorded(tmp_path):
     rng = np.random.default_rng(5)
     root = str(tmp_path / "pn")
