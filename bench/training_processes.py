@@ -1,6 +1,6 @@
 """Wall time of a Prior Network run with ``--training_processes=K`` against K = 1 (not a test).
 
-    python bench/training_processes.py [--networks 2 --steps 150 --processes 2 --rounds 2]
+    python bench/training_processes.py [--networks 2 --steps 40 --processes 2 --rounds 2]
 
 One run of ``uqmix.studies.pn_experiment`` on the generated 32×32×3 images: an ensemble of
 ``--networks`` small convnets (independent networks, as a PN-RKL-ADV run and its black-box
@@ -36,7 +36,7 @@ from uqmix.studies import pn_experiment  # noqa: E402
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--networks", type=int, default=2, help="ensemble members")
-    parser.add_argument("--steps", type=int, default=150, help="training steps per network")
+    parser.add_argument("--steps", type=int, default=40, help="training steps per network")
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--processes", type=int, default=2, help="K of the contender")
     parser.add_argument("--rounds", type=int, default=2)
