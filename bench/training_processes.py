@@ -95,7 +95,8 @@ def main():
     print(
         f"ensemble of {args.networks} small convnets on synthetic_images, {args.steps} steps of "
         f"{args.batch_size} each, no attack; median of {args.rounds} rounds; {os.cpu_count()} "
-        f"CPUs, TF {tf.__version__}, default TF threads per process, "
+        f"CPUs, TF {tf.__version__}, "
+        f"{os.environ.get('TF_NUM_INTRAOP_THREADS') or 'default'} TF threads per process, "
         f"load avg {os.getloadavg()[0]:.1f}"
     )
     print(f"  K = 1 {'':<12} wall {one_wall:7.1f} s   (training {one_train:6.1f} s of it)")

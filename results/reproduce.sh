@@ -162,7 +162,8 @@ block_3() {
   mixture_report mixture_protocol
 }
 
-# Block 2 (seed 0) and 6 (seeds 1, 2): full-length Prior Networks; black-box transfer on three.
+# Block 2 (seed 0) and 6 (seeds 1, 2): full-length Prior Networks; black-box transfer on PN-RKL,
+# PN-RKL-ADV (seed 0 only) and the DNN.
 # The runs without black-box transfer two at a time (about 1.7 h a pair here).  With black-box
 # transfer a run trains two networks, its own and the source (seed + 1000): one run at a time,
 # the two trained at once by two processes of one thread each (--training_processes=2: the same
