@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import keras
+import numpy as np
 import pytest
 
 from tests.test_cifar_rkl import _tiny
@@ -80,16 +82,21 @@ def test_networks_shared_out_to_helpers_give_the_sequential_run(sequential, tmp_
     )
 
 
-def test_a_failing_helper_stops_the_run_at_once_naming_its_log(tmp_path, monkeypatch):
-    """A helper that exits non-zero ends the run with the helper's exit code and log path as
-    soon as it fails: the run (three members: it trains member_0 and member_2, the helper
-    member_1) does not go on to train member_2, and writes no metrics."""
+def test_a_failed_helper_stops_the_run_before_its_next_network_naming_its_log(
+    tmp_path, monkeypatch
+):
+    """A helper that exited non-zero ends the run with the helper's exit code and log path:
+    the run (three members: it trains member_0 and member_2, the helper member_1) trains none
+    of its own networks once the failure is there, and writes no metrics.  The helper has
+    exited before the run's training starts (``Popen`` waits for it): no race."""
     real_popen = subprocess.Popen
 
-    def failing_popen(command, **kwargs):
-        return real_popen([sys.executable, "-c", "import sys; sys.exit(7)"], **kwargs)
+    def failed_popen(command, **kwargs):
+        process = real_popen([sys.executable, "-c", "import sys; sys.exit(7)"], **kwargs)
+        process.wait()
+        return process
 
-    monkeypatch.setattr(parallel_training.subprocess, "Popen", failing_popen)
+    monkeypatch.setattr(parallel_training.subprocess, "Popen", failed_popen)
     config = _tiny(
         tmp_path,
         training_processes=2,
@@ -98,8 +105,60 @@ def test_a_failing_helper_stops_the_run_at_once_naming_its_log(tmp_path, monkeyp
     log = str(tmp_path / "run" / parallel_training.LOG_FILE.format(1))
     with pytest.raises(RuntimeError, match=r"failed with exit code 7; its log: " + log):
         pn_experiment.run(config)
-    assert not training.has_checkpoint(str(tmp_path / "run" / "member_2"))
+    for member in ("member_0", "member_2"):
+        assert not training.has_checkpoint(str(tmp_path / "run" / member))
     assert not (tmp_path / "run" / runs.METRICS_FILE).exists()
+
+
+class _SlowBatches(keras.callbacks.Callback):
+    """Sleeps after each batch; at batch ``signal_at`` creates ``signal_file``."""
+
+    def __init__(self, signal_file, signal_at):
+        super().__init__()
+        self.signal_file, self.signal_at, self.batches = signal_file, signal_at, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
+        if self.batches == self.signal_at:
+            open(self.signal_file, "w").close()
+        time.sleep(0.02)
+
+
+def test_a_helper_failing_mid_training_stops_the_fit_within_a_second(tmp_path):
+    """``Helpers.callbacks`` raises in the training thread itself: a helper that fails while
+    the run's ``fit`` is under way (here: when the fit's 5th batch is done) stops that fit a
+    few batches later with the helper's exit code and log, not after its 2,000 batches."""
+    signal_file = str(tmp_path / "fail_now")
+    script = (
+        "import os, sys, time\n"
+        f"while not os.path.exists({signal_file!r}): time.sleep(0.01)\n"
+        "sys.exit(7)"
+    )
+    helpers = parallel_training.Helpers(str(tmp_path), {"member_1": 1})
+    helpers._processes[1] = subprocess.Popen([sys.executable, "-c", script])
+    helpers._logs[1] = "the helper's log"
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(loss="mse", optimizer="sgd")
+    slow = _SlowBatches(signal_file, signal_at=5)
+    try:
+        with pytest.raises(RuntimeError, match="failed with exit code 7; its log: the helper's"):
+            model.fit(
+                np.zeros((200, 2)),
+                np.zeros((200, 1)),
+                batch_size=1,
+                epochs=10,
+                verbose=0,
+                callbacks=[slow, *helpers.callbacks()],
+            )
+    finally:
+        helpers.stop()
+    # 0.5 s between looks, 20 ms per batch: 5 + 25 batches, + the helper's exit (< 1 s)
+    assert 5 < slow.batches < 100
+
+
+def test_no_helpers_add_no_callbacks():
+    """K = 1: the run's fit gets no extra callback."""
+    assert parallel_training.NO_HELPERS.callbacks() == []
 
 
 def test_a_helper_that_trains_nothing_is_not_taken_for_done(tmp_path, monkeypatch):

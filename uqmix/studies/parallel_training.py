@@ -17,9 +17,10 @@ process 0:
 * a helper trains exactly what the run would have trained: the same flags, network seeds and
   batch orders (``pn_experiment.train_networks``), with a checkpoint every epoch, so an
   interrupted run resumes every network where it stopped, whatever K it resumes with;
-* a helper that fails stops the run at once (a watcher thread interrupts it) with the helper's
-  exit code and log file (``<output_dir>/training_process_<k>.log``); one that exits without
-  finishing its networks is an error too; a run that stops terminates its helpers;
+* a helper that fails stops the run at once (the run looks before each network it trains and,
+  in ``Helpers.callbacks``, before each batch) with the helper's exit code and log file
+  (``<output_dir>/training_process_<k>.log``); one that exits without finishing its networks
+  is an error too; a run that stops terminates its helpers;
 * the helpers keep the run folder's lock (``uqmix.run_lock``) until they exit, and exit when
   their run dies (Linux: ``PR_SET_PDEATHSIG``; elsewhere they poll their parent), so no second
   run can open the folder while a helper still writes in it.
@@ -30,7 +31,6 @@ strategy can share out networks (``validate``), and on CPU cores: on one GPU eve
 would claim the same device memory.
 """
 
-import _thread
 import json
 import os
 import signal
@@ -38,6 +38,8 @@ import subprocess
 import sys
 import threading
 import time
+
+import keras
 
 from uqmix import console, run_lock, runs
 
@@ -87,14 +89,20 @@ class Helpers:
         self._check_exits()
         return self._failure
 
+    def raise_if_failed(self):
+        """``RuntimeError`` naming the failed helper's exit code and log, if one failed: the
+        run checks it before each network it trains itself, so a helper that failed while
+        the run was between networks stops it there."""
+        if self.failure():
+            raise RuntimeError(self._failure)
+
     def wait_for(self, name):
         """Blocks until the helper training ``name`` has finished it (its ``DONE_MARKER``);
         ``RuntimeError`` naming the helper's log when it failed, or exited without it."""
         index = self._owner[name]
         marker = os.path.join(self._output_dir, name, DONE_MARKER)
         while not os.path.exists(marker):
-            if self.failure():
-                raise RuntimeError(self._failure)
+            self.raise_if_failed()
             if self._processes[index].poll() is not None and not os.path.exists(marker):
                 raise RuntimeError(
                     f"helper process {index} of --{FLAG} exited without training {name} "
@@ -127,19 +135,14 @@ class Helpers:
             )
         return self._logs[index]
 
-    def watch(self):
-        """Starts a daemon thread that interrupts the run (``KeyboardInterrupt`` in its main
-        thread; ``_run`` turns it into the helper's error) as soon as a helper fails, so a run
-        with hours of its own training left does not go on beside a dead helper."""
-
-        def watch():
-            while not self._stopping.is_set():
-                if self.failure():
-                    _thread.interrupt_main()
-                    return
-                time.sleep(POLL_SECONDS)
-
-        threading.Thread(target=watch, daemon=True, name="uqmix-helper-watch").start()
+    def callbacks(self):
+        """Keras callbacks for the run's own ``fit`` (none without helpers): before each batch
+        (at most every ``POLL_SECONDS``) they raise the failed helper's ``RuntimeError``, so a
+        run with hours of its own training left stops within a second of a helper's failure.
+        Synchronous, in the training thread: an exception sent from another thread
+        (``_thread.interrupt_main``, the first design) can land in code that swallows it (a
+        weakref callback's "Exception ignored" in CI) and the run trained on."""
+        return [_FailedHelperCheck(self)] if self._owner else []
 
     def stop(self):
         """Terminates the helpers still running (the run stops) and waits for them."""
@@ -158,10 +161,25 @@ class Helpers:
 NO_HELPERS = Helpers()
 
 
+class _FailedHelperCheck(keras.callbacks.Callback):
+    """``Helpers.callbacks``: ``raise_if_failed`` before a batch, at most every POLL_SECONDS."""
+
+    def __init__(self, helpers):
+        super().__init__()
+        self._helpers = helpers
+        self._next_look = 0.0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        now = time.monotonic()
+        if now >= self._next_look:
+            self._next_look = now + POLL_SECONDS
+            self._helpers.raise_if_failed()
+
+
 def start(config, networks, verbose=1):
     """Starts the helpers of a run with ``config`` (validated; its output folder prepared and
     locked) over ``networks`` [(folder, prefix, seed offset)]; returns their ``Helpers`` (no
-    helpers when K = 1 or the run has fewer than two networks), already watched."""
+    helpers when K = 1 or the run has fewer than two networks)."""
     count = min(config[FLAG], len(networks))
     if count < 2:
         return NO_HELPERS
@@ -189,7 +207,6 @@ def start(config, networks, verbose=1):
     except BaseException:
         helpers.stop()
         raise
-    helpers.watch()
     return helpers
 
 

@@ -595,10 +595,13 @@ def alpha0_histograms(x_in, x_ood, eval_batch_size):
     return histograms
 
 
-def train_model(model, config, data, model_dir, seed, log_name, timing_key="train_seconds"):
+def train_model(
+    model, config, data, model_dir, seed, log_name, timing_key="train_seconds", callbacks=()
+):
     """Trains ``model`` with ``fit_resumable`` into ``model_dir``; returns the seconds spent in
     this call.  Each finished epoch's seconds are added to ``timing_key`` of the run's
-    timing.json (``fit_resumable``'s ``timing``), so the total covers every invocation."""
+    timing.json (``fit_resumable``'s ``timing``), so the total covers every invocation.
+    ``callbacks``: more Keras callbacks (``Helpers.callbacks``, on every worker)."""
 
     steps_per_epoch = steps_per_epoch_of(config, len(data["x_train"]))
     histograms = None
@@ -612,7 +615,7 @@ def train_model(model, config, data, model_dir, seed, log_name, timing_key="trai
             None if x_ood is None else x_ood[:count],
             config["eval_batch_size"],
         )
-    callbacks = [
+    summaries = [
         tensorboard_logging.EpochSummaries(
             os.path.join(config["output_dir"], "tensorboard", log_name), histograms=histograms
         )
@@ -629,7 +632,8 @@ def train_model(model, config, data, model_dir, seed, log_name, timing_key="trai
         total_steps=config["epochs"] * steps_per_epoch,
         steps_per_epoch=steps_per_epoch,
         output_dir=model_dir,
-        chief_callbacks=callbacks,
+        callbacks=callbacks,
+        chief_callbacks=summaries,
         validation_data=validation,
         verbose=config["verbose"],
         timing=(config["output_dir"], timing_key),
@@ -745,6 +749,8 @@ def train_networks(
             start = time.perf_counter()
             helpers.wait_for(name)
             seconds += time.perf_counter() - start
+        else:
+            helpers.raise_if_failed()
         check_network_seed(model_dir, seed, member, write=distributed.is_chief(strategy))
         if config["verbose"]:
             console.announce(name, member + 1, count)
@@ -758,7 +764,14 @@ def train_networks(
                 steps_per_epoch_of(config, len(data["x_train"])),
             )
         seconds += train_model(
-            model, config, data, model_dir, seed, name, timing_key=f"{prefix}train_seconds"
+            model,
+            config,
+            data,
+            model_dir,
+            seed,
+            name,
+            timing_key=f"{prefix}train_seconds",
+            callbacks=[] if name in theirs else helpers.callbacks(),
         )
         built[name] = model
     return [built[n] for n in names if n in built], seconds, seeds
@@ -901,10 +914,6 @@ def _run(config):
     helpers = parallel_training.start(config, to_train, config["verbose"])
     try:
         return _train_evaluate_attack(config, data, strategy, reuse_source, helpers)
-    except KeyboardInterrupt:
-        if helpers.failure():  # the helpers' watcher interrupted the run
-            raise RuntimeError(helpers.failure()) from None
-        raise
     finally:
         helpers.stop()  # after a normal end none is left running; after an error, stopped
 
