@@ -23,10 +23,9 @@ histograms have different bin edges) or an output folder that cannot be written;
 all outputs are written or none.
 """
 
-import sys
-
 from absl import app, flags
 
+from experiments import report_cli
 from uqmix.studies import mixture_report
 
 FLAGS = flags.FLAGS
@@ -49,30 +48,20 @@ flags.mark_flags_as_required(["sweep_root", "output_dir"])
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    roots = [root for root in FLAGS.sweep_root if root]
-    if not roots:
-        raise app.UsageError("--sweep_root names no folder.")
-    try:
-        report = mixture_report.write_report(
-            roots,
-            FLAGS.output_dir,
-            FLAGS.weight_variance_configs or None,
-            figures_dir=FLAGS.figures_dir,
-        )
-    except mixture_report.UnknownConfigurations as error:
-        raise app.UsageError(str(error)) from None
-    except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(report["tables"])
-    for note in report["notes"]:
-        print(f"note: {note}")
-    for path in report["written"]:
-        print(f"wrote {path}")
-    for filename, reason in report["skipped"].items():
-        print(f"skipped {filename}: {reason}")
+    roots = report_cli.sweep_roots(argv, FLAGS.sweep_root)
+
+    def write_report():
+        try:
+            return mixture_report.write_report(
+                roots,
+                FLAGS.output_dir,
+                FLAGS.weight_variance_configs or None,
+                figures_dir=FLAGS.figures_dir,
+            )
+        except mixture_report.UnknownConfigurations as error:  # a bad flag: exit code 1
+            raise app.UsageError(str(error)) from None
+
+    return report_cli.write_and_print(write_report)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,9 @@ same recorded attack) or an output folder that cannot be written; all outputs ar
 or none.
 """
 
-import sys
-
 from absl import app, flags
 
+from experiments import report_cli
 from uqmix.studies import pn_report
 
 FLAGS = flags.FLAGS
@@ -40,19 +39,10 @@ flags.mark_flags_as_required(["sweep_root", "output_dir"])
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    roots = [root for root in FLAGS.sweep_root if root]
-    if not roots:
-        raise app.UsageError("--sweep_root names no folder.")
-    try:
-        report = pn_report.write_report(roots, FLAGS.output_dir, FLAGS.figures_dir)
-    except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(report["tables"])
-    for path in report["written"]:
-        print(f"wrote {path}")
+    roots = report_cli.sweep_roots(argv, FLAGS.sweep_root)
+    return report_cli.write_and_print(
+        lambda: pn_report.write_report(roots, FLAGS.output_dir, FLAGS.figures_dir)
+    )
 
 
 if __name__ == "__main__":
