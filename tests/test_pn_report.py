@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 from uqmix import plotting, runs
-from uqmix.studies import pn_report
+from uqmix.studies import pn_attacks, pn_report
 
 ITERATIONS = [1, 10, 100]
 
@@ -213,6 +213,24 @@ def _curve(figure, panel, label):
     """The errorbar container of series ``label`` in the panel titled ``panel``."""
     axis = next(ax for ax in figure.axes if ax.get_title() == panel)
     return next(c for c in axis.containers if c.get_label() == label)
+
+
+def test_no_two_curves_of_an_attack_panel_look_alike(tmp_path):
+    """23 configurations with black-box transfer (46 curves a panel): colour, line style and
+    marker tell every curve apart (they repeated from the 21st configuration on); beyond
+    20 × len(MARKERS) configurations the figure is refused, not drawn ambiguously."""
+    rng = np.random.default_rng(5)
+    root = str(tmp_path / "pn")
+    for index in range(23):
+        _write(root, f"c{index:02d}", 0, _metrics(rng, method="mim", black_box=True))
+    figure = pn_report.attack_figure(pn_report.summarize(pn_report.load_study(root)))
+    axis = next(ax for ax in figure.axes if ax.get_title() == "success rate")
+    lines = [container.lines[0] for container in axis.containers]
+    looks = {(line.get_color(), line.get_linestyle(), line.get_marker()) for line in lines}
+    assert len(lines) == 46 and len(looks) == 46
+    assert pn_attacks._line_styles(20 * len(plotting.MARKERS) - 1)
+    with pytest.raises(ValueError, match="at most 120 configurations"):
+        pn_attacks._line_styles(20 * len(plotting.MARKERS))
 
 
 def test_black_box_rows_and_dashed_curves_beside_white_box(tmp_path):

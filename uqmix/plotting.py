@@ -34,6 +34,7 @@ def new_figure(width, height):
 
 
 LINE_STYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D", "v", "P")  # attack_curves: the marker of a series' points
 
 
 def series_styles(count):
@@ -251,8 +252,9 @@ def attack_curves(
     seeds, examples: how many seeds (counts, one per series) and attacked examples the
       points average; given, the title says so (``averaging_text``; "± σ" only with
       more than one seed).
-    xlabel: the x axis label.  styles: optional {series label: (colour, line style)}
-      (default: ``series_styles`` in the order of each panel's series).  free_y: panel
+    xlabel: the x axis label.  styles: optional {series label: (colour, line style) or
+      (colour, line style, marker)} (default: ``series_styles`` in the order of the
+      panel's series without one; marker "o").  free_y: panel
       titles whose y axis is not fixed to [0, 1] (e.g. a distance).
     """
     if not panels:
@@ -263,9 +265,11 @@ def attack_curves(
     figure = new_figure(4.2 * len(panels), 3.6 + LEGEND_ROW_INCHES * -(-len(labels) // columns))
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for ax, (panel, series) in zip(axes, panels.items()):
-        defaults = series_styles(len(series))
-        for (label, values), default in zip(series.items(), defaults):
-            color, style = (styles or {}).get(label, default)
+        styled = {label: (styles or {}).get(label) for label in series}
+        unstyled = [label for label, style in styled.items() if style is None]
+        styled.update(zip(unstyled, series_styles(len(unstyled))))
+        for label, values in series.items():
+            color, style, *marker = styled[label]
             values = np.array([np.nan if v is None else v for v in values], np.float64)
             if values.shape != iterations.shape:
                 raise ValueError(
@@ -284,7 +288,7 @@ def attack_curves(
                 iterations,
                 values,
                 yerr=spread,
-                marker="o",
+                marker=marker[0] if marker else MARKERS[0],
                 markersize=3,
                 capsize=3,
                 linewidth=1.5,

@@ -197,10 +197,18 @@ def attack_markdown(summary):
 
 
 def _line_styles(index):
-    """(white-box, black-box) line styles of the ``index``-th configuration of a block: solid
-    and dashed for the first ten colours, dotted and dash-dotted for the next ten."""
-    first = 2 * (index // 10) % len(plotting.LINE_STYLES)
-    return plotting.LINE_STYLES[first], plotting.LINE_STYLES[first + 1]
+    """(white-box, black-box) (line style, marker) of the ``index``-th configuration of a
+    block, its colour being C<index mod 10>: solid and dashed for the first ten, dotted and
+    dash-dotted for the next ten, then the same again with the next marker of
+    ``plotting.MARKERS``, so no two curves of a panel look alike; ``ValueError`` beyond."""
+    tens, marker = index // 10, index // 20
+    if marker >= len(plotting.MARKERS):
+        raise ValueError(
+            f"an attack figure draws at most {20 * len(plotting.MARKERS)} configurations "
+            "distinctly; make several reports (fewer roots in --sweep_root)."
+        )
+    first = 2 * (tens % 2)
+    return tuple((plotting.LINE_STYLES[first + k], plotting.MARKERS[marker]) for k in range(2))
 
 
 def block_figure(summary, block, plain=True):
@@ -215,7 +223,7 @@ def block_figure(summary, block, plain=True):
         panels[title], spreads[title] = {}, {}
         for index, name in enumerate(drawn):
             config = configs[name]
-            for (key, setting), style in zip(_settings(config), _line_styles(index)):
+            for (key, setting), (style, marker) in zip(_settings(config), _line_styles(index)):
                 stats = (
                     [config[key][quantity][k] for k in columns] if quantity in config[key] else []
                 )
@@ -226,7 +234,7 @@ def block_figure(summary, block, plain=True):
                 label = f"{config['label']}: {name}{detail} (n={seeds[-1]})"
                 panels[title][label] = [s["mean"] if s["n"] else None for s in stats]
                 spreads[title][label] = [SIGMAS * s["std"] if s["n"] > 1 else 0.0 for s in stats]
-                styles[label] = (f"C{index % 10}", style)
+                styles[label] = (f"C{index % 10}", style, marker)
     title = (
         "Adaptive attacks: white-box (solid), black-box transfer (dashed)"
         if black
