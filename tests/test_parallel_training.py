@@ -82,6 +82,20 @@ def test_networks_shared_out_to_helpers_give_the_sequential_run(sequential, tmp_
     )
 
 
+def _helpers_run(monkeypatch, script, wait=False):
+    """Helper processes run ``python -c script`` instead of ``uqmix.studies.training_process``
+    (their other ``Popen`` arguments kept); with ``wait``, ``Popen`` returns once it exited."""
+    real_popen = subprocess.Popen
+
+    def popen(command, **kwargs):
+        process = real_popen([sys.executable, "-c", script], **kwargs)
+        if wait:
+            process.wait()
+        return process
+
+    monkeypatch.setattr(parallel_training.subprocess, "Popen", popen)
+
+
 def test_a_failed_helper_stops_the_run_before_its_next_network_naming_its_log(
     tmp_path, monkeypatch
 ):
@@ -89,14 +103,7 @@ def test_a_failed_helper_stops_the_run_before_its_next_network_naming_its_log(
     the run (three members: it trains member_0 and member_2, the helper member_1) trains none
     of its own networks once the failure is there, and writes no metrics.  The helper has
     exited before the run's training starts (``Popen`` waits for it): no race."""
-    real_popen = subprocess.Popen
-
-    def failed_popen(command, **kwargs):
-        process = real_popen([sys.executable, "-c", "import sys; sys.exit(7)"], **kwargs)
-        process.wait()
-        return process
-
-    monkeypatch.setattr(parallel_training.subprocess, "Popen", failed_popen)
+    _helpers_run(monkeypatch, "import sys; sys.exit(7)", wait=True)
     config = _tiny(
         tmp_path,
         training_processes=2,
@@ -124,7 +131,7 @@ class _SlowBatches(keras.callbacks.Callback):
         time.sleep(0.02)
 
 
-def test_a_helper_failing_mid_training_stops_the_fit_within_a_second(tmp_path):
+def test_a_helper_failing_mid_training_stops_the_fit_within_a_second(tmp_path, monkeypatch):
     """``Helpers.callbacks`` raises in the training thread itself: a helper that fails while
     the run's ``fit`` is under way (here: when the fit's 5th batch is done) stops that fit a
     few batches later with the helper's exit code and log, not after its 2,000 batches."""
@@ -134,14 +141,14 @@ def test_a_helper_failing_mid_training_stops_the_fit_within_a_second(tmp_path):
         f"while not os.path.exists({signal_file!r}): time.sleep(0.01)\n"
         "sys.exit(7)"
     )
+    _helpers_run(monkeypatch, script)
     helpers = parallel_training.Helpers(str(tmp_path), {"member_1": 1})
-    helpers._processes[1] = subprocess.Popen([sys.executable, "-c", script])
-    helpers._logs[1] = "the helper's log"
+    log = helpers.launch(1, "spec.json", ())
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(loss="mse", optimizer="sgd")
     slow = _SlowBatches(signal_file, signal_at=5)
     try:
-        with pytest.raises(RuntimeError, match="failed with exit code 7; its log: the helper's"):
+        with pytest.raises(RuntimeError, match=f"failed with exit code 7; its log: {log}"):
             model.fit(
                 np.zeros((200, 2)),
                 np.zeros((200, 1)),
@@ -164,12 +171,7 @@ def test_no_helpers_add_no_callbacks():
 def test_a_helper_that_trains_nothing_is_not_taken_for_done(tmp_path, monkeypatch):
     """A helper that exits 0 without training its networks is an error, not a network the run
     quietly trains itself."""
-    real_popen = subprocess.Popen
-    monkeypatch.setattr(
-        parallel_training.subprocess,
-        "Popen",
-        lambda command, **kwargs: real_popen([sys.executable, "-c", "pass"], **kwargs),
-    )
+    _helpers_run(monkeypatch, "pass")
     config = _tiny(tmp_path, training_processes=2, **ENSEMBLE_WITH_SOURCE)
     with pytest.raises(RuntimeError, match="exited without training member_1"):
         pn_experiment.run(config)
@@ -178,14 +180,7 @@ def test_a_helper_that_trains_nothing_is_not_taken_for_done(tmp_path, monkeypatc
 def test_a_helper_keeps_the_run_folder_locked_until_it_exits(tmp_path, monkeypatch):
     """A helper holds the run's lock descriptor: after the run let go of the folder (killed),
     another process still finds it in use until the helper ends."""
-    real_popen = subprocess.Popen
-    monkeypatch.setattr(
-        parallel_training.subprocess,
-        "Popen",
-        lambda command, **kwargs: real_popen(
-            [sys.executable, "-c", "import time; time.sleep(60)"], **kwargs
-        ),
-    )
+    _helpers_run(monkeypatch, "import time; time.sleep(60)")
     folder = str(tmp_path / "run")
     os.makedirs(folder)
     run_lock.lock(folder)

@@ -771,7 +771,7 @@ def train_networks(
             seed,
             name,
             timing_key=f"{prefix}train_seconds",
-            callbacks=[] if name in theirs else helpers.callbacks(),
+            callbacks=helpers.callbacks(),  # unused for a helper's network: restored, not fit
         )
         built[name] = model
     return [built[n] for n in names if n in built], seconds, seeds
