@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.binaries import info_log_lines, run_binary
 from tests.conftest import REPO_ROOT
 from tests.lock_helpers import held_by_another_process, lockable_by_another_process
 from uqmix import data_synthetic_images, run_lock, runs, tensorboard_logging, training
@@ -59,30 +60,18 @@ def _event_tags(folder):
 
 def test_smoke_flagfile_end_to_end(tmp_path):
     out = tmp_path / "smoke"
-    result = subprocess.run(
+    result = run_binary(
+        "experiments.cifar_rkl",
         [
-            sys.executable,
-            "-m",
-            "experiments.cifar_rkl",
             f"--flagfile={SMOKE}",
             f"--output_dir={out}",
             "--verbose=2",
         ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"},
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     assert "test error" in result.stdout
     assert "Training model" in result.stdout.splitlines()
     assert "attacking the first 100 test images" in result.stdout
-    noise = [
-        line
-        for line in (result.stdout + result.stderr).splitlines()
-        if re.match(r"I\d{4} ", line) or "INFO" in line
-    ]
+    noise = info_log_lines(result)
     assert not noise, noise
     metrics = runs.read_json(out / "metrics.json")
     assert metrics["error"] < 0.5  # a learnable set: far better than chance (0.9)

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.binaries import info_log_lines, run_binary
 from tests.conftest import REPO_ROOT
 from tests.lock_helpers import lockable_by_another_process
 from tests.test_data import write_idx_set
-from uqmix import options, runs, tensorboard_logging
+from uqmix import export_target, options, runs, tensorboard_logging
 from uqmix.studies import mixture_experiment, pn_experiment
 
 
@@ -63,11 +64,9 @@ def _without_times(result):
 
 def test_binary_runs_every_evaluation_and_writes_its_outputs(data_dir, tmp_path):
     out = tmp_path / "ml"
-    result = subprocess.run(
+    result = run_binary(
+        "experiments.mixture_mnist",
         [
-            sys.executable,
-            "-m",
-            "experiments.mixture_mnist",
             f"--data_dir={data_dir}",
             "--nocheck_counts",
             "--nouse_tfds",
@@ -88,21 +87,11 @@ def test_binary_runs_every_evaluation_and_writes_its_outputs(data_dir, tmp_path)
             "--pgd_iterations=3",
             "--detection_examples=30",
         ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"},
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     assert "test accuracy" in result.stdout
     assert "Training ML λ=1 σ²=1" in result.stdout.splitlines()
     assert "adversarial detection: PGD at eps 0.25 on 30 test images" in result.stdout
-    noise = [
-        line
-        for line in (result.stdout + result.stderr).splitlines()
-        if re.match(r"I\d{4} ", line) or "INFO" in line
-    ]
+    noise = info_log_lines(result)
     assert not noise, noise
     m = runs.read_json(out / "metrics.json")
     assert m["test"]["accuracy"] > 0.5  # learnable: far above chance (0.1)
@@ -409,6 +398,38 @@ def test_run_options_shared_by_every_experiment(experiment, overrides, message, 
     config = experiment.default_config(**{"output_dir": str(tmp_path), **overrides})
     with pytest.raises(ValueError, match=re.escape(message)):
         experiment.validate_config(config)
+
+
+def _tiny_run(experiment, data_dir, out, **overrides):
+    """A seconds-long run of ``experiment`` (the mixture study on ``data_dir``'s IDX files, the
+    Prior Network study on its generated images)."""
+    if experiment is mixture_experiment:
+        return _config(data_dir, out, steps=30, evaluations=["classification"], **overrides)
+    from tests.test_cifar_rkl import _tiny
+
+    return _tiny(out, **{"output_dir": str(out), **overrides})
+
+
+@pytest.mark.parametrize("experiment", [mixture_experiment, pn_experiment])
+def test_metrics_json_is_written_last_after_the_export(experiment, data_dir, tmp_path, monkeypatch):
+    """metrics.json marks a run finished (a sweep skips it, --reuse_training_from accepts it):
+    a run whose export fails writes none and is finished by --resume, which records the export."""
+    out, export_dir = tmp_path / "run", tmp_path / "export"
+    config = _tiny_run(experiment, data_dir, out, export_dir=str(export_dir))
+
+    def disk_full(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(export_target, "export_run_model", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        experiment.run(config)
+    assert not (out / runs.METRICS_FILE).exists()
+    assert (out / runs.CONFIG_FILE).exists()  # trained and evaluated: only the export failed
+    monkeypatch.undo()
+    metrics = experiment.run(dict(config, resume=True))
+    assert runs.read_json(out / runs.METRICS_FILE)["export_dir"] == str(export_dir)
+    assert metrics["export_dir"] == str(export_dir)
+    assert (export_dir / "saved_model.pb").is_file()
 
 
 # -- --training_cache ---------------------------------------------------------------------------

@@ -2,19 +2,17 @@
 in process and as a CLI."""
 
 import os
-import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
 from experiments import options_binary
+from tests.binaries import info_log_lines, run_binary
+from tests.conftest import REPO_ROOT
 from uqmix import runs, tensorboard_logging
 from uqmix.studies import synthetic_experiment
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(
     train_steps=40,
     steps_per_epoch=20,
@@ -237,29 +235,16 @@ def test_cli_names_the_model_that_trains_and_prints_no_info_lines(tmp_path):
         for k, v in TINY.items()
         if k not in ("deterministic", "verbose")
     ]
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    result = subprocess.run(
+    result = run_binary(
+        "experiments.synthetic_rkl",
         [
-            sys.executable,
-            "-m",
-            "experiments.synthetic_rkl",
             *args,
             "--verbose=2",
             f"--output_dir={tmp_path / 'run'}",
         ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert "Training forward_kl (1/2)" in lines and "Training reverse_kl (2/2)" in lines
     assert lines.index("Training forward_kl (1/2)") < lines.index("Training reverse_kl (2/2)")
-    noise = [
-        line
-        for line in (result.stdout + result.stderr).splitlines()
-        if re.match(r"I\d{4} ", line) or "INFO" in line
-    ]
+    noise = info_log_lines(result)
     assert not noise, noise

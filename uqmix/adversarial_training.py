@@ -37,7 +37,6 @@ import tensorflow as tf
 
 from uqmix.attacks.norms import optimize_linear
 from uqmix.models.prior_network import PriorNetwork
-from uqmix.objectives import dirichlet_losses
 
 
 def random_other_classes(labels, num_classes, seed):
@@ -135,19 +134,9 @@ class AdversarialPriorNetwork(PriorNetwork):
                 self._tracker.lock()
 
     def adversarial_loss(self, logits, labels):
-        """ℓ_adv per example [B] on adversarial logits (module docstring, step 4)."""
-        logits = tf.cast(logits, tf.float32)
-        if self.loss_name == "cross_entropy":
-            return dirichlet_losses.cross_entropy_loss(logits, labels)
-        loss_fn = (
-            dirichlet_losses.reverse_kl_loss
-            if self.loss_name == "reverse_kl"
-            else dirichlet_losses.forward_kl_loss
-        )
-        loss = loss_fn(logits, labels, self.adversarial_target_concentration, self.concentration)
-        if self.normalize_by_target:
-            loss = loss / self.target_concentration
-        return loss
+        """ℓ_adv per example [B] on adversarial logits (module docstring, step 4): the
+        model's loss towards α̂_adv = c·1 + β_adv·onehot(y) (``PriorNetwork.loss_towards``)."""
+        return self.loss_towards(logits, labels, self.adversarial_target_concentration)
 
     def _draw_targets_and_steps(self, x, y):
         targets = random_other_classes(y, self.num_classes, self.adversarial_seed_generator)

@@ -248,45 +248,30 @@ def fit_resumable(
         *callbacks,
         *writers,
     ]
+
+    def fit(dataset, epochs, initial_epoch, steps):
+        return model.fit(
+            dataset,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps,
+            callbacks=all_callbacks,
+            validation_data=validation_data,
+            verbose=verbose,
+            shuffle=False,
+        )
+
     last_epoch_steps = total_steps - (num_epochs - 1) * steps_per_epoch
-    if last_epoch_steps != steps_per_epoch:
+    if last_epoch_steps == steps_per_epoch:
+        history = fit(dataset, num_epochs, initial_epoch, steps_per_epoch)
+    else:
         # Keras needs one steps_per_epoch; train the short tail in a second call.
-        history = None
         if initial_epoch < num_epochs - 1:
-            history = model.fit(
-                dataset,
-                epochs=num_epochs - 1,
-                initial_epoch=initial_epoch,
-                steps_per_epoch=steps_per_epoch,
-                callbacks=all_callbacks,
-                validation_data=validation_data,
-                verbose=verbose,
-                shuffle=False,
-            )
+            fit(dataset, num_epochs - 1, initial_epoch, steps_per_epoch)
             _raise_if_diverged(guard, ckpt_dir)
             done_steps = (num_epochs - 1) * steps_per_epoch
             dataset = batches(done_steps, total_steps - done_steps)
-        history = model.fit(
-            dataset,
-            epochs=num_epochs,
-            initial_epoch=num_epochs - 1,
-            steps_per_epoch=last_epoch_steps,
-            callbacks=all_callbacks,
-            validation_data=validation_data,
-            verbose=verbose,
-            shuffle=False,
-        )
-    else:
-        history = model.fit(
-            dataset,
-            epochs=num_epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch,
-            callbacks=all_callbacks,
-            validation_data=validation_data,
-            verbose=verbose,
-            shuffle=False,
-        )
+        history = fit(dataset, num_epochs, num_epochs - 1, last_epoch_steps)
     _raise_if_diverged(guard, ckpt_dir)
     return history
 

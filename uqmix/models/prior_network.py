@@ -186,6 +186,13 @@ class PriorNetwork(keras.Model, PredictiveModelMixin):
     # -- losses ---------------------------------------------------------------
     def per_example_loss(self, logits, labels):
         """ℓ per example [B]; labels None = OOD (flat Dirichlet / uniform) target."""
+        return self.loss_towards(logits, labels, self.target_concentration)
+
+    def loss_towards(self, logits, labels, target_concentration):
+        """The model's loss per example [B] towards α̂ = c·1 + target_concentration·onehot(y)
+        (labels None: c·1): KL(Dir(α) ‖ Dir(α̂)) for "reverse_kl", KL(Dir(α̂) ‖ Dir(α)) for
+        "forward_kl", divided by β_in (``self.target_concentration``) when
+        ``normalize_by_target``; for "cross_entropy" −log softmax(z)_y (no α̂, no division)."""
         logits = tf.cast(logits, tf.float32)
         if self.loss_name == "cross_entropy":
             return dirichlet_losses.cross_entropy_loss(logits, labels)
@@ -194,13 +201,8 @@ class PriorNetwork(keras.Model, PredictiveModelMixin):
             if self.loss_name == "reverse_kl"
             else dirichlet_losses.forward_kl_loss
         )
-        return loss_fn(
-            logits,
-            labels,
-            self.target_concentration,
-            self.concentration,
-            normalize_by_target=self.normalize_by_target,
-        )
+        loss = loss_fn(logits, labels, target_concentration, self.concentration)
+        return loss / self.target_concentration if self.normalize_by_target else loss
 
     def extra_training_terms(self, x, y):
         """Hook: dict name → per-example loss [N] for names in ``extra_term_names``; none here."""

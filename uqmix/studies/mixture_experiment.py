@@ -43,8 +43,8 @@
      recorded); AUROC by predictive variance, entropy and mutual information,
      both variants (all inputs vs all attacks; correct inputs vs successful
      attacks, subsampled to the smaller count);
-   and writes ``metrics.json`` atomically, figures in ``figures/``, the
-   trained model as ``model.keras`` and, with ``export_dir``, a SavedModel.
+   and writes figures in ``figures/``, the trained model as ``model.keras``, with
+   ``export_dir`` a SavedModel, and last ``metrics.json``, atomically (``run_steps.finish``).
 
 Running the same configuration again with ``resume`` continues an interrupted
 run, or re-evaluates a finished one without training.
@@ -71,7 +71,6 @@ from uqmix import (
     console,
     distributed,
     evaluation,
-    export_target,
     metrics,
     options,
     plotting,
@@ -80,11 +79,11 @@ from uqmix import (
     training,
     training_cache,
 )
-from uqmix.attacks import gradient_attacks
 from uqmix.data import hold_out, load_arrays, make_dataset
 from uqmix.layers import SAMPLING_MODES
 from uqmix.models import DeepEnsemble, Deterministic, InfiniteMixture, MCDropout
-from uqmix.setup_utils import STRATEGIES, make_strategy, set_seed
+from uqmix.setup_utils import STRATEGIES
+from uqmix.studies import run_steps
 
 DATASETS = ("mnist", "fashion_mnist")
 OOD_DATASETS = ("notmnist", "mnist", "fashion_mnist", "")
@@ -806,15 +805,9 @@ def run(config):
 
 
 def _run(config):
-    if config["export_dir"]:  # before any work: an export must not replace other files
-        export_target.check_export_dir(config["export_dir"], config["output_dir"])
+    run_steps.check_export_dir(config)  # before any work: an export must not replace files
     cache = _cached_training(config)  # a broken entry is an error before anything runs
-    set_seed(config["seed"], deterministic=config["deterministic"])
-    gradient_attacks.set_jit_compile(config["jit_compile"])
-    # Before any other TF op (multi_worker); then every worker runs the same steps.
-    strategy = make_strategy(config["strategy"], tpu_address=config["tpu_address"] or None)
-    data = load_data(config)
-    distributed.prepare_output_dir(config, strategy, runs.prepare_output_dir)  # chief only
+    strategy, data = run_steps.begin(config, load_data)  # then every worker runs the same steps
     input_shape = tuple(int(s) for s in data["x_train"].shape[1:])
     with strategy.scope():
         model = build_model(config, input_shape, len(data["x_train"]))
@@ -877,12 +870,7 @@ def _run(config):
         log_evaluation(config, metrics, tensorboard_logging.global_step(model))
     else:
         metrics["figures"] = []
-    if config["export_dir"]:
-        export_target.export_run_model(model, config, strategy, input_shape)
-        metrics["export_dir"] = config["export_dir"]
-    if chief:
-        runs.atomic_write_json(os.path.join(config["output_dir"], runs.METRICS_FILE), metrics)
-    return metrics
+    return run_steps.finish(config, strategy, model, input_shape, metrics)
 
 
 def summary(metrics):

@@ -25,8 +25,9 @@ its default and help; ``default_config()`` gives them all) and
    probability (those the model's predictive has); adaptive attacks when
    ``attack`` is on (PGD / MIM, or adaptive C&W L2 with ``attack_method=cw``;
    sampled models with ``attack_noise`` / ``attack_combine``; every option
-   recorded under ``attacks.attack_options``); figures; ``metrics.json`` written atomically;
-5. exports a SavedModel to ``export_dir`` when set (``uqmix.export``).
+   recorded under ``attacks.attack_options``); figures;
+5. exports a SavedModel to ``export_dir`` when set (``uqmix.export``), then writes
+   ``metrics.json`` atomically, the run's last write (``run_steps.finish``).
 
 Models (``model_kind``):
 * ``prior_network``: a ``PriorNetwork`` (``loss`` reverse_kl | forward_kl |
@@ -52,7 +53,6 @@ from uqmix import (
     data_synthetic_images,
     distributed,
     evaluation,
-    export_target,
     options,
     plotting,
     runs,
@@ -61,7 +61,6 @@ from uqmix import (
 )
 from uqmix import metrics as metric_fns
 from uqmix.adversarial_training import AdversarialPriorNetwork
-from uqmix.attacks import gradient_attacks
 from uqmix.augment import augment_dataset
 from uqmix.data import (
     check_same_image_shape,
@@ -77,8 +76,8 @@ from uqmix.models.backbones import BACKBONES, build_backbone
 from uqmix.models.prior_network import LOSSES
 from uqmix.models.sampled_networks import ensemble, mc_dropout
 from uqmix.optim import OPTIMIZERS, SCHEDULES, make_optimizer
-from uqmix.setup_utils import STRATEGIES, make_strategy, set_seed
-from uqmix.studies import parallel_training, reused_training
+from uqmix.setup_utils import STRATEGIES
+from uqmix.studies import parallel_training, reused_training, run_steps
 
 OOD_MEASURES = (
     "mutual_information",
@@ -877,19 +876,13 @@ def run(config):
 
 
 def _run(config):
-    if config["export_dir"]:  # before any work: an export must not replace other files
-        export_target.check_export_dir(config["export_dir"], config["output_dir"])
+    run_steps.check_export_dir(config)  # before any work: an export must not replace files
     reuse_source = (  # before any work: a source of other training flags is refused
         reused_training.check_source(config, default_config(), network_dirs(config))
         if config["reuse_training_from"]
         else None
     )
-    set_seed(config["seed"], deterministic=config["deterministic"])
-    gradient_attacks.set_jit_compile(config["jit_compile"])
-    # Before any other TF op (multi_worker); then every worker runs the same steps.
-    strategy = make_strategy(config["strategy"], tpu_address=config["tpu_address"] or None)
-    data = load_data(config)  # every data problem is raised here, before any training
-    distributed.prepare_output_dir(config, strategy, runs.prepare_output_dir)  # chief only
+    strategy, data = run_steps.begin(config, load_data)  # then every worker runs the same steps
     copied = []
     if reuse_source:
         # train_networks' folders and timing keys ("<prefix>train_seconds") of both kinds
@@ -983,11 +976,7 @@ def _train_evaluate_attack(config, data, strategy, reuse_source, helpers):
         if config["attack"]:
             metrics["figures"] += write_attack_figures(values["attacks"], config["output_dir"])
         log_evaluation(config, metrics, tensorboard_logging.global_step(networks[0]))
-        runs.atomic_write_json(os.path.join(config["output_dir"], runs.METRICS_FILE), metrics)
-    if config["export_dir"]:
-        export_target.export_run_model(model, config, strategy, data["input_shape"])
-        metrics["export_dir"] = config["export_dir"]
-    return metrics
+    return run_steps.finish(config, strategy, model, data["input_shape"], metrics)
 
 
 def log_evaluation(config, metrics, step):
