@@ -192,7 +192,8 @@ class PriorNetwork(keras.Model, PredictiveModelMixin):
         """The model's loss per example [B] towards α̂ = c·1 + target_concentration·onehot(y)
         (labels None: c·1): KL(Dir(α) ‖ Dir(α̂)) for "reverse_kl", KL(Dir(α̂) ‖ Dir(α)) for
         "forward_kl", divided by β_in (``self.target_concentration``) when
-        ``normalize_by_target``; for "cross_entropy" −log softmax(z)_y (no α̂, no division)."""
+        ``normalize_by_target``; for "cross_entropy" −log softmax(z)_y, or with labels None the
+        cross-entropy to the uniform distribution (no α̂, no division)."""
         logits = tf.cast(logits, tf.float32)
         if self.loss_name == "cross_entropy":
             return dirichlet_losses.cross_entropy_loss(logits, labels)

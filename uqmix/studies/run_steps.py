@@ -1,15 +1,18 @@
-"""The first and last steps every study binary's run takes, in one place.
+"""The first and last steps of both image studies' runs (mixture, Prior Network), in one place.
 
-``begin``: the refusals that need no work (an ``export_dir`` that holds other files), then
-the seed, the attacks' XLA switch, the ``tf.distribute`` strategy (before any other TF op:
-a multi-worker strategy must be made first), the data (every data problem raised before
-the output folder is touched) and the output folder (``uqmix.runs.prepare_output_dir``, on
-the chief).
+``check_export_dir``: the refusal that needs no work (an ``export_dir`` that holds other files),
+called first, before a study's own before-any-work checks (training cache, reused training).
 
-``finish``: the SavedModel export when ``export_dir`` is set, then ``metrics.json``,
-written atomically by the chief as the run's **last** write: ``metrics.json`` is what marks
-a run finished (``uqmix.sweep`` skips such a run, ``--reuse_training_from`` accepts it), so
-a run whose export failed is not finished and is run again.
+``begin``: the seed, the attacks' XLA switch, the ``tf.distribute`` strategy (before any other
+TF op: a multi-worker strategy must be made first), the data (every data problem raised before
+the output folder is touched) and the output folder (``uqmix.runs.prepare_output_dir``, on the
+chief).
+
+``finish``: the SavedModel export when ``export_dir`` is set, then ``metrics.json``, written
+atomically by the chief as the run's **last** write: ``metrics.json`` is what marks a run
+finished (``uqmix.sweep`` skips such a run, ``--reuse_training_from`` accepts it), so a run
+whose export fails writes none and is run again (a finished run re-run with ``--resume`` keeps
+its earlier ``metrics.json`` if its new export fails).
 """
 
 import os
