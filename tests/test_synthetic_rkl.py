@@ -74,6 +74,20 @@ def test_run_writes_metrics_figure_events_and_resumes(tmp_path):
     assert runs.read_json(os.path.join(output_dir, "config.json"))["train_steps"] == 40
 
 
+def test_metrics_json_is_written_after_the_figure(tmp_path, monkeypatch):
+    """metrics.json marks a run finished: a run whose figure fails writes none."""
+    config = synthetic_experiment.default_config(output_dir=str(tmp_path / "run"), **TINY)
+
+    def disk_full(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(synthetic_experiment, "write_figure", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        synthetic_experiment.run(config)
+    assert not (tmp_path / "run" / runs.METRICS_FILE).exists()
+    assert (tmp_path / "run" / runs.CONFIG_FILE).exists()  # trained: only the figure failed
+
+
 def test_non_empty_foreign_folder_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     config = synthetic_experiment.default_config(output_dir=str(tmp_path), **TINY)

@@ -364,11 +364,11 @@ def _run(config):
         metrics["models"][loss] = result
         maps[LOSS_TITLES[loss]] = uncertainty_maps(model, config)
         steps[loss] = tensorboard_logging.global_step(model)
-    if chief:
-        runs.atomic_write_json(metrics_path, metrics)
+    if chief:  # metrics.json last: it marks the run finished (``run_steps``' module doc)
         figure = write_figure(maps, config, data)
         for loss, result in metrics["models"].items():
             log_evaluation(config, loss, result, steps[loss], [figure])
+        runs.atomic_write_json(metrics_path, metrics)
     return metrics
 
 
