@@ -12,6 +12,7 @@ import tensorflow as tf
 from tests.binaries import info_log_lines, run_binary
 from tests.conftest import REPO_ROOT
 from tests.lock_helpers import lockable_by_another_process
+from tests.test_cifar_rkl import _tiny
 from tests.test_data import write_idx_set
 from uqmix import export_target, options, runs, tensorboard_logging
 from uqmix.studies import mixture_experiment, pn_experiment
@@ -405,8 +406,6 @@ def _tiny_run(experiment, data_dir, out, **overrides):
     Prior Network study on its generated images)."""
     if experiment is mixture_experiment:
         return _config(data_dir, out, steps=30, evaluations=["classification"], **overrides)
-    from tests.test_cifar_rkl import _tiny
-
     return _tiny(out, **{"output_dir": str(out), **overrides})
 
 
@@ -424,7 +423,7 @@ def test_metrics_json_is_written_last_after_the_export(experiment, data_dir, tmp
     with pytest.raises(OSError, match="No space left"):
         experiment.run(config)
     assert not (out / runs.METRICS_FILE).exists()
-    assert (out / runs.CONFIG_FILE).exists()  # trained and evaluated: only the export failed
+    assert (out / runs.CONFIG_FILE).exists()  # the run was under way when its export failed
     monkeypatch.undo()
     metrics = experiment.run(dict(config, resume=True))
     assert runs.read_json(out / runs.METRICS_FILE)["export_dir"] == str(export_dir)
