@@ -27,17 +27,20 @@ classifier returning logits (attacked directly, its predictive is the S = 1
   AUROC on successful attacks and joint success rate (JSR) after each
   iteration checkpoint.  ``eval_model`` ≠ the attacked model gives the
   black-box transfer setting (attack crafted on one model, applied to another).
+  Both curve functions take ``backup_dir`` (``uqmix.attack_backup``): an
+  interrupted curve continues where it stopped, with the same numbers.
 """
 
 import dataclasses
 import math
+import time
 import typing
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from uqmix import attacks, metrics, plotting
+from uqmix import attack_backup, attacks, metrics, plotting
 from uqmix.evaluation import detection_score
 from uqmix.predictive import DirichletPredictive, SampledPredictive
 
@@ -624,10 +627,12 @@ def adaptive_attack_curves(
     noise="redraw",
     combine="log_mean",
     log=None,
+    backup_dir=None,
+    backup_every_seconds=600.0,
 ):
     """Targeted adaptive attack at the second most likely class, evaluated after each checkpoint.
 
-    The attack (PGD or MIM, ``iterative_attack_checkpoints``) runs on ``model``
+    The attack (PGD or MIM, ``iterative_attack_run``) runs on ``model``
     towards t = the second most likely class of its clean prediction,
     descending ``criterion``: "kl_pmf" (KL(π_adv ‖ π̂(x'))), "kl_dir"
     (KL(Dir(α_adv) ‖ Dir(α(x'))), Prior Networks only) or "cross_entropy"
@@ -642,18 +647,54 @@ def adaptive_attack_curves(
       natural and all adversarial inputs.
     ``log``: None or a callable given one line of progress per evaluated checkpoint of each
     batch (for a log file, where ``verbose``'s progress bar does not belong).
-    Returns {"iterations", "success_rate", "auroc", "jsr"} (arrays [T]).
+    ``backup_dir``: None, or a folder where the curve's progress is kept
+    (``uqmix.attack_backup``): after every evaluated checkpoint and, within
+    the iterations between two, about every ``backup_every_seconds``; called
+    again with the same folder and arguments (and models, inputs, code) the
+    curve continues from there, with the result of an uninterrupted run.
+    Returns {"iterations", "success_rate", "auroc", "jsr"} (arrays [T]); with a backup also
+    "resumed_from" (None, or the {"batch", "iterations"} this call continued from).
     """
     x, _ = _check_data(x)
+    checkpoints = [int(c) for c in checkpoints]
+    options = dict(
+        checkpoints=checkpoints,
+        eps=eps,
+        eps_iter=eps_iter,
+        method=method,
+        criterion=criterion,
+        measure=measure,
+        norm=str(norm),
+        num_gradient_samples=num_gradient_samples,
+        num_eval_samples=num_eval_samples,
+        decay_factor=decay_factor,
+        rand_init=bool(rand_init),
+        seed=seed,
+        clip_min=clip_min,
+        clip_max=clip_max,
+        batch_size=int(batch_size),
+        noise=noise,
+        combine=combine,
+    )
+    backup = _open_backup(
+        "adaptive_attack_curves", options, x, model, eval_model, seed, backup_dir, log
+    )
     eval_model, clean, targets, natural_scores = _adaptive_setup(
         model, x, criterion, eval_model, measure, num_eval_samples, batch_size
     )
-    checkpoints = [int(c) for c in checkpoints]
     batches = _batches(len(x), batch_size)
+    position = _resume_position(backup, targets, {"batch": 0, "iterations": 0})
+    pacer = attack_backup.Pacer(backup_every_seconds) if backup is not None else None
     scores = {c: [] for c in checkpoints}
     success = {c: [] for c in checkpoints}
     bar = _progress(len(batches) * len(checkpoints), verbose)
     for index, part in enumerate(batches):
+        if index < position["batch"]:  # finished before the interruption
+            for count in checkpoints:
+                scores[count].append(backup.arrays[f"scores/{index}/{count}"])
+                success[count].append(backup.arrays[f"success/{index}/{count}"])
+                _advance(bar)
+            continue
         model_fn, loss_fn = _criterion(
             criterion,
             model,
@@ -664,11 +705,10 @@ def adaptive_attack_curves(
             seed,
             draw=index,
         )
-        runs = attacks.iterative_attack_checkpoints(
+        run = attacks.iterative_attack_run(
             method,
             model_fn,
             x[part],
-            checkpoints,
             eps,
             eps_iter,
             norm,
@@ -681,10 +721,29 @@ def adaptive_attack_curves(
             seed=[seed, index],
             decay_factor=decay_factor,
         )
-        for point, (count, adversarial) in enumerate(runs):
+        if index == position["batch"] and position["iterations"]:
+            run.restore(position["iterations"], backup.attack_state)
+        for point, count in enumerate(checkpoints):
+            if backup is not None and f"scores/{index}/{count}" in backup.arrays:  # done before
+                scores[count].append(backup.arrays[f"scores/{index}/{count}"])
+                success[count].append(backup.arrays[f"success/{index}/{count}"])
+                _advance(bar)
+                continue
+            adversarial = _advance_run(run, count, pacer, backup, index)
             predictive = predict(eval_model, adversarial.numpy(), num_eval_samples, batch_size)
             scores[count].append(detection_score(predictive, measure))
             success[count].append(metrics.attack_success(predictive, targets=targets[part]))
+            if backup is not None:
+                finished = point == len(checkpoints) - 1
+                backup.save(
+                    {"batch": index + finished, "iterations": 0 if finished else count},
+                    {
+                        f"scores/{index}/{count}": scores[count][-1],
+                        f"success/{index}/{count}": success[count][-1],
+                    },
+                    () if finished else run.state(),
+                )
+                pacer.saved()
             _advance(bar)
             _log_point(
                 log,
@@ -697,7 +756,68 @@ def adaptive_attack_curves(
         _adaptive_point(natural_scores, np.concatenate(scores[c]), np.concatenate(success[c]))
         for c in checkpoints
     ]
-    return _curves(checkpoints, points)
+    return _with_backup_record(_curves(checkpoints, points), backup, position)
+
+
+def _with_backup_record(result, backup, position):
+    """With a backup, ``result["resumed_from"]``: the position this call continued from
+    (None when it started afresh), so that its seconds are read as a part of the work."""
+    if backup is not None:
+        result["resumed_from"] = position if backup.resumed else None
+    return result
+
+
+def _open_backup(function, options, x, model, eval_model, seed, backup_dir, log):
+    """None without ``backup_dir``; else the started ``AttackBackup`` of this computation."""
+    if backup_dir is None:
+        return None
+    if seed is None:
+        raise ValueError(
+            "backup_dir needs an integer seed: the frozen noise drawn with seed=None "
+            "cannot be drawn again after a resume."
+        )
+    key = attack_backup.computation_key(
+        function,
+        options,
+        {"x": x},
+        {"model": model, "eval_model": None if eval_model is model else eval_model},
+    )
+    backup = attack_backup.AttackBackup(backup_dir, key, [model, eval_model], log)
+    backup.start()
+    return backup
+
+
+def _resume_position(backup, targets, fresh):
+    """Where the computation continues: the backup's position (``fresh``'s names, ints), or
+    ``fresh`` without one; a resumed backup must have the same attack targets, else it
+    starts afresh."""
+    if backup is None:
+        return fresh
+    if not backup.check("targets", targets):
+        return fresh
+    backup.resume_rng()
+    position = {name: int(backup.position[name]) for name in fresh}
+    done = ", ".join(f"{name} {value}" for name, value in position.items())
+    backup.say(f"resuming the attack from {backup.path} at {done}")
+    return position
+
+
+def _advance_run(run, count, pacer, backup, index):
+    """Advances ``run`` to ``count`` iterations and returns x'; with a backup, in pieces of
+    about ``pacer.every_seconds``, saving the attack's state when a save is due."""
+    if pacer is None:
+        return run.advance(count - run.iterations)
+    adversarial = None
+    while adversarial is None or run.iterations < count:
+        piece = pacer.chunk(count - run.iterations)
+        start = time.monotonic()
+        adversarial = run.advance(piece)
+        adversarial.numpy()  # waits for the device: the piece's time is its compute time
+        pacer.ran(piece, time.monotonic() - start)
+        if run.iterations < count and pacer.due():
+            backup.save({"batch": index, "iterations": run.iterations}, None, run.state())
+            pacer.saved()
+    return adversarial
 
 
 def adaptive_cw_curves(
@@ -723,6 +843,7 @@ def adaptive_cw_curves(
     combine="log_mean",
     seed=0,
     log=None,
+    backup_dir=None,
 ):
     """Adaptive Carlini–Wagner L2 at the second most likely class against the iteration budget.
 
@@ -733,17 +854,48 @@ def adaptive_cw_curves(
     Evaluated like ``adaptive_attack_curves`` on ``eval_model``; also the
     median L2 distance ‖x' − x‖ of the successful examples (NaN if none).
     ``log``: as ``adaptive_attack_curves``, one line per evaluated budget.
+    ``backup_dir``: as ``adaptive_attack_curves``, saved after every budget (a budget's
+    run restarts when interrupted: C&W's binary search keeps no state between budgets).
     Returns {"iterations", "success_rate", "auroc", "jsr", "median_l2"} (arrays [T]).
     """
     x, _ = _check_data(x)
+    budgets = [int(b) for b in budgets]
+    options = dict(
+        budgets=budgets,
+        binary_search_steps=binary_search_steps,
+        criterion=criterion,
+        measure=measure,
+        num_gradient_samples=num_gradient_samples,
+        num_eval_samples=num_eval_samples,
+        confidence=confidence,
+        initial_const=initial_const,
+        learning_rate=learning_rate,
+        abort_early=bool(abort_early),
+        clip_min=clip_min,
+        clip_max=clip_max,
+        batch_size=int(batch_size),
+        noise=noise,
+        combine=combine,
+        seed=seed,
+    )
+    backup = _open_backup(
+        "adaptive_cw_curves", options, x, model, eval_model, seed, backup_dir, log
+    )
     eval_model, clean, targets, natural_scores = _adaptive_setup(
         model, x, criterion, eval_model, measure, num_eval_samples, batch_size
     )
-    budgets = [int(b) for b in budgets]
+    position = _resume_position(backup, targets, {"budgets_done": 0})
+    done = position["budgets_done"]
     points, medians = [], []
     batches = _batches(len(x), batch_size)
     bar = _progress(len(batches) * len(budgets), verbose)
     for point, budget in enumerate(budgets):
+        if point < done:
+            points.append(tuple(backup.arrays[f"point/{point}"]))
+            medians.append(float(backup.arrays[f"median_l2/{point}"]))
+            for _ in batches:
+                _advance(bar)
+            continue
         adversarial = []
         for index, part in enumerate(batches):
             model_fn, loss_fn = _criterion(
@@ -779,9 +931,14 @@ def adaptive_cw_curves(
         predictive = predict(eval_model, adversarial, num_eval_samples, batch_size)
         hit = metrics.attack_success(predictive, targets=targets)
         points.append(_adaptive_point(natural_scores, detection_score(predictive, measure), hit))
-        _log_point(log, f"C&W L2 max_iterations {budget}", None, (point, len(budgets)), hit.mean())
         distances = np.sqrt(((adversarial - x).reshape(len(x), -1) ** 2).sum(1))
         medians.append(float(np.median(distances[hit])) if hit.any() else float("nan"))
+        if backup is not None:
+            backup.save(
+                {"budgets_done": point + 1},
+                {f"point/{point}": np.asarray(points[-1]), f"median_l2/{point}": medians[-1]},
+            )
+        _log_point(log, f"C&W L2 max_iterations {budget}", None, (point, len(budgets)), hit.mean())
     result = _curves(budgets, points)
     result["median_l2"] = np.asarray(medians, np.float64)
-    return result
+    return _with_backup_record(result, backup, position)

@@ -75,6 +75,9 @@ VOLATILE_KEYS = frozenset(
         # How many processes train a run's networks (uqmix.studies.parallel_training): speed
         # only, the same networks.
         "training_processes",
+        # How often an attack curve's progress is saved (uqmix.attack_backup): a resumed
+        # curve gives the numbers of an uninterrupted one.
+        "attack_backup_every_seconds",
     }
 )
 

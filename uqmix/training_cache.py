@@ -178,7 +178,7 @@ def lookup(cache_dir, key, keyed):
     return Entry(path, record)
 
 
-def _random_state_variables(model):
+def random_state_variables(model):
     """The model's variables that are not weights: the states of its random generators."""
     weights = {id(v) for v in model.weights}
     return [v for v in model.variables if id(v) not in weights]
@@ -186,7 +186,7 @@ def _random_state_variables(model):
 
 def random_states(model):
     """The values of the model's random-generator states (lists, in variable order)."""
-    return [np.asarray(v.numpy()).tolist() for v in _random_state_variables(model)]
+    return [np.asarray(v.numpy()).tolist() for v in random_state_variables(model)]
 
 
 def _folder_mode():
@@ -238,7 +238,7 @@ def restore(model, entry):
 
     start = time.perf_counter()
     training._build_optimizer(model)  # so that the optimizer's step and moments load too
-    variables = _random_state_variables(model)
+    variables = random_state_variables(model)
     states = entry.record["model_random_states"]
     try:
         model.load_weights(entry.model_path)

@@ -3,7 +3,8 @@
 * ``fast_gradient_method``, ``projected_gradient_descent``,
   ``momentum_iterative_method`` — cleverhans 4.0's TF2 signatures and rules,
   each one ``tf.function`` call; ``iterative_attack_checkpoints`` gives the
-  iterates of one run after several iteration counts
+  iterates of one run after several iteration counts, ``iterative_attack_run``
+  a run advanced piece by piece whose state can be saved and resumed
   (``uqmix.attacks.gradient_attacks``);
 * ``carlini_wagner_l2`` (cleverhans 4.0's call, the reference algorithm),
   ``carlini_wagner_l2_run`` (with distances and success flags), also with an
@@ -34,8 +35,10 @@ from uqmix.attacks.carlini_wagner import (
     carlini_wagner_l2_run,
 )
 from uqmix.attacks.gradient_attacks import (
+    IterativeAttackRun,
     fast_gradient_method,
     iterative_attack_checkpoints,
+    iterative_attack_run,
     momentum_iterative_method,
     projected_gradient_descent,
 )
@@ -52,6 +55,7 @@ from uqmix.attacks.norms import clip_eta, optimize_linear, random_lp_vector
 __all__ = [
     "BoundLoss",
     "CarliniWagnerResult",
+    "IterativeAttackRun",
     "StochasticModelFn",
     "carlini_wagner_l2",
     "carlini_wagner_l2_run",
@@ -61,6 +65,7 @@ __all__ = [
     "expectation_over_samples",
     "fast_gradient_method",
     "iterative_attack_checkpoints",
+    "iterative_attack_run",
     "kl_dir_loss",
     "kl_pmf_loss",
     "momentum_iterative_method",

@@ -526,6 +526,93 @@ def iterative_attack_checkpoints(
         raise ValueError(
             f"checkpoints must be a non-empty increasing sequence, got {checkpoints!r}."
         )
+    run = iterative_attack_run(
+        method,
+        model_fn,
+        x,
+        eps,
+        eps_iter,
+        norm,
+        loss_fn,
+        clip_min,
+        clip_max,
+        y,
+        targeted,
+        rand_init,
+        rand_minmax,
+        seed,
+        decay_factor,
+        sanity_checks=sanity_checks,
+    )
+
+    def generate():
+        for count in counts:
+            yield count, run.advance(count - run.iterations)
+
+    return generate()
+
+
+class IterativeAttackRun:
+    """One PGD or MIM run advanced piece by piece (``iterative_attack_run`` builds it).
+
+    ``advance(n)`` runs n more iterations (one compiled call) and returns x'
+    after ``iterations`` in all; each piece continues the previous one's
+    iterate, momentum and labels, so x' after N iterations is the same however
+    N is split (and the same as ``projected_gradient_descent`` /
+    ``momentum_iterative_method`` with nb_iter = N).  ``state()`` gives that
+    continuation as NumPy arrays and ``restore(iterations, arrays)`` resumes
+    from them, e.g. in another process (``uqmix.attack_backup``).
+    """
+
+    def __init__(self, run):
+        self._run = run
+        self._state = None
+        self.iterations = 0
+
+    def advance(self, nb_iter):
+        nb_iter = int(checks.check_count(nb_iter, "nb_iter", minimum=0))
+        self._state = self._run(tf.constant(nb_iter, tf.int32), self._state)
+        self.iterations += nb_iter
+        return self._state[0]
+
+    def state(self):
+        """The continuation after ``iterations`` (x', [momentum,] labels) as NumPy arrays;
+        empty before the first ``advance``."""
+        return [] if self._state is None else [np.asarray(t) for t in self._state]
+
+    def restore(self, iterations, arrays):
+        """Continue from ``state()``'s arrays saved after ``iterations`` iterations."""
+        arrays = list(arrays)
+        if not arrays:
+            if iterations:
+                raise ValueError(f"no attack state to resume after {iterations} iterations.")
+            self._state, self.iterations = None, 0
+            return
+        self._state = tuple(tf.convert_to_tensor(a) for a in arrays)
+        self.iterations = int(iterations)
+
+
+def iterative_attack_run(
+    method,
+    model_fn,
+    x,
+    eps,
+    eps_iter,
+    norm=np.inf,
+    loss_fn=None,
+    clip_min=None,
+    clip_max=None,
+    y=None,
+    targeted=False,
+    rand_init=None,
+    rand_minmax=None,
+    seed=None,
+    decay_factor=1.0,
+    *,
+    sanity_checks=True,
+):
+    """A PGD ("pgd") or MIM ("mim") ``IterativeAttackRun`` at 0 iterations; arguments as
+    ``iterative_attack_checkpoints`` (validated here)."""
     if method == "pgd":
         run = _pgd_runner(
             model_fn,
@@ -560,15 +647,7 @@ def iterative_attack_checkpoints(
         )
     else:
         raise ValueError(f"method must be 'pgd' or 'mim', got {method!r}.")
-
-    def generate():
-        state, done = None, 0
-        for count in counts:
-            result = run(tf.constant(count - done, tf.int32), state)
-            state, done = result, count
-            yield count, result[0]
-
-    return generate()
+    return IterativeAttackRun(run)
 
 
 def _pgd_runner(

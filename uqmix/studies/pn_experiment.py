@@ -25,7 +25,9 @@ its default and help; ``default_config()`` gives them all) and
    probability (those the model's predictive has); adaptive attacks when
    ``attack`` is on (PGD / MIM, or adaptive C&W L2 with ``attack_method=cw``;
    sampled models with ``attack_noise`` / ``attack_combine``; every option
-   recorded under ``attacks.attack_options``); figures;
+   recorded under ``attacks.attack_options``; progress kept in
+   ``output_dir/attack_backup`` so that ``resume`` continues them,
+   ``attack_backup_options``); figures;
 5. exports a SavedModel to ``export_dir`` when set (``uqmix.export``), then writes
    ``metrics.json`` atomically, the run's last write (``run_steps.finish``).
 
@@ -227,6 +229,13 @@ OPTIONS = (
     ("attack_examples", 500, "First N test images attacked."),
     ("attack_measure", "mutual_information", "Detection score of AUROC/JSR on attacks."),
     (
+        "attack_backup_every_seconds",
+        600.0,
+        "Keep the attack curves' progress in output_dir/attack_backup after every curve point "
+        "and about this often between two (uqmix.attack_backup), so that --resume continues "
+        "an interrupted attack where it stopped; 0: no backup.",
+    ),
+    (
         "blackbox_transfer",
         False,
         "Also train a second model (seed + 1000, inside the run) and apply its attacks "
@@ -347,6 +356,7 @@ def validate_config(config):
             "steps never exceed the radius)",
         ),
         ("attack_examples", config["attack_examples"] >= 1, ">= 1"),
+        ("attack_backup_every_seconds", config["attack_backup_every_seconds"] >= 0, ">= 0"),
         ("attack_gradient_samples", config["attack_gradient_samples"] >= 0, ">= 0 (0: default)"),
         ("attack_cw_binary_steps", config["attack_cw_binary_steps"] >= 1, ">= 1"),
         ("attack_cw_confidence", config["attack_cw_confidence"] >= 0, ">= 0"),
@@ -1039,12 +1049,14 @@ def attack_metrics(model, config, data, strategy, helpers=parallel_training.NO_H
         )
         curves_fn = adaptive_attack_curves
     attack_options = dict(common, **recorded)
+    backup = attack_backup_options(config, strategy)
     settings = {
         "white_box": curves_fn(
             model,
             x,
             config["attack_iterations"],
             log=_attack_log(config, "white-box"),
+            **backup("white_box"),
             **attack_options,
         )
     }
@@ -1065,6 +1077,7 @@ def attack_metrics(model, config, data, strategy, helpers=parallel_training.NO_H
             config["attack_iterations"],
             eval_model=model,
             log=_attack_log(config, "black-box"),
+            **backup("black_box"),
             **attack_options,
         )
     result = {
@@ -1084,7 +1097,30 @@ def attack_metrics(model, config, data, strategy, helpers=parallel_training.NO_H
             for key in ("success_rate", "auroc", "jsr", "median_l2")
             if key in curves
         }
+        if curves.get("resumed_from"):  # this call's attack_seconds are a part of the work
+            result[setting]["resumed_from"] = curves["resumed_from"]
     return result, result, None if source_seeds is None else (source_seeds, source_seconds)
+
+
+ATTACK_BACKUP_DIR = "attack_backup"
+
+
+def attack_backup_options(config, strategy):
+    """setting → the backup arguments of its curve function: ``backup_dir`` =
+    output_dir/attack_backup/<setting> (and, for PGD/MIM, ``backup_every_seconds``) on the
+    chief; none on the other workers (they write no results) or with
+    ``attack_backup_every_seconds`` = 0."""
+    every = config["attack_backup_every_seconds"]
+    if not every or not distributed.is_chief(strategy):
+        return lambda setting: {}
+
+    def options(setting):
+        folder = os.path.join(config["output_dir"], ATTACK_BACKUP_DIR, setting)
+        if config["attack_method"] == "cw":  # saved after every budget
+            return {"backup_dir": folder}
+        return {"backup_dir": folder, "backup_every_seconds": float(every)}
+
+    return options
 
 
 def write_attack_figures(attack_values, output_dir):

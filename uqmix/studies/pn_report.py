@@ -214,6 +214,16 @@ def _old_seconds(metrics):
     )
 
 
+def _resumed_attack(metrics):
+    """True when a curve of the run continued from its attack backup (``resumed_from``):
+    its attack s counts only the invocation that finished the attacks."""
+    attacks = metrics.get("attacks") or {}
+    return any(
+        isinstance(attacks.get(setting), dict) and attacks[setting].get("resumed_from")
+        for setting in ("white_box", "black_box")
+    )
+
+
 def summarize(study):
     """The numbers of the report: {configuration: {label, seeds, cells, attack entries
     (``pn_attacks.summarize_attacks``)}}."""
@@ -238,6 +248,7 @@ def summarize(study):
             "seeds": sorted(by_seed),
             "cells": cells,
             "old_seconds": [seed for seed, m in sorted(by_seed.items()) if _old_seconds(m)],
+            "resumed_attacks": [seed for seed, m in sorted(by_seed.items()) if _resumed_attack(m)],
             **pn_attacks.summarize_attacks(by_seed, iterations),
         }
     return {"ood_sets": sets, "iterations": iterations, "configurations": summary}
@@ -288,6 +299,19 @@ def markdown_tables(summary):
             "epoch, so their attack s includes the black-box source network's training and "
             "their train s covers only the invocation that finished training (too low for a "
             "run resumed mid-training; the epoch times in the run's log give the real sum).",
+        ]
+    resumed = [
+        f"`{name}` (seed{'s' * (len(config['resumed_attacks']) > 1)} "
+        f"{', '.join(map(str, config['resumed_attacks']))})"
+        for name, config in configs.items()
+        if config.get("resumed_attacks")
+    ]
+    if resumed:
+        parts += [
+            "",
+            f"Attack s of {', '.join(resumed)}: the attacks continued from their backup "
+            "(`resumed_from` in `metrics.json`), so the seconds cover only the invocation that "
+            "finished them (the run's log gives the earlier ones).",
         ]
     parts += pn_attacks.attack_markdown(summary)
     return "\n".join(parts) + "\n"

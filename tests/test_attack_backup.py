@@ -1,0 +1,291 @@
+"""Resumable attack curves (uqmix.attack_backup): an interrupted curve, resumed from its
+backup, gives exactly the numbers of an uninterrupted run; a backup of another computation
+is never resumed."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from uqmix import attack_backup, attack_eval, attacks
+from uqmix.models.sampled_networks import mc_dropout
+
+from .test_attack_eval import X_SPREAD, LinearDirichlet
+
+DIM, K = X_SPREAD.shape[1], 3
+
+
+def _mlp(x):
+    w = tf.constant(np.random.default_rng(1).normal(size=(DIM, K)) * 2.0, x.dtype)
+    return tf.matmul(tf.tanh(x), w)
+
+
+@pytest.mark.parametrize("method", ["pgd", "mim"])
+def test_a_run_split_into_pieces_and_restored_elsewhere_equals_one_run(method):
+    options = dict(eps=0.3, eps_iter=0.04, clip_min=0.0, clip_max=1.0, rand_init=True, seed=4)
+    whole = attacks.iterative_attack_run(method, _mlp, X_SPREAD, **options).advance(9).numpy()
+    run = attacks.iterative_attack_run(method, _mlp, X_SPREAD, **options)
+    run.advance(2)
+    run.advance(3)
+    saved, done = run.state(), run.iterations
+    assert done == 5 and len(saved) == (2 if method == "pgd" else 3)
+    other = attacks.iterative_attack_run(method, _mlp, X_SPREAD, **options)
+    other.restore(done, [np.array(a) for a in saved])
+    np.testing.assert_array_equal(other.advance(4).numpy(), whole)
+    assert other.iterations == 9
+    # and a separate call with nb_iter = 9 (the existing guarantee the pieces build on)
+    direct = (
+        attacks.projected_gradient_descent(_mlp, X_SPREAD, nb_iter=9, norm=np.inf, **options)
+        if method == "pgd"
+        else attacks.momentum_iterative_method(
+            _mlp,
+            X_SPREAD,
+            nb_iter=9,
+            **{k: v for k, v in options.items() if k not in ("rand_init", "seed")},
+        )
+    )
+    if method == "pgd":
+        np.testing.assert_array_equal(direct.numpy(), whole)
+    with pytest.raises(ValueError, match="no attack state"):
+        other.restore(3, [])
+
+
+def _dropout_model(seed=0):
+    """MC dropout (S = 4 masks) of a tiny MLP: every gradient and evaluation draws noise."""
+    keras.utils.set_random_seed(seed)
+    network = keras.Sequential(
+        [
+            keras.Input((DIM,)),
+            keras.layers.Dense(16, activation="tanh"),
+            keras.layers.Dropout(0.5, seed=seed),
+            keras.layers.Dense(K),
+        ]
+    )
+    return mc_dropout(network, num_samples=4)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _interrupt_after(calls):
+    """A ``log`` that raises on its ``calls``-th line (a run stopped after that point)."""
+    count = [0]
+
+    def log(line):
+        if line.startswith("pgd") or line.startswith("mim") or line.startswith("C&W"):
+            count[0] += 1
+            if count[0] == calls:
+                raise Interrupted(line)
+
+    return log
+
+
+CURVE = dict(
+    eps=0.3,
+    eps_iter=0.03,
+    method="mim",
+    criterion="kl_pmf",
+    measure="mutual_information",
+    batch_size=25,
+    seed=3,
+)
+
+
+def _curves(model, backup_dir=None, log=None, every=600.0, checkpoints=(1, 4, 9), **options):
+    return attack_eval.adaptive_attack_curves(
+        model,
+        X_SPREAD,
+        checkpoints,
+        backup_dir=backup_dir,
+        log=log,
+        backup_every_seconds=every,
+        **dict(CURVE, **options),
+    )
+
+
+def _assert_same(a, b):
+    """The curves equal to the bit (``resumed_from``, a backup's record, aside)."""
+    a, b = ({k: v for k, v in c.items() if k != "resumed_from"} for c in (a, b))
+    assert set(a) == set(b)
+    for key in a:
+        np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]), err_msg=key)
+
+
+def _rng_state(model):
+    return [v.numpy().copy() for v in attack_backup._random_variables([model])]
+
+
+@pytest.mark.parametrize("stop_after", [2, 4])  # inside batch 1 / inside batch 2 of 3
+def test_a_curve_interrupted_between_points_resumes_to_the_uninterrupted_numbers(
+    tmp_path, stop_after
+):
+    model = _dropout_model()
+    entry = _rng_state(model)
+    assert entry, "the dropout model has random generators (else this test proves nothing)"
+    expected = _curves(model)
+    for variable, value in zip(attack_backup._random_variables([model]), entry):
+        variable.assign(value)  # the uninterrupted run above moved the noise on
+    assert 0 < expected["success_rate"][-1] < 1
+    with pytest.raises(Interrupted):
+        _curves(model, tmp_path / "backup", log=_interrupt_after(stop_after))
+    # the interruption left the generators elsewhere: the backup puts them back
+    lines = []
+    resumed = _curves(model, tmp_path / "backup", log=lines.append)
+    _assert_same(resumed, expected)
+    batch, point = divmod(stop_after - 1, 3)  # the last point saved: batch, point of (1, 4, 9)
+    assert resumed["resumed_from"] == {"batch": batch, "iterations": (1, 4, 9)[point]}
+    assert any(line.startswith("resuming the attack from") for line in lines)
+    evaluated = [line for line in lines if line.startswith("mim")]
+    assert len(evaluated) == 3 * 3 - stop_after  # the points done before are not redone
+    # a finished backup gives the numbers again without attacking
+    lines.clear()
+    _assert_same(_curves(model, tmp_path / "backup", log=lines.append), expected)
+    assert not [line for line in lines if line.startswith("mim")]
+
+
+def test_a_curve_interrupted_inside_a_segment_resumes_from_its_saved_iterate(tmp_path, monkeypatch):
+    """Saves every iteration (backup_every_seconds=0) and stops at the 5th save: within the
+    segment 1 → 9 of the first batch (save 1 is point 1's); the resumed run continues from
+    iteration 5."""
+    model = _dropout_model(1)
+    entry = _rng_state(model)
+    expected = _curves(model, checkpoints=(1, 9), method="pgd", rand_init=True)
+    for variable, value in zip(attack_backup._random_variables([model]), entry):
+        variable.assign(value)
+    saves, original = [], attack_backup.AttackBackup.save
+
+    def save(self, position, arrays=None, attack_state=()):
+        original(self, position, arrays, attack_state)
+        saves.append(dict(position))
+        if len(saves) == 5:
+            raise Interrupted()
+
+    monkeypatch.setattr(attack_backup.AttackBackup, "save", save)
+    with pytest.raises(Interrupted):
+        _curves(model, tmp_path, every=0.0, checkpoints=(1, 9), method="pgd", rand_init=True)
+    assert saves[-1] == {"batch": 0, "iterations": 5}  # mid-segment, not at a curve point
+    monkeypatch.setattr(attack_backup.AttackBackup, "save", original)
+    lines = []
+    resumed = _curves(
+        model, tmp_path, log=lines.append, checkpoints=(1, 9), method="pgd", rand_init=True
+    )
+    _assert_same(resumed, expected)
+    assert "at batch 0, iterations 5" in " ".join(lines)
+
+
+def test_a_backup_of_another_computation_is_not_resumed(tmp_path):
+    model = LinearDirichlet()
+    with pytest.raises(Interrupted):
+        _curves(model, tmp_path, log=_interrupt_after(1), criterion="kl_dir")
+    lines = []
+    other = _curves(model, tmp_path, log=lines.append, criterion="kl_dir", eps=0.2)
+    assert any("is of another computation (differs in: options.eps" in x for x in lines)
+    assert not any(line.startswith("resuming") for line in lines)
+    _assert_same(other, _curves(model, criterion="kl_dir", eps=0.2))
+    # nor one whose file is damaged
+    (tmp_path / attack_backup.BACKUP_FILE).write_bytes(b"not a backup")
+    lines.clear()
+    again = _curves(model, tmp_path, log=lines.append, criterion="kl_dir", eps=0.2)
+    assert any("is unreadable" in line for line in lines)
+    _assert_same(again, other)
+
+
+def test_a_backup_of_other_weights_is_not_resumed(tmp_path):
+    model = _dropout_model(2)
+    with pytest.raises(Interrupted):
+        _curves(model, tmp_path, log=_interrupt_after(1))
+    retrained = _dropout_model(3)
+    lines = []
+    _curves(retrained, tmp_path, log=lines.append)
+    assert any("differs in: models.model" in line for line in lines)
+
+
+def test_a_backup_needs_an_integer_seed(tmp_path):
+    with pytest.raises(ValueError, match="integer seed"):
+        _curves(_dropout_model(), tmp_path, seed=None)
+
+
+def test_carlini_wagner_curves_resume_after_their_last_budget(tmp_path):
+    model = LinearDirichlet()
+    x = X_SPREAD[:20]
+    options = dict(binary_search_steps=2, batch_size=8)
+    expected = attack_eval.adaptive_cw_curves(model, x, (5, 20, 40), **options)
+    with pytest.raises(Interrupted):
+        attack_eval.adaptive_cw_curves(
+            model, x, (5, 20, 40), backup_dir=tmp_path, log=_interrupt_after(2), **options
+        )
+    lines = []
+    resumed = attack_eval.adaptive_cw_curves(
+        model, x, (5, 20, 40), backup_dir=tmp_path, log=lines.append, **options
+    )
+    _assert_same(resumed, expected)
+    assert [line.split(" (")[0] for line in lines if line.startswith("C&W")] == [
+        "C&W L2 max_iterations 40"  # 5 and 20 were saved before the stop
+    ]
+
+
+def test_the_pacer_fits_pieces_into_the_save_interval():
+    pacer = attack_backup.Pacer(10.0)
+    assert pacer.chunk(0) == 0 and pacer.chunk(50) == 1  # one iteration to measure first
+    pacer.ran(1, 2.0)
+    assert pacer.chunk(50) == 5 and pacer.chunk(3) == 3
+    pacer.ran(5, 100.0)  # slower than the interval: still one iteration at a time
+    assert pacer.chunk(50) == 1
+
+
+def test_a_prior_network_run_stopped_in_its_attacks_resumes_them(tmp_path, monkeypatch):
+    """experiments.cifar_rkl's study: an MC-dropout run stopped at its 3rd attack backup
+    (white-box, after the first of its two batches), run again with --resume, attacks to the
+    numbers of an uninterrupted run and records where it resumed; the report says its
+    seconds are partial."""
+    from uqmix.studies import pn_experiment, pn_report
+
+    from .test_cifar_rkl import _tiny
+
+    options = dict(
+        model_kind="mc_dropout",
+        loss="cross_entropy",
+        dropout_rate=0.3,
+        ood_train_dataset="",
+        eval_samples=3,
+        eval_batch_size=8,
+        attack=True,
+        attack_method="mim",
+        attack_iterations=["1", "3", "6"],
+        attack_examples=12,
+        attack_measure="total_uncertainty",
+        attack_gradient_samples=2,
+    )
+    uninterrupted = pn_experiment.run(_tiny(tmp_path / "a", **options))
+    assert "resumed_from" not in uninterrupted["attacks"]["white_box"]
+    assert os.path.exists(tmp_path / "a" / "run" / "attack_backup" / "white_box" / "backup.npz")
+    saves, original = [], attack_backup.AttackBackup.save
+
+    def save(self, position, arrays=None, attack_state=()):
+        original(self, position, arrays, attack_state)
+        saves.append(dict(position))
+        if len(saves) == 3:
+            raise Interrupted()
+
+    monkeypatch.setattr(attack_backup.AttackBackup, "save", save)
+    with pytest.raises(Interrupted):
+        pn_experiment.run(_tiny(tmp_path / "b", **options))
+    monkeypatch.setattr(attack_backup.AttackBackup, "save", original)
+    assert not os.path.exists(tmp_path / "b" / "run" / "metrics.json")
+    # the save interval is not part of the configuration: resuming with another one is allowed
+    resumed = pn_experiment.run(
+        _tiny(tmp_path / "b", resume=True, attack_backup_every_seconds=5.0, **options)
+    )
+    for key in ("success_rate", "auroc", "jsr"):
+        assert resumed["attacks"]["white_box"][key] == uninterrupted["attacks"]["white_box"][key]
+    assert resumed["attacks"]["white_box"]["resumed_from"] == {"batch": 1, "iterations": 0}
+    summary = pn_report.summarize({"mc": {0: resumed}})
+    assert summary["configurations"]["mc"]["resumed_attacks"] == [0]
+    assert "continued from their backup" in pn_report.markdown_tables(summary)
+    # without a backup, no folder
+    none = pn_experiment.run(_tiny(tmp_path / "c", attack_backup_every_seconds=0, **options))
+    assert not os.path.exists(tmp_path / "c" / "run" / "attack_backup")
+    assert none["attacks"]["white_box"]["jsr"] == uninterrupted["attacks"]["white_box"]["jsr"]
