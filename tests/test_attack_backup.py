@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from uqmix import attack_backup, attack_eval, attacks
+from uqmix import attack_backup, attack_eval, attacks, training_cache
 from uqmix.models.sampled_networks import mc_dropout
 
 from .test_attack_eval import X_SPREAD, LinearDirichlet
@@ -46,8 +46,7 @@ def test_a_run_split_into_pieces_and_restored_elsewhere_equals_one_run(method):
             **{k: v for k, v in options.items() if k not in ("rand_init", "seed")},
         )
     )
-    if method == "pgd":
-        np.testing.assert_array_equal(direct.numpy(), whole)
+    np.testing.assert_array_equal(direct.numpy(), whole)
     with pytest.raises(ValueError, match="no attack state"):
         other.restore(3, [])
 
@@ -115,7 +114,12 @@ def _assert_same(a, b):
 
 
 def _rng_state(model):
-    return [v.numpy().copy() for v in attack_backup._random_variables([model])]
+    return [v.numpy().copy() for v in training_cache.random_state_variables(model)]
+
+
+def _set_rng(model, values):
+    for variable, value in zip(training_cache.random_state_variables(model), values):
+        variable.assign(value)
 
 
 @pytest.mark.parametrize("stop_after", [2, 4])  # inside batch 1 / inside batch 2 of 3
@@ -126,8 +130,7 @@ def test_a_curve_interrupted_between_points_resumes_to_the_uninterrupted_numbers
     entry = _rng_state(model)
     assert entry, "the dropout model has random generators (else this test proves nothing)"
     expected = _curves(model)
-    for variable, value in zip(attack_backup._random_variables([model]), entry):
-        variable.assign(value)  # the uninterrupted run above moved the noise on
+    _set_rng(model, entry)  # the uninterrupted run above moved the noise on
     assert 0 < expected["success_rate"][-1] < 1
     with pytest.raises(Interrupted):
         _curves(model, tmp_path / "backup", log=_interrupt_after(stop_after))
@@ -153,8 +156,7 @@ def test_a_curve_interrupted_inside_a_segment_resumes_from_its_saved_iterate(tmp
     model = _dropout_model(1)
     entry = _rng_state(model)
     expected = _curves(model, checkpoints=(1, 9), method="pgd", rand_init=True)
-    for variable, value in zip(attack_backup._random_variables([model]), entry):
-        variable.assign(value)
+    _set_rng(model, entry)
     saves, original = [], attack_backup.AttackBackup.save
 
     def save(self, position, arrays=None, attack_state=()):
@@ -289,3 +291,76 @@ def test_a_prior_network_run_stopped_in_its_attacks_resumes_them(tmp_path, monke
     none = pn_experiment.run(_tiny(tmp_path / "c", attack_backup_every_seconds=0, **options))
     assert not os.path.exists(tmp_path / "c" / "run" / "attack_backup")
     assert none["attacks"]["white_box"]["jsr"] == uninterrupted["attacks"]["white_box"]["jsr"]
+
+
+def test_a_backup_of_another_model_configuration_is_not_resumed(tmp_path):
+    """The same network as MC dropout with 4 masks, then with 32 (default_num_samples, not a
+    weight): the second run must not continue the first one's curve."""
+    model = _dropout_model(4)
+    with pytest.raises(Interrupted):
+        _curves(model, tmp_path, log=_interrupt_after(3))
+    more_masks = mc_dropout(model.networks[0], num_samples=32)
+    lines = []
+    _curves(more_masks, tmp_path, log=lines.append)
+    assert any("differs in: models.model.config" in line for line in lines)
+    assert not any(line.startswith("resuming") for line in lines)
+
+
+def test_a_resume_whose_clean_predictions_moved_starts_afresh(tmp_path, monkeypatch):
+    """Non-deterministic ops would recompute other clean predictions: simulated by a saved
+    natural score that differs; the curve is computed afresh, not continued."""
+    model = LinearDirichlet()
+    expected = _curves(model, criterion="kl_dir")
+    with pytest.raises(Interrupted):
+        _curves(model, tmp_path, log=_interrupt_after(2), criterion="kl_dir")
+    path = tmp_path / attack_backup.BACKUP_FILE
+    with np.load(path) as stored:
+        content = {name: stored[name] for name in stored.files}
+    content["natural_scores"] = content["natural_scores"] + 1e-6
+    np.savez(path, **content)
+    lines = []
+    again = _curves(model, tmp_path, log=lines.append, criterion="kl_dir")
+    assert any("natural_scores recomputed differ" in line for line in lines)
+    assert again["resumed_from"] is None
+    _assert_same(again, expected)
+    assert len([line for line in lines if line.startswith("mim")]) == 9  # all recomputed
+    # and the fresh backup it wrote is resumable again
+    lines.clear()
+    _assert_same(_curves(model, tmp_path, log=lines.append, criterion="kl_dir"), expected)
+    assert not [line for line in lines if line.startswith("mim")]
+
+
+def test_bad_backup_arguments_are_refused_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="needs Keras models"):
+        _curves(_mlp, tmp_path)
+    with pytest.raises(ValueError, match="backup_every_seconds must be >= 0"):
+        _curves(LinearDirichlet(), tmp_path, every=float("inf"), criterion="kl_dir")
+    with pytest.raises(ValueError, match="backup_every_seconds must be >= 0"):
+        _curves(LinearDirichlet(), tmp_path, every=-1.0, criterion="kl_dir")
+    assert not os.listdir(tmp_path)
+    for checkpoints in ((1, 1), (4, 1), ()):
+        with pytest.raises(ValueError, match="non-empty increasing"):
+            _curves(LinearDirichlet(), checkpoints=checkpoints, criterion="kl_dir")
+
+
+def test_the_same_model_built_again_has_the_same_key_another_configuration_not():
+    """Keras' generated layer names (dense_7) differ between two builds in one process (and
+    between processes that built other models first); the key must not."""
+    first, second = _dropout_model(5), _dropout_model(5)
+    assert first.networks[0].layers[0].name != second.networks[0].layers[0].name
+    key = attack_backup.computation_key("f", {}, {"x": X_SPREAD}, {"model": first})
+    assert key == attack_backup.computation_key("f", {}, {"x": X_SPREAD}, {"model": second})
+    other_rate = keras.Sequential(
+        [
+            keras.Input((DIM,)),
+            keras.layers.Dense(16, activation="tanh"),
+            keras.layers.Dropout(0.3, seed=5),
+            keras.layers.Dense(K),
+        ]
+    )
+    other_rate.set_weights(first.networks[0].get_weights())
+    other = attack_backup.computation_key(
+        "f", {}, {"x": X_SPREAD}, {"model": mc_dropout(other_rate, num_samples=4)}
+    )
+    assert other["models"]["model"]["weights"] == key["models"]["model"]["weights"]
+    assert other["models"]["model"]["config"] != key["models"]["model"]["config"]

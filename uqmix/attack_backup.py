@@ -8,8 +8,9 @@ need to continue such a curve in another process with the same result as an
 uninterrupted run:
 
 * ``key``: what identifies the computation — the function and its options, a
-  SHA-256 of the inputs and of every model's weights, the uqmix source
-  fingerprint and the library versions (``uqmix.training_cache``).  A backup
+  SHA-256 of the inputs, every model's class, configuration and weights, the
+  attacks' compile switches and op determinism, the uqmix source fingerprint
+  and the library versions (``uqmix.training_cache``).  A backup
   whose key differs (other options, inputs, training or code) is never
   resumed: the curve starts afresh, says why (``log``) and overwrites it at
   its first save;
@@ -20,17 +21,24 @@ uninterrupted run:
   how many iterations) and the iterative attack's state there
   (``uqmix.attacks.IterativeAttackRun.state``).
 
-Checks the curve functions add (``check``): values recomputed after a resume
-(the attack targets) must equal the saved ones, else the backup is dropped and
-the curve starts afresh.
+Checks the curve functions add (``verify``): values recomputed after a resume
+(the attack targets, the clean predictions the criterion aims at, the natural
+inputs' detection scores) must equal the saved ones, else the backup is dropped
+and the curve starts afresh.  Bit-for-bit equality with an uninterrupted run
+needs deterministic ops (the tests resume on CPU without XLA to the bit; on a
+GPU call ``tf.config.experimental.enable_op_determinism()``, which enters the
+key); without them the checks stop a resume whose clean predictions moved, and
+a resumed curve is one of the runs the device could have produced.
 """
 
 import hashlib
 import io
 import json
+import math
 import os
 import time
 
+import keras
 import numpy as np
 
 from uqmix import runs, training_cache
@@ -52,33 +60,78 @@ def array_digest(value):
 
 
 def weights_digest(model):
-    """SHA-256 (hex) over the model's weights (names, shapes, values) in order; the states
-    of its random generators are not weights and do not enter."""
+    """SHA-256 (hex) over the model's weights in order (position, dtype, shape, values; not
+    their generated names); the states of its random generators are not weights."""
     digest = hashlib.sha256()
-    for variable in model.weights:
-        digest.update(f"{variable.path}\0".encode())
+    for index, variable in enumerate(model.weights):
+        digest.update(f"{index}\0".encode())
         digest.update(array_digest(variable.numpy()).encode())
     return digest.hexdigest()
 
 
+def model_record(model, role):
+    """What identifies a Keras model in a key: its class, its configuration
+    (``canonical_config``: sample counts, dropout rates, sampling modes — what changes the
+    numbers besides the weights) and ``weights_digest``.  Anything else (a plain
+    function) cannot be identified and is refused."""
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"backup_dir needs Keras models (their weights and configuration identify the "
+            f"computation); {role} is a {type(model).__name__}."
+        )
+    return {
+        "class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "config": canonical_config(model),
+        "weights": weights_digest(model),
+    }
+
+
+def canonical_config(model):
+    """The canonical JSON text of ``model.get_config()`` (None when it has none) with every
+    layer name replaced by its position among the model's layers ("#layer3"): Keras names
+    layers by a per-process counter (``dense_7``), so the same model built twice, or in
+    another process after other models, has other names but the same configuration."""
+    try:
+        config = model.get_config()
+    except NotImplementedError:
+        return None
+    text = training_cache.canonical_json(config)
+    names = []
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        if layer.name not in names:
+            names.append(layer.name)
+    for index, name in enumerate(names):
+        text = text.replace(json.dumps(name), json.dumps(f"#layer{index}"))
+    return text
+
+
 def computation_key(function, options, inputs, models):
     """The key of an attack computation (a JSON-ready dict): ``function`` (name),
-    ``options`` (JSON values), digests of ``inputs`` ({name: array}) and of ``models``
-    ({role: model or None}), the uqmix source fingerprint and the library versions."""
+    ``options`` (JSON values), digests of ``inputs`` ({name: array}), ``model_record`` of
+    each of ``models`` ({role: Keras model or None}), the attacks' compile switches
+    (``uqmix.attacks.gradient_attacks.compile_options``), whether TensorFlow's ops are
+    deterministic, the uqmix source fingerprint and the library versions."""
+    from tensorflow.python.framework import config as tf_config  # no public getter
+
+    from uqmix.attacks import gradient_attacks
+
     record = {
         "function": function,
         "options": options,
         "inputs": {name: array_digest(value) for name, value in inputs.items()},
         "models": {
-            role: None if model is None else weights_digest(model) for role, model in models.items()
+            role: None if model is None else model_record(model, role)
+            for role, model in models.items()
         },
+        "compile": gradient_attacks.compile_options(),
+        "op_determinism": tf_config.is_op_determinism_enabled(),
         "uqmix_source": training_cache.source_fingerprint(),
         "versions": training_cache.library_versions(),
     }
     return json.loads(training_cache.canonical_json(record))
 
 
-def _random_variables(models):
+def random_variables(models):
     """The random-generator state variables of ``models`` (each once, in order)."""
     found, seen = [], set()
     for model in models:
@@ -95,11 +148,15 @@ class Pacer:
     seconds per iteration fit into ``every_seconds``."""
 
     def __init__(self, every_seconds):
-        self.every_seconds = float(every_seconds)
+        every_seconds = float(every_seconds)
+        if not (math.isfinite(every_seconds) and every_seconds >= 0):
+            raise ValueError(f"backup_every_seconds must be >= 0 and finite, got {every_seconds}.")
+        self.every_seconds = every_seconds
         self._per_iteration = None
         self._last_save = time.monotonic()
 
     def chunk(self, remaining):
+        """The iterations of the next piece (at most ``remaining``)."""
         if remaining <= 0:
             return 0
         if self._per_iteration is None:
@@ -108,13 +165,16 @@ class Pacer:
         return max(1, min(remaining, fits))
 
     def ran(self, iterations, seconds):
+        """A piece of ``iterations`` took ``seconds``."""
         if iterations:
             self._per_iteration = seconds / iterations
 
     def due(self):
+        """True when ``every_seconds`` have passed since the last save."""
         return time.monotonic() - self._last_save >= self.every_seconds
 
     def saved(self):
+        """A save happened now."""
         self._last_save = time.monotonic()
 
 
@@ -134,7 +194,7 @@ class AttackBackup:
         self.directory = str(directory)
         self.path = os.path.join(self.directory, BACKUP_FILE)
         self.key = key
-        self._variables = _random_variables([m for m in models if m is not None])
+        self._variables = random_variables([m for m in models if m is not None])
         self._log = log
         self._entry_rng = None
         self._reset()
@@ -152,6 +212,8 @@ class AttackBackup:
             self._log(line)
 
     def _load(self):
+        """Reads a backup of this ``key`` into the attributes; anything else is ignored
+        (with a line to ``log``) and leaves them fresh."""
         if not os.path.exists(self.path):
             return
         try:
@@ -192,9 +254,11 @@ class AttackBackup:
         self._saved_rng = [rng[i] for i in range(len(rng))]
 
     def _rng_values(self):
+        """The random-generator states now (NumPy copies, in ``_variables`` order)."""
         return [np.asarray(v.numpy()) for v in self._variables]
 
     def _assign_rng(self, values):
+        """Sets the random-generator states to ``values``."""
         for variable, value in zip(self._variables, values):
             variable.assign(np.asarray(value, dtype=variable.dtype))
 
@@ -202,25 +266,39 @@ class AttackBackup:
         """At the computation's start: a resumed backup puts the random generators back
         where they were when the computation first started; a fresh one records them."""
         if self.resumed:
+            current = self._rng_values()
+            if any(not np.array_equal(a, b) for a, b in zip(current, self._saved_entry_rng)):
+                self.say(
+                    "the models' random generators are put back to where they were when "
+                    "this attack first started (its backup continues that computation)"
+                )
             self._assign_rng(self._saved_entry_rng)
             self._entry_rng = self._saved_entry_rng
         else:
             self._entry_rng = self._rng_values()
 
-    def check(self, name, value):
-        """Resumed: True when ``value`` equals the saved array ``name``, else the backup is
-        dropped (the computation goes on afresh from here) and False.  Fresh: records it."""
-        value = np.asarray(value)
+    def verify(self, recomputed):
+        """``recomputed``: {name: array} the computation computed again after ``start()``.
+        Resumed: True when each equals its saved array; otherwise the backup is dropped
+        (the computation goes on afresh from here, with a line to ``log``) and False.
+        Either way the arrays are what a save records from now on."""
+        recomputed = {name: np.asarray(value) for name, value in recomputed.items()}
         if self.resumed:
-            saved = self.arrays.get(name)
-            if saved is not None and saved.shape == value.shape and np.array_equal(saved, value):
+            moved = [
+                name
+                for name, value in recomputed.items()
+                if self.arrays.get(name) is None
+                or self.arrays[name].shape != value.shape
+                or not np.array_equal(self.arrays[name], value)
+            ]
+            if not moved:
                 return True
             self.say(
-                f"attack backup {self.path}: {name} recomputed differs from the saved one "
-                "(not deterministic here); starting afresh"
+                f"attack backup {self.path}: {', '.join(moved)} recomputed differ from the "
+                "saved ones (not deterministic here); starting afresh"
             )
             self._reset()
-        self.arrays[name] = value
+        self.arrays.update(recomputed)
         return False
 
     def resume_rng(self):

@@ -656,107 +656,124 @@ def adaptive_attack_curves(
     "resumed_from" (None, or the {"batch", "iterations"} this call continued from).
     """
     x, _ = _check_data(x)
-    checkpoints = [int(c) for c in checkpoints]
-    options = dict(
-        checkpoints=checkpoints,
+    checkpoints = attacks.checks.check_increasing_counts(checkpoints, "checkpoints")
+    attack = dict(
+        method=method,
         eps=eps,
         eps_iter=eps_iter,
-        method=method,
-        criterion=criterion,
-        measure=measure,
-        norm=str(norm),
-        num_gradient_samples=num_gradient_samples,
-        num_eval_samples=num_eval_samples,
-        decay_factor=decay_factor,
-        rand_init=bool(rand_init),
-        seed=seed,
+        norm=norm,
         clip_min=clip_min,
         clip_max=clip_max,
+        rand_init=rand_init,
+        decay_factor=decay_factor,
+    )
+    sampling = dict(
+        num_gradient_samples=num_gradient_samples, noise=noise, combine=combine, seed=seed
+    )
+    options = dict(
+        attack,
+        norm=str(norm),
+        rand_init=bool(rand_init),
+        checkpoints=checkpoints,
+        criterion=criterion,
+        measure=measure,
+        num_eval_samples=num_eval_samples,
         batch_size=int(batch_size),
-        noise=noise,
-        combine=combine,
+        **sampling,
     )
     backup = _open_backup(
         "adaptive_attack_curves", options, x, model, eval_model, seed, backup_dir, log
     )
+    pacer = None if backup is None else attack_backup.Pacer(backup_every_seconds)
     eval_model, clean, targets, natural_scores = _adaptive_setup(
         model, x, criterion, eval_model, measure, num_eval_samples, batch_size
     )
+    position = _resume_position(
+        backup, {"batch": 0, "iterations": 0}, _setup_arrays(clean, targets, natural_scores)
+    )
     batches = _batches(len(x), batch_size)
-    position = _resume_position(backup, targets, {"batch": 0, "iterations": 0})
-    pacer = attack_backup.Pacer(backup_every_seconds) if backup is not None else None
     scores = {c: [] for c in checkpoints}
     success = {c: [] for c in checkpoints}
     bar = _progress(len(batches) * len(checkpoints), verbose)
     for index, part in enumerate(batches):
-        if index < position["batch"]:  # finished before the interruption
-            for count in checkpoints:
-                scores[count].append(backup.arrays[f"scores/{index}/{count}"])
-                success[count].append(backup.arrays[f"success/{index}/{count}"])
-                _advance(bar)
-            continue
-        model_fn, loss_fn = _criterion(
-            criterion,
-            model,
-            clean.take(np.arange(len(x))[part]),
-            num_gradient_samples,
-            noise,
-            combine,
-            seed,
-            draw=index,
-        )
-        run = attacks.iterative_attack_run(
-            method,
-            model_fn,
-            x[part],
-            eps,
-            eps_iter,
-            norm,
-            loss_fn=loss_fn,
-            clip_min=clip_min,
-            clip_max=clip_max,
-            y=targets[part],
-            targeted=True,
-            rand_init=rand_init,
-            seed=[seed, index],
-            decay_factor=decay_factor,
-        )
-        if index == position["batch"] and position["iterations"]:
-            run.restore(position["iterations"], backup.attack_state)
+        run = None
         for point, count in enumerate(checkpoints):
-            if backup is not None and f"scores/{index}/{count}" in backup.arrays:  # done before
-                scores[count].append(backup.arrays[f"scores/{index}/{count}"])
-                success[count].append(backup.arrays[f"success/{index}/{count}"])
-                _advance(bar)
-                continue
-            adversarial = _advance_run(run, count, pacer, backup, index)
-            predictive = predict(eval_model, adversarial.numpy(), num_eval_samples, batch_size)
-            scores[count].append(detection_score(predictive, measure))
-            success[count].append(metrics.attack_success(predictive, targets=targets[part]))
-            if backup is not None:
-                finished = point == len(checkpoints) - 1
-                backup.save(
-                    {"batch": index + finished, "iterations": 0 if finished else count},
-                    {
-                        f"scores/{index}/{count}": scores[count][-1],
-                        f"success/{index}/{count}": success[count][-1],
-                    },
-                    () if finished else run.state(),
+            saved = _saved_point(backup, index, count)
+            if saved is None:
+                if run is None:
+                    model_fn, loss_fn = _criterion(
+                        criterion,
+                        model,
+                        clean.take(np.arange(len(x))[part]),
+                        draw=index,
+                        **sampling,
+                    )
+                    run = _batch_run(x[part], targets[part], model_fn, loss_fn, seed, index, attack)
+                    if index == position["batch"] and position["iterations"]:
+                        run.restore(position["iterations"], backup.attack_state)
+                adversarial = _advance_run(run, count, pacer, backup, index)
+                predictive = predict(eval_model, adversarial.numpy(), num_eval_samples, batch_size)
+                saved = (
+                    detection_score(predictive, measure),
+                    metrics.attack_success(predictive, targets=targets[part]),
                 )
-                pacer.saved()
+                _save_point(backup, pacer, index, count, saved, run, point == len(checkpoints) - 1)
+                _log_point(
+                    log,
+                    f"{method} {count} iterations",
+                    (index, len(batches)),
+                    (point, len(checkpoints)),
+                    saved[1].mean(),
+                )
+            scores[count].append(saved[0])
+            success[count].append(saved[1])
             _advance(bar)
-            _log_point(
-                log,
-                f"{method} {count} iterations",
-                (index, len(batches)),
-                (point, len(checkpoints)),
-                success[count][-1].mean(),
-            )
     points = [
         _adaptive_point(natural_scores, np.concatenate(scores[c]), np.concatenate(success[c]))
         for c in checkpoints
     ]
     return _with_backup_record(_curves(checkpoints, points), backup, position)
+
+
+def _batch_run(x, targets, model_fn, loss_fn, seed, index, attack):
+    """The targeted ``IterativeAttackRun`` of batch ``index`` towards ``targets`` (PGD's
+    random start keyed by (seed, index)); ``attack``: method, eps, eps_iter and the other
+    arguments of ``iterative_attack_run``."""
+    attack = dict(attack)
+    method, eps, eps_iter = (attack.pop(name) for name in ("method", "eps", "eps_iter"))
+    return attacks.iterative_attack_run(
+        method,
+        model_fn,
+        x,
+        eps,
+        eps_iter,
+        loss_fn=loss_fn,
+        y=targets,
+        targeted=True,
+        seed=[seed, index],
+        **attack,
+    )
+
+
+def _saved_point(backup, index, count):
+    """(scores, success) of batch ``index`` after ``count`` iterations from the backup, or
+    None when it was not evaluated before."""
+    if backup is None or f"scores/{index}/{count}" not in backup.arrays:
+        return None
+    return backup.arrays[f"scores/{index}/{count}"], backup.arrays[f"success/{index}/{count}"]
+
+
+def _save_point(backup, pacer, index, count, point, run, last):
+    """Saves an evaluated point (with the attack's state to continue from, unless it was the
+    batch's ``last``: then the position moves to the next batch)."""
+    if backup is None:
+        return
+    backup.save(
+        {"batch": index + last, "iterations": 0 if last else count},
+        {f"scores/{index}/{count}": point[0], f"success/{index}/{count}": point[1]},
+        () if last else run.state(),
+    )
+    pacer.saved()
 
 
 def _with_backup_record(result, backup, position):
@@ -787,13 +804,27 @@ def _open_backup(function, options, x, model, eval_model, seed, backup_dir, log)
     return backup
 
 
-def _resume_position(backup, targets, fresh):
+def _setup_arrays(clean, targets, natural_scores):
+    """What a resumed curve recomputes and must find unchanged: the attack targets, the
+    clean predictions the criterion aims at (the mean, and α for a Dirichlet) and the
+    natural inputs' detection scores."""
+    arrays = {
+        "targets": targets,
+        "clean_mean": np.asarray(clean.mean()),
+        "natural_scores": natural_scores,
+    }
+    if isinstance(clean, DirichletPredictive):
+        arrays["clean_alpha"] = np.asarray(clean.alpha)
+    return arrays
+
+
+def _resume_position(backup, fresh, recomputed):
     """Where the computation continues: the backup's position (``fresh``'s names, ints), or
-    ``fresh`` without one; a resumed backup must have the same attack targets, else it
-    starts afresh."""
+    ``fresh`` without one; a resumed backup must find every ``recomputed`` array as saved,
+    else it starts afresh (``AttackBackup.verify``)."""
     if backup is None:
         return fresh
-    if not backup.check("targets", targets):
+    if not backup.verify(recomputed):
         return fresh
     backup.resume_rng()
     position = {name: int(backup.position[name]) for name in fresh}
@@ -856,7 +887,8 @@ def adaptive_cw_curves(
     ``log``: as ``adaptive_attack_curves``, one line per evaluated budget.
     ``backup_dir``: as ``adaptive_attack_curves``, saved after every budget (a budget's
     run restarts when interrupted: C&W's binary search keeps no state between budgets).
-    Returns {"iterations", "success_rate", "auroc", "jsr", "median_l2"} (arrays [T]).
+    Returns {"iterations", "success_rate", "auroc", "jsr", "median_l2"} (arrays [T]); with a
+    backup also "resumed_from" (None, or the {"budgets_done"} this call continued from).
     """
     x, _ = _check_data(x)
     budgets = [int(b) for b in budgets]
@@ -884,7 +916,9 @@ def adaptive_cw_curves(
     eval_model, clean, targets, natural_scores = _adaptive_setup(
         model, x, criterion, eval_model, measure, num_eval_samples, batch_size
     )
-    position = _resume_position(backup, targets, {"budgets_done": 0})
+    position = _resume_position(
+        backup, {"budgets_done": 0}, _setup_arrays(clean, targets, natural_scores)
+    )
     done = position["budgets_done"]
     points, medians = [], []
     batches = _batches(len(x), batch_size)

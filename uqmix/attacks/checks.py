@@ -227,3 +227,11 @@ def check_count(value, name, minimum=0):
     if int(number) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {int(number)}.")
     return tf.constant(int(number), tf.int32)
+
+
+def check_increasing_counts(values, name):
+    """A non-empty, strictly increasing list of integers >= 0 (``check_count`` each), as ints."""
+    counts = [int(check_count(c, name, minimum=0)) for c in values]
+    if not counts or any(b <= a for a, b in zip(counts, counts[1:])):
+        raise ValueError(f"{name} must be a non-empty increasing sequence, got {values!r}.")
+    return counts

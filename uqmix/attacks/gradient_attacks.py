@@ -521,11 +521,7 @@ def iterative_attack_checkpoints(
     validated before the generator is returned.  PGD-only arguments (rand_*,
     seed) and MIM-only ones (decay_factor) are ignored by the other method.
     """
-    counts = [int(checks.check_count(c, "checkpoints", minimum=0)) for c in checkpoints]
-    if not counts or any(b <= a for a, b in zip(counts, counts[1:])):
-        raise ValueError(
-            f"checkpoints must be a non-empty increasing sequence, got {checkpoints!r}."
-        )
+    counts = checks.check_increasing_counts(checkpoints, "checkpoints")
     run = iterative_attack_run(
         method,
         model_fn,
@@ -570,6 +566,8 @@ class IterativeAttackRun:
         self.iterations = 0
 
     def advance(self, nb_iter):
+        """Runs ``nb_iter`` more iterations (one compiled call); returns x' after
+        ``iterations`` in all."""
         nb_iter = int(checks.check_count(nb_iter, "nb_iter", minimum=0))
         self._state = self._run(tf.constant(nb_iter, tf.int32), self._state)
         self.iterations += nb_iter
@@ -589,7 +587,7 @@ class IterativeAttackRun:
             self._state, self.iterations = None, 0
             return
         self._state = tuple(tf.convert_to_tensor(a) for a in arrays)
-        self.iterations = int(iterations)
+        self.iterations = int(checks.check_count(iterations, "iterations", minimum=1))
 
 
 def iterative_attack_run(
@@ -776,6 +774,12 @@ def _mim_runner(
             )
 
     return run
+
+
+def compile_options():
+    """The module switches that change an attack's numbers: ``JIT_COMPILE`` (XLA loops,
+    another random start and rounding) and ``XLA_FUSED_UPDATE``; for records and keys."""
+    return {"jit_compile": JIT_COMPILE, "xla_fused_update": XLA_FUSED_UPDATE}
 
 
 def _seed_tensor(seed):
