@@ -214,6 +214,17 @@ def _old_seconds(metrics):
     )
 
 
+def _seconds_note(configs, key, text):
+    """A paragraph (as lines) naming the configurations and seeds listed under ``key`` in
+    ``text``'s ``{runs}``; none when no configuration lists any."""
+    listed = [
+        f"`{name}` (seed{'s' * (len(config[key]) > 1)} {', '.join(map(str, config[key]))})"
+        for name, config in configs.items()
+        if config.get(key)
+    ]
+    return ["", text.format(runs=", ".join(listed))] if listed else []
+
+
 def _resumed_attack(metrics):
     """True when a curve of the run continued from its attack backup (``resumed_from``):
     its attack s counts only the invocation that finished the attacks."""
@@ -286,33 +297,21 @@ def markdown_tables(summary):
         "",
         render_markdown_table(header, rows),
     ]
-    old = [
-        f"`{name}` (seed{'s' * (len(config['old_seconds']) > 1)} "
-        f"{', '.join(map(str, config['old_seconds']))})"
-        for name, config in configs.items()
-        if config.get("old_seconds")
-    ]
-    if old:
-        parts += [
-            "",
-            f"Seconds of {', '.join(old)}: made before training seconds were counted epoch by "
-            "epoch, so their attack s includes the black-box source network's training and "
-            "their train s covers only the invocation that finished training (too low for a "
-            "run resumed mid-training; the epoch times in the run's log give the real sum).",
-        ]
-    resumed = [
-        f"`{name}` (seed{'s' * (len(config['resumed_attacks']) > 1)} "
-        f"{', '.join(map(str, config['resumed_attacks']))})"
-        for name, config in configs.items()
-        if config.get("resumed_attacks")
-    ]
-    if resumed:
-        parts += [
-            "",
-            f"Attack s of {', '.join(resumed)}: the attacks continued from their backup "
-            "(`resumed_from` in `metrics.json`), so the seconds cover only the invocation that "
-            "finished them (the run's log gives the earlier ones).",
-        ]
+    parts += _seconds_note(
+        configs,
+        "old_seconds",
+        "Seconds of {runs}: made before training seconds were counted epoch by epoch, so their "
+        "attack s includes the black-box source network's training and their train s covers "
+        "only the invocation that finished training (too low for a run resumed mid-training; "
+        "the epoch times in the run's log give the real sum).",
+    )
+    parts += _seconds_note(
+        configs,
+        "resumed_attacks",
+        "Attack s of {runs}: the attacks continued from their backup (`resumed_from` in "
+        "`metrics.json`), so the seconds cover only the invocation that finished them (the "
+        "run's log gives the earlier ones).",
+    )
     parts += pn_attacks.attack_markdown(summary)
     return "\n".join(parts) + "\n"
 
