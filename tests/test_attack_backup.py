@@ -11,8 +11,10 @@ import tensorflow as tf
 
 from uqmix import attack_backup, attack_eval, attacks, training_cache
 from uqmix.models.sampled_networks import mc_dropout
+from uqmix.studies import pn_experiment, pn_report
 
 from .test_attack_eval import X_SPREAD, LinearDirichlet
+from .test_cifar_rkl import _tiny
 
 DIM, K = X_SPREAD.shape[1], 3
 
@@ -243,10 +245,6 @@ def test_a_prior_network_run_stopped_in_its_attacks_resumes_them(tmp_path, monke
     (white-box, after the first of its two batches), run again with --resume, attacks to the
     numbers of an uninterrupted run and records where it resumed; the report says its
     seconds are partial."""
-    from uqmix.studies import pn_experiment, pn_report
-
-    from .test_cifar_rkl import _tiny
-
     options = dict(
         model_kind="mc_dropout",
         loss="cross_entropy",
