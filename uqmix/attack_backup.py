@@ -40,8 +40,10 @@ import time
 
 import keras
 import numpy as np
+from tensorflow.python.framework import config as tf_config  # op determinism: no public getter
 
 from uqmix import runs, training_cache
+from uqmix.attacks import gradient_attacks
 
 BACKUP_FILE = "backup.npz"
 _KEY = "__key__"
@@ -111,10 +113,6 @@ def computation_key(function, options, inputs, models):
     each of ``models`` ({role: Keras model or None}), the attacks' compile switches
     (``uqmix.attacks.gradient_attacks.compile_options``), whether TensorFlow's ops are
     deterministic, the uqmix source fingerprint and the library versions."""
-    from tensorflow.python.framework import config as tf_config  # no public getter
-
-    from uqmix.attacks import gradient_attacks
-
     record = {
         "function": function,
         "options": options,

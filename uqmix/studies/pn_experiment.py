@@ -51,6 +51,7 @@ import numpy as np
 import tensorflow as tf
 
 from uqmix import (
+    attack_eval,
     console,
     data_synthetic_images,
     distributed,
@@ -1019,8 +1020,6 @@ def attack_metrics(model, config, data, strategy, helpers=parallel_training.NO_H
     lists over ``attack_iterations`` of success_rate, auroc (natural vs successful attacks, by
     ``attack_measure``; None when no attack succeeded) and jsr.
     """
-    from uqmix.attack_eval import adaptive_attack_curves, adaptive_cw_curves
-
     x = data["x_test"][: config["attack_examples"]]
     common = dict(
         criterion=config["attack_criterion"],
@@ -1039,7 +1038,7 @@ def attack_metrics(model, config, data, strategy, helpers=parallel_training.NO_H
             initial_const=config["attack_cw_initial_const"],
             learning_rate=config["attack_cw_learning_rate"],
         )
-        curves_fn = adaptive_cw_curves
+        curves_fn = attack_eval.adaptive_cw_curves
     else:
         recorded = dict(
             eps=config["attack_eps"],
@@ -1047,7 +1046,7 @@ def attack_metrics(model, config, data, strategy, helpers=parallel_training.NO_H
             method=config["attack_method"],
             rand_init=config["attack_rand_init"],
         )
-        curves_fn = adaptive_attack_curves
+        curves_fn = attack_eval.adaptive_attack_curves
     attack_options = dict(common, **recorded)
     backup = attack_backup_options(config, strategy)
     settings = {
