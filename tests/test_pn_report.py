@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 from uqmix import plotting, runs
-from uqmix.studies import pn_attacks, pn_report
+from uqmix.studies import pn_attacks, pn_experiment, pn_report
 
 ITERATIONS = [1, 10, 100]
 
@@ -422,6 +422,8 @@ def test_seeds_without_black_box_transfer_join_the_white_box_rows(tmp_path):
     seeds = [_metrics(rng, method="mim", criterion="kl_pmf", black_box=b) for b in (1, 0, 0)]
     for seed, metrics in enumerate(seeds):
         _write(root, "rkl_adv", seed, metrics)
+        # the runs' records, as cifar_rkl writes them: they differ in the seed and the flag
+        _write_config(root, "rkl_adv", seed, blackbox_transfer=seed == 0)
     tables = pn_report.write_report(root, str(tmp_path / "out"))["tables"]
     lines = _section(tables, "Adaptive attack (white-box and black-box transfer): success rate")
     white = _row(lines, "`rkl_adv`", "PN-RKL", "white-box", "kl_pmf", "mutual_information")
@@ -434,6 +436,23 @@ def test_seeds_without_black_box_transfer_join_the_white_box_rows(tmp_path):
         "PN-RKL: rkl_adv (n=3)",
         "PN-RKL: rkl_adv, black-box (n=1)",
     }
+
+
+def _write_config(root, name, seed, **flags):
+    """The config.json of seed ``seed``'s run (its record's flags, with that seed) beside its
+    metrics.json."""
+    config = pn_experiment.default_config(seed=seed, **flags)
+    runs.atomic_write_json(os.path.join(root, name, f"seed_{seed}", runs.CONFIG_FILE), config)
+
+
+def test_seeds_differing_in_more_than_seed_and_black_box_transfer_are_refused(tmp_path):
+    rng = np.random.default_rng(9)
+    root = str(tmp_path / "pn")
+    for seed, epochs in ((0, 20), (1, 3)):
+        _write(root, "rkl_adv", seed, _metrics(rng, method="mim", criterion="kl_pmf"))
+        _write_config(root, "rkl_adv", seed, epochs=epochs, blackbox_transfer=True)
+    with pytest.raises(ValueError, match="mixes runs of different configurations.*epochs"):
+        pn_report.write_report(root, str(tmp_path / "out"))
 
 
 def test_black_box_source_training_time_gets_a_column_only_where_recorded(tmp_path):

@@ -282,16 +282,17 @@ def _seed_of(config_dir, seed_dir):
         ) from None
 
 
-def check_same_configuration(config_dir, seed_dirs):
+def check_same_configuration(config_dir, seed_dirs, per_seed_keys=PER_SEED_KEYS):
     """Raises ValueError when the runs in ``seed_dirs`` (folders under ``config_dir``) have
-    records differing in more than the seed: one name must be one configuration."""
+    records differing in more than ``per_seed_keys`` (the seed): one name must be one
+    configuration."""
     reference = None
     for seed_dir in seed_dirs:
         record = runs.read_record(os.path.join(config_dir, seed_dir))
         if record is None:
             continue
         record = dict(
-            record, flags={k: v for k, v in record["flags"].items() if k not in PER_SEED_KEYS}
+            record, flags={k: v for k, v in record["flags"].items() if k not in per_seed_keys}
         )
         if reference is None:
             reference = (seed_dir, record)
@@ -305,8 +306,9 @@ def check_same_configuration(config_dir, seed_dirs):
             )
 
 
-def collect(output_root):
-    """{name: {seed: metrics dict}} for every finished run under ``output_root``.
+def collect(output_root, per_seed_keys=PER_SEED_KEYS):
+    """{name: {seed: metrics dict}} for every finished run under ``output_root``; the seeds
+    of one name may differ in ``per_seed_keys`` only (``check_same_configuration``).
 
     ValueError naming the file or folder for: a missing root, a ``seed_*`` folder
     whose suffix is not an integer, a metrics.json that is not a JSON object, and
@@ -327,7 +329,7 @@ def collect(output_root):
         finished = [
             d for d in seeds if os.path.exists(os.path.join(config_dir, d, runs.METRICS_FILE))
         ]
-        check_same_configuration(config_dir, finished)
+        check_same_configuration(config_dir, finished, per_seed_keys)
         for seed_dir in finished:
             path = os.path.join(config_dir, seed_dir, runs.METRICS_FILE)
             found[name][seeds[seed_dir]] = runs.read_json_object(path)
@@ -355,13 +357,13 @@ def sweep_roots(roots):
     return roots
 
 
-def collect_roots(roots):
-    """[(root, ``collect(root)``)] of one sweep root or several (``sweep_roots``), in the order
-    given; ValueError for a root without a finished run (as for a missing root: a report of
-    several roots never leaves one out silently)."""
+def collect_roots(roots, per_seed_keys=PER_SEED_KEYS):
+    """[(root, ``collect(root, per_seed_keys)``)] of one sweep root or several
+    (``sweep_roots``), in the order given; ValueError for a root without a finished run (as
+    for a missing root: a report of several roots never leaves one out silently)."""
     collected = []
     for root in sweep_roots(roots):
-        found = collect(root)
+        found = collect(root, per_seed_keys)
         if not found:
             raise ValueError(
                 f"no finished runs (<configuration>/seed_<S>/{runs.METRICS_FILE}) under {root}"

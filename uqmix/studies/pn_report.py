@@ -158,6 +158,13 @@ def _variants(folder, entries):
     raise AssertionError("distinct signatures always differ in some field")
 
 
+# Flags the seeds of one configuration may differ in: the seed, and whether the run also
+# measured black-box transfer. ``blackbox_transfer`` trains the source network after the
+# white-box curves and changes none of the run's other numbers, so a seed without it joins
+# the white-box rows and the black-box rows count the seeds that have it (each cell its n).
+SEED_KEYS = sweep.PER_SEED_KEYS | {"blackbox_transfer"}
+
+
 def load_sources(roots):
     """(study, sources) of the finished runs under ``roots`` (one root or a list):
     study = {configuration: {seed: metrics}}, sources = {configuration: {"sweep_root",
@@ -166,9 +173,10 @@ def load_sources(roots):
     found under several gives a configuration per root named "<folder> (<variant>)", the
     variant naming the recorded attack fields that differ (``_variants``; ValueError when
     two are equal).  Sorted by folder name, then the order of ``roots``.  ValueError for a
-    root given twice or without a finished run (``sweep.collect_roots``)."""
+    root given twice or without a finished run (``sweep.collect_roots``), or for seeds of
+    one folder whose flags differ in more than ``SEED_KEYS``."""
     found = collections.defaultdict(list)
-    for root, collected in sweep.collect_roots(roots):
+    for root, collected in sweep.collect_roots(roots, SEED_KEYS):
         for folder, by_seed in collected.items():
             found[folder].append({"root": root, "runs": by_seed})
     study, sources = {}, {}
