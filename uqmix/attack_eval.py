@@ -681,15 +681,20 @@ def adaptive_attack_curves(
         batch_size=int(batch_size),
         **sampling,
     )
-    backup = _open_backup(
-        "adaptive_attack_curves", options, x, model, eval_model, seed, backup_dir, log
-    )
-    pacer = None if backup is None else attack_backup.Pacer(backup_every_seconds)
-    eval_model, clean, targets, natural_scores = _adaptive_setup(
-        model, x, criterion, eval_model, measure, num_eval_samples, batch_size
-    )
-    position = _resume_position(
-        backup, {"batch": 0, "iterations": 0}, _setup_arrays(clean, targets, natural_scores)
+    pacer = None if backup_dir is None else attack_backup.Pacer(backup_every_seconds)
+    backup, position, eval_model, clean, targets, natural_scores = _backed_setup(
+        "adaptive_attack_curves",
+        options,
+        {"batch": 0, "iterations": 0},
+        model,
+        x,
+        criterion,
+        eval_model,
+        measure,
+        num_eval_samples,
+        batch_size,
+        backup_dir,
+        log,
     )
     batches = _batches(len(x), batch_size)
     scores = {c: [] for c in checkpoints}
@@ -784,11 +789,39 @@ def _with_backup_record(result, backup, position):
     return result
 
 
-def _open_backup(function, options, x, model, eval_model, seed, backup_dir, log):
-    """None without ``backup_dir``; else the started ``AttackBackup`` of this computation."""
+def _backed_setup(
+    function,
+    options,
+    fresh,
+    model,
+    x,
+    criterion,
+    eval_model,
+    measure,
+    num_eval_samples,
+    batch_size,
+    backup_dir,
+    log,
+):
+    """The start both curve functions share, in the order a resume needs: the backup opened
+    (``_open_backup``: the random generators put back to the computation's first start),
+    then the clean predictions, targets and natural scores (``_adaptive_setup``), then where
+    to continue (``_resume_position``, from ``fresh``'s position when there is nothing to).
+    Returns (backup or None, position, eval_model, clean, targets, natural_scores)."""
+    backup = _open_backup(function, options, x, model, eval_model, backup_dir, log)
+    eval_model, clean, targets, natural_scores = _adaptive_setup(
+        model, x, criterion, eval_model, measure, num_eval_samples, batch_size
+    )
+    position = _resume_position(backup, fresh, _setup_arrays(clean, targets, natural_scores))
+    return backup, position, eval_model, clean, targets, natural_scores
+
+
+def _open_backup(function, options, x, model, eval_model, backup_dir, log):
+    """None without ``backup_dir``; else the started ``AttackBackup`` of this computation
+    (``options["seed"]`` must be an integer)."""
     if backup_dir is None:
         return None
-    if seed is None:
+    if options["seed"] is None:
         raise ValueError(
             "backup_dir needs an integer seed: the frozen noise drawn with seed=None "
             "cannot be drawn again after a resume."
@@ -910,14 +943,19 @@ def adaptive_cw_curves(
         combine=combine,
         seed=seed,
     )
-    backup = _open_backup(
-        "adaptive_cw_curves", options, x, model, eval_model, seed, backup_dir, log
-    )
-    eval_model, clean, targets, natural_scores = _adaptive_setup(
-        model, x, criterion, eval_model, measure, num_eval_samples, batch_size
-    )
-    position = _resume_position(
-        backup, {"budgets_done": 0}, _setup_arrays(clean, targets, natural_scores)
+    backup, position, eval_model, clean, targets, natural_scores = _backed_setup(
+        "adaptive_cw_curves",
+        options,
+        {"budgets_done": 0},
+        model,
+        x,
+        criterion,
+        eval_model,
+        measure,
+        num_eval_samples,
+        batch_size,
+        backup_dir,
+        log,
     )
     done = position["budgets_done"]
     points, medians = [], []
