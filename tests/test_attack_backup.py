@@ -2,6 +2,7 @@
 backup, gives exactly the numbers of an uninterrupted run; a backup of another computation
 is never resumed."""
 
+import contextlib
 import os
 
 import keras
@@ -84,6 +85,25 @@ def _interrupt_after(calls):
     return log
 
 
+@contextlib.contextmanager
+def _stopped_at_save(monkeypatch, number):
+    """A run killed right after its ``number``-th backup save (the file written): inside,
+    ``AttackBackup.save`` raises ``Interrupted`` then, and the block must raise it. Yields
+    the positions saved."""
+    saves, original = [], attack_backup.AttackBackup.save
+
+    def save(self, position, arrays=None, attack_state=()):
+        original(self, position, arrays, attack_state)
+        saves.append(dict(position))
+        if len(saves) == number:
+            raise Interrupted()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(attack_backup.AttackBackup, "save", save)
+        with pytest.raises(Interrupted):
+            yield saves
+
+
 CURVE = dict(
     eps=0.3,
     eps_iter=0.03,
@@ -159,19 +179,9 @@ def test_a_curve_interrupted_inside_a_segment_resumes_from_its_saved_iterate(tmp
     entry = _rng_state(model)
     expected = _curves(model, checkpoints=(1, 9), method="pgd", rand_init=True)
     _set_rng(model, entry)
-    saves, original = [], attack_backup.AttackBackup.save
-
-    def save(self, position, arrays=None, attack_state=()):
-        original(self, position, arrays, attack_state)
-        saves.append(dict(position))
-        if len(saves) == 5:
-            raise Interrupted()
-
-    monkeypatch.setattr(attack_backup.AttackBackup, "save", save)
-    with pytest.raises(Interrupted):
+    with _stopped_at_save(monkeypatch, 5) as saves:
         _curves(model, tmp_path, every=0.0, checkpoints=(1, 9), method="pgd", rand_init=True)
     assert saves[-1] == {"batch": 0, "iterations": 5}  # mid-segment, not at a curve point
-    monkeypatch.setattr(attack_backup.AttackBackup, "save", original)
     lines = []
     resumed = _curves(
         model, tmp_path, log=lines.append, checkpoints=(1, 9), method="pgd", rand_init=True
@@ -262,18 +272,8 @@ def test_a_prior_network_run_stopped_in_its_attacks_resumes_them(tmp_path, monke
     uninterrupted = pn_experiment.run(_tiny(tmp_path / "a", **options))
     assert "resumed_from" not in uninterrupted["attacks"]["white_box"]
     assert os.path.exists(tmp_path / "a" / "run" / "attack_backup" / "white_box" / "backup.npz")
-    saves, original = [], attack_backup.AttackBackup.save
-
-    def save(self, position, arrays=None, attack_state=()):
-        original(self, position, arrays, attack_state)
-        saves.append(dict(position))
-        if len(saves) == 3:
-            raise Interrupted()
-
-    monkeypatch.setattr(attack_backup.AttackBackup, "save", save)
-    with pytest.raises(Interrupted):
+    with _stopped_at_save(monkeypatch, 3):
         pn_experiment.run(_tiny(tmp_path / "b", **options))
-    monkeypatch.setattr(attack_backup.AttackBackup, "save", original)
     assert not os.path.exists(tmp_path / "b" / "run" / "metrics.json")
     # the save interval is not part of the configuration: resuming with another one is allowed
     resumed = pn_experiment.run(
