@@ -199,12 +199,35 @@ def test_a_backup_of_another_computation_is_not_resumed(tmp_path):
     assert any("is of another computation (differs in: options.eps" in x for x in lines)
     assert not any(line.startswith("resuming") for line in lines)
     _assert_same(other, _curves(model, criterion="kl_dir", eps=0.2))
-    # nor one whose file is damaged
-    (tmp_path / attack_backup.BACKUP_FILE).write_bytes(b"not a backup")
-    lines.clear()
-    again = _curves(model, tmp_path, log=lines.append, criterion="kl_dir", eps=0.2)
-    assert any("is unreadable" in line for line in lines)
-    _assert_same(again, other)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"not a backup",  # unreadable: saves are atomic, so never a damaged backup of ours
+        "npz",  # a readable NumPy archive without uqmix's format marker
+    ],
+)
+def test_a_file_that_is_not_a_uqmix_backup_is_never_overwritten(tmp_path, content):
+    """The user's own files in backup_dir stay as they were: another name is ignored, a file
+    under the backup's name is an error that names it, before any attack."""
+    model = LinearDirichlet()
+    (tmp_path / "backup.npz").write_bytes(b"the user's own backup.npz")
+    expected = _curves(model, tmp_path, criterion="kl_dir")
+    assert (tmp_path / "backup.npz").read_bytes() == b"the user's own backup.npz"
+    path = tmp_path / attack_backup.BACKUP_FILE
+    if content == "npz":
+        np.savez(path, weights=np.arange(3.0), __key__=np.asarray("{}"))
+        content = path.read_bytes()
+    else:
+        path.write_bytes(content)
+    lines = []
+    with pytest.raises(FileExistsError, match="is not a uqmix attack backup.*another backup_dir"):
+        _curves(model, tmp_path, log=lines.append, criterion="kl_dir")
+    assert not [line for line in lines if line.startswith("mim")]  # refused before any attack
+    assert path.read_bytes() == content
+    path.unlink()
+    _assert_same(_curves(model, tmp_path, criterion="kl_dir"), expected)
 
 
 def test_a_backup_of_other_weights_is_not_resumed(tmp_path):
@@ -271,7 +294,7 @@ def test_a_prior_network_run_stopped_in_its_attacks_resumes_them(tmp_path, monke
     )
     uninterrupted = pn_experiment.run(_tiny(tmp_path / "a", **options))
     assert "resumed_from" not in uninterrupted["attacks"]["white_box"]
-    assert os.path.exists(tmp_path / "a" / "run" / "attack_backup" / "white_box" / "backup.npz")
+    assert os.path.exists(tmp_path / "a" / "run" / "attack_backup" / "white_box" / attack_backup.BACKUP_FILE)
     with _stopped_at_save(monkeypatch, 3):
         pn_experiment.run(_tiny(tmp_path / "b", **options))
     assert not os.path.exists(tmp_path / "b" / "run" / "metrics.json")

@@ -2,8 +2,8 @@
 
 An adaptive attack curve to 1,000 iterations on a sampled model (MC dropout with
 100 masks per gradient) takes hours, longer than a preemptible job or a
-session.  ``AttackBackup`` keeps in one folder (file ``backup.npz``, replaced
-atomically at every save) what the curve functions of ``uqmix.attack_eval``
+session.  ``AttackBackup`` keeps in one folder (file ``uqmix_attack_backup.npz``,
+replaced atomically at every save) what the curve functions of ``uqmix.attack_eval``
 need to continue such a curve in another process with the same result as an
 uninterrupted run:
 
@@ -13,7 +13,10 @@ uninterrupted run:
   and the library versions (``uqmix.training_cache``).  A backup
   whose key differs (other options, inputs, training or code) is never
   resumed: the curve starts afresh, says why (``log``) and overwrites it at
-  its first save;
+  its first save.  A file of that name that is not a uqmix attack backup (no
+  format marker, or unreadable: saves are atomic, so a half-written file is
+  never one of ours) is never overwritten: opening the folder is an error that
+  names the file, before any work;
 * the models' random-generator states (``training_cache.random_state_variables``:
   the noise of dropout masks and weight draws) at the start, restored before the
   clean predictions are recomputed, and at the saved position;
@@ -45,7 +48,9 @@ from tensorflow.python.framework import config as tf_config  # op determinism: n
 from uqmix import runs, training_cache
 from uqmix.attacks import gradient_attacks
 
-BACKUP_FILE = "backup.npz"
+BACKUP_FILE = "uqmix_attack_backup.npz"
+FORMAT = "uqmix-attack-backup-1"
+_FORMAT = "__format__"
 _KEY = "__key__"
 _POSITION = "__position__"
 _STATE_PREFIX = "__attack_state__/"
@@ -210,18 +215,24 @@ class AttackBackup:
             self._log(line)
 
     def _load(self):
-        """Reads a backup of this ``key`` into the attributes; anything else is ignored
-        (with a line to ``log``) and leaves them fresh."""
-        if not os.path.exists(self.path):
+        """Reads a backup of this ``key`` into the attributes; a uqmix backup of another
+        computation is ignored (with a line to ``log``) and leaves them fresh; a file that
+        is not a uqmix attack backup raises ``FileExistsError`` (it is never overwritten)."""
+        if not os.path.lexists(self.path):
             return
         try:
             with np.load(self.path, allow_pickle=False) as stored:
                 content = {name: stored[name] for name in stored.files}
+            if str(content.pop(_FORMAT)) != FORMAT:
+                raise ValueError(f"its format is not {FORMAT!r}")
             key = json.loads(str(content.pop(_KEY)))
             position = json.loads(str(content.pop(_POSITION)))
-        except Exception as error:  # an unreadable backup is no backup; it is replaced
-            self.say(f"attack backup {self.path} is unreadable ({error}); starting afresh")
-            return
+        except Exception as error:  # saves are atomic: an unreadable file is not ours
+            raise FileExistsError(
+                f"{self.path} exists and is not a uqmix attack backup ({type(error).__name__}: "
+                f"{error}); it is left untouched. Move or delete it, or pass another "
+                "backup_dir."
+            ) from None
         if key != self.key:
             changed = runs.differences(_flat(key), _flat(self.key))
             self.say(
@@ -313,6 +324,7 @@ class AttackBackup:
         if arrays:
             self.arrays.update({name: np.asarray(v) for name, v in arrays.items()})
         content = dict(self.arrays)
+        content[_FORMAT] = np.asarray(FORMAT)
         content[_KEY] = np.asarray(json.dumps(self.key, sort_keys=True))
         content[_POSITION] = np.asarray(json.dumps(runs.jsonable(position), sort_keys=True))
         for index, value in enumerate(self._entry_rng):

@@ -651,7 +651,9 @@ def adaptive_attack_curves(
     (``uqmix.attack_backup``): after every evaluated checkpoint and, within
     the iterations between two, about every ``backup_every_seconds``; called
     again with the same folder and arguments (and models, inputs, code) the
-    curve continues from there, with the result of an uninterrupted run.
+    curve continues from there, with the result of an uninterrupted run.  It writes
+    one file there, ``attack_backup.BACKUP_FILE``; a file of that name that is not a
+    uqmix attack backup raises ``FileExistsError`` before any attack (never overwritten).
     Returns {"iterations", "success_rate", "auroc", "jsr"} (arrays [T]); with a backup also
     "resumed_from" (None, or the {"batch", "iterations"} this call continued from).
     """
