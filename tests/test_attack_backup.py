@@ -294,7 +294,9 @@ def test_a_prior_network_run_stopped_in_its_attacks_resumes_them(tmp_path, monke
     )
     uninterrupted = pn_experiment.run(_tiny(tmp_path / "a", **options))
     assert "resumed_from" not in uninterrupted["attacks"]["white_box"]
-    assert os.path.exists(tmp_path / "a" / "run" / "attack_backup" / "white_box" / attack_backup.BACKUP_FILE)
+    assert os.path.exists(
+        tmp_path / "a" / "run" / "attack_backup" / "white_box" / attack_backup.BACKUP_FILE
+    )
     with _stopped_at_save(monkeypatch, 3):
         pn_experiment.run(_tiny(tmp_path / "b", **options))
     assert not os.path.exists(tmp_path / "b" / "run" / "metrics.json")

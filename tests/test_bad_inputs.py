@@ -282,6 +282,46 @@ def test_foreign_folder_error_does_not_advise_overwrite(tmp_path):
     assert "holds no uqmix run" in str(error.value) and "or --overwrite" not in str(error.value)
 
 
+def _tree_bytes(folder):
+    return {
+        os.path.relpath(os.path.join(d, n), folder): open(os.path.join(d, n), "rb").read()
+        for d, _, names in os.walk(folder)
+        for n in names
+    }
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"model.keras": "MY OWN MODEL", "metrics.json": '{"mine": 1}', "notes.txt": "keep"},
+        {"config.json": '{"mine": 1}', "log.txt": "their log"},  # config.json alone: not a run
+    ],
+)
+def test_resume_into_a_folder_that_holds_no_uqmix_run_is_refused_untouched(tmp_path, capsys, files):
+    """--resume continues a uqmix run; it never adopts (and writes over) someone else's folder."""
+    folder = tmp_path / "my_project"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    before = _tree_bytes(folder)
+    assert _main(fake_experiment, f"--output_dir={folder}", "--resume") == 2
+    line = _one_error_line(capsys)
+    assert "holds no uqmix run" in line and "with --resume too" in line
+    assert _tree_bytes(folder) == before
+
+
+def test_resume_accepts_a_folder_holding_only_a_sweeps_log(tmp_path):
+    """A sweep appends log.txt before the binary writes its record; a run stopped in between
+    (say, refused for its data) is continued by the next sweep with --resume."""
+    folder = tmp_path / "seed_0"
+    folder.mkdir()
+    (folder / "log.txt").write_text("an earlier attempt\n")
+    assert _main(fake_experiment, f"--output_dir={folder}") == 2  # without --resume: refused
+    assert _main(fake_experiment, f"--output_dir={folder}", "--resume") == 0
+    assert (folder / runs.METRICS_FILE).exists()
+    assert (folder / "log.txt").read_text() == "an earlier attempt\n"
+
+
 def test_run_record_has_binary_every_flag_and_version(tmp_path):
     run = _run_folder(tmp_path / "run")
     record = runs.read_record(str(run))
@@ -432,11 +472,19 @@ def _seed_abc(root):
     (root / "cfg" / "seed_abc").mkdir()
 
 
+def _record(folder, config):
+    """Gives a finished run's ``folder`` (metrics.json only) the record a binary would have
+    written first (marker, config.json, flags.cfg)."""
+    metrics = (folder / runs.METRICS_FILE).read_bytes()
+    (folder / runs.METRICS_FILE).unlink()
+    with runs.run_lock.holding(str(folder)):
+        runs.prepare_output_dir(str(folder), config)
+    (folder / runs.METRICS_FILE).write_bytes(metrics)
+
+
 def _mixed(root):
     for seed, scale in ((0, 1.0), (1, 2.0)):
-        runs.prepare_output_dir(
-            str(root / "cfg" / f"seed_{seed}"), {"seed": seed, "scale": scale}, resume=True
-        )
+        _record(root / "cfg" / f"seed_{seed}", {"seed": seed, "scale": scale})
 
 
 COLLECT_CASES = [  # (name, how to spoil the study, message)
@@ -463,10 +511,8 @@ def test_sweep_readers_name_the_bad_file(reader, name, spoil, message, tmp_path)
 def test_seeds_differing_only_in_seed_are_one_configuration(tmp_path):
     root = _study(tmp_path, 0, 1)
     for seed in (0, 1):
-        runs.prepare_output_dir(
-            str(root / "cfg" / f"seed_{seed}"),
-            {"seed": seed, "scale": 1.0, "output_dir": f"x{seed}"},
-            resume=True,
+        _record(
+            root / "cfg" / f"seed_{seed}", {"seed": seed, "scale": 1.0, "output_dir": f"x{seed}"}
         )
     assert sorted(sweep.collect(str(root))["cfg"]) == [0, 1]
 

@@ -82,6 +82,17 @@ def test_folder_of_other_files_is_refused_and_untouched(tmp_path, holder):
     assert _tree(export_dir) == before
 
 
+def test_an_export_dir_that_is_a_file_is_refused_before_any_work(tmp_path):
+    """The library path (``mixture_experiment.run`` / ``pn_experiment.run`` from Python) checks
+    the export folder as the binaries' flag check does: not only at install, after training."""
+    export_file = tmp_path / "model.bin"
+    export_file.write_text("user data")
+    with pytest.raises(runs.OutputPathError, match="--export_dir=.*is a file, not a folder"):
+        export_target.check_export_dir(str(export_file), str(tmp_path / "run"))
+    assert export_file.read_text() == "user data"
+    assert sorted(os.listdir(tmp_path)) == ["model.bin"]
+
+
 @pytest.mark.parametrize("where", ["the run folder", "a folder containing it"])
 def test_export_into_or_above_the_run_folder_is_refused(tmp_path, where):
     run = tmp_path / "runs" / "run"

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from tests.test_cifar_rkl import _tiny
-from uqmix import runs, training
+from uqmix import run_lock, runs, training
 from uqmix.studies import pn_experiment, reused_training
 
 ATTACK = dict(attack=True, attack_examples=16, attack_iterations=[1, 2], blackbox_transfer=True)
@@ -151,3 +151,45 @@ def test_multi_worker_is_refused_with_the_flag():
         pn_experiment.validate_config(
             pn_experiment.default_config(reuse_training_from="x", strategy="multi_worker")
         )
+
+
+def _stopped_before_training(out, config):
+    """The folder of a run (this configuration, with --reuse_training_from) stopped before its
+    first checkpoint: the run's record, model/ with its seed record and an empty checkpoints/."""
+    with run_lock.holding(str(out)):
+        runs.prepare_output_dir(str(out), pn_experiment.validate_config(config))
+    (out / "model" / training.CHECKPOINT_SUBDIR).mkdir(parents=True)
+    (out / "model" / pn_experiment.NETWORK_SEED_FILE).write_text('{"seed": 0}')
+
+
+def test_a_network_folder_holding_other_files_is_refused_before_any_work(
+    source, tmp_path, monkeypatch
+):
+    root, config, _ = source
+    out = tmp_path / "run"
+    config = dict(
+        config, output_dir=str(out), reuse_training_from=str(root / "cfg" / "seed_0"), resume=True
+    )
+    _stopped_before_training(out, config)
+    (out / "model" / "thesis_model.h5").write_text("irreplaceable")
+    before = _tree(out)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the data was read before the refusal")
+
+    monkeypatch.setattr(pn_experiment.run_steps, "begin", no_work)
+    with pytest.raises(runs.OutputPathError, match="holds model/thesis_model.h5 where the source"):
+        pn_experiment.run(config)
+    assert _tree(out) == before
+
+
+def test_a_network_folder_of_the_runs_own_records_is_replaced_by_the_copy(source, tmp_path):
+    root, config, _ = source
+    out = tmp_path / "run"
+    config = dict(
+        config, output_dir=str(out), reuse_training_from=str(root / "cfg" / "seed_0"), resume=True
+    )
+    _stopped_before_training(out, config)
+    metrics = pn_experiment.run(config)
+    assert metrics["training_reused_from"] == str(root / "cfg" / "seed_0")
+    assert training.has_checkpoint(str(out / "model"))

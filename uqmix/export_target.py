@@ -53,7 +53,9 @@ def is_export_of(export_dir, output_dir):
 def check_export_dir(export_dir, output_dir):
     """Raises ``runs.OutputPathError`` when the run in ``output_dir`` must not export into
     ``export_dir``: it is the run folder or contains it, or it holds files that are not an
-    earlier export of this run.  Reads only."""
+    earlier export of this run; it is a file or cannot be created (``runs.check_output_dir``).
+    Reads only."""
+    runs.check_output_dir(export_dir, flag="export_dir")
     if _contains(export_dir, output_dir):
         raise runs.OutputPathError(
             f"--export_dir={export_dir} is the run folder --output_dir={output_dir} or contains "

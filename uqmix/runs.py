@@ -405,22 +405,32 @@ def record_differences(found, requested):
     return lines + differences(found["flags"], requested["flags"])
 
 
+# What a sweep leaves in a run folder before the binary first writes its record: the log it
+# appends to (``uqmix.sweep``).  ``--resume`` accepts a folder holding only these.
+RESUMABLE_BEFORE_RECORD = frozenset({"log.txt"})
+
+
 def claim_output_dir(output_dir, resume=False, overwrite=False):
     """Makes ``output_dir`` this process's run folder without writing any result: checks
     the path (``check_output_dir``), refuses what ``prepare_output_dir`` would refuse
-    without looking at the configuration (a non-empty folder with no run in it, unless
-    ``resume``; with ``overwrite``, a folder ``check_removable`` refuses), then creates the
-    folder and takes its lock (``run_lock.lock``; ``RunInUseError`` while another process
-    has it).  Re-entrant."""
+    without looking at the configuration — a non-empty folder that is not a uqmix run
+    (``is_run_dir``; with ``resume`` also one holding only ``RESUMABLE_BEFORE_RECORD``, a
+    sweep's log of a run that stopped before writing its record); with ``overwrite``, a
+    folder ``check_removable`` refuses — then creates the folder and takes its lock
+    (``run_lock.lock``; ``RunInUseError`` while another process has it).  Re-entrant."""
     check_output_dir(output_dir)
-    if os.path.isdir(output_dir) and entries(output_dir):  # refusals that write nothing
+    present = entries(output_dir) if os.path.isdir(output_dir) else []
+    if present:  # refusals that write nothing
         if overwrite:
             check_removable(output_dir)
-        elif not os.path.exists(os.path.join(output_dir, CONFIG_FILE)) and not resume:
+        elif not is_run_dir(output_dir) and not (
+            resume and set(present) <= RESUMABLE_BEFORE_RECORD
+        ):
             raise ConfigMismatchError(
-                f"{output_dir} exists and is not empty but holds no uqmix run ({CONFIG_FILE}); "
-                "refusing to write into it (--overwrite deletes only uqmix run folders). "
-                "Choose another --output_dir."
+                f"{output_dir} exists and is not empty but holds no uqmix run (no {RUN_MARKER}, "
+                f"{CONFIG_FILE} + {FLAGS_FILE}; it holds {', '.join(sorted(present)[:5])}); "
+                "refusing to write into it, with --resume too (--overwrite deletes only uqmix "
+                "run folders). Choose another --output_dir."
             )
     os.makedirs(output_dir, exist_ok=True)
     run_lock.lock(output_dir)

@@ -893,20 +893,24 @@ def _run(config):
         if config["reuse_training_from"]
         else None
     )
+    # train_networks' folders and timing keys ("<prefix>train_seconds") of both kinds
+    mine, blackbox = network_dirs(config), network_dirs(config, BLACKBOX_PREFIX)
+    optional = blackbox if config["blackbox_transfer"] else []
+    if reuse_source:  # before any work: a copy must not replace files that are not the run's
+        reused_training.check_targets(config["output_dir"], mine + optional, (NETWORK_SEED_FILE,))
     strategy, data = run_steps.begin(config, load_data)  # then every worker runs the same steps
     copied = []
     if reuse_source:
-        # train_networks' folders and timing keys ("<prefix>train_seconds") of both kinds
-        mine, blackbox = network_dirs(config), network_dirs(config, BLACKBOX_PREFIX)
         copied = reused_training.copy_networks(
             reuse_source,
             config["output_dir"],
             mine,
-            optional_dirs=blackbox if config["blackbox_transfer"] else [],
+            optional_dirs=optional,
             seconds_keys=[
                 ("train_seconds", mine[0]),
                 (f"{BLACKBOX_PREFIX}train_seconds", blackbox[0]),
             ],
+            replaceable=(NETWORK_SEED_FILE,),
         )
         if copied:
             console.progress(

@@ -105,19 +105,57 @@ def _source_seconds(source, key):
     return seconds
 
 
-def copy_networks(source, output_dir, network_dirs, optional_dirs=(), seconds_keys=()):
+def check_targets(output_dir, names, replaceable=()):
+    """Raises ``runs.OutputPathError``, before any work, when a network folder ``names[i]``
+    of ``output_dir`` that ``copy_networks`` would replace (it holds no checkpoint) holds
+    anything but the files named in ``replaceable`` (the run's own records written before
+    training, such as its seed record) and an empty checkpoint folder: those are not the
+    run's, and replacing the folder would delete them.  Reads only."""
+    for name in names:
+        target = os.path.join(output_dir, name)
+        if not os.path.lexists(target) or training.has_checkpoint(target):
+            continue  # nothing to replace / the run's own trained network: never replaced
+        foreign = (
+            [name]
+            if os.path.islink(target) or not os.path.isdir(target)
+            else [
+                os.path.join(name, entry)
+                for entry in sorted(os.listdir(target))
+                if entry not in replaceable
+                and not (entry == training.CHECKPOINT_SUBDIR and _is_empty_folder(target, entry))
+            ]
+        )
+        if foreign:
+            raise runs.OutputPathError(
+                f"--{FLAG}: {output_dir} holds {', '.join(foreign[:5])} where the source's "
+                f"network {name} would be copied; nothing is replaced. Move them, or choose "
+                "another --output_dir."
+            )
+
+
+def _is_empty_folder(folder, name):
+    path = os.path.join(folder, name)
+    return os.path.isdir(path) and not os.path.islink(path) and not os.listdir(path)
+
+
+def copy_networks(
+    source, output_dir, network_dirs, optional_dirs=(), seconds_keys=(), replaceable=()
+):
     """Copies the network folders ``network_dirs`` (and those of ``optional_dirs`` the source
     has) of ``source`` into ``output_dir`` unless ``output_dir`` already trained any of them;
     adds the source's training seconds under ``seconds_keys`` (those of copied networks) to
-    this run's timing.json.  Returns the names copied (empty: nothing to do)."""
+    this run's timing.json.  Returns the names copied (empty: nothing to do).  A target
+    folder without a checkpoint is replaced only when ``check_targets`` (with
+    ``replaceable``) allows it: checked for every target before anything is changed."""
     names = list(network_dirs) + [
         name for name in optional_dirs if training.has_checkpoint(os.path.join(source, name))
     ]
     if any(training.has_checkpoint(os.path.join(output_dir, name)) for name in names):
         return []  # this run trained (or copied) already: it resumes its own folder
+    check_targets(output_dir, names, replaceable)
     for name in names:
         target = os.path.join(output_dir, name)
-        if os.path.isdir(target):  # a folder with a seed record only: nothing trained yet
+        if os.path.isdir(target):  # the run's own records only (check_targets): no network
             shutil.rmtree(target)
         shutil.copytree(os.path.join(source, name), target, ignore=_ignore_worker_copies)
     for key, name in seconds_keys:
