@@ -14,13 +14,16 @@ under one root or several: the one with most seeds is used for what needs one (t
 root given among equals; the notes say which).  Writes into OUTPUT_DIR
 ``tables.md`` (mean ± sample std (n seeds) per configuration), the figures of
 ``uqmix.studies.mixture_report.FIGURES`` (PNG, into --figures_dir when given; those
-whose runs are absent are skipped and listed) and ``summary.json``.  Prints the
-tables and the files written.
+whose runs are absent are skipped and listed), ``summary.json`` and, into each folder
+written, ``uqmix_report.json``, the marker of a uqmix report's folder.  A folder without the
+marker that already holds a file the report would write (the user's own tables.md, say) is
+refused before the runs are read, naming the files (``uqmix.report_output``); a marked folder
+is regenerated.  Prints the tables and the files written.
 Exit codes: 1 bad flags; 2 bad data (a root without a usable run, a root given twice, a
 metrics.json that is not a JSON object, a ``seed_*`` folder without an integer, seeds of one folder made
 with different configurations, seeds of a Fig. 10 configuration whose entropy
-histograms have different bin edges) or an output folder that cannot be written;
-all outputs are written or none.
+histograms have different bin edges) or an output folder that cannot be written or holds,
+unmarked, a file the report would write; all outputs are written or none.
 """
 
 from absl import app, flags

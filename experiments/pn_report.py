@@ -11,14 +11,17 @@ with ``--binary=experiments.cifar_rkl``) and writes OUTPUT_DIR/tables.md
 adaptive attacks' curves, white-box and, where recorded, black-box transfer, one block per
 attack method, C&W L2 over max_iterations with its median L2), OUTPUT_DIR/summary.json and
 attack_curves.png, or attack_curves_<method>.png per method when the runs used C&W or
-several methods (into --figures_dir when given).  --sweep_root takes several roots
-(comma-separated) for one report: a folder name found under several roots gives one
-configuration per root, named after the attack its runs recorded, e.g. ``mnist_rkl
-(criterion kl_dir)``.  Exit codes: 1 bad flags; 2 bad data (no finished run under a root,
+several methods (into --figures_dir when given), and uqmix_report.json, the marker of a
+uqmix report's folder, into each folder written.  A folder without the marker that already
+holds a file the report would write (the user's own tables.md, say) is refused before the runs
+are read, naming the files (``uqmix.report_output``); a marked folder is regenerated.
+--sweep_root takes several roots (comma-separated) for one report: a folder name found under
+several roots gives one configuration per root, named after the attack its runs recorded, e.g.
+``mnist_rkl (criterion kl_dir)``.  Exit codes: 1 bad flags; 2 bad data (no finished run under a root,
 a metrics.json that is not a JSON object, a ``seed_*`` folder without an integer, seeds of
 one folder made with different configurations, one folder name under two roots with the
-same recorded attack) or an output folder that cannot be written; all outputs are written
-or none.
+same recorded attack) or an output folder that cannot be written or holds, unmarked, a file the
+report would write; all outputs are written or none.
 """
 
 from absl import app, flags

@@ -20,7 +20,8 @@ def sweep_roots(argv, roots):
 def write_and_print(write_report):
     """Calls ``write_report()`` and prints the report (tables, notes, files written, figures
     skipped); returns 2 after printing the error for bad data or an output folder that cannot
-    be written (``ValueError``, ``OSError``), None (exit code 0) otherwise."""
+    be written or holds files the report must not replace (``ValueError``, ``OSError``), None
+    (exit code 0) otherwise."""
     try:
         report = write_report()
     except (ValueError, OSError) as error:

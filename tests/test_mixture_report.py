@@ -342,7 +342,7 @@ def test_binary_end_to_end_and_empty_root(tmp_path):
         f"--sweep_root={root}", f"--output_dir={out}_2", f"--figures_dir={figures}"
     )
     assert result.returncode == 0, result.stderr
-    assert sorted(os.listdir(f"{out}_2")) == ["summary.json", "tables.md"]
+    assert sorted(os.listdir(f"{out}_2")) == ["summary.json", "tables.md", "uqmix_report.json"]
     assert "accuracy_vs_lambda.png" in os.listdir(figures)
 
     empty = tmp_path / "empty"

@@ -183,7 +183,12 @@ def test_binary_end_to_end_and_empty_root(study, tmp_path):
     result = _run_binary(root, out)
     assert result.returncode == 0, result.stderr
     assert "| `rkl` | PN-RKL |" in result.stdout
-    assert sorted(os.listdir(out)) == ["attack_curves.png", "summary.json", "tables.md"]
+    assert sorted(os.listdir(out)) == [
+        "attack_curves.png",
+        "summary.json",
+        "tables.md",
+        "uqmix_report.json",
+    ]
     empty = tmp_path / "empty"
     empty.mkdir()
     result = _run_binary(empty, f"{out}_empty")
@@ -262,7 +267,12 @@ def test_black_box_rows_and_dashed_curves_beside_white_box(tmp_path):
     summary = pn_report.summarize(pn_report.load_study(root))
     assert "black_box" in summary["configurations"]["rkl"]
     assert "black_box" not in summary["configurations"]["dnn"]
-    assert sorted(os.listdir(out)) == ["attack_curves.png", "summary.json", "tables.md"]
+    assert sorted(os.listdir(out)) == [
+        "attack_curves.png",
+        "summary.json",
+        "tables.md",
+        "uqmix_report.json",
+    ]
     figure = pn_report.attack_figure(summary)
     panel = "success rate"
     white = _curve(figure, panel, "PN-RKL: rkl (n=3)").lines[0]
@@ -361,7 +371,12 @@ def test_cw_root_shows_median_l2_over_max_iterations(tmp_path):
     lines = _section(tables, "Adaptive white-box attack, C&W L2: success rate")
     row = _row(lines, "`mnist_rkl`", "PN-RKL", "kl_pmf", "mutual_information")
     assert row.endswith(_cells([m["attacks"]["white_box"]["success_rate"] for m in written]) + " |")
-    assert sorted(os.listdir(out)) == ["attack_curves_cw.png", "summary.json", "tables.md"]
+    assert sorted(os.listdir(out)) == [
+        "attack_curves_cw.png",
+        "summary.json",
+        "tables.md",
+        "uqmix_report.json",
+    ]
     figure = pn_report.attack_figure(pn_report.summarize(pn_report.load_study(root)))
     line = _curve(figure, "median L2 of successful attacks", "PN-RKL: mnist_rkl (n=3)").lines[0]
     np.testing.assert_allclose(line.get_xdata(), budgets)
@@ -390,6 +405,7 @@ def test_cw_and_mim_roots_make_one_block_per_method(tmp_path):
         "attack_curves_mim.png",
         "summary.json",
         "tables.md",
+        "uqmix_report.json",
     ]
 
 

@@ -21,6 +21,8 @@ A study with a single non-C&W method and no black-box numbers keeps the plain he
 ("Adaptive white-box attack: success rate") and the single figure ``attack_curves.png``.
 """
 
+import os
+
 import numpy as np
 
 from uqmix import plotting
@@ -260,6 +262,13 @@ def attack_figure(summary, method=None):
     if block is None:
         raise ValueError(f"no attack curves of {method_name(method)} in the study.")
     return block_figure(summary, block, plain=_is_plain(blocks))
+
+
+def is_figure_file(name):
+    """True for a file name ``attack_figures`` may give: ``attack_curves.png`` or
+    ``attack_curves_<method>.png``."""
+    stem = os.path.splitext(FIGURE_FILE)[0]
+    return name == FIGURE_FILE or (name.startswith(stem + "_") and name.endswith(".png"))
 
 
 def attack_figures(summary):

@@ -16,7 +16,10 @@ Reads one or several sweep trees ``ROOT/<configuration>/seed_<S>/metrics.json`` 
   C&W or several methods): those quantities against attack iterations, one
   line per configuration and setting (mean over seeds, error bars ± 3 sample std;
   black-box dashed);
-* ``summary.json``: the numbers of the tables and the figures.
+* ``summary.json``: the numbers of the tables and the figures;
+* ``uqmix_report.json`` in each folder written, the marker of a uqmix report's folder
+  (``uqmix.report_output``): a folder without it that already holds a file the report would
+  write (the user's own ``tables.md``, say) is refused before the runs are read.
 
 Several roots (``load_sources``) make one report: a configuration folder name found in
 one root keeps its name; the same folder name in several roots stays several
@@ -38,7 +41,7 @@ import collections
 import json
 import os
 
-from uqmix import plotting, runs, sweep
+from uqmix import plotting, report_output, runs, sweep
 from uqmix.studies import pn_attacks, published
 from uqmix.studies.pn_attacks import (  # noqa: F401  (the report's names before the split)
     ATTACK_QUANTITIES,
@@ -52,6 +55,7 @@ from uqmix.sweep import format_cell, lookup, render_markdown_table, stats_of
 
 TABLES_FILE = "tables.md"
 SUMMARY_FILE = "summary.json"
+BINARY = "experiments.pn_report"  # the command named in the folders' report marker
 OOD_MEASURES = (("mutual_information", "MI"), ("total_uncertainty", "TU"), ("precision", "α0"))
 # wall time of a run's parts: training, evaluation (test set + OOD sets), attack curves, and
 # the black-box source network's training (a column only where some run recorded it; runs
@@ -451,13 +455,16 @@ def published_markdown(comparison, reference=None):
 def write_report(roots, output_dir, figures_dir=None):
     """Writes tables.md, summary.json (to ``output_dir``) and, when some run has attack
     curves, their figures (``pn_attacks.attack_figures``; to ``figures_dir``, default
-    ``output_dir``), all or none (``runs.atomic_write_files``), over the runs of ``roots``
-    (one sweep root or a list; ``load_sources``).  Returns the paths written.  Raises
+    ``output_dir``) and the report marker of each folder (``report_output``), all or none
+    (``report_output.write_report_files``), over the runs of ``roots`` (one sweep root or a
+    list; ``load_sources``).  Returns {"written": paths, "tables": Markdown text}.  Raises
     ValueError before writing anything when a root has no usable run or two roots hold
-    configurations the report cannot tell apart, and ``runs.OutputPathError`` when an
-    output folder cannot be written."""
-    runs.check_output_dir(output_dir)
-    runs.check_output_dir(figures_dir or output_dir, flag="figures_dir")
+    configurations the report cannot tell apart, and ``runs.OutputPathError`` (before reading
+    the runs) when an output folder cannot be written or holds, without the report marker, a
+    file the report would write."""
+    report_output.check_report_dirs(
+        output_dir, figures_dir, (TABLES_FILE, SUMMARY_FILE), pn_attacks.is_figure_file
+    )
     study, sources = load_sources(roots)
     summary = summarize(study)
     root_list = sweep.sweep_roots(roots)
@@ -474,4 +481,4 @@ def write_report(roots, output_dir, figures_dir=None):
         # as given: no machine-specific prefix; one root stays a string
         {"sweep_root": root_list[0] if len(root_list) == 1 else root_list, **summary}
     )
-    return {"written": runs.atomic_write_files(contents), "tables": tables}
+    return {"written": report_output.write_report_files(contents, BINARY), "tables": tables}

@@ -80,6 +80,7 @@ from uqmix.studies.mixture_report.figures import (
     entropy_correct_vs_wrong_figure,
     figure_data,
     figure_files,
+    is_figure_file,
     predictive_variance_hist_figure,
     robustness_figure,
     robustness_samples_figure,
@@ -113,6 +114,7 @@ from uqmix.studies.mixture_report.published_tables import (
     run_settings,
 )
 from uqmix.studies.mixture_report.report import (
+    BINARY,
     SUMMARY_FILE,
     TABLES_FILE,
     duplicate_settings,
@@ -146,6 +148,7 @@ __all__ = [
     "ADVERSARIAL_TABLES",
     "ATTACK_FLAGS",
     "BASELINE_MODELS",
+    "BINARY",
     "BinEdgeMismatch",
     "Column",
     "Configuration",
@@ -208,6 +211,7 @@ __all__ = [
     "entropy_correct_vs_wrong_figure",
     "figure_data",
     "figure_files",
+    "is_figure_file",
     "figure_protocols",
     "load_study",
     "markdown_table",

@@ -267,6 +267,18 @@ def figure_files(configurations):
     return files
 
 
+def is_figure_file(name):
+    """True for a file name ``figure_files`` may give: a name of ``FIGURE_FILES``, or an
+    adversarial figure's ``<stem>_<protocol slug><extension>``."""
+    if name in FIGURE_FILES:
+        return True
+    for spec in FIGURES:
+        stem, extension = os.path.splitext(spec.filename)
+        if spec.adversarial and name.startswith(stem + "_") and name.endswith(extension):
+            return True
+    return False
+
+
 def _spec(filename):
     return FIGURES[FIGURE_FILES.index(filename)]
 

@@ -12,7 +12,10 @@
   (``paper_figures``);
 * the figures of ``FIGURES`` (PNG; ``figures``); a figure whose runs are absent is skipped
   and the reason returned (a partial sweep gives what it can);
-* ``summary.json``: the numbers behind the tables and figures.
+* ``summary.json``: the numbers behind the tables and figures;
+* ``uqmix_report.json`` in each folder written, the marker of a uqmix report's folder
+  (``uqmix.report_output``): a folder without it that already holds a file the report would
+  write (the user's own ``tables.md``, say) is refused before the runs are read.
 
 ``duplicate_settings`` notes which folder of a setting in several folders is used where
 (under one root or across several: the one with most seeds, the earlier root given among
@@ -22,7 +25,7 @@ equals).
 import collections
 import os
 
-from uqmix import plotting, runs, sweep
+from uqmix import plotting, report_output, runs, sweep
 from uqmix.studies.mixture_report.attack_protocols import (
     _protocol_rank,
     figure_protocols,
@@ -30,7 +33,12 @@ from uqmix.studies.mixture_report.attack_protocols import (
     protocol_view,
 )
 from uqmix.studies.mixture_report.attack_tables import protocol_markdown, protocol_tables
-from uqmix.studies.mixture_report.figures import SIGMAS, figure_data, figure_files
+from uqmix.studies.mixture_report.figures import (
+    SIGMAS,
+    figure_data,
+    figure_files,
+    is_figure_file,
+)
 from uqmix.studies.mixture_report.paper_figures import (
     PAPER_FIGURES,
     paper_figure_tables,
@@ -47,6 +55,7 @@ from uqmix.studies.mixture_report.tables import aggregate_table, markdown_tables
 
 TABLES_FILE = "tables.md"
 SUMMARY_FILE = "summary.json"
+BINARY = "experiments.mixture_report"  # the command named in the folders' report marker
 
 
 def report_command(roots, output_dir, figures_dir=None, weight_variance_configs=None):
@@ -139,14 +148,17 @@ def write_report(roots, output_dir, weight_variance_configs=None, figures_dir=No
     found under several roots (default ``default_weight_variance_selection``).
     The adversarial figures are written once per attack protocol (``figure_files``).
     Returns {"written": [paths], "skipped": {figure file: reason}, "notes":
-    [str], "tables": Markdown text}.  Writes all files or none
-    (``runs.atomic_write_files``).  Raises ValueError (before writing
+    [str], "tables": Markdown text}; the paths end with the report marker of each folder
+    (``report_output.REPORT_MARKER``).  Writes all files or none
+    (``report_output.write_report_files``).  Raises ValueError (before writing
     anything) when a root is given twice or holds no usable run, or the seeds of a Fig. 10
     configuration have different entropy bin edges (``BinEdgeMismatch``),
-    ``runs.OutputPathError`` when an output folder cannot be written.
+    ``runs.OutputPathError`` (before reading the runs) when an output folder cannot be
+    written or holds, without the report marker, a file the report would write.
     """
-    runs.check_output_dir(output_dir)
-    runs.check_output_dir(figures_dir or output_dir, flag="figures_dir")
+    report_output.check_report_dirs(
+        output_dir, figures_dir, (TABLES_FILE, SUMMARY_FILE), is_figure_file
+    )
     roots = sweep.sweep_roots(roots)
     configurations = load_study(roots)
     table = aggregate_table(configurations)
@@ -207,7 +219,7 @@ def write_report(roots, output_dir, weight_variance_configs=None, figures_dir=No
     }
     contents[os.path.join(output_dir, SUMMARY_FILE)] = runs.json_bytes(summary)
     return {
-        "written": runs.atomic_write_files(contents),
+        "written": report_output.write_report_files(contents, BINARY),
         "skipped": skipped,
         "notes": notes,
         "tables": tables,
