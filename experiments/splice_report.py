@@ -8,15 +8,17 @@ report is replaced by the section TITLE of that file (relative to the report's f
 headings rendered bold (``uqmix.studies.report_splice``).  Run it after a report binary
 (``mixture_report``, ``pn_report``) has regenerated a ``tables.md``.  ``--check`` writes nothing
 and exits 1 when a region is stale, naming it.  Exit codes: 0 done (or up to date); 1 bad flags
-or, with ``--check``, stale regions; 2 a missing report, file or section, or a broken region.
-The report is written atomically.
+or, with ``--check``, stale regions; 2 a missing report, file or section, a broken region, or a
+report that cannot be rewritten (read-only, or in a folder that is not writable: refused before
+any work, nothing written).  Text outside the regions is kept byte for byte (CRLF line endings
+included).  The report is written atomically, as an editor saves it: a symbolic link
+``--report`` stays a link and its target is updated; the file keeps its mode.
 """
 
 import sys
 
 from absl import app, flags
 
-from uqmix import runs
 from uqmix.studies import report_splice
 
 FLAGS = flags.FLAGS
@@ -41,8 +43,7 @@ def main(argv):
                 return 1
             print(f"{FLAGS.report}: every splice region is up to date")
             return 0
-        text = report_splice.splice(FLAGS.report)
-        runs.atomic_write_bytes(FLAGS.report, text.encode("utf-8"))
+        report_splice.splice_file(FLAGS.report)
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -2,12 +2,14 @@
 hand-written report, the rest of it untouched; the repository's report is up to date."""
 
 import os
+import stat
 import subprocess
 import sys
 
 import pytest
 
 from tests.conftest import REPO_ROOT
+from uqmix import runs
 from uqmix.studies import report_splice
 
 TABLES = """# Study
@@ -64,18 +66,31 @@ def report(tmp_path):
     return path
 
 
+SPLICED = (
+    "# Report\n\nHand-written text, kept as is.\n\n### Our section\n\n"
+    "<!-- splice sub/tables.md#Side by side -->\n"
+    "\n**Side by side**\n\nIntro line.\n\n**Table 1**\n\n| x | verdict |\n|---|---|\n"
+    "| 0.5 | within |\n\n**Table 1, protocol p**\n\n| y |\n|---|\n| 3 |\n\n"
+    "<!-- end splice -->\n\nBetween the regions.\n"
+    "<!-- splice sub/tables.md#Classification -->\n"
+    "\n**Classification**\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
+    "<!-- end splice -->\nTail without a newline at the end"
+)
+
+
+def _splice_binary(path):
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.splice_report", f"--report={path}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def test_regions_get_their_sections_with_bold_headings_and_the_rest_is_kept(report):
     text = report_splice.splice(str(report))
-    assert text == (
-        "# Report\n\nHand-written text, kept as is.\n\n### Our section\n\n"
-        "<!-- splice sub/tables.md#Side by side -->\n"
-        "\n**Side by side**\n\nIntro line.\n\n**Table 1**\n\n| x | verdict |\n|---|---|\n"
-        "| 0.5 | within |\n\n**Table 1, protocol p**\n\n| y |\n|---|\n| 3 |\n\n"
-        "<!-- end splice -->\n\nBetween the regions.\n"
-        "<!-- splice sub/tables.md#Classification -->\n"
-        "\n**Classification**\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
-        "<!-- end splice -->\nTail without a newline at the end"
-    )
+    assert text == SPLICED
     assert report_splice.splice(str(report), text) == text  # idempotent
 
 
@@ -151,16 +166,63 @@ def test_a_repeated_title_is_refused_and_its_parent_names_the_one_meant(report):
 
 def test_binary_exits_2_in_one_line_on_a_broken_region(report):
     report.write_text("<!-- splice sub/tables.md#Missing -->\n<!-- end splice -->\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "experiments.splice_report", f"--report={report}"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _splice_binary(report)
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: REPORT.md:1: sub/tables.md has no section")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_crlf_report_keeps_its_line_endings_byte_for_byte(report):
+    """The report was read with newline translation: a CRLF report came back LF throughout.
+    Now every byte outside the regions is kept and the spliced lines take their region's
+    line ending (so the spliced report is up to date, not stale, for --check)."""
+    report.write_bytes(REPORT.replace("\n", "\r\n").encode())
+    report_splice.splice_file(str(report))
+    assert report.read_bytes() == SPLICED.replace("\n", "\r\n").encode()
+    assert report_splice.stale_regions(str(report)) == []
+    mixed = REPORT.replace("Hand-written text, kept as is.\n", "Hand-written text\r\n", 1)
+    report.write_bytes(mixed.encode())  # one CRLF line outside the regions of an LF report
+    report_splice.splice_file(str(report))
+    expected = SPLICED.replace("Hand-written text, kept as is.\n", "Hand-written text\r\n", 1)
+    assert report.read_bytes() == expected.encode()
+
+
+def test_a_symlinked_report_stays_a_link_and_the_file_keeps_its_mode(report):
+    """The report was replaced by a regular file at the link's path (the linked file stayed
+    stale) and got mode 0644 whatever it had."""
+    report.write_bytes(REPORT.replace("\n", "\r\n").encode())
+    os.chmod(report, 0o640)
+    link = report.parent / "LINK.md"
+    link.symlink_to(report)
+    result = _splice_binary(link)
+    assert result.returncode == 0, result.stderr
+    assert link.is_symlink() and os.readlink(link) == str(report)
+    assert report.read_bytes() == SPLICED.replace("\n", "\r\n").encode()
+    assert stat.S_IMODE(os.stat(report).st_mode) == 0o640
+
+
+def test_a_read_only_report_is_refused_before_any_work(report):
+    """A read-only (0444) report was rewritten and ended 0644: now one error naming it and the
+    fix, nothing written, through a link too; checked before splicing (a broken region is
+    not reached)."""
+    report.write_bytes(REPORT.replace("\n", "\r\n").encode())
+    os.chmod(report, 0o444)
+    link = report.parent / "LINK.md"
+    link.symlink_to(report)
+    for path in (report, link):
+        result = _splice_binary(path)
+        assert result.returncode == 2
+        (error,) = result.stderr.strip().splitlines()
+        assert error.startswith(f"error: --report={path} is read-only (mode 0444")
+        assert f"nothing was written. Make it writable (chmod u+w {report})" in error
+    assert report.read_bytes() == REPORT.replace("\n", "\r\n").encode()
+    assert stat.S_IMODE(os.stat(report).st_mode) == 0o444 and link.is_symlink()
+    assert sorted(os.listdir(report.parent)) == ["LINK.md", "REPORT.md", "sub"]  # no temp file
+    os.chmod(report, 0o644)
+    report.write_text("<!-- splice sub/tables.md#Missing -->\n<!-- end splice -->\n")
+    os.chmod(report, 0o444)
+    with pytest.raises(runs.OutputPathError, match="is read-only"):
+        report_splice.splice_file(str(report))
 
 
 def test_the_reproduction_report_shows_the_committed_tables():

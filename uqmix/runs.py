@@ -33,6 +33,7 @@ import json
 import math
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import threading
@@ -164,11 +165,12 @@ def atomic_write_json(path, obj):
     atomic_write_bytes(path, json_bytes(obj))
 
 
-def atomic_write_files(contents):
+def atomic_write_files(contents, modes=None):
     """Writes every ``{path: bytes}`` or none: all temp files first, then the renames.
 
-    A destination that is a folder, or a failure while writing the temp files
-    (a folder that is a file, a full disk), leaves every destination untouched.
+    Each file gets ``modes[path]`` (default 0666 minus the umask).  A destination that is a
+    folder, or a failure while writing the temp files (a folder that is a file, a full disk),
+    leaves every destination untouched.
     """
     folders = [path for path in contents if os.path.isdir(path)]
     if folders:
@@ -184,7 +186,7 @@ def atomic_write_files(contents):
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.chmod(tmp, file_mode())
+            os.chmod(tmp, (modes or {}).get(path, file_mode()))
     except BaseException:
         for tmp, _ in staged:
             if os.path.exists(tmp):
@@ -193,6 +195,43 @@ def atomic_write_files(contents):
     for tmp, path in staged:
         os.replace(tmp, path)
     return list(contents)
+
+
+def check_rewritable(path, flag=None):
+    """The real path (symbolic links resolved) of the existing file ``path``, which
+    ``rewrite_file`` may replace; ``OutputPathError`` (naming ``--flag`` when given) when it is
+    not a regular file, is read-only (no write permission bit at all, which root would
+    otherwise ignore, or none for this process), or its folder cannot take the temp file.
+    ``FileNotFoundError`` when it does not exist.  Writes nothing."""
+    name = f"--{flag}={path}" if flag else path
+    real = os.path.realpath(path)
+    status = os.stat(real)
+    mode = stat.S_IMODE(status.st_mode)
+    if not stat.S_ISREG(status.st_mode):
+        raise OutputPathError(f"{name} is not a regular file; nothing was written.")
+    if not mode & 0o222 or not os.access(real, os.W_OK):
+        raise OutputPathError(
+            f"{name} is read-only (mode {mode:04o}"
+            f"{f', {real}' if real != os.path.abspath(path) else ''}); nothing was written. "
+            f"Make it writable (chmod u+w {real}) or pass a writable copy."
+        )
+    folder = os.path.dirname(real)
+    if not _writable(folder):
+        raise OutputPathError(
+            f"{name}: its folder {folder} is not writable (the file is replaced through a temp "
+            "file beside it); nothing was written."
+        )
+    return real
+
+
+def rewrite_file(path, data, flag=None):
+    """Replaces the contents of the existing file ``path`` with ``data`` atomically, as an
+    editor saving it would: through a symbolic link the link's target is replaced (the link
+    stays a link), and the file keeps its mode.  Refused (``check_rewritable``, nothing
+    written) for a file that is read-only or not a regular file.  Returns the real path."""
+    real = check_rewritable(path, flag)
+    atomic_write_files({real: data}, modes={real: stat.S_IMODE(os.stat(real).st_mode)})
+    return real
 
 
 def atomic_save_model(model, path):

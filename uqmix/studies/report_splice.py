@@ -13,14 +13,20 @@ heading line with that title and everything up to the next heading of the same o
 level, every heading of it rendered as a bold line, so the report's own outline is untouched.
 Where titles repeat, ``#MNIST > Classification`` names the section Classification inside the
 section MNIST (rendered ``**MNIST: Classification**``).  Text outside the regions is kept
-byte for byte.  ``splice`` returns the new text; ``stale_regions`` names the regions whose
-content differs from what splicing would give.
+byte for byte: the report is read without newline translation (a CRLF report stays CRLF; the
+spliced lines take the line ending of their region's start line).  ``splice`` returns the new
+text; ``stale_regions`` names the regions whose content differs from what splicing would give;
+``splice_file`` writes the report as an editor would save it (``runs.rewrite_file``: a
+read-only report is refused before any work, a symbolic link stays a link to the updated file,
+the file keeps its mode).
 Every problem (a missing file or section, a title that two sections share, a region without its
 end, a region inside a region) is one ``ValueError`` naming the line of the report.
 """
 
 import os
 import re
+
+from uqmix import runs
 
 _START = re.compile(r"^<!-- splice (?P<path>[^#>]+)#(?P<title>.+?) -->\s*$")
 _END = "<!-- end splice -->"
@@ -105,15 +111,22 @@ def _spliced_regions(report_path, text):
             body = section(markdown, title, source=path)
         except ValueError as error:
             raise ValueError(f"{name}:{start + 1}: {error}") from None
-        result.append((start, end, path, title, "".join(f"{line}\n" for line in ["", *body, ""])))
+        newline = "\r\n" if lines[start].endswith("\r\n") else "\n"
+        content = "".join(f"{line}{newline}" for line in ["", *body, ""])
+        result.append((start, end, path, title, content))
     return lines, result
+
+
+def _read(report_path):
+    """The report's text exactly as stored (no newline translation)."""
+    with open(report_path, encoding="utf-8", newline="") as f:
+        return f.read()
 
 
 def splice(report_path, text=None):
     """The report's text with every region replaced by its section (module doc)."""
     if text is None:
-        with open(report_path, encoding="utf-8") as f:
-            text = f.read()
+        text = _read(report_path)
     lines, regions = _spliced_regions(report_path, text)
     out, position = [], 0
     for start, end, _, _, content in regions:
@@ -126,11 +139,19 @@ def splice(report_path, text=None):
 
 def stale_regions(report_path):
     """[(line, path#title)] of the regions whose text differs from their section now."""
-    with open(report_path, encoding="utf-8") as f:
-        text = f.read()
-    lines, regions = _spliced_regions(report_path, text)
+    lines, regions = _spliced_regions(report_path, _read(report_path))
     return [
         (start + 1, f"{path}#{title}")
         for start, end, path, title, content in regions
         if "".join(lines[start + 1 : end]) != content
     ]
+
+
+def splice_file(report_path, flag="report"):
+    """Splices the report in place (``splice``) and returns its real path.  Refused before any
+    work, nothing written, when the report cannot be rewritten (``runs.check_rewritable``:
+    read-only, not a regular file, its folder not writable; ``OutputPathError`` naming
+    ``--flag``); a symbolic link's target is replaced and the link kept, the mode is kept."""
+    runs.check_rewritable(report_path, flag)
+    text = splice(report_path)
+    return runs.rewrite_file(report_path, text.encode("utf-8"), flag)
