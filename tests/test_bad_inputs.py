@@ -311,11 +311,16 @@ def test_resume_into_a_folder_that_holds_no_uqmix_run_is_refused_untouched(tmp_p
 
 
 def test_resume_accepts_a_folder_holding_only_a_sweeps_log(tmp_path):
-    """A sweep appends log.txt before the binary writes its record; a run stopped in between
-    (say, refused for its data) is continued by the next sweep with --resume."""
+    """A sweep locks the run folder, then appends log.txt, before the binary writes its record;
+    a run stopped in between (say, refused for its data) is continued by the next sweep with
+    --resume.  The user's own folder holding a log.txt (no uqmix lock file) is not adopted."""
     folder = tmp_path / "seed_0"
     folder.mkdir()
     (folder / "log.txt").write_text("an earlier attempt\n")
+    assert _main(fake_experiment, f"--output_dir={folder}", "--resume") == 2  # not locked by us
+    assert sorted(os.listdir(folder)) == ["log.txt"]
+    with runs.run_lock.holding(str(folder)):
+        runs.run_lock.lock(str(folder))  # as the sweep does before opening the log
     assert _main(fake_experiment, f"--output_dir={folder}") == 2  # without --resume: refused
     assert _main(fake_experiment, f"--output_dir={folder}", "--resume") == 0
     assert (folder / runs.METRICS_FILE).exists()

@@ -125,7 +125,15 @@ def test_a_folder_of_other_files_gets_the_report_and_keeps_them(report, sweep, t
     assert _snapshot(figures)["notes.txt"] == b"mine"
     assert _snapshot(figures)["my_plot.png"] == b"my figure"
     with open(os.path.join(out, MARKER), encoding="utf-8") as handle:
-        assert json.load(handle) == {"binary": report.BINARY, "uqmix_version": __version__}
+        assert json.load(handle) == {
+            "binary": report.BINARY,
+            "uqmix_version": __version__,
+            "files": sorted(os.path.basename(p) for p in written if os.path.dirname(p) == out)[
+                :-1
+            ],  # every file written there but the marker
+        }
+    listed = runs.read_json_object(os.path.join(figures, MARKER))["files"]
+    assert "notes.txt" not in listed and "my_plot.png" not in listed
 
 
 def test_a_marked_folder_is_regenerated(tmp_path):
@@ -135,15 +143,47 @@ def test_a_marked_folder_is_regenerated(tmp_path):
     assert first["written"][-1] == os.path.join(out, MARKER)
     with open(os.path.join(out, "tables.md"), "w", encoding="utf-8") as handle:
         handle.write("stale\n")
-    # the other report's marker counts too: the folder is a uqmix report's
+    # the files another report kind wrote count too: what the marker lists is uqmix's
     runs.atomic_write_json(
-        os.path.join(out, MARKER), {"binary": mixture_report.BINARY, "uqmix_version": "0"}
+        os.path.join(out, MARKER),
+        {
+            "binary": mixture_report.BINARY,
+            "uqmix_version": "0",
+            "files": ["attack_curves.png", "robustness.png", "summary.json", "tables.md"],
+        },
     )
     second = pn_report.write_report(root, out)
     assert second["written"] == first["written"]
     with open(os.path.join(out, "tables.md"), encoding="utf-8") as handle:
         assert handle.read() == second["tables"]
-    assert runs.read_json_object(os.path.join(out, MARKER))["binary"] == pn_report.BINARY
+    marker = runs.read_json_object(os.path.join(out, MARKER))
+    assert marker["binary"] == pn_report.BINARY
+    assert marker["files"] == ["attack_curves.png", "robustness.png", "summary.json", "tables.md"]
+
+
+@pytest.mark.parametrize("when", ["before the report", "after the report"])
+def test_a_marked_folder_keeps_a_user_file_its_marker_does_not_list(when, tmp_path):
+    """The marker covers the files uqmix reports wrote, not the folder: the user's own
+    attack_curves.png in a folder mixture_report marked (or added to a pn_report folder
+    later, under a name the report writes) is refused, never replaced."""
+    root, figures = _pn_sweep(tmp_path), str(tmp_path / "paper_figures")
+    if when == "before the report":
+        report_output.write_report_files(
+            {os.path.join(figures, "robustness.png"): b"png"}, mixture_report.BINARY
+        )
+    else:
+        pn_report.write_report(root, str(tmp_path / "out"), figures_dir=figures)
+        os.remove(os.path.join(figures, "attack_curves.png"))
+        runs.atomic_write_json(  # as if this report kind had never written that name
+            os.path.join(figures, MARKER),
+            dict(runs.read_json_object(os.path.join(figures, MARKER)), files=[]),
+        )
+    with open(os.path.join(figures, "attack_curves.png"), "wb") as handle:
+        handle.write(b"MY OWN FIGURE")
+    before = _snapshot(figures)
+    with pytest.raises(runs.OutputPathError, match="already holds attack_curves.png, which"):
+        pn_report.write_report(root, str(tmp_path / "out2"), figures_dir=figures)
+    assert _snapshot(figures) == before
 
 
 @pytest.mark.parametrize(
@@ -154,6 +194,15 @@ def test_a_marked_folder_is_regenerated(tmp_path):
 def test_a_file_named_like_the_marker_is_no_marker_and_is_kept(marker, tmp_path):
     user = str(tmp_path / "my_paper")
     before = _users_folder(user, {MARKER: marker})
+    assert not report_output.is_report_dir(user)
+    with pytest.raises(runs.OutputPathError, match=rf"already holds {MARKER}, which"):
+        pn_report.write_report(_pn_sweep(tmp_path), user)
+    assert _snapshot(user) == before
+    # nor one without the list of files written (what is uqmix's cannot be told)
+    runs.atomic_write_json(
+        os.path.join(user, MARKER), {"binary": pn_report.BINARY, "uqmix_version": "0"}
+    )
+    before = _snapshot(user)
     assert not report_output.is_report_dir(user)
     with pytest.raises(runs.OutputPathError, match=rf"already holds {MARKER}, which"):
         pn_report.write_report(_pn_sweep(tmp_path), user)
@@ -217,6 +266,7 @@ def test_the_committed_report_folders_carry_the_marker():
     ]
     assert len(folders) == 12
     for folder in folders:
-        binary = runs.read_json_object(os.path.join(folder, MARKER))["binary"]
+        marker = runs.read_json_object(os.path.join(folder, MARKER))
         kind = "pn" if os.path.basename(folder).startswith("pn") else "mixture"
-        assert binary == f"experiments.{kind}_report", folder
+        assert marker["binary"] == f"experiments.{kind}_report", folder
+        assert marker["files"] == sorted(set(os.listdir(folder)) - {MARKER}), folder

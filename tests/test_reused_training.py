@@ -193,3 +193,32 @@ def test_a_network_folder_of_the_runs_own_records_is_replaced_by_the_copy(source
     metrics = pn_experiment.run(config)
     assert metrics["training_reused_from"] == str(root / "cfg" / "seed_0")
     assert training.has_checkpoint(str(out / "model"))
+
+
+def test_a_copy_stopped_half_way_leaves_no_half_network_and_is_redone(
+    source, tmp_path, monkeypatch
+):
+    root, _, _ = source
+    out = tmp_path / "run"
+    out.mkdir()
+    real_copytree = reused_training.shutil.copytree
+
+    def stopped(src, dst, *args, **kwargs):
+        monkeypatch.setattr(reused_training.shutil, "copytree", real_copytree)  # its recursion
+        real_copytree(src, dst, *args, **kwargs)
+        for folder, _, names in os.walk(dst):  # the checkpoint half-written
+            for name in names:
+                if name.endswith(".index"):
+                    os.remove(os.path.join(folder, name))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(reused_training.shutil, "copytree", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        reused_training.copy_networks(str(root / "cfg" / "seed_0"), str(out), ["model"])
+    assert not (out / "model").exists()  # only the staging folder, never a half network
+    assert reused_training.copy_networks(str(root / "cfg" / "seed_0"), str(out), ["model"]) == [
+        "model"
+    ]
+    assert training.has_checkpoint(str(out / "model"))
+    assert _tree(out / "model") == _tree(root / "cfg" / "seed_0" / "model")
+    assert sorted(os.listdir(out)) == ["model"]

@@ -262,3 +262,26 @@ def test_cli_names_the_model_that_trains_and_prints_no_info_lines(tmp_path):
     assert lines.index("Training forward_kl (1/2)") < lines.index("Training reverse_kl (2/2)")
     noise = info_log_lines(result)
     assert not noise, noise
+
+
+def test_a_sweep_runs_the_synthetic_binary_and_skips_it_when_done(tmp_path):
+    """The sweep locks each run folder and opens its log.txt before the binary starts; the
+    binary (``--resume`` on by default) must take that folder as a new run (it refused every
+    sweep run while it resumed only folders holding config.json)."""
+    flagfile = tmp_path / "tiny.cfg"
+    flagfile.write_text(
+        "\n".join(
+            f"--{k}={','.join(v) if isinstance(v, list) else v}"
+            for k, v in dict(TINY, losses=["reverse_kl"]).items()
+            if k != "deterministic"
+        )
+        + "\n--nodeterministic\n"
+    )
+    root = tmp_path / "out"
+    args = ["--binary=experiments.synthetic_rkl", f"--flagfiles={flagfile}", "--seeds=0"]
+    run_binary("experiments.sweep", [*args, f"--output_root={root}"])
+    run = root / "tiny" / "seed_0"
+    assert list(runs.read_json(str(run / runs.METRICS_FILE))["models"]) == ["reverse_kl"]
+    assert runs.is_run_dir(str(run))
+    again = run_binary("experiments.sweep", [*args, f"--output_root={root}"])
+    assert "1 of 1 runs already done" in again.stdout + again.stderr

@@ -2,13 +2,14 @@
 
 A report binary (``experiments.pn_report``, ``experiments.mixture_report``) writes its files
 into folders the user names (``--output_dir``, ``--figures_dir``) and, next to them, the marker
-``uqmix_report.json`` ({"binary", "uqmix_version"}), in the same all-or-none write
-(``runs.atomic_write_files``).  A folder with that marker is a uqmix report's: regenerating
-replaces its files.  A folder without it may hold the user's own ``tables.md`` or figures: when
-any file the report would write is already there (the marker's name included), the report is
-refused before any work (``check_report_dirs``, before the runs are read) and again at the
-moment of writing (``write_report_files``, on the exact paths), with one ``OutputPathError``
-naming the files and the fix.  Nothing of the user's is ever replaced.
+``uqmix_report.json`` ({"binary", "uqmix_version", "files"}), in the same all-or-none write
+(``runs.atomic_write_files``).  "files" lists every file name uqmix reports have written into
+that folder (kept across regenerations, by any report kind): those, and only those, a report
+may replace.  Any other file the report would write that is already there — the user's own
+``tables.md`` or figures, in a folder with or without a marker — refuses the report before any
+work (``check_report_dirs``, before the runs are read) and again at the moment of writing
+(``write_report_files``, on the exact paths), with one ``OutputPathError`` naming the files
+and the fix.  Nothing of the user's is ever replaced.
 
 ``experiments.aggregate`` writes one file into the sweep root, ``aggregate.json``; it carries its
 own format field, "uqmix_aggregate" (``write_aggregate``), and an ``aggregate.json`` without it
@@ -23,30 +24,55 @@ from uqmix import __version__, runs
 REPORT_MARKER = "uqmix_report.json"
 
 
-def is_report_dir(folder):
-    """True when ``folder`` holds the marker of a uqmix report: ``uqmix_report.json``, a JSON
-    object with a "binary" and a "uqmix_version" (any uqmix report's; an unreadable or foreign
-    file of that name is no marker)."""
+def written_files(folder):
+    """The names uqmix reports wrote into ``folder``, as its marker ``uqmix_report.json``
+    lists them ({"binary": str, "uqmix_version", "files": [names]}); None when the folder has
+    no such marker (none, unreadable, or a foreign file of that name)."""
     path = os.path.join(folder, REPORT_MARKER)
     if not os.path.isfile(path):
-        return False
+        return None
     try:
         marker = runs.read_json_object(path)
     except ValueError:
-        return False
-    return isinstance(marker.get("binary"), str) and "uqmix_version" in marker
+        return None
+    files = marker.get("files")
+    if not (
+        isinstance(marker.get("binary"), str)
+        and "uqmix_version" in marker
+        and isinstance(files, list)
+        and all(isinstance(name, str) for name in files)
+    ):
+        return None
+    return frozenset(files)
+
+
+def is_report_dir(folder):
+    """True when ``folder`` holds the marker of a uqmix report (``written_files``)."""
+    return written_files(folder) is not None
+
+
+def _not_ours(folder, names):
+    """Of ``names`` present in ``folder``, those no uqmix report wrote there (the marker among
+    them when it is not a uqmix report's)."""
+    ours = written_files(folder)
+    return sorted(
+        name
+        for name in names
+        if os.path.lexists(os.path.join(folder, name))
+        and (ours is None or (name != REPORT_MARKER and name not in ours))
+    )
 
 
 def _refuse(folder, names, flags=()):
-    """The ``OutputPathError`` for ``names`` of the user's in ``folder`` (no report marker),
-    naming the ``flags`` that chose the folder."""
+    """The ``OutputPathError`` for ``names`` in ``folder`` that no uqmix report wrote, naming
+    the ``flags`` that chose the folder."""
     where = f"{'/'.join(f'--{f}' for f in flags)}={folder}" if flags else folder
     fix = f"another --{flags[0]}" if flags else "another output folder"
     return runs.OutputPathError(
         f"{where} already holds {', '.join(sorted(names))}, which this report would replace, "
-        f"and no {REPORT_MARKER} (the marker of a folder a uqmix report wrote): they may be "
-        f"your own files, so nothing was written. Choose {fix}, or move "
-        f"{'it' if len(names) == 1 else 'them'} out of {folder}."
+        f"and its {REPORT_MARKER} (the list of files uqmix reports wrote there) does not name "
+        f"{'it' if len(names) == 1 else 'them'}: they may be your own files, so nothing was "
+        f"written. Choose {fix}, or move {'it' if len(names) == 1 else 'them'} out of {folder}."
     )
 
 
@@ -59,8 +85,9 @@ def check_report_dirs(output_dir, figures_dir, file_names, is_figure_file):
     ``output_dir`` and its figures (the names for which ``is_figure_file(name)`` is True) into
     ``figures_dir`` (default ``output_dir``).  Raises ``runs.OutputPathError`` when a folder
     cannot be written (``runs.check_output_dir``), when a name the report may write is a folder
-    there, or when the folder has no report marker (``is_report_dir``) and holds a file the
-    report may write or a foreign ``uqmix_report.json``.  Creates and writes nothing."""
+    there, or when the folder holds a file the report may write that its report marker does not
+    list (``written_files``; all of them without a marker) or a foreign ``uqmix_report.json``.
+    Creates and writes nothing."""
     outputs = [
         ("output_dir", output_dir, frozenset(file_names).__contains__),
         ("figures_dir" if figures_dir else "output_dir", figures_dir or output_dir, is_figure_file),
@@ -83,28 +110,32 @@ def check_report_dirs(output_dir, figures_dir, file_names, is_figure_file):
                 raise runs.OutputPathError(
                     f"{os.path.join(folder, name)} is a folder; cannot write a file there."
                 )
-        if names and not is_report_dir(folder):
-            raise _refuse(folder, names, list(dict.fromkeys(flag for flag, _, _ in group)))
+        foreign = _not_ours(folder, names)
+        if foreign:
+            raise _refuse(folder, foreign, list(dict.fromkeys(flag for flag, _, _ in group)))
 
 
 def write_report_files(contents, binary):
     """Writes ``contents`` ({path: bytes}) and the marker of every folder they go to (``binary``:
     the report's command, e.g. "experiments.pn_report"), all or none
-    (``runs.atomic_write_files``).  Refuses (``runs.OutputPathError``, nothing written) when a
-    folder without a report marker already holds one of these files or a foreign marker.
-    Returns the paths written, the markers last."""
+    (``runs.atomic_write_files``); each marker lists the names it listed before and those
+    written now.  Refuses (``runs.OutputPathError``, nothing written) when a folder already
+    holds one of these files that its marker does not list (or a foreign marker).  Returns the
+    paths written, the markers last."""
     folders = collections.OrderedDict()
     for path in contents:
         folders.setdefault(_folder_key(os.path.dirname(os.path.abspath(path))), []).append(path)
     markers = {}
     for paths in folders.values():
         folder = os.path.dirname(paths[0]) or "."
-        marker = os.path.join(folder, REPORT_MARKER)
-        if not is_report_dir(folder):
-            existing = [p for p in paths + [marker] if os.path.lexists(p)]
-            if existing:
-                raise _refuse(folder, [os.path.basename(p) for p in existing])
-        markers[marker] = runs.json_bytes({"binary": binary, "uqmix_version": __version__})
+        names = [os.path.basename(p) for p in paths]
+        foreign = _not_ours(folder, names + [REPORT_MARKER])
+        if foreign:
+            raise _refuse(folder, foreign)
+        listed = sorted((written_files(folder) or frozenset()) | set(names))
+        markers[os.path.join(folder, REPORT_MARKER)] = runs.json_bytes(
+            {"binary": binary, "uqmix_version": __version__, "files": listed}
+        )
     return runs.atomic_write_files({**contents, **markers})
 
 

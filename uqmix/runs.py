@@ -444,8 +444,9 @@ def record_differences(found, requested):
     return lines + differences(found["flags"], requested["flags"])
 
 
-# What a sweep leaves in a run folder before the binary first writes its record: the log it
-# appends to (``uqmix.sweep``).  ``--resume`` accepts a folder holding only these.
+# What a sweep leaves in a run folder before the binary first writes its record, beside the
+# folder's lock file (``uqmix.run_lock``, taken before the log is opened): the log it appends
+# to (``uqmix.sweep``).  ``--resume`` accepts a locked-before folder holding only these.
 RESUMABLE_BEFORE_RECORD = frozenset({"log.txt"})
 
 
@@ -453,8 +454,9 @@ def claim_output_dir(output_dir, resume=False, overwrite=False):
     """Makes ``output_dir`` this process's run folder without writing any result: checks
     the path (``check_output_dir``), refuses what ``prepare_output_dir`` would refuse
     without looking at the configuration — a non-empty folder that is not a uqmix run
-    (``is_run_dir``; with ``resume`` also one holding only ``RESUMABLE_BEFORE_RECORD``, a
-    sweep's log of a run that stopped before writing its record); with ``overwrite``, a
+    (``is_run_dir``; with ``resume`` also one holding only ``RESUMABLE_BEFORE_RECORD`` and the
+    lock file: a sweep's log of a run that stopped before writing its record); with
+    ``overwrite``, a
     folder ``check_removable`` refuses — then creates the folder and takes its lock
     (``run_lock.lock``; ``RunInUseError`` while another process has it).  Re-entrant."""
     check_output_dir(output_dir)
@@ -463,7 +465,9 @@ def claim_output_dir(output_dir, resume=False, overwrite=False):
         if overwrite:
             check_removable(output_dir)
         elif not is_run_dir(output_dir) and not (
-            resume and set(present) <= RESUMABLE_BEFORE_RECORD
+            resume
+            and set(present) <= RESUMABLE_BEFORE_RECORD
+            and os.path.isfile(os.path.join(output_dir, LOCK_FILE))
         ):
             raise ConfigMismatchError(
                 f"{output_dir} exists and is not empty but holds no uqmix run (no {RUN_MARKER}, "

@@ -897,7 +897,11 @@ def _run(config):
     mine, blackbox = network_dirs(config), network_dirs(config, BLACKBOX_PREFIX)
     optional = blackbox if config["blackbox_transfer"] else []
     if reuse_source:  # before any work: a copy must not replace files that are not the run's
-        reused_training.check_targets(config["output_dir"], mine + optional, (NETWORK_SEED_FILE,))
+        reused_training.check_targets(
+            config["output_dir"],
+            reused_training.networks_to_copy(reuse_source, config["output_dir"], mine, optional),
+            (NETWORK_SEED_FILE,),
+        )
     strategy, data = run_steps.begin(config, load_data)  # then every worker runs the same steps
     copied = []
     if reuse_source:

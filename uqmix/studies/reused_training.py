@@ -138,26 +138,40 @@ def _is_empty_folder(folder, name):
     return os.path.isdir(path) and not os.path.islink(path) and not os.listdir(path)
 
 
+def networks_to_copy(source, output_dir, network_dirs, optional_dirs=()):
+    """The network folders ``copy_networks`` copies: ``network_dirs`` and those of
+    ``optional_dirs`` the source has trained; none when ``output_dir`` has a checkpoint in
+    any of them (the run trained or copied already: it resumes its own folders)."""
+    names = list(network_dirs) + [
+        name for name in optional_dirs if training.has_checkpoint(os.path.join(source, name))
+    ]
+    if any(training.has_checkpoint(os.path.join(output_dir, name)) for name in names):
+        return []
+    return names
+
+
 def copy_networks(
     source, output_dir, network_dirs, optional_dirs=(), seconds_keys=(), replaceable=()
 ):
     """Copies the network folders ``network_dirs`` (and those of ``optional_dirs`` the source
     has) of ``source`` into ``output_dir`` unless ``output_dir`` already trained any of them;
     adds the source's training seconds under ``seconds_keys`` (those of copied networks) to
-    this run's timing.json.  Returns the names copied (empty: nothing to do).  A target
-    folder without a checkpoint is replaced only when ``check_targets`` (with
-    ``replaceable``) allows it: checked for every target before anything is changed."""
-    names = list(network_dirs) + [
-        name for name in optional_dirs if training.has_checkpoint(os.path.join(source, name))
-    ]
-    if any(training.has_checkpoint(os.path.join(output_dir, name)) for name in names):
-        return []  # this run trained (or copied) already: it resumes its own folder
+    this run's timing.json.  Returns the names copied (``networks_to_copy``; empty: nothing
+    to do).  A target folder without a checkpoint is replaced only when ``check_targets``
+    (with ``replaceable``) allows it: checked for every target before anything is changed."""
+    names = networks_to_copy(source, output_dir, network_dirs, optional_dirs)
     check_targets(output_dir, names, replaceable)
     for name in names:
+        # copied beside the target, then renamed into place: a copy stopped half-way leaves
+        # only the staging folder (this name is uqmix's; the next attempt clears it)
+        staging = os.path.join(output_dir, f".{name}.uqmix-copy")
+        if os.path.lexists(staging):
+            shutil.rmtree(staging)
+        shutil.copytree(os.path.join(source, name), staging, ignore=_ignore_worker_copies)
         target = os.path.join(output_dir, name)
         if os.path.isdir(target):  # the run's own records only (check_targets): no network
             shutil.rmtree(target)
-        shutil.copytree(os.path.join(source, name), target, ignore=_ignore_worker_copies)
+        os.rename(staging, target)
     for key, name in seconds_keys:
         if name in names:
             seconds = _source_seconds(source, key)

@@ -320,9 +320,9 @@ def run(config):
     from before the data is read when it exists: a second process writing it is refused.
     """
     config = validate_config(config)
-    # Resume only a run of ours (as ``_run``'s prepare): a folder without config.json is new.
-    ours = os.path.exists(os.path.join(config["output_dir"], runs.CONFIG_FILE))
-    return runs.run_holding_output_dir(_run, config, resume=config["resume"] and ours)
+    # ``resume`` (on by default) continues a run of ours only: ``runs.claim_output_dir`` refuses
+    # a non-empty folder that holds none, and a new or empty folder starts a run.
+    return runs.run_holding_output_dir(_run, config)
 
 
 def _run(config):
@@ -333,12 +333,8 @@ def _run(config):
     strategy = make_strategy(config["strategy"], tpu_address=config["tpu_address"] or None)
     chief = distributed.is_chief(strategy)  # the other workers write no results
 
-    def prepare(folder, run_config, resume, overwrite):
-        # Resume only a run of ours: a non-empty folder without config.json is refused.
-        resume = resume and os.path.exists(os.path.join(folder, runs.CONFIG_FILE))
-        return runs.prepare_output_dir(folder, run_config, resume=resume, overwrite=overwrite)
-
-    distributed.prepare_output_dir(config, strategy, prepare)  # the chief creates the folder
+    # the chief creates the folder
+    distributed.prepare_output_dir(config, strategy, runs.prepare_output_dir)
     data = load_data()
     metrics_path = os.path.join(output_dir, runs.METRICS_FILE)
     previous = (
