@@ -310,10 +310,14 @@ def test_resume_into_a_folder_that_holds_no_uqmix_run_is_refused_untouched(tmp_p
     assert _tree_bytes(folder) == before
 
 
-def test_resume_accepts_a_folder_holding_only_a_sweeps_log(tmp_path):
+@pytest.mark.parametrize("locks", ["fcntl", "no fcntl"])  # no fcntl: Windows
+def test_resume_accepts_a_folder_holding_only_a_sweeps_log(tmp_path, monkeypatch, locks):
     """A sweep locks the run folder, then appends log.txt, before the binary writes its record;
     a run stopped in between (say, refused for its data) is continued by the next sweep with
-    --resume.  The user's own folder holding a log.txt (no uqmix lock file) is not adopted."""
+    --resume.  The user's own folder holding a log.txt (no uqmix lock file) is not adopted.
+    Where nothing can be locked, the lock file is still created (it marks the claim)."""
+    if locks == "no fcntl":
+        monkeypatch.setattr(runs.run_lock, "fcntl", None)
     folder = tmp_path / "seed_0"
     folder.mkdir()
     (folder / "log.txt").write_text("an earlier attempt\n")

@@ -221,4 +221,67 @@ def test_a_copy_stopped_half_way_leaves_no_half_network_and_is_redone(
     ]
     assert training.has_checkpoint(str(out / "model"))
     assert _tree(out / "model") == _tree(root / "cfg" / "seed_0" / "model")
-    assert sorted(os.listdir(out)) == ["model"]
+    assert sorted(os.listdir(out)) == sorted([reused_training.COPY_RECORD, "model"])
+
+
+def test_a_copy_stopped_between_two_networks_is_finished_and_timed_once(
+    source, tmp_path, monkeypatch
+):
+    """Stopped after the first network was in place: the next attempt copies the second (it
+    must not take the first's checkpoint for "this run trained its networks" and train the
+    second here), sets the seconds once and records the copy."""
+    root, _, _ = source
+    src, out = root / "cfg" / "seed_0", tmp_path / "run"
+    out.mkdir()
+    names = ["model", "blackbox_source_model"]
+    keys = [("train_seconds", "model"), ("blackbox_source_train_seconds", names[1])]
+    real_copytree = reused_training.shutil.copytree
+
+    def second_stops(src_dir, dst, *args, **kwargs):
+        if os.path.basename(dst) == f".{names[1]}.uqmix-copy":
+            raise KeyboardInterrupt
+        monkeypatch.setattr(reused_training.shutil, "copytree", real_copytree)
+        try:
+            return real_copytree(src_dir, dst, *args, **kwargs)
+        finally:
+            monkeypatch.setattr(reused_training.shutil, "copytree", second_stops)
+
+    monkeypatch.setattr(reused_training.shutil, "copytree", second_stops)
+    with pytest.raises(KeyboardInterrupt):
+        reused_training.copy_networks(str(src), str(out), ["model"], names[1:], keys)
+    monkeypatch.setattr(reused_training.shutil, "copytree", real_copytree)
+    assert training.has_checkpoint(str(out / "model"))
+    assert not (out / names[1]).exists()
+    assert reused_training.copy_record(str(out))["finished"] is False
+    for _ in range(2):  # finished, then nothing left to do
+        reused_training.copy_networks(str(src), str(out), ["model"], names[1:], keys)
+    for name in names:
+        assert _tree(out / name) == _tree(src / name)
+    for key, _ in keys:
+        assert runs.read_seconds(str(out), key) == reused_training._source_seconds(str(src), key)
+    assert reused_training.copy_record(str(out)) == {
+        "source": str(src),
+        "networks": names,
+        "finished": True,
+    }
+    assert not [n for n in os.listdir(out) if n.endswith(".uqmix-copy")]
+    with pytest.raises(ValueError, match="was copying the networks of"):  # another source
+        runs.atomic_write_json(
+            str(out / reused_training.COPY_RECORD),
+            {"source": "/elsewhere", "networks": names, "finished": False},
+        )
+        reused_training.networks_to_copy(str(src), str(out), ["model"], names[1:])
+
+
+def test_a_run_that_trained_its_own_networks_does_not_claim_a_reuse(source, tmp_path):
+    """--reuse_training_from added when resuming a run that trained its networks itself copies
+    nothing, and metrics.json must not say the networks came from the source."""
+    root, config, _ = source
+    out = tmp_path / "run"
+    own = dict(config, output_dir=str(out), blackbox_transfer=False, attack=False)
+    pn_experiment.run(own)
+    metrics = pn_experiment.run(
+        dict(own, resume=True, reuse_training_from=str(root / "cfg" / "seed_0"))
+    )
+    assert "training_reused_from" not in metrics
+    assert reused_training.copy_record(str(out)) is None

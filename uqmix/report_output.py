@@ -68,11 +68,16 @@ def _refuse(folder, names, flags=()):
     the ``flags`` that chose the folder."""
     where = f"{'/'.join(f'--{f}' for f in flags)}={folder}" if flags else folder
     fix = f"another --{flags[0]}" if flags else "another output folder"
+    them = "it" if len(names) == 1 else "them"
+    why = (
+        f"its {REPORT_MARKER} (the list of files uqmix reports wrote there) does not name {them}"
+        if is_report_dir(folder)
+        else f"it has no valid {REPORT_MARKER} (the list of files uqmix reports wrote there)"
+    )
     return runs.OutputPathError(
         f"{where} already holds {', '.join(sorted(names))}, which this report would replace, "
-        f"and its {REPORT_MARKER} (the list of files uqmix reports wrote there) does not name "
-        f"{'it' if len(names) == 1 else 'them'}: they may be your own files, so nothing was "
-        f"written. Choose {fix}, or move {'it' if len(names) == 1 else 'them'} out of {folder}."
+        f"and {why}: they may be your own files, so nothing was written. Choose {fix}, or "
+        f"move {them} out of {folder}."
     )
 
 

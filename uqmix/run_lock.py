@@ -177,6 +177,10 @@ def lock(folder):
             del _held[key]  # the folder was deleted or replaced since: lock the new one
             held.close()
         if fcntl is None:
+            # no lock, but the lock file still marks the folder as claimed by uqmix (a sweep's
+            # run folder holding only its log.txt is resumable only beside it: runs.claim_output_dir)
+            with open(path, "a", encoding="utf-8"):
+                pass
             _warn_unlocked(folder, "no fcntl on this platform")
             return
         inherited = _inherited(path)

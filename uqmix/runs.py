@@ -566,6 +566,17 @@ def add_seconds(output_dir, key, seconds):
     return totals[key]
 
 
+def set_seconds(output_dir, key, seconds):
+    """Sets the total ``key`` kept in ``output_dir``/timing.json (``add_seconds``) to
+    ``seconds``: for time spent elsewhere (networks copied from another run), recorded once
+    however often it is set."""
+    path = os.path.join(output_dir, TIMING_FILE)
+    with _exclusive(path + ".lock"):
+        totals = read_json_object(path) if os.path.exists(path) else {}
+        totals[key] = float(seconds)
+        atomic_write_json(path, totals)
+
+
 @contextlib.contextmanager
 def _exclusive(lock_path):
     """Holds ``flock(LOCK_EX)`` on ``lock_path`` (blocking) for the block: read-modify-write

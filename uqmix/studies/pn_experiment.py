@@ -925,12 +925,12 @@ def _run(config):
     to_train = [network for network in run_networks(config) if network[0] not in copied]
     helpers = parallel_training.start(config, to_train, config["verbose"])
     try:
-        return _train_evaluate_attack(config, data, strategy, reuse_source, helpers)
+        return _train_evaluate_attack(config, data, strategy, helpers)
     finally:
         helpers.stop()  # after a normal end none is left running; after an error, stopped
 
 
-def _train_evaluate_attack(config, data, strategy, reuse_source, helpers):
+def _train_evaluate_attack(config, data, strategy, helpers):
     """Steps 3–5 of the module doc: train (with ``helpers``), evaluate, attack, write."""
     networks, seconds, network_seeds = train_networks(config, data, strategy, helpers=helpers)
     seconds = train_seconds_total(config, strategy, "train_seconds", seconds)
@@ -965,8 +965,9 @@ def _train_evaluate_attack(config, data, strategy, reuse_source, helpers):
             "num_ood_test_examples": {n: len(x) for n, x in data["ood_test"].items()},
         }
     )
-    if reuse_source:
-        metrics["training_reused_from"] = os.path.abspath(reuse_source)
+    copied = reused_training.copy_record(config["output_dir"])
+    if copied:  # networks were copied (by this invocation or an earlier one, flag or not)
+        metrics["training_reused_from"] = copied["source"]
     if config["attack"]:
         start = time.perf_counter()
         console.progress(

@@ -16,9 +16,11 @@ the source trained, the source is only read.
   ``EVALUATION_ONLY`` (evaluation and attack flags) and ``runs.VOLATILE_KEYS``; a flag the
   source predates must be at its default.  Anything else is one error listing the differences,
   before any work.
-* Only a run that has not started training copies (a resumed run continues its own folder).
-  The copied training seconds (timing.json, else the source's metrics.json) stay this run's
-  ``train_seconds``; ``metrics.json`` records ``training_reused_from``.
+* Only a run that has not started training copies (a resumed run continues its own folder);
+  a copy stopped part-way is finished by the next attempt (``COPY_RECORD``).  The copied
+  training seconds (timing.json, else the source's metrics.json) are this run's
+  ``train_seconds``; ``metrics.json`` records ``training_reused_from`` when networks were
+  copied (``copy_record``).
 """
 
 import os
@@ -138,10 +140,37 @@ def _is_empty_folder(folder, name):
     return os.path.isdir(path) and not os.path.islink(path) and not os.listdir(path)
 
 
+COPY_RECORD = "reused_training.json"  # in the run folder: {"source", "networks", "finished"}
+
+
+def copy_record(output_dir):
+    """The record ``copy_networks`` keeps in ``output_dir`` ({"source": absolute path,
+    "networks": [folder names], "finished": bool}), or None when the run copied nothing."""
+    path = os.path.join(output_dir, COPY_RECORD)
+    return runs.read_json_object(path) if os.path.exists(path) else None
+
+
 def networks_to_copy(source, output_dir, network_dirs, optional_dirs=()):
-    """The network folders ``copy_networks`` copies: ``network_dirs`` and those of
-    ``optional_dirs`` the source has trained; none when ``output_dir`` has a checkpoint in
-    any of them (the run trained or copied already: it resumes its own folders)."""
+    """The network folders ``copy_networks`` still has to copy: an unfinished copy's (its
+    record) that hold no checkpoint yet; else ``network_dirs`` and those of ``optional_dirs``
+    the source has trained, or none when ``output_dir`` has a checkpoint in any of them (the
+    run trained them itself: it resumes its own folders) or finished its copy.  ValueError when
+    an unfinished copy came from another source (the networks of two runs would be mixed)."""
+    record = copy_record(output_dir)
+    if record is not None:
+        if record["finished"]:
+            return []
+        if record["source"] != os.path.abspath(source):
+            raise ValueError(
+                f"--{FLAG}: {output_dir} was copying the networks of {record['source']} when it "
+                f"stopped; finish with --{FLAG}={record['source']} (or start another "
+                "--output_dir)."
+            )
+        return [
+            name
+            for name in record["networks"]
+            if not training.has_checkpoint(os.path.join(output_dir, name))
+        ]
     names = list(network_dirs) + [
         name for name in optional_dirs if training.has_checkpoint(os.path.join(source, name))
     ]
@@ -153,18 +182,30 @@ def networks_to_copy(source, output_dir, network_dirs, optional_dirs=()):
 def copy_networks(
     source, output_dir, network_dirs, optional_dirs=(), seconds_keys=(), replaceable=()
 ):
-    """Copies the network folders ``network_dirs`` (and those of ``optional_dirs`` the source
-    has) of ``source`` into ``output_dir`` unless ``output_dir`` already trained any of them;
-    adds the source's training seconds under ``seconds_keys`` (those of copied networks) to
-    this run's timing.json.  Returns the names copied (``networks_to_copy``; empty: nothing
-    to do).  A target folder without a checkpoint is replaced only when ``check_targets``
-    (with ``replaceable``) allows it: checked for every target before anything is changed."""
+    """Copies the network folders ``networks_to_copy`` names from ``source`` into
+    ``output_dir`` and sets this run's training seconds under ``seconds_keys`` ((key, folder)
+    pairs: the source's seconds of each copied folder's key) in its timing.json.  Returns the
+    names copied by this call (empty: nothing to do).
+
+    A target folder without a checkpoint is replaced only when ``check_targets`` (with
+    ``replaceable``) allows it: checked for every target before anything is changed.  The
+    copy is recorded first (``COPY_RECORD``, unfinished), each folder is copied beside its
+    target and renamed into place, then the seconds are set and the record finished: a copy
+    stopped anywhere is finished by the next call (a half-copied folder is only ever the
+    staging folder, which is cleared), never mistaken for networks the run trained."""
     names = networks_to_copy(source, output_dir, network_dirs, optional_dirs)
+    if not names:
+        return []
     check_targets(output_dir, names, replaceable)
+    record_path = os.path.join(output_dir, COPY_RECORD)
+    record = copy_record(output_dir) or {
+        "source": os.path.abspath(source),
+        "networks": names,
+        "finished": False,
+    }
+    runs.atomic_write_json(record_path, record)
     for name in names:
-        # copied beside the target, then renamed into place: a copy stopped half-way leaves
-        # only the staging folder (this name is uqmix's; the next attempt clears it)
-        staging = os.path.join(output_dir, f".{name}.uqmix-copy")
+        staging = os.path.join(output_dir, f".{name}.uqmix-copy")  # uqmix's name: cleared
         if os.path.lexists(staging):
             shutil.rmtree(staging)
         shutil.copytree(os.path.join(source, name), staging, ignore=_ignore_worker_copies)
@@ -173,10 +214,11 @@ def copy_networks(
             shutil.rmtree(target)
         os.rename(staging, target)
     for key, name in seconds_keys:
-        if name in names:
+        if name in record["networks"]:
             seconds = _source_seconds(source, key)
-            if seconds is not None:
-                runs.add_seconds(output_dir, key, seconds)
+            if seconds is not None:  # set, not added: a finishing call must not count twice
+                runs.set_seconds(output_dir, key, seconds)
+    runs.atomic_write_json(record_path, dict(record, finished=True))
     return names
 
 
