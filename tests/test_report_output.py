@@ -4,6 +4,7 @@ A report folder (``--output_dir``, ``--figures_dir``) without the marker ``uqmix
 that already holds a file the report would write is refused before any work, naming the files;
 a folder with the marker is regenerated.  ``aggregate.json`` carries its own format field."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -128,9 +129,11 @@ def test_a_folder_of_other_files_gets_the_report_and_keeps_them(report, sweep, t
         assert json.load(handle) == {
             "binary": report.BINARY,
             "uqmix_version": __version__,
-            "files": sorted(os.path.basename(p) for p in written if os.path.dirname(p) == out)[
-                :-1
-            ],  # every file written there but the marker
+            "files": {  # every file written there but the marker, with its SHA-256
+                os.path.basename(p): hashlib.sha256(open(p, "rb").read()).hexdigest()
+                for p in written
+                if os.path.dirname(p) == out and os.path.basename(p) != MARKER
+            },
         }
     listed = runs.read_json_object(os.path.join(figures, MARKER))["files"]
     assert "notes.txt" not in listed and "my_plot.png" not in listed
@@ -141,16 +144,16 @@ def test_a_marked_folder_is_regenerated(tmp_path):
     first = pn_report.write_report(root, out)
     assert sorted(os.listdir(out)) == ["attack_curves.png", "summary.json", "tables.md", MARKER]
     assert first["written"][-1] == os.path.join(out, MARKER)
-    with open(os.path.join(out, "tables.md"), "w", encoding="utf-8") as handle:
-        handle.write("stale\n")
     # the files another report kind wrote count too: what the marker lists is uqmix's
+    with open(os.path.join(out, "robustness.png"), "wb") as handle:
+        handle.write(b"png")
+    listed = dict(
+        runs.read_json_object(os.path.join(out, MARKER))["files"],
+        **{"robustness.png": hashlib.sha256(b"png").hexdigest(), "gone.png": "0" * 64},
+    )
     runs.atomic_write_json(
         os.path.join(out, MARKER),
-        {
-            "binary": mixture_report.BINARY,
-            "uqmix_version": "0",
-            "files": ["attack_curves.png", "robustness.png", "summary.json", "tables.md"],
-        },
+        {"binary": mixture_report.BINARY, "uqmix_version": "0", "files": listed},
     )
     second = pn_report.write_report(root, out)
     assert second["written"] == first["written"]
@@ -158,7 +161,26 @@ def test_a_marked_folder_is_regenerated(tmp_path):
         assert handle.read() == second["tables"]
     marker = runs.read_json_object(os.path.join(out, MARKER))
     assert marker["binary"] == pn_report.BINARY
-    assert marker["files"] == ["attack_curves.png", "robustness.png", "summary.json", "tables.md"]
+    # a listed file no longer there is dropped from the list
+    assert sorted(marker["files"]) == [
+        "attack_curves.png",
+        "robustness.png",
+        "summary.json",
+        "tables.md",
+    ]
+
+
+def test_a_report_file_the_user_edited_is_not_replaced(tmp_path):
+    """The marker holds each written file's SHA-256: tables.md edited by hand since is the
+    user's now, refused, kept byte for byte."""
+    root, out = _pn_sweep(tmp_path), str(tmp_path / "out")
+    pn_report.write_report(root, out)
+    with open(os.path.join(out, "tables.md"), "a", encoding="utf-8") as handle:
+        handle.write("\nMy notes on these numbers.\n")
+    before = _snapshot(out)
+    with pytest.raises(runs.OutputPathError, match="already holds tables.md, which .* as they"):
+        pn_report.write_report(root, out)
+    assert _snapshot(out) == before
 
 
 @pytest.mark.parametrize("when", ["before the report", "after the report"])
@@ -176,13 +198,13 @@ def test_a_marked_folder_keeps_a_user_file_its_marker_does_not_list(when, tmp_pa
         os.remove(os.path.join(figures, "attack_curves.png"))
         runs.atomic_write_json(  # as if this report kind had never written that name
             os.path.join(figures, MARKER),
-            dict(runs.read_json_object(os.path.join(figures, MARKER)), files=[]),
+            dict(runs.read_json_object(os.path.join(figures, MARKER)), files={}),
         )
     with open(os.path.join(figures, "attack_curves.png"), "wb") as handle:
         handle.write(b"MY OWN FIGURE")
     before = _snapshot(figures)
     with pytest.raises(
-        runs.OutputPathError, match="already holds attack_curves.png, which .* does not name it"
+        runs.OutputPathError, match="already holds attack_curves.png, which .* not list it"
     ):
         pn_report.write_report(root, str(tmp_path / "out2"), figures_dir=figures)
     assert _snapshot(figures) == before
@@ -273,4 +295,7 @@ def test_the_committed_report_folders_carry_the_marker():
         marker = runs.read_json_object(os.path.join(folder, MARKER))
         kind = "pn" if os.path.basename(folder).startswith("pn") else "mixture"
         assert marker["binary"] == f"experiments.{kind}_report", folder
-        assert marker["files"] == sorted(set(os.listdir(folder)) - {MARKER}), folder
+        assert sorted(marker["files"]) == sorted(set(os.listdir(folder)) - {MARKER}), folder
+        for name, digest in marker["files"].items():  # as written: regenerating may replace
+            with open(os.path.join(folder, name), "rb") as handle:
+                assert hashlib.sha256(handle.read()).hexdigest() == digest, (folder, name)

@@ -3,10 +3,11 @@
 A report binary (``experiments.pn_report``, ``experiments.mixture_report``) writes its files
 into folders the user names (``--output_dir``, ``--figures_dir``) and, next to them, the marker
 ``uqmix_report.json`` ({"binary", "uqmix_version", "files"}), in the same all-or-none write
-(``runs.atomic_write_files``).  "files" lists every file name uqmix reports have written into
-that folder (kept across regenerations, by any report kind): those, and only those, a report
-may replace.  Any other file the report would write that is already there — the user's own
-``tables.md`` or figures, in a folder with or without a marker — refuses the report before any
+(``runs.atomic_write_files``).  "files" maps every file name uqmix reports have written into
+that folder (kept across regenerations, by any report kind) to the SHA-256 of the bytes
+written: a file that is still exactly that, and only such a file, a report may replace.  Any
+other file the report would write that is already there — the user's own ``tables.md`` or
+figures, in a folder with or without a marker, or a report file the user edited since — refuses the report before any
 work (``check_report_dirs``, before the runs are read) and again at the moment of writing
 (``write_report_files``, on the exact paths), with one ``OutputPathError`` naming the files
 and the fix.  Nothing of the user's is ever replaced.
@@ -17,6 +18,7 @@ is never replaced (``check_aggregate_file``).
 """
 
 import collections
+import hashlib
 import os
 
 from uqmix import __version__, runs
@@ -24,10 +26,20 @@ from uqmix import __version__, runs
 REPORT_MARKER = "uqmix_report.json"
 
 
+def _digest(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def _file_digest(path):
+    with open(path, "rb") as handle:
+        return _digest(handle.read())
+
+
 def written_files(folder):
-    """The names uqmix reports wrote into ``folder``, as its marker ``uqmix_report.json``
-    lists them ({"binary": str, "uqmix_version", "files": [names]}); None when the folder has
-    no such marker (none, unreadable, or a foreign file of that name)."""
+    """{name: SHA-256 hex} of the files uqmix reports wrote into ``folder``, as its marker
+    ``uqmix_report.json`` lists them ({"binary": str, "uqmix_version", "files": {name:
+    digest}}); None when the folder has no such marker (none, unreadable, or a foreign file
+    of that name)."""
     path = os.path.join(folder, REPORT_MARKER)
     if not os.path.isfile(path):
         return None
@@ -39,11 +51,11 @@ def written_files(folder):
     if not (
         isinstance(marker.get("binary"), str)
         and "uqmix_version" in marker
-        and isinstance(files, list)
-        and all(isinstance(name, str) for name in files)
+        and isinstance(files, dict)
+        and all(isinstance(name, str) and isinstance(d, str) for name, d in files.items())
     ):
         return None
-    return frozenset(files)
+    return dict(files)
 
 
 def is_report_dir(folder):
@@ -51,15 +63,24 @@ def is_report_dir(folder):
     return written_files(folder) is not None
 
 
+def _is_ours(folder, name, ours):
+    """True when ``folder/name`` is the marker of a uqmix report, or a regular file with the
+    bytes a uqmix report wrote there (its digest in the marker ``ours``): a file the user
+    saved under that name since, or a link, is not."""
+    path = os.path.join(folder, name)
+    if ours is None or os.path.islink(path) or not os.path.isfile(path):
+        return False
+    return name == REPORT_MARKER or ours.get(name) == _file_digest(path)
+
+
 def _not_ours(folder, names):
-    """Of ``names`` present in ``folder``, those no uqmix report wrote there (the marker among
-    them when it is not a uqmix report's)."""
+    """Of ``names`` present in ``folder``, those no uqmix report wrote there as they are now
+    (the marker among them when it is not a uqmix report's)."""
     ours = written_files(folder)
     return sorted(
         name
         for name in names
-        if os.path.lexists(os.path.join(folder, name))
-        and (ours is None or (name != REPORT_MARKER and name not in ours))
+        if os.path.lexists(os.path.join(folder, name)) and not _is_ours(folder, name, ours)
     )
 
 
@@ -70,7 +91,8 @@ def _refuse(folder, names, flags=()):
     fix = f"another --{flags[0]}" if flags else "another output folder"
     them = "it" if len(names) == 1 else "them"
     why = (
-        f"its {REPORT_MARKER} (the list of files uqmix reports wrote there) does not name {them}"
+        f"its {REPORT_MARKER} (the files uqmix reports wrote there, with their SHA-256) does "
+        f"not list {them} as they are now"
         if is_report_dir(folder)
         else f"it has no valid {REPORT_MARKER} (the list of files uqmix reports wrote there)"
     )
@@ -90,9 +112,9 @@ def check_report_dirs(output_dir, figures_dir, file_names, is_figure_file):
     ``output_dir`` and its figures (the names for which ``is_figure_file(name)`` is True) into
     ``figures_dir`` (default ``output_dir``).  Raises ``runs.OutputPathError`` when a folder
     cannot be written (``runs.check_output_dir``), when a name the report may write is a folder
-    there, or when the folder holds a file the report may write that its report marker does not
-    list (``written_files``; all of them without a marker) or a foreign ``uqmix_report.json``.
-    Creates and writes nothing."""
+    there, or when the folder holds a file the report may write that its report marker does
+    not list as it is now (``written_files``; all of them without a marker) or a foreign
+    ``uqmix_report.json``.  Creates and writes nothing."""
     outputs = [
         ("output_dir", output_dir, frozenset(file_names).__contains__),
         ("figures_dir" if figures_dir else "output_dir", figures_dir or output_dir, is_figure_file),
@@ -123,10 +145,11 @@ def check_report_dirs(output_dir, figures_dir, file_names, is_figure_file):
 def write_report_files(contents, binary):
     """Writes ``contents`` ({path: bytes}) and the marker of every folder they go to (``binary``:
     the report's command, e.g. "experiments.pn_report"), all or none
-    (``runs.atomic_write_files``); each marker lists the names it listed before and those
-    written now.  Refuses (``runs.OutputPathError``, nothing written) when a folder already
-    holds one of these files that its marker does not list (or a foreign marker).  Returns the
-    paths written, the markers last."""
+    (``runs.atomic_write_files``); each marker lists the files it listed before that are
+    still as written, and those written now, with their digests.  Refuses
+    (``runs.OutputPathError``, nothing written) when a folder already holds one of these files
+    that its marker does not list as it is now (or a foreign marker).  Returns the paths
+    written, the markers last."""
     folders = collections.OrderedDict()
     for path in contents:
         folders.setdefault(_folder_key(os.path.dirname(os.path.abspath(path))), []).append(path)
@@ -137,7 +160,12 @@ def write_report_files(contents, binary):
         foreign = _not_ours(folder, names + [REPORT_MARKER])
         if foreign:
             raise _refuse(folder, foreign)
-        listed = sorted((written_files(folder) or frozenset()) | set(names))
+        listed = {  # what uqmix wrote there and is still there as written, and this write
+            name: digest
+            for name, digest in (written_files(folder) or {}).items()
+            if _is_ours(folder, name, {name: digest})
+        }
+        listed.update({os.path.basename(p): _digest(contents[p]) for p in paths})
         markers[os.path.join(folder, REPORT_MARKER)] = runs.json_bytes(
             {"binary": binary, "uqmix_version": __version__, "files": listed}
         )
