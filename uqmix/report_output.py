@@ -163,7 +163,7 @@ def write_report_files(contents, binary):
         listed = {  # what uqmix wrote there and is still there as written, and this write
             name: digest
             for name, digest in (written_files(folder) or {}).items()
-            if _is_ours(folder, name, {name: digest})
+            if name not in names and _is_ours(folder, name, {name: digest})
         }
         listed.update({os.path.basename(p): _digest(contents[p]) for p in paths})
         markers[os.path.join(folder, REPORT_MARKER)] = runs.json_bytes(

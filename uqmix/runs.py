@@ -456,9 +456,9 @@ def claim_output_dir(output_dir, resume=False, overwrite=False):
     without looking at the configuration — a non-empty folder that is not a uqmix run
     (``is_run_dir``; with ``resume`` also one holding only ``RESUMABLE_BEFORE_RECORD`` and the
     lock file: a sweep's log of a run that stopped before writing its record); with
-    ``overwrite``, a
-    folder ``check_removable`` refuses — then creates the folder and takes its lock
-    (``run_lock.lock``; ``RunInUseError`` while another process has it).  Re-entrant."""
+    ``overwrite``, a folder ``check_removable`` refuses — then creates the folder and takes
+    its lock (``run_lock.lock``; ``RunInUseError`` while another process has it).
+    Re-entrant."""
     check_output_dir(output_dir)
     present = entries(output_dir) if os.path.isdir(output_dir) else []
     if present:  # refusals that write nothing
@@ -558,23 +558,25 @@ def add_seconds(output_dir, key, seconds):
     """Adds ``seconds`` to the total ``key`` kept in ``output_dir``/timing.json and returns the
     total: the time of every invocation of a resumed run, not only the last one
     (``training.fit_resumable`` adds each finished epoch)."""
-    path = os.path.join(output_dir, TIMING_FILE)
-    with _exclusive(path + ".lock"):  # helper processes add to the same file
-        totals = read_json_object(path) if os.path.exists(path) else {}
-        totals[key] = float(totals.get(key) or 0.0) + float(seconds)
-        atomic_write_json(path, totals)
-    return totals[key]
+    return _update_seconds(output_dir, key, lambda total: float(total or 0.0) + float(seconds))
 
 
 def set_seconds(output_dir, key, seconds):
     """Sets the total ``key`` kept in ``output_dir``/timing.json (``add_seconds``) to
     ``seconds``: for time spent elsewhere (networks copied from another run), recorded once
     however often it is set."""
+    return _update_seconds(output_dir, key, lambda total: float(seconds))
+
+
+def _update_seconds(output_dir, key, update):
+    """Replaces the total ``key`` of ``output_dir``/timing.json by ``update(total or None)``
+    under the file's lock (helper processes write the same file); returns the new total."""
     path = os.path.join(output_dir, TIMING_FILE)
     with _exclusive(path + ".lock"):
         totals = read_json_object(path) if os.path.exists(path) else {}
-        totals[key] = float(seconds)
+        totals[key] = update(totals.get(key))
         atomic_write_json(path, totals)
+    return totals[key]
 
 
 @contextlib.contextmanager
