@@ -265,6 +265,18 @@ def test_a_copy_stopped_between_two_networks_is_finished_and_timed_once(
         "finished": True,
     }
     assert not [n for n in os.listdir(out) if n.endswith(".uqmix-copy")]
+    # stopped after its last network was in place, before the seconds and the finished mark:
+    # the next call finishes the record (the seconds set once)
+    runs.set_seconds(str(out), "train_seconds", 0.0)
+    runs.atomic_write_json(
+        str(out / reused_training.COPY_RECORD),
+        {"source": str(src), "networks": names, "finished": False},
+    )
+    assert reused_training.copy_networks(str(src), str(out), ["model"], names[1:], keys) == []
+    assert reused_training.copy_record(str(out))["finished"] is True
+    assert runs.read_seconds(str(out), "train_seconds") == reused_training._source_seconds(
+        str(src), "train_seconds"
+    )
     with pytest.raises(ValueError, match="was copying the networks of"):  # another source
         runs.atomic_write_json(
             str(out / reused_training.COPY_RECORD),

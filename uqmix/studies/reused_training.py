@@ -194,16 +194,14 @@ def copy_networks(
     stopped anywhere is finished by the next call (a half-copied folder is only ever the
     staging folder, which is cleared), never mistaken for networks the run trained."""
     names = networks_to_copy(source, output_dir, network_dirs, optional_dirs)
-    if not names:
-        return []
+    record = copy_record(output_dir)
+    if not names and (record is None or record["finished"]):
+        return []  # nothing copied here, or a finished copy (an unfinished one goes on below)
     check_targets(output_dir, names, replaceable)
     record_path = os.path.join(output_dir, COPY_RECORD)
-    record = copy_record(output_dir) or {
-        "source": os.path.abspath(source),
-        "networks": names,
-        "finished": False,
-    }
-    runs.atomic_write_json(record_path, record)
+    if record is None:
+        record = {"source": os.path.abspath(source), "networks": names, "finished": False}
+        runs.atomic_write_json(record_path, record)
     for name in names:
         staging = os.path.join(output_dir, f".{name}.uqmix-copy")  # uqmix's name: cleared
         if os.path.lexists(staging):
